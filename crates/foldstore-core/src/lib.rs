@@ -1,0 +1,62 @@
+//! # foldstore-core
+//!
+//! The model of foldstore's event store and the contract every backend keeps:
+//!
+//! - [`StreamName`], [`NewEvent`], [`RecordedEvent`], [`Position`], [`ExpectedRevision`];
+//! - the [`EventStore`] trait, with typed errors per operation ([`AppendError`],
+//!   [`ReadError`], ...);
+//! - [`rules`]: the append and visibility rules as pure functions, so every backend
+//!   decides the same way;
+//! - [`subscription`]: catch-up-then-live subscriptions built from reads and a commit
+//!   signal;
+//! - [`InMemoryStore`], for tests and examples;
+//! - behind the `testkit` feature, the conformance kit that every backend runs.
+//!
+//! This crate does no I/O. The SQLite backend is `foldstore-sqlite`.
+//!
+//! ```
+//! use foldstore_core::{EventStore, ExpectedRevision, InMemoryStore, NewEvent, StreamName, AppendError};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = InMemoryStore::new();
+//! let cart = StreamName::new("cart-7")?;
+//! store.append(&cart, ExpectedRevision::NoStream, vec![NewEvent::json("Created", &())?]).await?;
+//!
+//! // A second writer that also expected an empty stream loses:
+//! let late = store.append(&cart, ExpectedRevision::NoStream, vec![NewEvent::json("Created", &())?]).await;
+//! assert!(matches!(late, Err(AppendError::WrongExpectedRevision { .. })));
+//! # Ok(())
+//! # }
+//! ```
+
+mod error;
+mod event;
+mod memory;
+mod metadata;
+mod options;
+mod position;
+pub mod rules;
+mod store;
+mod stream_name;
+pub mod subscription;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use error::{
+    AppendError, BackendError, BackendErrorKind, DeleteError, InvalidEvent, MetadataError,
+    ReadError, SubscriptionError,
+};
+pub use event::{JSON, MAX_EVENT_TYPE_BYTES, NewEvent, RecordedEvent};
+pub use memory::InMemoryStore;
+pub use metadata::{CAUSATION_ID, CORRELATION_ID, InvalidMetadata, Metadata};
+pub use options::{
+    ConsumerGroup, Direction, EventFilter, ReadAllOptions, ReadStreamOptions, SubscribeFrom,
+    SubscribeStreamFrom, group_hash,
+};
+pub use position::{CurrentRevision, ExpectedRevision, InvalidPosition, Position};
+pub use rules::{AppendResult, Limits, StreamMetadata, StreamState};
+pub use store::{EventStore, EventSubscription};
+pub use stream_name::{
+    InvalidStreamName, MAX_STREAM_NAME_BYTES, StreamName, category_of, validate_category,
+};

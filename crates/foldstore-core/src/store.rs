@@ -1,0 +1,126 @@
+//! The [`EventStore`] trait: the contract every backend keeps.
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+use crate::{
+    AppendError, AppendResult, DeleteError, EventFilter, ExpectedRevision, MetadataError,
+    NewEvent, Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent,
+    StreamMetadata, StreamName, SubscribeFrom, SubscribeStreamFrom, SubscriptionError,
+    validate_category,
+};
+
+/// A live stream of events: catch-up first, then new events as they commit.
+///
+/// It is pulled: a slow consumer only falls behind and reads later pages from the
+/// store, it never makes the store buffer events for it. After an error it ends.
+pub type EventSubscription = BoxStream<'static, Result<RecordedEvent, SubscriptionError>>;
+
+/// An event store. Every backend implements this and passes the conformance kit
+/// (`foldstore_core::testkit`), so the semantics described in `docs/semantics.md` hold
+/// on all of them.
+///
+/// ```
+/// use foldstore_core::{EventStore, ExpectedRevision, InMemoryStore, NewEvent, ReadStreamOptions, StreamName};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = InMemoryStore::new();
+/// let stream = StreamName::new("account-42")?;
+/// let opened = NewEvent::json("Opened", &serde_json::json!({"owner": "ada"}))?;
+/// let result = store.append(&stream, ExpectedRevision::NoStream, vec![opened]).await?;
+/// assert_eq!(result.next_expected_revision, 0);
+///
+/// let events = store.read_stream(&stream, ReadStreamOptions::forwards()).await?;
+/// assert_eq!(events[0].event_type, "Opened");
+/// # Ok(())
+/// # }
+/// ```
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Appends `events` to `stream` atomically, if the stream is at `expected`.
+    ///
+    /// Repeating an append with the same event ids returns the first result and writes
+    /// nothing (see [`crate::rules::plan_append`]). The result is acknowledged only
+    /// once it is durable as the backend's durability setting defines.
+    async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, AppendError>;
+
+    /// Reads a stream's visible events (soft-delete and metadata limits applied).
+    ///
+    /// A stream that was never written, or was soft-deleted and not written since, is
+    /// [`ReadError::StreamNotFound`]; a tombstoned one [`ReadError::StreamTombstoned`].
+    async fn read_stream(
+        &self,
+        stream: &StreamName,
+        options: ReadStreamOptions,
+    ) -> Result<Vec<RecordedEvent>, ReadError>;
+
+    /// Reads the global log, `$all`. It holds every committed event in commit order,
+    /// including events that stream reads hide (deleted, truncated, tombstoned).
+    async fn read_all(&self, options: ReadAllOptions) -> Result<Vec<RecordedEvent>, ReadError>;
+
+    /// Reads the events of one category (streams named `category-...`) in global
+    /// order; `options.filter` may add a consumer group, event types or a prefix.
+    async fn read_category(
+        &self,
+        category: &str,
+        mut options: ReadAllOptions,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        validate_category(category)?;
+        options.filter.category = Some(category.to_owned());
+        self.read_all(options).await
+    }
+
+    /// Soft-deletes a stream: reads say it does not exist; a later append starts again
+    /// after its last revision. The events stay in `$all`.
+    async fn delete_stream(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+    ) -> Result<(), DeleteError>;
+
+    /// Tombstones a stream: it can never be written again; reads and appends get a
+    /// typed error. The events stay in `$all`.
+    async fn tombstone_stream(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+    ) -> Result<(), DeleteError>;
+
+    /// The stream's metadata, if any was set.
+    async fn stream_metadata(
+        &self,
+        stream: &StreamName,
+    ) -> Result<Option<StreamMetadata>, MetadataError>;
+
+    /// Replaces the stream's metadata. Reads honour it from then on.
+    async fn set_stream_metadata(
+        &self,
+        stream: &StreamName,
+        metadata: StreamMetadata,
+    ) -> Result<(), MetadataError>;
+
+    /// The position of the last committed event: every event at or below it is
+    /// visible to every read that starts later. `None` for an empty store.
+    async fn head_position(&self) -> Result<Option<Position>, ReadError>;
+
+    /// Subscribes to `$all`: catches up from `from`, then continues live.
+    async fn subscribe_to_all(
+        &self,
+        from: SubscribeFrom,
+        filter: EventFilter,
+    ) -> Result<EventSubscription, ReadError>;
+
+    /// Subscribes to one stream: catches up from `from`, then continues live. A stream
+    /// that does not exist yet is waited for.
+    async fn subscribe_to_stream(
+        &self,
+        stream: &StreamName,
+        from: SubscribeStreamFrom,
+    ) -> Result<EventSubscription, ReadError>;
+}

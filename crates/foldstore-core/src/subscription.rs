@@ -1,0 +1,255 @@
+//! Catch-up-then-live subscriptions built from reads and a commit signal.
+//!
+//! A subscription keeps one page of events at most. It reads a page after the last
+//! position it delivered; when a read comes back empty it sleeps until the backend
+//! signals a commit. Because it reads from the store rather than from a buffer the
+//! writer fills, a slow subscriber costs the store nothing, and catch-up and live
+//! delivery are the same code path: there is no hand-over where an event could be lost
+//! or doubled.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use crate::{
+    EventFilter, EventStore, EventSubscription, Position, ReadAllOptions, ReadError,
+    ReadStreamOptions, RecordedEvent, StreamName, SubscribeFrom, SubscribeStreamFrom,
+    SubscriptionError,
+};
+
+/// How many events a subscription reads per page.
+pub const PAGE_SIZE: usize = 512;
+
+/// The writer side of the commit signal: a backend calls [`CommitNotifier::notify`]
+/// after each commit becomes visible to readers.
+#[derive(Debug, Clone)]
+pub struct CommitNotifier(Arc<watch::Sender<u64>>);
+
+impl Default for CommitNotifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CommitNotifier {
+    /// A new signal.
+    pub fn new() -> Self {
+        Self(Arc::new(watch::channel(0).0))
+    }
+
+    /// Wakes every listener.
+    pub fn notify(&self) {
+        self.0.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A listener that wakes on commits after its last [`CommitListener::mark`].
+    pub fn listen(&self) -> CommitListener {
+        CommitListener(self.0.subscribe())
+    }
+}
+
+/// The reader side of the commit signal.
+#[derive(Debug)]
+pub struct CommitListener(watch::Receiver<u64>);
+
+impl CommitListener {
+    /// Marks every commit so far as seen. Call it before reading.
+    pub fn mark(&mut self) {
+        self.0.borrow_and_update();
+    }
+
+    /// Waits for a commit after the last mark. Returns `false` when the store is gone.
+    pub async fn wait(&mut self) -> bool {
+        self.0.changed().await.is_ok()
+    }
+}
+
+struct AllState<S> {
+    store: S,
+    listener: CommitListener,
+    after: Option<Position>,
+    filter: EventFilter,
+    buf: VecDeque<RecordedEvent>,
+    done: bool,
+}
+
+/// A subscription to `$all` for any store that can read and signal commits.
+///
+/// Backends implement [`EventStore::subscribe_to_all`] with this.
+pub async fn subscribe_all<S>(
+    store: S,
+    commits: &CommitNotifier,
+    from: SubscribeFrom,
+    filter: EventFilter,
+) -> Result<EventSubscription, ReadError>
+where
+    S: EventStore + Clone + 'static,
+{
+    if let Some(g) = filter.consumer_group {
+        crate::ConsumerGroup::new(g.member, g.size)?;
+    }
+    let listener = commits.listen();
+    let after = match from {
+        SubscribeFrom::Start => None,
+        SubscribeFrom::After(p) => Some(p),
+        SubscribeFrom::End => store.head_position().await?,
+    };
+    let state = AllState {
+        store,
+        listener,
+        after,
+        filter,
+        buf: VecDeque::new(),
+        done: false,
+    };
+    Ok(futures::stream::unfold(state, next_all).boxed())
+}
+
+async fn next_all<S: EventStore>(
+    mut st: AllState<S>,
+) -> Option<(Result<RecordedEvent, SubscriptionError>, AllState<S>)> {
+    loop {
+        if st.done {
+            return None;
+        }
+        if let Some(e) = st.buf.pop_front() {
+            return Some((Ok(e), st));
+        }
+        st.listener.mark();
+        let fail = |st: &mut AllState<S>, source| {
+            st.done = true;
+            Err(SubscriptionError::Read {
+                last_position: st.after,
+                source,
+            })
+        };
+        // With a filter, pages may skip many events; the head read before the page
+        // lets the subscription move past what it has checked without re-scanning.
+        let head = if st.filter.is_all() {
+            None
+        } else {
+            match st.store.head_position().await {
+                Ok(h) => h,
+                Err(e) => return Some((fail(&mut st, e), st)),
+            }
+        };
+        let mut opts = ReadAllOptions::forwards()
+            .max_count(PAGE_SIZE)
+            .filter(st.filter.clone());
+        opts.from = st.after.map(Position::next);
+        match st.store.read_all(opts).await {
+            Ok(page) => {
+                let full = page.len() == PAGE_SIZE;
+                if let Some(last) = page.last() {
+                    st.after = Some(last.position);
+                }
+                if !full {
+                    if let Some(h) = head {
+                        if st.after.is_none_or(|a| a < h) {
+                            st.after = Some(h);
+                        }
+                    }
+                }
+                if page.is_empty() {
+                    if !st.listener.wait().await {
+                        return None;
+                    }
+                    continue;
+                }
+                st.buf.extend(page);
+            }
+            Err(e) => return Some((fail(&mut st, e), st)),
+        }
+    }
+}
+
+struct StreamState<S> {
+    store: S,
+    listener: CommitListener,
+    stream: StreamName,
+    after: Option<u64>,
+    buf: VecDeque<RecordedEvent>,
+    done: bool,
+}
+
+/// A subscription to one stream for any store that can read and signal commits.
+///
+/// Backends implement [`EventStore::subscribe_to_stream`] with this.
+pub async fn subscribe_stream<S>(
+    store: S,
+    commits: &CommitNotifier,
+    stream: StreamName,
+    from: SubscribeStreamFrom,
+) -> Result<EventSubscription, ReadError>
+where
+    S: EventStore + Clone + 'static,
+{
+    let listener = commits.listen();
+    let after = match from {
+        SubscribeStreamFrom::Start => None,
+        SubscribeStreamFrom::After(r) => Some(r),
+        SubscribeStreamFrom::End => {
+            match store
+                .read_stream(&stream, ReadStreamOptions::backwards().max_count(1))
+                .await
+            {
+                Ok(events) => events.first().map(|e| e.revision),
+                Err(ReadError::StreamNotFound { .. }) => None,
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let state = StreamState {
+        store,
+        listener,
+        stream,
+        after,
+        buf: VecDeque::new(),
+        done: false,
+    };
+    Ok(futures::stream::unfold(state, next_in_stream).boxed())
+}
+
+async fn next_in_stream<S: EventStore>(
+    mut st: StreamState<S>,
+) -> Option<(Result<RecordedEvent, SubscriptionError>, StreamState<S>)> {
+    loop {
+        if st.done {
+            return None;
+        }
+        if let Some(e) = st.buf.pop_front() {
+            return Some((Ok(e), st));
+        }
+        st.listener.mark();
+        let mut opts = ReadStreamOptions::forwards().max_count(PAGE_SIZE);
+        opts.from = st.after.map(|r| r + 1);
+        let page = match st.store.read_stream(&st.stream, opts).await {
+            Ok(page) => page,
+            Err(ReadError::StreamNotFound { .. }) => Vec::new(),
+            Err(ReadError::StreamTombstoned { stream }) => {
+                st.done = true;
+                return Some((Err(SubscriptionError::StreamTombstoned { stream }), st));
+            }
+            Err(source) => {
+                st.done = true;
+                let err = SubscriptionError::Read {
+                    last_position: None,
+                    source,
+                };
+                return Some((Err(err), st));
+            }
+        };
+        if let Some(last) = page.last() {
+            st.after = Some(last.revision);
+        }
+        if page.is_empty() {
+            if !st.listener.wait().await {
+                return None;
+            }
+            continue;
+        }
+        st.buf.extend(page);
+    }
+}
