@@ -1,0 +1,620 @@
+//! A reference model of the contract in `docs/semantics.md`, written to be obviously
+//! correct rather than fast: a `Vec` of every event ever committed (`$all`) and a map of
+//! per-stream facts. Every lookup is a linear scan. It shares no code with
+//! [`crate::InMemoryStore`] or [`crate::rules`], so a bug there does not hide itself here.
+//!
+//! Positions are opaque, so the model answers with indexes into its log; the model test
+//! maps them to the store's positions.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::{
+    AppendError, ConsumerGroup, CurrentRevision, DeleteError, Direction, EventFilter,
+    ExpectedRevision, InvalidEvent, MetadataError, NewEvent, ReadError, StreamMetadata, StreamName,
+};
+
+/// An event as the model stores it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelEvent {
+    /// The event id.
+    pub id: Uuid,
+    /// Its stream.
+    pub stream: StreamName,
+    /// Its type.
+    pub event_type: String,
+    /// Its revision in the stream.
+    pub revision: u64,
+    /// The payload.
+    pub data: Bytes,
+    /// The payload's media type.
+    pub content_type: String,
+    /// The metadata, parsed.
+    pub metadata: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ModelStream {
+    /// The last revision ever written.
+    last: Option<u64>,
+    /// Revisions below this were soft-deleted.
+    deleted_before: u64,
+    tombstoned: bool,
+    metadata: Option<StreamMetadata>,
+}
+
+impl ModelStream {
+    fn visible_last(&self) -> Option<u64> {
+        self.last.filter(|&l| l >= self.deleted_before)
+    }
+
+    fn current(&self) -> CurrentRevision {
+        match self.visible_last() {
+            Some(l) => CurrentRevision::Current(l),
+            None => CurrentRevision::NoStream,
+        }
+    }
+
+    fn visible(&self, revision: u64) -> bool {
+        if revision < self.deleted_before {
+            return false;
+        }
+        let Some(m) = &self.metadata else {
+            return true;
+        };
+        if m.truncate_before.is_some_and(|t| revision < t) {
+            return false;
+        }
+        if let (Some(max), Some(last)) = (m.max_count, self.last) {
+            // Visible: the last `max` revisions, `last + 1 - max ..= last`.
+            if u128::from(revision) + u128::from(max) <= u128::from(last) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Why the model (or a store, translated) refused a request. Compared between the
+/// model and the store; fields that a backend may word differently are left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// `AppendError::NoEvents`.
+    NoEvents,
+    /// `AppendError::TooLarge`.
+    TooLarge {
+        /// Bytes of data plus metadata.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// `AppendError::InvalidEvent`, with the reason's kind.
+    InvalidEvent {
+        /// Index of the event.
+        index: usize,
+        /// The kind of the reason.
+        kind: InvalidKind,
+    },
+    /// `*::WrongExpectedRevision`.
+    WrongExpectedRevision {
+        /// What the request expected.
+        expected: ExpectedRevision,
+        /// What the stream is at.
+        actual: CurrentRevision,
+    },
+    /// `AppendError::DuplicateEventId` (which id it names is checked separately).
+    DuplicateEventId,
+    /// `*::StreamTombstoned`.
+    StreamTombstoned,
+    /// `ReadError::StreamNotFound`.
+    StreamNotFound,
+    /// `ReadError::InvalidName` / `AppendError::InvalidStreamName`.
+    InvalidName,
+    /// `ReadError::InvalidConsumerGroup`.
+    InvalidConsumerGroup,
+    /// Anything else (a backend failure): never expected.
+    Other(String),
+}
+
+/// The kind of an [`InvalidEvent`], without its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidKind {
+    /// Empty event type.
+    EmptyType,
+    /// Event type over 200 bytes.
+    TypeTooLong,
+    /// Control character in the event type.
+    TypeControlCharacter,
+    /// JSON content type, data not JSON.
+    DataNotJson,
+    /// Empty content type.
+    EmptyContentType,
+    /// Two events of one append share an id.
+    DuplicateIdInAppend,
+}
+
+impl From<&InvalidEvent> for InvalidKind {
+    fn from(e: &InvalidEvent) -> Self {
+        match e {
+            InvalidEvent::EmptyType => Self::EmptyType,
+            InvalidEvent::TypeTooLong { .. } => Self::TypeTooLong,
+            InvalidEvent::TypeControlCharacter => Self::TypeControlCharacter,
+            InvalidEvent::DataNotJson(_) => Self::DataNotJson,
+            InvalidEvent::EmptyContentType => Self::EmptyContentType,
+            InvalidEvent::DuplicateIdInAppend(_) => Self::DuplicateIdInAppend,
+        }
+    }
+}
+
+impl From<&AppendError> for Refusal {
+    fn from(e: &AppendError) -> Self {
+        match e {
+            AppendError::InvalidStreamName(_) => Self::InvalidName,
+            AppendError::NoEvents => Self::NoEvents,
+            AppendError::InvalidEvent { index, reason } => Self::InvalidEvent {
+                index: *index,
+                kind: reason.into(),
+            },
+            AppendError::TooLarge { size, limit } => Self::TooLarge {
+                size: *size,
+                limit: *limit,
+            },
+            AppendError::WrongExpectedRevision {
+                expected, actual, ..
+            } => Self::WrongExpectedRevision {
+                expected: *expected,
+                actual: *actual,
+            },
+            AppendError::DuplicateEventId { .. } => Self::DuplicateEventId,
+            AppendError::StreamTombstoned { .. } => Self::StreamTombstoned,
+            AppendError::Backend(b) => Self::Other(b.to_string()),
+        }
+    }
+}
+
+impl From<&ReadError> for Refusal {
+    fn from(e: &ReadError) -> Self {
+        match e {
+            ReadError::StreamNotFound { .. } => Self::StreamNotFound,
+            ReadError::StreamTombstoned { .. } => Self::StreamTombstoned,
+            ReadError::InvalidName(_) => Self::InvalidName,
+            ReadError::InvalidConsumerGroup { .. } => Self::InvalidConsumerGroup,
+            ReadError::Backend(b) => Self::Other(b.to_string()),
+        }
+    }
+}
+
+impl From<&DeleteError> for Refusal {
+    fn from(e: &DeleteError) -> Self {
+        match e {
+            DeleteError::WrongExpectedRevision {
+                expected, actual, ..
+            } => Self::WrongExpectedRevision {
+                expected: *expected,
+                actual: *actual,
+            },
+            DeleteError::StreamTombstoned { .. } => Self::StreamTombstoned,
+            DeleteError::Backend(b) => Self::Other(b.to_string()),
+        }
+    }
+}
+
+impl From<&MetadataError> for Refusal {
+    fn from(e: &MetadataError) -> Self {
+        match e {
+            MetadataError::StreamTombstoned { .. } => Self::StreamTombstoned,
+            MetadataError::Backend(b) => Self::Other(b.to_string()),
+        }
+    }
+}
+
+/// What a successful append answered, in model terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelAppend {
+    /// The revision of the last event.
+    pub next_expected_revision: u64,
+    /// Index in the log of the last event (its position, in model terms).
+    pub last_index: usize,
+    /// Whether anything was written (false for an idempotent retry).
+    pub wrote: bool,
+}
+
+/// The reference model.
+#[derive(Debug, Clone)]
+pub struct Model {
+    log: Vec<ModelEvent>,
+    streams: BTreeMap<StreamName, ModelStream>,
+    max_append_bytes: usize,
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn expected_matches(expected: ExpectedRevision, current: CurrentRevision) -> bool {
+    match expected {
+        ExpectedRevision::Any => true,
+        ExpectedRevision::NoStream => current == CurrentRevision::NoStream,
+        ExpectedRevision::StreamExists => current != CurrentRevision::NoStream,
+        ExpectedRevision::Exact(n) => current == CurrentRevision::Current(n),
+    }
+}
+
+fn content_type_is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+fn category(stream: &str) -> &str {
+    stream.split('-').next().unwrap_or(stream)
+}
+
+fn filter_error(filter: &EventFilter) -> Option<Refusal> {
+    if let Some(c) = &filter.category {
+        if c.is_empty() || c.len() > 200 || c.contains('-') || c.starts_with('$') {
+            return Some(Refusal::InvalidName);
+        }
+        if c.chars().any(char::is_control) {
+            return Some(Refusal::InvalidName);
+        }
+    }
+    if let Some(g) = filter.consumer_group {
+        if g.size == 0 || g.member >= g.size {
+            return Some(Refusal::InvalidConsumerGroup);
+        }
+    }
+    None
+}
+
+fn passes(filter: &EventFilter, e: &ModelEvent) -> bool {
+    let name = e.stream.as_str();
+    if let Some(p) = &filter.stream_prefix {
+        if !name.starts_with(p.as_str()) {
+            return false;
+        }
+    }
+    if let Some(c) = &filter.category {
+        if category(name) != c {
+            return false;
+        }
+    }
+    if !filter.event_types.is_empty() && !filter.event_types.contains(&e.event_type) {
+        return false;
+    }
+    if let Some(g) = filter.consumer_group {
+        let id = name.split_once('-').map_or(name, |(_, id)| id);
+        if crate::group_hash(id) % u64::from(g.size) != u64::from(g.member) {
+            return false;
+        }
+    }
+    true
+}
+
+impl Model {
+    /// An empty model with the default 16 MiB append limit.
+    pub fn new() -> Self {
+        Self {
+            log: Vec::new(),
+            streams: BTreeMap::new(),
+            max_append_bytes: 16 * 1024 * 1024,
+        }
+    }
+
+    /// Every event ever committed, in commit order.
+    pub fn log(&self) -> &[ModelEvent] {
+        &self.log
+    }
+
+    /// The index of the last event, if any.
+    pub fn head(&self) -> Option<usize> {
+        self.log.len().checked_sub(1)
+    }
+
+    /// What an append with this expectation would be compared with.
+    pub fn current(&self, stream: &StreamName) -> CurrentRevision {
+        self.streams
+            .get(stream)
+            .map_or(CurrentRevision::NoStream, ModelStream::current)
+    }
+
+    /// Whether the stream is tombstoned.
+    pub fn is_tombstoned(&self, stream: &StreamName) -> bool {
+        self.streams.get(stream).is_some_and(|s| s.tombstoned)
+    }
+
+    fn check_events(&self, events: &[NewEvent]) -> Result<(), Refusal> {
+        if events.is_empty() {
+            return Err(Refusal::NoEvents);
+        }
+        let size: usize = events
+            .iter()
+            .map(|e| e.data.len() + e.metadata.as_str().len())
+            .sum();
+        if size > self.max_append_bytes {
+            return Err(Refusal::TooLarge {
+                size,
+                limit: self.max_append_bytes,
+            });
+        }
+        for (index, e) in events.iter().enumerate() {
+            let bad = |kind| Err(Refusal::InvalidEvent { index, kind });
+            if e.event_type.is_empty() {
+                return bad(InvalidKind::EmptyType);
+            }
+            if e.event_type.len() > 200 {
+                return bad(InvalidKind::TypeTooLong);
+            }
+            if e.event_type.chars().any(char::is_control) {
+                return bad(InvalidKind::TypeControlCharacter);
+            }
+            if e.content_type.is_empty() {
+                return bad(InvalidKind::EmptyContentType);
+            }
+            if content_type_is_json(&e.content_type)
+                && serde_json::from_slice::<Value>(&e.data).is_err()
+            {
+                return bad(InvalidKind::DataNotJson);
+            }
+            if events[..index].iter().any(|earlier| earlier.id == e.id) {
+                return bad(InvalidKind::DuplicateIdInAppend);
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends, following `docs/semantics.md` section 3.
+    pub fn append(
+        &mut self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: &[NewEvent],
+    ) -> Result<ModelAppend, Refusal> {
+        self.check_events(events)?;
+        let s = self.streams.get(stream).cloned().unwrap_or_default();
+        if s.tombstoned {
+            return Err(Refusal::StreamTombstoned);
+        }
+        let found: Vec<Option<usize>> = events
+            .iter()
+            .map(|e| self.log.iter().position(|l| l.id == e.id))
+            .collect();
+        let wrong = || Refusal::WrongExpectedRevision {
+            expected,
+            actual: s.current(),
+        };
+        if found.iter().all(Option::is_none) {
+            if !expected_matches(expected, s.current()) {
+                return Err(wrong());
+            }
+            let mut revision = s.last.map_or(0, |l| l + 1);
+            for e in events {
+                self.log.push(ModelEvent {
+                    id: e.id,
+                    stream: stream.clone(),
+                    event_type: e.event_type.clone(),
+                    revision,
+                    data: e.data.clone(),
+                    content_type: e.content_type.clone(),
+                    metadata: e.metadata.to_map(),
+                });
+                revision += 1;
+            }
+            let entry = self.streams.entry(stream.clone()).or_default();
+            entry.last = Some(revision - 1);
+            return Ok(ModelAppend {
+                next_expected_revision: revision - 1,
+                last_index: self.log.len() - 1,
+                wrote: true,
+            });
+        }
+        // Some ids are stored: a retry only when all are, in this stream, consecutive,
+        // in the same order.
+        let Some(indexes) = found.iter().copied().collect::<Option<Vec<usize>>>() else {
+            return Err(Refusal::DuplicateEventId);
+        };
+        let first = &self.log[indexes[0]];
+        let is_retry = indexes.iter().enumerate().all(|(i, &at)| {
+            self.log[at].stream == *stream && self.log[at].revision == first.revision + i as u64
+        });
+        if !is_retry {
+            return Err(Refusal::DuplicateEventId);
+        }
+        // The expectation must agree with where the events were written. For `NoStream`
+        // the model accepts what a backend can know from the stream's current state:
+        // the first event at revision 0 or at or below the soft-delete point (the
+        // backend cannot tell which delete came first; see `rules::plan_append`).
+        let agrees = match expected {
+            ExpectedRevision::Any | ExpectedRevision::StreamExists => true,
+            ExpectedRevision::Exact(n) => u128::from(n) + 1 == u128::from(first.revision),
+            ExpectedRevision::NoStream => first.revision == 0 || first.revision <= s.deleted_before,
+        };
+        if !agrees {
+            return Err(wrong());
+        }
+        let last = indexes[indexes.len() - 1];
+        Ok(ModelAppend {
+            next_expected_revision: self.log[last].revision,
+            last_index: last,
+            wrote: false,
+        })
+    }
+
+    /// Reads a stream: the indexes (into [`Model::log`]) of the events returned.
+    pub fn read_stream(
+        &self,
+        stream: &StreamName,
+        from: Option<u64>,
+        direction: Direction,
+        max_count: usize,
+    ) -> Result<Vec<usize>, Refusal> {
+        let Some(s) = self.streams.get(stream) else {
+            return Err(Refusal::StreamNotFound);
+        };
+        if s.tombstoned {
+            return Err(Refusal::StreamTombstoned);
+        }
+        if s.visible_last().is_none() {
+            return Err(Refusal::StreamNotFound);
+        }
+        let mut out: Vec<usize> = (0..self.log.len())
+            .filter(|&i| self.log[i].stream == *stream && s.visible(self.log[i].revision))
+            .collect();
+        match direction {
+            Direction::Forwards => {
+                out.retain(|&i| from.is_none_or(|f| self.log[i].revision >= f));
+            }
+            Direction::Backwards => {
+                out.retain(|&i| from.is_none_or(|f| self.log[i].revision <= f));
+                out.reverse();
+            }
+        }
+        out.truncate(max_count);
+        Ok(out)
+    }
+
+    /// Reads `$all` from log index `from` (inclusive; `from` may be the log's length,
+    /// just past the end).
+    pub fn read_all(
+        &self,
+        from: Option<usize>,
+        direction: Direction,
+        max_count: usize,
+        filter: &EventFilter,
+    ) -> Result<Vec<usize>, Refusal> {
+        if let Some(r) = filter_error(filter) {
+            return Err(r);
+        }
+        let mut out: Vec<usize> = (0..self.log.len())
+            .filter(|&i| passes(filter, &self.log[i]))
+            .collect();
+        match direction {
+            Direction::Forwards => out.retain(|&i| from.is_none_or(|f| i >= f)),
+            Direction::Backwards => {
+                out.retain(|&i| from.is_none_or(|f| i <= f));
+                out.reverse();
+            }
+        }
+        out.truncate(max_count);
+        Ok(out)
+    }
+
+    /// Reads a category (`read_all` with the category set).
+    pub fn read_category(
+        &self,
+        category: &str,
+        from: Option<usize>,
+        direction: Direction,
+        max_count: usize,
+        group: Option<ConsumerGroup>,
+    ) -> Result<Vec<usize>, Refusal> {
+        let filter = EventFilter {
+            category: Some(category.to_owned()),
+            consumer_group: group,
+            ..EventFilter::default()
+        };
+        self.read_all(from, direction, max_count, &filter)
+    }
+
+    /// Soft-deletes (`tombstone == false`) or tombstones a stream.
+    pub fn delete(
+        &mut self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        tombstone: bool,
+    ) -> Result<(), Refusal> {
+        let s = self.streams.entry(stream.clone()).or_default();
+        if s.tombstoned {
+            return Err(Refusal::StreamTombstoned);
+        }
+        if !expected_matches(expected, s.current()) {
+            return Err(Refusal::WrongExpectedRevision {
+                expected,
+                actual: s.current(),
+            });
+        }
+        if tombstone {
+            s.tombstoned = true;
+        } else {
+            s.deleted_before = s.last.map_or(0, |l| l + 1);
+        }
+        Ok(())
+    }
+
+    /// A stream's metadata.
+    pub fn metadata(&self, stream: &StreamName) -> Result<Option<StreamMetadata>, Refusal> {
+        match self.streams.get(stream) {
+            Some(s) if s.tombstoned => Err(Refusal::StreamTombstoned),
+            Some(s) => Ok(s.metadata.clone()),
+            None => Ok(None),
+        }
+    }
+
+    /// Replaces a stream's metadata.
+    pub fn set_metadata(
+        &mut self,
+        stream: &StreamName,
+        metadata: StreamMetadata,
+    ) -> Result<(), Refusal> {
+        let s = self.streams.entry(stream.clone()).or_default();
+        if s.tombstoned {
+            return Err(Refusal::StreamTombstoned);
+        }
+        s.metadata = Some(metadata);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::JSON;
+
+    fn s(n: &str) -> StreamName {
+        StreamName::new(n).expect("valid name")
+    }
+
+    #[test]
+    fn model_retry_and_delete() {
+        let mut m = Model::new();
+        let a = NewEvent::raw("A", "{}", JSON);
+        let first = m
+            .append(
+                &s("x-1"),
+                ExpectedRevision::NoStream,
+                std::slice::from_ref(&a),
+            )
+            .expect("append");
+        assert!(first.wrote);
+        let again = m
+            .append(
+                &s("x-1"),
+                ExpectedRevision::NoStream,
+                std::slice::from_ref(&a),
+            )
+            .expect("retry");
+        assert!(!again.wrote);
+        assert_eq!(again.last_index, first.last_index);
+        m.delete(&s("x-1"), ExpectedRevision::Exact(0), false)
+            .expect("delete");
+        assert_eq!(
+            m.read_stream(&s("x-1"), None, Direction::Forwards, usize::MAX),
+            Err(Refusal::StreamNotFound)
+        );
+        let b = NewEvent::raw("B", "{}", JSON);
+        let r = m
+            .append(&s("x-1"), ExpectedRevision::NoStream, &[b])
+            .expect("append after delete");
+        assert_eq!(r.next_expected_revision, 1);
+    }
+}
