@@ -1,1 +1,519 @@
-//! placeholder
+//! # foldstore-sqlite
+//!
+//! The embedded SQLite backend of foldstore: one file, no server, durable by default.
+//! [`SqliteStore`] implements [`foldstore_core::EventStore`] and passes the same
+//! conformance kit as every other backend.
+//!
+//! ```
+//! use foldstore_core::{EventStore, ExpectedRevision, NewEvent, ReadStreamOptions, StreamName};
+//! use foldstore_sqlite::{SqliteOptions, SqliteStore};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let path = dir.path().join("foldstore.db");
+//! let store = SqliteStore::open(&path, SqliteOptions::default()).await?;
+//! let stream = StreamName::new("account-42")?;
+//! let deposited = NewEvent::json("Deposited", &serde_json::json!({ "amount": 10 }))?;
+//! let result = store.append(&stream, ExpectedRevision::NoStream, vec![deposited]).await?;
+//! assert_eq!(result.next_expected_revision, 0);
+//!
+//! let events = store.read_stream(&stream, ReadStreamOptions::forwards()).await?;
+//! assert_eq!(events[0].event_type, "Deposited");
+//! store.close().await?; // finishes queued writes, checkpoints, releases the file
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## How it works
+//!
+//! - **One writer thread** owns the only write connection. Appends, deletes, tombstones
+//!   and metadata changes are queued to it, so they are ordered and its cache of stream
+//!   state stays right.
+//! - **Group commit**: the writer takes every request that queued while the previous
+//!   commit was being flushed (up to [`SqliteOptions::max_batch_events`] events) and
+//!   applies them in one transaction. Each request is checked on its own
+//!   ([`foldstore_core::rules::plan_append`] against the stream's state and an event-id
+//!   lookup in the database), in arrival order, so requests of one batch see each other's
+//!   effects and a refused request never fails its neighbours. Replies are sent after the
+//!   commit; then subscribers are woken.
+//! - **Readers** use their own read-only connections ([`SqliteOptions::readers`]), on
+//!   Tokio's blocking pool; WAL mode lets them run beside the writer, and they only ever
+//!   see committed transactions.
+//! - **One process per file**: [`SqliteStore::open`] takes an exclusive lock on
+//!   `<file>.lock` and refuses with [`OpenError::Locked`] when it is held, also by another
+//!   store in the same process.
+//! - The schema is versioned (`PRAGMA user_version`) and migrated on open; a file written
+//!   by a newer foldstore is refused with [`OpenError::NewerSchema`]. The schema is in
+//!   `src/sql/schema_v1.sql`.
+//! - The WAL is checkpointed by a background thread, off the commit path, and fully on
+//!   [`SqliteStore::close`].
+//!
+//! ## Durability
+//!
+//! An append is acknowledged (its future resolves `Ok`) only after the transaction that
+//! holds it committed. What "committed" promises depends on [`Durability`]:
+//!
+//! | setting | survives a process crash (kill -9) | survives power loss or an OS crash |
+//! |---|---|---|
+//! | [`Durability::Full`] (default) | yes | yes |
+//! | [`Durability::Normal`] | yes | the last commits may be lost; never torn |
+//!
+//! - **`Full`** runs SQLite in WAL mode with `synchronous=FULL`: the commit's WAL frames
+//!   are written and `fsync`ed before the append is acknowledged.
+//! - **`Normal`** uses `synchronous=NORMAL`: a commit is written to the WAL (the OS has
+//!   it, so a process crash loses nothing) but not `fsync`ed; the WAL is synced at
+//!   checkpoints. After a power loss the database is consistent, but appends acknowledged
+//!   since the last sync may be missing. Choose it only when losing the last moments of
+//!   writes on power loss is acceptable.
+//!
+//! Both settings assume what SQLite assumes of the machine:
+//!
+//! - `fsync`/`fdatasync` returning success means the data is on stable storage. A disk
+//!   (or virtual disk, or controller cache without power protection) that acknowledges
+//!   flushes it has not done voids the power-loss guarantee of `Full`, never the
+//!   process-crash guarantee.
+//! - Writes of a sector are not torn into garbage that passes SQLite's WAL checksums.
+//! - A failed `fsync` fails the commit: the whole batch gets a
+//!   [`BackendErrorKind::Storage`](foldstore_core::BackendErrorKind::Storage) error and
+//!   none of it is acknowledged. foldstore never retries an `fsync` as if it had worked.
+//! - File locks (`flock`) work on the file system holding the database; network file
+//!   systems that ignore them void the one-process guarantee.
+//!
+//! Every acknowledged append is all-or-nothing and revisions stay gapless whatever
+//! happens; `tests/crash.rs` kills a writing process over and over to check it.
+
+mod error;
+mod reader;
+mod schema;
+mod writer;
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use foldstore_core::rules::validate_events;
+use foldstore_core::subscription::{CommitNotifier, subscribe_all, subscribe_stream};
+use foldstore_core::{
+    AppendError, AppendResult, BackendError, BackendErrorKind, DeleteError, EventFilter,
+    EventStore, EventSubscription, ExpectedRevision, Limits, MetadataError, NewEvent, Position,
+    ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamMetadata, StreamName,
+    SubscribeFrom, SubscribeStreamFrom,
+};
+use tokio::sync::{mpsc, oneshot};
+
+pub use error::OpenError;
+
+use crate::reader::Readers;
+use crate::writer::{Checkpointer, Request, Shared, Writer};
+
+/// What an acknowledged append promises. See the crate docs, "Durability".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Durability {
+    /// The default: WAL with `synchronous=FULL`. An append is acknowledged only after its
+    /// commit was `fsync`ed: it survives a process crash and a power loss (if the disk
+    /// honours `fsync`).
+    #[default]
+    Full,
+    /// WAL with `synchronous=NORMAL`: commits are not `fsync`ed (the WAL is synced at
+    /// checkpoints). May lose the last commits on power loss, never on a process crash;
+    /// the database is never torn. Faster for small appends.
+    Normal,
+}
+
+/// Options of [`SqliteStore::open`].
+///
+/// ```
+/// use foldstore_sqlite::{Durability, SqliteOptions};
+///
+/// let options = SqliteOptions { durability: Durability::Normal, ..SqliteOptions::default() };
+/// assert_eq!(options.readers, 4);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// What an acknowledged append promises; [`Durability::Full`] by default.
+    pub durability: Durability,
+    /// Limits applied to every append.
+    pub limits: Limits,
+    /// Read connections in the pool (at least 1); 4 by default.
+    pub readers: usize,
+    /// The group-commit cap: the writer stops adding requests to a transaction once it
+    /// holds this many events (a single larger append still goes in whole). 4096 by
+    /// default.
+    pub max_batch_events: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Full,
+            limits: Limits::default(),
+            readers: 4,
+            max_batch_events: 4096,
+        }
+    }
+}
+
+/// How many requests may wait for the writer before senders wait too.
+const REQUEST_QUEUE: usize = 16 * 1024;
+
+/// The SQLite event store. Cloning gives another handle to the same store.
+///
+/// Open it with [`SqliteStore::open`]; close it with [`SqliteStore::close`] to finish
+/// queued writes and checkpoint the WAL (dropping the last handle does the same, blocking
+/// the dropping thread until the writer is done).
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `None` only while dropping.
+    requests: Option<mpsc::Sender<Request>>,
+    readers: Arc<Readers>,
+    shared: Arc<Shared>,
+    limits: Limits,
+    path: PathBuf,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The writer ends once every sender is gone; wait for it so that the lock file
+        // is free when the last handle is dropped.
+        drop(self.requests.take());
+        let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The lock file of a database: `<file>.lock` beside it.
+fn lock_path_of(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Runs blocking work on Tokio's blocking pool when inside Tokio, else in place.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle.spawn_blocking(f).await,
+        Err(_) => Ok(f()),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating the file and its directory if needed) and migrates the database
+    /// at `path`, takes the lock on `<path>.lock`, and starts the writer.
+    ///
+    /// ```
+    /// use foldstore_sqlite::{OpenError, SqliteOptions, SqliteStore};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("data/foldstore.db");
+    /// let store = SqliteStore::open(&path, SqliteOptions::default()).await?;
+    /// // A second open of the same file is refused while the first is open.
+    /// let second = SqliteStore::open(&path, SqliteOptions::default()).await;
+    /// assert!(matches!(second, Err(OpenError::Locked { .. })));
+    /// store.close().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn open(
+        path: impl AsRef<Path>,
+        options: SqliteOptions,
+    ) -> Result<SqliteStore, OpenError> {
+        let path = path.as_ref().to_owned();
+        let at = path.clone();
+        blocking(move || open_blocking(path, options))
+            .await
+            .map_err(|e| OpenError::Io {
+                action: "open",
+                path: at,
+                source: std::io::Error::other(e.to_string()),
+            })?
+    }
+
+    /// Finishes the writes queued so far, checkpoints the WAL into the database file,
+    /// closes every connection and releases the lock. Other handles get
+    /// [`BackendErrorKind::Unavailable`] errors afterwards.
+    pub async fn close(self) -> Result<(), OpenError> {
+        let path = self.inner.path.clone();
+        self.inner.readers.close().await;
+        let (reply, answer) = oneshot::channel();
+        let sent = match &self.inner.requests {
+            Some(requests) => requests.send(Request::Close { reply }).await.is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(OpenError::Closed { path });
+        }
+        let result = answer.await.unwrap_or(Err(OpenError::Closed { path }));
+        let handle = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            // The writer has answered; it only returns now.
+            let _ = blocking(move || handle.join()).await;
+        }
+        result
+    }
+
+    /// The durability the write connection actually runs with (it reads
+    /// `PRAGMA synchronous` there).
+    pub async fn effective_durability(&self) -> Result<Durability, BackendError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Synchronous { reply }).await?;
+        match answer.await.map_err(|_| writer_gone())?? {
+            2 => Ok(Durability::Full),
+            1 => Ok(Durability::Normal),
+            other => Err(BackendError::new(
+                BackendErrorKind::Internal,
+                format!("the write connection runs with PRAGMA synchronous = {other}"),
+            )),
+        }
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn send(&self, request: Request) -> Result<(), BackendError> {
+        match &self.inner.requests {
+            Some(requests) => requests.send(request).await.map_err(|_| error::closed()),
+            None => Err(error::closed()),
+        }
+    }
+}
+
+/// The writer dropped a request without answering: it stopped in the middle of a batch.
+fn writer_gone() -> BackendError {
+    BackendError::new(
+        BackendErrorKind::OutcomeUnknown,
+        "the SQLite writer stopped before answering; retry with the same event ids (appends are idempotent)",
+    )
+}
+
+fn open_blocking(path: PathBuf, options: SqliteOptions) -> Result<SqliteStore, OpenError> {
+    let io = |action: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |source| OpenError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io("create the directory", parent))?;
+    }
+    let lock_file = lock_path_of(&path);
+    let lock: File = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_file)
+        .map_err(io("open the lock file", &lock_file))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            return Err(OpenError::Locked { path, lock_file });
+        }
+        Err(TryLockError::Error(e)) => return Err(io("lock", &lock_file)(e)),
+    }
+    let conn = schema::open_writer(&path, &options)?;
+    let head: Option<i64> = conn
+        .query_row("SELECT max(position) FROM events", [], |r| r.get(0))
+        .map_err(|source| OpenError::Sqlite {
+            action: "reading the last position",
+            path: path.clone(),
+            source,
+        })?;
+    let readers = (0..options.readers.max(1))
+        .map(|_| schema::open_reader(&path))
+        .collect::<Result<Vec<_>, _>>()?;
+    let checkpointer = Checkpointer::spawn(schema::open_checkpointer(&path)?)
+        .map_err(io("start the checkpoint thread for", &path))?;
+    let shared = Arc::new(Shared {
+        head: AtomicI64::new(head.unwrap_or(0)),
+        commits: CommitNotifier::new(),
+    });
+    let (requests, queue) = mpsc::channel(REQUEST_QUEUE);
+    let writer = Writer::new(
+        conn,
+        Arc::clone(&shared),
+        options.max_batch_events,
+        Some(checkpointer),
+        lock,
+        path.clone(),
+    );
+    let handle = std::thread::Builder::new()
+        .name("foldstore-writer".into())
+        .spawn(move || writer.run(queue))
+        .map_err(io("start the writer thread for", &path))?;
+    Ok(SqliteStore {
+        inner: Arc::new(Inner {
+            requests: Some(requests),
+            readers: Arc::new(Readers::new(readers)),
+            shared,
+            limits: options.limits,
+            path,
+            writer: Mutex::new(Some(handle)),
+        }),
+    })
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, AppendError> {
+        validate_events(&events, &self.inner.limits)?;
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Append {
+            stream: stream.clone(),
+            expected,
+            events,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamName,
+        options: ReadStreamOptions,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        let stream = stream.clone();
+        self.inner
+            .readers
+            .run(move |rc| reader::read_stream(rc, &stream, &options))
+            .await
+    }
+
+    async fn read_all(&self, options: ReadAllOptions) -> Result<Vec<RecordedEvent>, ReadError> {
+        reader::check_filter(&options.filter)?;
+        self.inner
+            .readers
+            .run(move |rc| reader::read_all(rc, &options))
+            .await
+    }
+
+    async fn delete_stream(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+    ) -> Result<(), DeleteError> {
+        self.delete(stream, expected, false).await
+    }
+
+    async fn tombstone_stream(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+    ) -> Result<(), DeleteError> {
+        self.delete(stream, expected, true).await
+    }
+
+    async fn stream_metadata(
+        &self,
+        stream: &StreamName,
+    ) -> Result<Option<StreamMetadata>, MetadataError> {
+        let stream = stream.clone();
+        self.inner
+            .readers
+            .run(move |rc| reader::stream_metadata(rc, &stream))
+            .await
+    }
+
+    async fn set_stream_metadata(
+        &self,
+        stream: &StreamName,
+        metadata: StreamMetadata,
+    ) -> Result<(), MetadataError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::SetMetadata {
+            stream: stream.clone(),
+            metadata,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    async fn head_position(&self) -> Result<Option<Position>, ReadError> {
+        // Set by the writer after each commit: only committed positions.
+        let head = self.inner.shared.head.load(Ordering::Acquire);
+        Ok(u64::try_from(head)
+            .ok()
+            .filter(|&h| h > 0)
+            .map(|h| Position::new(u128::from(h))))
+    }
+
+    async fn subscribe_to_all(
+        &self,
+        from: SubscribeFrom,
+        filter: EventFilter,
+    ) -> Result<EventSubscription, ReadError> {
+        reader::check_filter(&filter)?;
+        subscribe_all(self.clone(), &self.inner.shared.commits, from, filter).await
+    }
+
+    async fn subscribe_to_stream(
+        &self,
+        stream: &StreamName,
+        from: SubscribeStreamFrom,
+    ) -> Result<EventSubscription, ReadError> {
+        subscribe_stream(
+            self.clone(),
+            &self.inner.shared.commits,
+            stream.clone(),
+            from,
+        )
+        .await
+    }
+}
+
+impl SqliteStore {
+    async fn delete(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        tombstone: bool,
+    ) -> Result<(), DeleteError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Delete {
+            stream: stream.clone(),
+            expected,
+            tombstone,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+}

@@ -1,0 +1,157 @@
+//! Errors of opening and closing a store, and the mapping of SQLite errors into
+//! foldstore's shared [`BackendError`] kinds.
+
+use std::path::PathBuf;
+
+use foldstore_core::{BackendError, BackendErrorKind};
+use rusqlite::ErrorCode;
+
+/// Why a store could not be opened (or closed cleanly).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The file was written by a newer foldstore, with a schema this build cannot read.
+    #[error(
+        "{path} was written by a newer foldstore (schema v{found}, this build reads up to v{supported}): upgrade foldstore"
+    )]
+    NewerSchema {
+        /// The database file.
+        path: PathBuf,
+        /// The schema version stored in the file.
+        found: u32,
+        /// The newest schema version this build knows.
+        supported: u32,
+    },
+    /// Another process (or another store in this process) has the database open.
+    #[error(
+        "{path} is already open in another process (it holds the lock on {lock_file}): stop the other process (for example a running `foldstore serve`) or use another data file"
+    )]
+    Locked {
+        /// The database file.
+        path: PathBuf,
+        /// The lock file that is held.
+        lock_file: PathBuf,
+    },
+    /// The file is an SQLite database, but not one foldstore wrote.
+    #[error(
+        "{path} is an SQLite database with tables that foldstore did not create: point foldstore at a new file or one it created"
+    )]
+    NotFoldstore {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// SQLite would not switch the file to WAL mode.
+    #[error(
+        "cannot switch {path} to WAL mode (it stays in {mode} mode): keep the database on a local file system"
+    )]
+    NoWal {
+        /// The database file.
+        path: PathBuf,
+        /// The journal mode it stayed in.
+        mode: String,
+    },
+    /// A file or directory operation failed.
+    #[error("cannot {action} {path}: {source} (check the path and its permissions)")]
+    Io {
+        /// What foldstore was doing.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// SQLite failed.
+    #[error(
+        "SQLite failed on {path} while {action}: {source} (is it a foldstore database on a healthy disk?)"
+    )]
+    Sqlite {
+        /// What foldstore was doing.
+        action: &'static str,
+        /// The database file.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The store was already closed by another handle, or its writer thread stopped.
+    #[error("the store at {path} is already closed")]
+    Closed {
+        /// The database file.
+        path: PathBuf,
+    },
+}
+
+/// The [`BackendErrorKind`] of an SQLite error.
+pub(crate) fn kind_of(e: &rusqlite::Error) -> BackendErrorKind {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::CannotOpen
+            | ErrorCode::PermissionDenied
+            | ErrorCode::ReadOnly
+            | ErrorCode::NoLargeFileSupport
+            | ErrorCode::FileLockingProtocolFailed
+            | ErrorCode::OutOfMemory => BackendErrorKind::Storage,
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => BackendErrorKind::Unavailable,
+            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => BackendErrorKind::Incompatible,
+            _ => BackendErrorKind::Internal,
+        },
+        rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..)
+        | rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::Utf8Error(..) => BackendErrorKind::Incompatible,
+        _ => BackendErrorKind::Internal,
+    }
+}
+
+/// Wraps an SQLite error, saying what the store was doing.
+pub(crate) fn backend(what: &str, e: rusqlite::Error) -> BackendError {
+    let kind = kind_of(&e);
+    let hint = match kind {
+        BackendErrorKind::Storage => "; check free disk space and the disk's health",
+        BackendErrorKind::Unavailable => "; the database is busy, retry later",
+        BackendErrorKind::Incompatible => "; the database file is damaged or not a foldstore file",
+        _ => "",
+    };
+    BackendError::new(kind, format!("SQLite failed while {what}: {e}{hint}")).with_source(e)
+}
+
+/// The error every request gets once the store is closed.
+pub(crate) fn closed() -> BackendError {
+    BackendError::new(
+        BackendErrorKind::Unavailable,
+        "the SQLite store is closed (or its writer stopped): open it again",
+    )
+}
+
+/// Data in the file that this build cannot interpret.
+pub(crate) fn incompatible(message: impl Into<String>) -> BackendError {
+    BackendError::new(BackendErrorKind::Incompatible, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_is_unavailable_and_full_is_storage() {
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        );
+        assert_eq!(kind_of(&busy), BackendErrorKind::Unavailable);
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        );
+        assert_eq!(kind_of(&full), BackendErrorKind::Storage);
+        let ioerr = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR_FSYNC),
+            None,
+        );
+        assert_eq!(kind_of(&ioerr), BackendErrorKind::Storage);
+        assert!(backend("committing", full).message.contains("disk"));
+    }
+}

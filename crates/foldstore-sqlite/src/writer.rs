@@ -1,0 +1,756 @@
+//! The writer thread: the only connection that writes, with group commit.
+//!
+//! The loop blocks for one request, then drains whatever queued meanwhile (up to
+//! `max_batch_events` events) and applies it all in one transaction, each request with
+//! its own checks against the database and the writer's cache. Requests of one batch
+//! see each other's effects, because they run in order on the same connection and
+//! cache. A refused request writes nothing (every check runs before its first insert),
+//! so it never affects its neighbours. Replies are sent only after `COMMIT` returned,
+//! that is after the WAL was fsynced with `Durability::Full`.
+//!
+//! If anything fails at the SQL level (an insert, the commit), the transaction is rolled
+//! back, every request of the batch gets the error and the cache is dropped, to be
+//! reloaded from the database: nothing unacknowledged is ever believed written.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use foldstore_core::rules::{AppendPlan, StoredId, StreamState, plan_append};
+use foldstore_core::subscription::CommitNotifier;
+use foldstore_core::{
+    AppendError, AppendResult, BackendError, BackendErrorKind, DeleteError, ExpectedRevision, JSON,
+    MetadataError, NewEvent, Position, StreamMetadata, StreamName, group_hash,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::OpenError;
+use crate::error::{backend, incompatible};
+
+/// A request to the writer.
+pub(crate) enum Request {
+    Append {
+        stream: StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        reply: oneshot::Sender<Result<AppendResult, AppendError>>,
+    },
+    Delete {
+        stream: StreamName,
+        expected: ExpectedRevision,
+        tombstone: bool,
+        reply: oneshot::Sender<Result<(), DeleteError>>,
+    },
+    SetMetadata {
+        stream: StreamName,
+        metadata: StreamMetadata,
+        reply: oneshot::Sender<Result<(), MetadataError>>,
+    },
+    /// Reports `PRAGMA synchronous` of the write connection (for tests and diagnostics).
+    Synchronous {
+        reply: oneshot::Sender<Result<i64, BackendError>>,
+    },
+    /// Finishes what is queued, checkpoints, closes the connection, releases the lock.
+    Close {
+        reply: oneshot::Sender<Result<(), OpenError>>,
+    },
+}
+
+/// What a request did, before the commit decides whether it stands.
+enum Outcome {
+    Append(Result<AppendResult, AppendError>),
+    Delete(Result<(), DeleteError>),
+    Metadata(Result<(), MetadataError>),
+}
+
+impl Request {
+    /// How much of the batch cap this request uses.
+    fn weight(&self) -> usize {
+        match self {
+            Request::Append { events, .. } => events.len().max(1),
+            _ => 1,
+        }
+    }
+
+    fn answer(self, outcome: Result<Outcome, BackendError>) {
+        // A caller that gave up (dropped its future) no longer listens: ignore send errors.
+        match (self, outcome) {
+            (Request::Append { reply, .. }, Ok(Outcome::Append(r))) => {
+                let _ = reply.send(r);
+            }
+            (Request::Delete { reply, .. }, Ok(Outcome::Delete(r))) => {
+                let _ = reply.send(r);
+            }
+            (Request::SetMetadata { reply, .. }, Ok(Outcome::Metadata(r))) => {
+                let _ = reply.send(r);
+            }
+            (Request::Append { reply, .. }, Err(e)) => {
+                let _ = reply.send(Err(e.into()));
+            }
+            (Request::Delete { reply, .. }, Err(e)) => {
+                let _ = reply.send(Err(e.into()));
+            }
+            (Request::SetMetadata { reply, .. }, Err(e)) => {
+                let _ = reply.send(Err(e.into()));
+            }
+            (Request::Synchronous { reply }, _) => {
+                let _ = reply.send(Err(internal("a diagnostic request reached a batch")));
+            }
+            (Request::Close { reply }, _) => {
+                let _ = reply.send(Ok(()));
+            }
+            (request, Ok(_)) => request.answer(Err(internal("a request got another's outcome"))),
+        }
+    }
+}
+
+fn internal(message: &str) -> BackendError {
+    BackendError::new(BackendErrorKind::Internal, message)
+}
+
+/// State shared by the writer and the store's handles.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// The position of the last committed event, 0 when there is none.
+    pub(crate) head: AtomicI64,
+    /// Woken after every commit.
+    pub(crate) commits: CommitNotifier,
+}
+
+/// What the writer knows about one stream that has a row in `streams`.
+#[derive(Debug, Clone, Copy)]
+struct CachedStream {
+    id: i64,
+    category_id: i64,
+    state: StreamState,
+}
+
+/// Streams and categories the writer has looked at. It may hold uncommitted changes of
+/// the running batch; it is dropped whenever a batch fails. Correct only because this
+/// process is the only writer of the file (the lock file guarantees it).
+#[derive(Default)]
+struct Cache {
+    streams: HashMap<StreamName, CachedStream>,
+    categories: HashMap<String, i64>,
+    /// The position of the next event, `None` when it must be read from the database.
+    next_position: Option<i64>,
+}
+
+/// Past this many entries the cache is emptied (and refilled lazily) between batches.
+const CACHE_LIMIT: usize = 200_000;
+
+type SqlResult<T> = Result<T, BackendError>;
+
+fn sql(what: &'static str) -> impl FnOnce(rusqlite::Error) -> BackendError {
+    move |e| backend(what, e)
+}
+
+impl Cache {
+    fn reset(&mut self) {
+        self.streams.clear();
+        self.categories.clear();
+        self.next_position = None;
+    }
+
+    fn next_position(&mut self, conn: &Connection) -> SqlResult<i64> {
+        if let Some(p) = self.next_position {
+            return Ok(p);
+        }
+        let max: Option<i64> = conn
+            .prepare_cached("SELECT max(position) FROM events")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(sql("reading the last position"))?;
+        let next = max.unwrap_or(0) + 1;
+        self.next_position = Some(next);
+        Ok(next)
+    }
+
+    /// The stream's row and state, loading them on a miss. `None`: no row.
+    fn stream(&mut self, conn: &Connection, name: &StreamName) -> SqlResult<Option<CachedStream>> {
+        if let Some(c) = self.streams.get(name) {
+            return Ok(Some(*c));
+        }
+        let row = conn
+            .prepare_cached(
+                "SELECT stream_id, category_id, deleted_before, tombstoned FROM streams WHERE name = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row([name.as_str()], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, bool>(3)?,
+                    ))
+                })
+                .optional()
+            })
+            .map_err(sql("loading a stream"))?;
+        let Some((id, category_id, deleted_before, tombstoned)) = row else {
+            return Ok(None);
+        };
+        let last: Option<i64> = conn
+            .prepare_cached("SELECT max(revision) FROM events WHERE stream_id = ?1")
+            .and_then(|mut s| s.query_row([id], |r| r.get(0)))
+            .map_err(sql("loading a stream's revision"))?;
+        let cached = CachedStream {
+            id,
+            category_id,
+            state: StreamState {
+                last_revision: last.map(to_u64).transpose()?,
+                deleted_before: to_u64(deleted_before)?,
+                tombstoned,
+            },
+        };
+        self.streams.insert(name.clone(), cached);
+        Ok(Some(cached))
+    }
+
+    fn category(&mut self, conn: &Connection, name: &str) -> SqlResult<i64> {
+        if let Some(&id) = self.categories.get(name) {
+            return Ok(id);
+        }
+        let found: Option<i64> = conn
+            .prepare_cached("SELECT category_id FROM categories WHERE name = ?1")
+            .and_then(|mut s| s.query_row([name], |r| r.get(0)).optional())
+            .map_err(sql("loading a category"))?;
+        let id = match found {
+            Some(id) => id,
+            None => {
+                conn.prepare_cached("INSERT INTO categories (name) VALUES (?1)")
+                    .and_then(|mut s| s.execute([name]))
+                    .map_err(sql("creating a category"))?;
+                conn.last_insert_rowid()
+            }
+        };
+        self.categories.insert(name.to_owned(), id);
+        Ok(id)
+    }
+
+    /// The stream's row, created when missing.
+    fn ensure_stream(&mut self, conn: &Connection, name: &StreamName) -> SqlResult<CachedStream> {
+        if let Some(c) = self.stream(conn, name)? {
+            return Ok(c);
+        }
+        let category_id = self.category(conn, name.category())?;
+        let hash =
+            i64::try_from(group_hash(name.id())).map_err(|_| internal("group hash overflow"))?;
+        conn.prepare_cached(
+            "INSERT INTO streams (name, category_id, group_hash) VALUES (?1, ?2, ?3)",
+        )
+        .and_then(|mut s| s.execute(params![name.as_str(), category_id, hash]))
+        .map_err(sql("creating a stream"))?;
+        let cached = CachedStream {
+            id: conn.last_insert_rowid(),
+            category_id,
+            state: StreamState::default(),
+        };
+        self.streams.insert(name.clone(), cached);
+        Ok(cached)
+    }
+}
+
+fn to_u64(v: i64) -> SqlResult<u64> {
+    u64::try_from(v).map_err(|_| incompatible(format!("negative revision {v} in the database")))
+}
+
+fn to_i64(v: u64) -> SqlResult<i64> {
+    i64::try_from(v).map_err(|_| internal("a revision does not fit SQLite's 64-bit integers"))
+}
+
+/// A UUID as the two signed halves the schema stores.
+pub(crate) fn split_id(id: Uuid) -> (i64, i64) {
+    let (hi, lo) = id.as_u64_pair();
+    (hi as i64, lo as i64)
+}
+
+/// The background checkpointer: the writer signals it after commits; it copies the WAL
+/// into the database file off the commit path, at most every [`CHECKPOINT_EVERY`].
+pub(crate) struct Checkpointer {
+    signal: std_mpsc::SyncSender<()>,
+    thread: JoinHandle<()>,
+}
+
+/// How often the background checkpointer runs at most while commits keep coming.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// WAL frames (pages) that a background checkpoint may leave behind before it forces a
+/// restart of the log (about 1 GiB with 4 KiB pages), so the WAL cannot grow forever
+/// under a write load that never pauses.
+const WAL_HARD_LIMIT: i64 = 262_144;
+
+impl Checkpointer {
+    pub(crate) fn spawn(conn: Connection) -> std::io::Result<Self> {
+        let (signal, rx) = std_mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("foldstore-checkpoint".into())
+            .spawn(move || checkpoint_loop(&conn, &rx))?;
+        Ok(Self { signal, thread })
+    }
+
+    fn poke(&self) {
+        // Full means a checkpoint is already due: nothing to add.
+        let _ = self.signal.try_send(());
+    }
+
+    fn stop(self) {
+        drop(self.signal);
+        let _ = self.thread.join();
+    }
+}
+
+fn checkpoint_loop(conn: &Connection, rx: &std_mpsc::Receiver<()>) {
+    let mut pending = false;
+    loop {
+        if !pending && rx.recv().is_err() {
+            return;
+        }
+        pending = false;
+        let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        });
+        match result {
+            Ok((log, done)) if log - done > WAL_HARD_LIMIT => {
+                if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(RESTART)") {
+                    tracing::warn!(error = %e, "forced WAL checkpoint failed");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "background WAL checkpoint failed"),
+        }
+        // Pace: absorb signals for a while; leave at once when the writer is gone.
+        let until = Instant::now() + CHECKPOINT_EVERY;
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            match rx.recv_timeout(until - now) {
+                Ok(()) => pending = true,
+                Err(std_mpsc::RecvTimeoutError::Timeout) => break,
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+}
+
+/// The writer: owns the write connection, the cache and the lock file.
+pub(crate) struct Writer {
+    pub(crate) conn: Connection,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) max_batch_events: usize,
+    pub(crate) checkpointer: Option<Checkpointer>,
+    /// Held (locked) until the writer ends.
+    pub(crate) lock: File,
+    pub(crate) path: PathBuf,
+    cache: Cache,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        conn: Connection,
+        shared: Arc<Shared>,
+        max_batch_events: usize,
+        checkpointer: Option<Checkpointer>,
+        lock: File,
+        path: PathBuf,
+    ) -> Self {
+        Self {
+            conn,
+            shared,
+            max_batch_events: max_batch_events.max(1),
+            checkpointer,
+            lock,
+            path,
+            cache: Cache::default(),
+        }
+    }
+
+    /// Runs until a `Close` request or until every handle is gone.
+    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let mut closers = Vec::new();
+        let mut batch = Vec::new();
+        let mut weight = 0;
+        while closers.is_empty() {
+            let Some(first) = rx.blocking_recv() else {
+                break;
+            };
+            let mut next = Some(first);
+            while let Some(request) = next.take() {
+                match request {
+                    Request::Close { reply } => closers.push(reply),
+                    Request::Synchronous { reply } => {
+                        let _ = reply.send(self.synchronous());
+                    }
+                    request => {
+                        weight += request.weight();
+                        batch.push(request);
+                    }
+                }
+                if weight >= self.max_batch_events || !closers.is_empty() {
+                    break;
+                }
+                next = rx.try_recv().ok();
+            }
+            if !batch.is_empty() {
+                self.commit_batch(std::mem::take(&mut batch));
+                weight = 0;
+            }
+        }
+        // Answer what was queued before the channel closed, then stop.
+        rx.close();
+        while let Ok(request) = rx.try_recv() {
+            match request {
+                Request::Close { reply } => closers.push(reply),
+                Request::Synchronous { reply } => {
+                    let _ = reply.send(self.synchronous());
+                }
+                request => {
+                    weight += request.weight();
+                    batch.push(request);
+                    if weight >= self.max_batch_events {
+                        self.commit_batch(std::mem::take(&mut batch));
+                        weight = 0;
+                    }
+                }
+            }
+        }
+        if !batch.is_empty() {
+            self.commit_batch(batch);
+        }
+        let path = self.path.clone();
+        let mut result = Some(self.finish());
+        for reply in closers {
+            let r = result
+                .take()
+                .unwrap_or_else(|| Err(OpenError::Closed { path: path.clone() }));
+            let _ = reply.send(r);
+        }
+    }
+
+    fn synchronous(&self) -> Result<i64, BackendError> {
+        self.conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .map_err(sql("reading PRAGMA synchronous"))
+    }
+
+    /// Stops the checkpointer, checkpoints the whole WAL into the database file, closes
+    /// the connection, then releases the lock.
+    fn finish(self) -> Result<(), OpenError> {
+        let Writer {
+            conn,
+            checkpointer,
+            lock,
+            path,
+            ..
+        } = self;
+        if let Some(c) = checkpointer {
+            c.stop();
+        }
+        let sqlite = |action, source| OpenError::Sqlite {
+            action,
+            path: path.clone(),
+            source,
+        };
+        let checkpoint = conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(|e| sqlite("checkpointing on close", e));
+        let closed = conn
+            .close()
+            .map_err(|(_, e)| sqlite("closing the database", e));
+        drop(lock);
+        checkpoint.and(closed)
+    }
+
+    /// Applies one batch in one transaction, commits, then answers every request.
+    fn commit_batch(&mut self, batch: Vec<Request>) {
+        if self.cache.streams.len() > CACHE_LIMIT || self.cache.categories.len() > CACHE_LIMIT {
+            self.cache.streams.clear();
+            self.cache.categories.clear();
+        }
+        let before = self.cache.next_position;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let now_us = Utc::now().timestamp_micros();
+        let mut changed = false;
+        let result = self.apply(&batch, now_us, &mut outcomes, &mut changed);
+        match result {
+            Ok(()) => {
+                if let Some(next) = self.cache.next_position
+                    && before != Some(next)
+                {
+                    self.shared.head.store(next - 1, Ordering::Release);
+                }
+                for (request, outcome) in batch.into_iter().zip(outcomes) {
+                    request.answer(Ok(outcome));
+                }
+                if changed {
+                    self.shared.commits.notify();
+                    if let Some(c) = &self.checkpointer {
+                        c.poke();
+                    }
+                }
+            }
+            Err(e) => {
+                if !self.conn.is_autocommit()
+                    && let Err(rollback) = self.conn.execute_batch("ROLLBACK")
+                {
+                    tracing::error!(error = %rollback, "rollback after a failed batch failed");
+                }
+                self.cache.reset();
+                tracing::error!(error = %e, requests = batch.len(), "a write batch failed; none of it was written");
+                let message = format!(
+                    "{}; none of the {} requests committed together was written",
+                    e.message,
+                    batch.len()
+                );
+                for request in batch {
+                    let err = BackendError::new(e.kind, message.clone());
+                    request.answer(Err(err));
+                }
+            }
+        }
+    }
+
+    fn apply(
+        &mut self,
+        batch: &[Request],
+        now_us: i64,
+        outcomes: &mut Vec<Outcome>,
+        changed: &mut bool,
+    ) -> SqlResult<()> {
+        let conn = &self.conn;
+        let cache = &mut self.cache;
+        cache.next_position(conn)?;
+        conn.prepare_cached("BEGIN IMMEDIATE")
+            .and_then(|mut s| s.execute([]))
+            .map_err(sql("starting a write transaction"))?;
+        for request in batch {
+            let outcome = match request {
+                Request::Append {
+                    stream,
+                    expected,
+                    events,
+                    ..
+                } => {
+                    let r = append(conn, cache, stream, *expected, events, now_us)?;
+                    *changed |= r.is_ok();
+                    Outcome::Append(r)
+                }
+                Request::Delete {
+                    stream,
+                    expected,
+                    tombstone,
+                    ..
+                } => {
+                    let r = delete(conn, cache, stream, *expected, *tombstone)?;
+                    *changed |= r.is_ok();
+                    Outcome::Delete(r)
+                }
+                Request::SetMetadata {
+                    stream, metadata, ..
+                } => {
+                    let r = set_metadata(conn, cache, stream, metadata)?;
+                    *changed |= r.is_ok();
+                    Outcome::Metadata(r)
+                }
+                Request::Synchronous { .. } | Request::Close { .. } => {
+                    return Err(internal("a control request reached a batch"));
+                }
+            };
+            outcomes.push(outcome);
+        }
+        conn.prepare_cached("COMMIT")
+            .and_then(|mut s| s.execute([]))
+            .map_err(|e| {
+                let mut err = backend("committing", e);
+                err.kind = BackendErrorKind::Storage;
+                err
+            })?;
+        Ok(())
+    }
+}
+
+fn stream_name(conn: &Connection, stream_id: i64) -> SqlResult<StreamName> {
+    let name: String = conn
+        .prepare_cached("SELECT name FROM streams WHERE stream_id = ?1")
+        .and_then(|mut s| s.query_row([stream_id], |r| r.get(0)))
+        .map_err(sql("loading a stream name"))?;
+    StreamName::new(name)
+        .map_err(|e| incompatible(format!("invalid stream name in the database: {e}")))
+}
+
+/// One append, inside the batch's transaction. The outer error fails the batch; the
+/// inner one refuses this append only.
+fn append(
+    conn: &Connection,
+    cache: &mut Cache,
+    stream: &StreamName,
+    expected: ExpectedRevision,
+    events: &[NewEvent],
+    now_us: i64,
+) -> SqlResult<Result<AppendResult, AppendError>> {
+    let cached = cache.stream(conn, stream)?;
+    let state = cached.map(|c| c.state).unwrap_or_default();
+    // The ids are looked up in the database itself (this transaction sees the batch's
+    // earlier appends), never in a cache of recent writes.
+    let mut stored = Vec::with_capacity(events.len());
+    {
+        let mut find = conn
+            .prepare_cached(
+                "SELECT position, stream_id, revision FROM events WHERE id_hi = ?1 AND id_lo = ?2",
+            )
+            .map_err(sql("preparing the event-id lookup"))?;
+        for e in events {
+            let (hi, lo) = split_id(e.id);
+            let row = find
+                .query_row(params![hi, lo], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .optional()
+                .map_err(sql("looking up an event id"))?;
+            stored.push(match row {
+                None => None,
+                Some((position, stream_id, revision)) => Some(StoredId {
+                    stream: if cached.is_some_and(|c| c.id == stream_id) {
+                        stream.clone()
+                    } else {
+                        stream_name(conn, stream_id)?
+                    },
+                    revision: to_u64(revision)?,
+                    position: Position::new(u128::from(to_u64(position)?)),
+                }),
+            });
+        }
+    }
+    let first_revision = match plan_append(stream, expected, &state, events, &stored) {
+        Err(e) => return Ok(Err(e)),
+        Ok(AppendPlan::AlreadyStored(result)) => return Ok(Ok(result)),
+        Ok(AppendPlan::Write { first_revision }) => first_revision,
+    };
+    let target = match cached {
+        Some(c) => c,
+        None => cache.ensure_stream(conn, stream)?,
+    };
+    let mut position = cache.next_position(conn)?;
+    let mut revision = first_revision;
+    {
+        let mut insert = conn
+            .prepare_cached(
+                "INSERT INTO events (position, stream_id, revision, category_id, id_hi, id_lo, \
+                 event_type, content_type, data, metadata, recorded_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )
+            .map_err(sql("preparing the event insert"))?;
+        for e in events {
+            let (hi, lo) = split_id(e.id);
+            let content_type = (e.content_type != JSON).then_some(e.content_type.as_str());
+            insert
+                .execute(params![
+                    position,
+                    target.id,
+                    to_i64(revision)?,
+                    target.category_id,
+                    hi,
+                    lo,
+                    e.event_type,
+                    content_type,
+                    &e.data[..],
+                    e.metadata.as_str(),
+                    now_us,
+                ])
+                .map_err(sql("inserting an event"))?;
+            position += 1;
+            revision += 1;
+        }
+    }
+    cache.next_position = Some(position);
+    let last_revision = revision - 1;
+    if let Some(c) = cache.streams.get_mut(stream) {
+        c.state.last_revision = Some(last_revision);
+    }
+    Ok(Ok(AppendResult {
+        next_expected_revision: last_revision,
+        position: Position::new(u128::from(to_u64(position - 1)?)),
+    }))
+}
+
+/// A soft delete or a tombstone, inside the batch's transaction.
+fn delete(
+    conn: &Connection,
+    cache: &mut Cache,
+    stream: &StreamName,
+    expected: ExpectedRevision,
+    tombstone: bool,
+) -> SqlResult<Result<(), DeleteError>> {
+    let cached = cache.stream(conn, stream)?;
+    let state = cached.map(|c| c.state).unwrap_or_default();
+    if state.tombstoned {
+        return Ok(Err(DeleteError::StreamTombstoned {
+            stream: stream.clone(),
+        }));
+    }
+    let actual = state.current();
+    if !expected.matches(actual) {
+        return Ok(Err(DeleteError::WrongExpectedRevision {
+            stream: stream.clone(),
+            expected,
+            actual,
+        }));
+    }
+    if cached.is_none() && !tombstone {
+        // Soft-deleting a stream that has no row changes nothing anyone can observe.
+        return Ok(Ok(()));
+    }
+    let target = cache.ensure_stream(conn, stream)?;
+    let mut state = target.state;
+    if tombstone {
+        state.tombstoned = true;
+        conn.prepare_cached("UPDATE streams SET tombstoned = 1 WHERE stream_id = ?1")
+            .and_then(|mut s| s.execute([target.id]))
+            .map_err(sql("tombstoning a stream"))?;
+    } else {
+        state.deleted_before = state.next_revision();
+        let deleted_before = to_i64(state.deleted_before)?;
+        conn.prepare_cached("UPDATE streams SET deleted_before = ?2 WHERE stream_id = ?1")
+            .and_then(|mut s| s.execute(params![target.id, deleted_before]))
+            .map_err(sql("deleting a stream"))?;
+    }
+    if let Some(c) = cache.streams.get_mut(stream) {
+        c.state = state;
+    }
+    Ok(Ok(()))
+}
+
+/// Replaces a stream's metadata, inside the batch's transaction.
+fn set_metadata(
+    conn: &Connection,
+    cache: &mut Cache,
+    stream: &StreamName,
+    metadata: &StreamMetadata,
+) -> SqlResult<Result<(), MetadataError>> {
+    let cached = cache.stream(conn, stream)?;
+    if cached.is_some_and(|c| c.state.tombstoned) {
+        return Ok(Err(MetadataError::StreamTombstoned {
+            stream: stream.clone(),
+        }));
+    }
+    let json = serde_json::to_string(metadata)
+        .map_err(|e| internal(&format!("stream metadata did not serialize: {e}")))?;
+    let target = cache.ensure_stream(conn, stream)?;
+    conn.prepare_cached("UPDATE streams SET metadata = ?2 WHERE stream_id = ?1")
+        .and_then(|mut s| s.execute(params![target.id, json]))
+        .map_err(sql("setting stream metadata"))?;
+    Ok(Ok(()))
+}
