@@ -68,10 +68,10 @@ pub fn validate_events(events: &[NewEvent], limits: &Limits) -> Result<(), Appen
         if e.content_type.is_empty() {
             return Err(invalid(InvalidEvent::EmptyContentType));
         }
-        if is_json(&e.content_type) {
-            if let Err(err) = serde_json::from_slice::<serde::de::IgnoredAny>(&e.data) {
-                return Err(invalid(InvalidEvent::DataNotJson(err.to_string())));
-            }
+        if is_json(&e.content_type)
+            && let Err(err) = serde_json::from_slice::<serde::de::IgnoredAny>(&e.data)
+        {
+            return Err(invalid(InvalidEvent::DataNotJson(err.to_string())));
         }
         if !ids.insert(e.id) {
             return Err(invalid(InvalidEvent::DuplicateIdInAppend(e.id)));

@@ -145,12 +145,11 @@ async fn next_all<S: EventStore>(
                 if let Some(last) = page.last() {
                     st.after = Some(last.position);
                 }
-                if !full {
-                    if let Some(h) = head {
-                        if st.after.is_none_or(|a| a < h) {
-                            st.after = Some(h);
-                        }
-                    }
+                if !full
+                    && let Some(h) = head
+                    && st.after.is_none_or(|a| a < h)
+                {
+                    st.after = Some(h);
                 }
                 if page.is_empty() {
                     if !st.listener.wait().await {

@@ -269,25 +269,29 @@ fn filter_error(filter: &EventFilter) -> Option<Refusal> {
             return Some(Refusal::InvalidName);
         }
     }
-    if let Some(g) = filter.consumer_group {
-        if g.size == 0 || g.member >= g.size {
-            return Some(Refusal::InvalidConsumerGroup);
-        }
+    if let Some(g) = filter.consumer_group
+        && (g.size == 0 || g.member >= g.size)
+    {
+        return Some(Refusal::InvalidConsumerGroup);
     }
     None
 }
 
 fn passes(filter: &EventFilter, e: &ModelEvent) -> bool {
     let name = e.stream.as_str();
-    if let Some(p) = &filter.stream_prefix {
-        if !name.starts_with(p.as_str()) {
-            return false;
-        }
+    if filter
+        .stream_prefix
+        .as_ref()
+        .is_some_and(|p| !name.starts_with(p.as_str()))
+    {
+        return false;
     }
-    if let Some(c) = &filter.category {
-        if category(name) != c {
-            return false;
-        }
+    if filter
+        .category
+        .as_ref()
+        .is_some_and(|c| category(name) != c)
+    {
+        return false;
     }
     if !filter.event_types.is_empty() && !filter.event_types.contains(&e.event_type) {
         return false;

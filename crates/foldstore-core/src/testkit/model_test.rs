@@ -437,7 +437,7 @@ impl<S: TestStore> Harness<S> {
             .ok_or_else(|| format!("no known position for log index {index}"))
     }
 
-    fn from_pos(&self, p: Pos) -> (Option<Position>, Option<usize>) {
+    fn start_of(&self, p: Pos) -> (Option<Position>, Option<usize>) {
         let len = self.positions.len();
         match p {
             Pos::Start => (None, None),
@@ -670,7 +670,7 @@ impl<S: TestStore> Harness<S> {
                 } else {
                     Direction::Forwards
                 };
-                let (from, model_from) = self.from_pos(*from);
+                let (from, model_from) = self.start_of(*from);
                 let category = if filter.invalid_category {
                     Some("bad-category".to_owned())
                 } else {
@@ -711,7 +711,7 @@ impl<S: TestStore> Harness<S> {
                 } else {
                     Direction::Forwards
                 };
-                let (from, model_from) = self.from_pos(*from);
+                let (from, model_from) = self.start_of(*from);
                 let category = CATEGORIES.get(*category).copied().unwrap_or("bad-category");
                 let group = if CATEGORIES.contains(&category) {
                     group_of(*group)
