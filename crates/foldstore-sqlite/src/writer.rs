@@ -754,3 +754,238 @@ fn set_metadata(
         .map_err(sql("setting stream metadata"))?;
     Ok(Ok(()))
 }
+
+#[cfg(test)]
+mod tests {
+    //! Group commit, deterministically: batches are built by hand and applied with
+    //! `commit_batch`, so the requests are known to share one transaction.
+
+    use foldstore_core::CurrentRevision;
+
+    use super::*;
+    use crate::SqliteOptions;
+
+    struct Fixture {
+        writer: Writer,
+        _dir: tempfile::TempDir,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let conn = crate::schema::open_writer(&path, &SqliteOptions::default()).unwrap();
+        let lock = File::create(dir.path().join("w.db.lock")).unwrap();
+        let shared = Arc::new(Shared {
+            head: AtomicI64::new(0),
+            commits: CommitNotifier::new(),
+        });
+        Fixture {
+            writer: Writer::new(conn, shared, 4096, None, lock, path),
+            _dir: dir,
+        }
+    }
+
+    type AppendReply = oneshot::Receiver<Result<AppendResult, AppendError>>;
+
+    fn append_request(
+        stream: &str,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> (Request, AppendReply) {
+        let (reply, rx) = oneshot::channel();
+        let request = Request::Append {
+            stream: StreamName::new(stream).unwrap(),
+            expected,
+            events,
+            reply,
+        };
+        (request, rx)
+    }
+
+    fn event(event_type: &str) -> NewEvent {
+        NewEvent::raw(event_type, "{}", JSON)
+    }
+
+    /// Applies `requests` as one batch and returns the append answers in order.
+    fn run_batch(
+        writer: &mut Writer,
+        requests: Vec<(Request, AppendReply)>,
+    ) -> Vec<Result<AppendResult, AppendError>> {
+        let (batch, replies): (Vec<_>, Vec<_>) = requests.into_iter().unzip();
+        writer.commit_batch(batch);
+        replies
+            .into_iter()
+            .map(|mut rx| rx.try_recv().expect("every request is answered"))
+            .collect()
+    }
+
+    fn count_events(writer: &Writer) -> i64 {
+        writer
+            .conn
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn two_exact_appends_to_one_stream_in_one_batch_first_wins() {
+        let mut f = fixture();
+        let answers = run_batch(
+            &mut f.writer,
+            vec![
+                append_request("a-1", ExpectedRevision::NoStream, vec![event("A")]),
+                append_request("a-1", ExpectedRevision::Exact(0), vec![event("B")]),
+                append_request("a-1", ExpectedRevision::Exact(0), vec![event("C")]),
+            ],
+        );
+        assert_eq!(answers[0].as_ref().unwrap().next_expected_revision, 0);
+        assert_eq!(answers[1].as_ref().unwrap().next_expected_revision, 1);
+        match &answers[2] {
+            Err(AppendError::WrongExpectedRevision { actual, .. }) => {
+                assert_eq!(*actual, CurrentRevision::Current(1));
+            }
+            other => panic!("expected WrongExpectedRevision, got {other:?}"),
+        }
+        assert_eq!(count_events(&f.writer), 2);
+        assert_eq!(f.writer.shared.head.load(Ordering::Acquire), 2);
+    }
+
+    #[test]
+    fn duplicate_ids_across_appends_of_one_batch() {
+        let mut f = fixture();
+        let first = vec![event("A"), event("B")];
+        let retry = first.clone();
+        let overlap = vec![first[1].clone(), event("C")];
+        let elsewhere = vec![first[0].clone(), first[1].clone()];
+        let answers = run_batch(
+            &mut f.writer,
+            vec![
+                append_request("a-1", ExpectedRevision::Any, first),
+                // The same append again, in the same batch: an idempotent retry.
+                append_request("a-1", ExpectedRevision::Any, retry),
+                // Partly the same ids: refused.
+                append_request("a-1", ExpectedRevision::Any, overlap),
+                // The same ids in another stream: refused.
+                append_request("b-1", ExpectedRevision::Any, elsewhere),
+                append_request("b-1", ExpectedRevision::Any, vec![event("D")]),
+            ],
+        );
+        let first = answers[0].as_ref().unwrap();
+        assert_eq!(answers[1].as_ref().unwrap(), first);
+        assert!(matches!(
+            answers[2],
+            Err(AppendError::DuplicateEventId { .. })
+        ));
+        assert!(matches!(
+            answers[3],
+            Err(AppendError::DuplicateEventId { .. })
+        ));
+        assert_eq!(answers[4].as_ref().unwrap().next_expected_revision, 0);
+        assert_eq!(count_events(&f.writer), 3);
+    }
+
+    #[test]
+    fn one_refused_append_does_not_fail_its_neighbours() {
+        let mut f = fixture();
+        let mut requests = Vec::new();
+        for i in 0..50 {
+            let expected = if i == 25 {
+                ExpectedRevision::Exact(7) // the stream does not exist: refused
+            } else {
+                ExpectedRevision::NoStream
+            };
+            requests.push(append_request(
+                &format!("s-{i}"),
+                expected,
+                vec![event("A"), event("B")],
+            ));
+        }
+        let answers = run_batch(&mut f.writer, requests);
+        for (i, a) in answers.iter().enumerate() {
+            assert_eq!(a.is_ok(), i != 25, "append {i}: {a:?}");
+        }
+        assert_eq!(count_events(&f.writer), 98);
+    }
+
+    #[test]
+    fn a_failed_batch_fails_every_request_and_rolls_the_cache_back() {
+        let mut f = fixture();
+        let answers = run_batch(
+            &mut f.writer,
+            vec![append_request(
+                "a-1",
+                ExpectedRevision::NoStream,
+                vec![event("A")],
+            )],
+        );
+        assert!(answers[0].is_ok());
+        // Inject a failure: any insert of type Boom aborts.
+        f.writer
+            .conn
+            .execute_batch(
+                "CREATE TRIGGER boom BEFORE INSERT ON events WHEN NEW.event_type = 'Boom'
+                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+            )
+            .unwrap();
+        let answers = run_batch(
+            &mut f.writer,
+            vec![
+                append_request("a-1", ExpectedRevision::Exact(0), vec![event("B")]),
+                append_request("new-1", ExpectedRevision::NoStream, vec![event("C")]),
+                append_request("b-1", ExpectedRevision::Any, vec![event("Boom")]),
+            ],
+        );
+        for a in &answers {
+            assert!(matches!(a, Err(AppendError::Backend(_))), "{a:?}");
+        }
+        assert_eq!(count_events(&f.writer), 1);
+        assert_eq!(f.writer.shared.head.load(Ordering::Acquire), 1);
+        // The cache forgot the failed batch: the streams are where the database says.
+        let answers = run_batch(
+            &mut f.writer,
+            vec![
+                append_request("a-1", ExpectedRevision::Exact(0), vec![event("B")]),
+                append_request("new-1", ExpectedRevision::NoStream, vec![event("C")]),
+            ],
+        );
+        let a = answers[0].as_ref().unwrap();
+        assert_eq!(a.next_expected_revision, 1);
+        assert_eq!(a.position, Position::new(2));
+        let b = answers[1].as_ref().unwrap();
+        assert_eq!(b.next_expected_revision, 0);
+        assert_eq!(b.position, Position::new(3));
+        assert_eq!(f.writer.shared.head.load(Ordering::Acquire), 3);
+    }
+
+    #[test]
+    fn deletes_and_appends_in_one_batch_are_ordered() {
+        let mut f = fixture();
+        let (delete, mut deleted) = {
+            let (reply, rx) = oneshot::channel();
+            let request = Request::Delete {
+                stream: StreamName::new("a-1").unwrap(),
+                expected: ExpectedRevision::Exact(1),
+                tombstone: false,
+                reply,
+            };
+            (request, rx)
+        };
+        let (first, mut first_rx) = append_request(
+            "a-1",
+            ExpectedRevision::NoStream,
+            vec![event("A"), event("B")],
+        );
+        let (after, mut after_rx) =
+            append_request("a-1", ExpectedRevision::NoStream, vec![event("C")]);
+        f.writer.commit_batch(vec![first, delete, after]);
+        assert_eq!(
+            first_rx.try_recv().unwrap().unwrap().next_expected_revision,
+            1
+        );
+        deleted.try_recv().unwrap().unwrap();
+        // Soft-deleted in the same batch: NoStream matches, and revisions continue.
+        assert_eq!(
+            after_rx.try_recv().unwrap().unwrap().next_expected_revision,
+            2
+        );
+    }
+}
