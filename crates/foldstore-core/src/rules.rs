@@ -272,8 +272,12 @@ impl Visibility {
                 min_revision = min_revision.max((last + 1).saturating_sub(max));
             }
             if let Some(age) = m.max_age_secs {
-                let age = chrono::Duration::seconds(i64::try_from(age).unwrap_or(i64::MAX / 1000));
-                min_recorded_at = now.checked_sub_signed(age);
+                // An age too large for a `TimeDelta` (or reaching before the earliest
+                // representable time) hides nothing.
+                min_recorded_at = i64::try_from(age)
+                    .ok()
+                    .and_then(chrono::Duration::try_seconds)
+                    .and_then(|age| now.checked_sub_signed(age));
             }
         }
         Self {

@@ -2225,6 +2225,55 @@ pub async fn metadata_limits_hide_events_but_not_the_stream<S: TestStore>(store:
     assert_eq!(r.next_expected_revision, 3, "{rule}");
 }
 
+/// §7: extreme limits are honoured without overflow: a huge `max_age_secs` or
+/// `max_count` hides nothing, a huge `truncate_before` hides everything.
+pub async fn metadata_with_extreme_limits_is_honoured<S: TestStore>(store: S) {
+    let rule = "§7 extreme metadata limits";
+    let s = name("md-8");
+    append(&store, &s, ExpectedRevision::NoStream, events(3)).await;
+    for age in [
+        u64::MAX,
+        i64::MAX as u64,
+        10_000_000_000_000_000,
+        9_300_000_000_000_000,
+    ] {
+        let meta = StreamMetadata {
+            max_age_secs: Some(age),
+            ..StreamMetadata::default()
+        };
+        store.set_stream_metadata(&s, meta).await.expect("set");
+        assert_eq!(
+            read(&store, &s).await.len(),
+            3,
+            "{rule}: max_age_secs {age}"
+        );
+    }
+    let meta = StreamMetadata {
+        max_count: Some(u64::MAX),
+        ..StreamMetadata::default()
+    };
+    store.set_stream_metadata(&s, meta).await.expect("set");
+    assert_eq!(
+        read(&store, &s).await.len(),
+        3,
+        "{rule}: max_count u64::MAX"
+    );
+    let meta = StreamMetadata {
+        truncate_before: Some(u64::MAX),
+        ..StreamMetadata::default()
+    };
+    store.set_stream_metadata(&s, meta).await.expect("set");
+    assert!(
+        read(&store, &s).await.is_empty(),
+        "{rule}: truncate_before u64::MAX"
+    );
+    let back = read_with(&store, &s, ReadStreamOptions::backwards()).await;
+    assert!(
+        back.is_empty(),
+        "{rule}: truncate_before u64::MAX, backwards"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // §5 The head position
 // ---------------------------------------------------------------------------------------
@@ -2675,6 +2724,32 @@ pub async fn subscribe_to_stream_ends_when_tombstoned<S: TestStore>(store: S) {
     }
 }
 
+/// §6, §8: subscribing to a tombstoned stream from `End` is refused with
+/// `ReadError::StreamTombstoned`, or the subscription ends at once with
+/// `SubscriptionError::StreamTombstoned`.
+pub async fn subscribe_to_stream_from_end_of_a_tombstoned_stream_ends<S: TestStore>(store: S) {
+    let rule = "§6 subscriptions get StreamTombstoned";
+    let s = name("ss-9");
+    append(&store, &s, ExpectedRevision::NoStream, events(1)).await;
+    store
+        .tombstone_stream(&s, ExpectedRevision::Any)
+        .await
+        .expect("tombstone");
+    match store
+        .subscribe_to_stream(&s, SubscribeStreamFrom::End)
+        .await
+    {
+        Err(ReadError::StreamTombstoned { stream }) => assert_eq!(stream, s, "{rule}"),
+        Err(e) => panic!("{rule}: got {e:?}"),
+        Ok(mut sub) => match tokio::time::timeout(WAIT, sub.next()).await {
+            Ok(Some(Err(SubscriptionError::StreamTombstoned { stream }))) => {
+                assert_eq!(stream, s, "{rule}")
+            }
+            other => panic!("{rule}: expected StreamTombstoned, got {other:?}"),
+        },
+    }
+}
+
 /// §6, §8: a stream subscription on a soft-deleted stream delivers only the events
 /// written after the delete.
 pub async fn subscribe_to_stream_after_soft_delete_delivers_only_new_events<S: TestStore>(
@@ -3000,6 +3075,7 @@ macro_rules! __foldstore_for_each_case {
             metadata_truncate_before_hides_earlier_revisions,
             metadata_max_age_hides_old_events,
             metadata_limits_hide_events_but_not_the_stream,
+            metadata_with_extreme_limits_is_honoured,
             head_position_is_none_for_an_empty_store,
             head_position_is_the_last_appended_position,
             subscribe_to_all_from_start_catches_up_then_goes_live,
@@ -3017,6 +3093,7 @@ macro_rules! __foldstore_for_each_case {
             subscribe_to_stream_from_end_delivers_only_new_events,
             subscribe_to_stream_waits_for_the_stream_to_exist,
             subscribe_to_stream_ends_when_tombstoned,
+            subscribe_to_stream_from_end_of_a_tombstoned_stream_ends,
             subscribe_to_stream_after_soft_delete_delivers_only_new_events,
             subscribe_to_stream_honours_metadata,
             concurrent_writers_keep_streams_and_subscribers_consistent,
