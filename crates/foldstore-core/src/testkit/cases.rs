@@ -615,6 +615,28 @@ pub async fn expected_exact_fails_at_another_revision<S: TestStore>(store: S) {
     assert_all_len(&store, 2, rule).await;
 }
 
+/// §3.4: an extreme expected revision (`Exact(u64::MAX)`) is refused without overflow,
+/// for appends, retries and deletes.
+pub async fn expected_exact_u64_max_is_refused<S: TestStore>(store: S) {
+    let rule = "§3.4 Exact(u64::MAX) is just a wrong revision";
+    let s = name("ex-3");
+    let max = ExpectedRevision::Exact(u64::MAX);
+    let r = store.append(&s, max, events(1)).await;
+    assert_wrong_expected(r, &s, max, CurrentRevision::NoStream, rule);
+    let batch = events(1);
+    append(&store, &s, ExpectedRevision::NoStream, batch.clone()).await;
+    let r = store.append(&s, max, events(1)).await;
+    assert_wrong_expected(r, &s, max, CurrentRevision::Current(0), rule);
+    let r = store.append(&s, max, batch).await;
+    assert_wrong_expected(r, &s, max, CurrentRevision::Current(0), rule);
+    let r = store.delete_stream(&s, max).await;
+    assert!(
+        matches!(r, Err(DeleteError::WrongExpectedRevision { .. })),
+        "{rule}: delete got {r:?}"
+    );
+    assert_all_len(&store, 1, rule).await;
+}
+
 /// §3.2: an append with no events is refused with `NoEvents` (before the expected
 /// revision is looked at) and writes nothing.
 pub async fn append_with_no_events_is_refused<S: TestStore>(store: S) {
@@ -632,6 +654,42 @@ pub async fn append_with_no_events_is_refused<S: TestStore>(store: S) {
         "{rule}: checks run before the expected revision, got {r:?}"
     );
     assert_all_len(&store, 1, rule).await;
+}
+
+/// §3: checks run in order: the events themselves, then the tombstone, then
+/// idempotency, then the expected revision.
+pub async fn append_checks_run_in_the_documented_order<S: TestStore>(store: S) {
+    let rule = "§3 checks run in order: events, tombstone, idempotency, expected revision";
+    let s = name("order-of-checks-1");
+    let batch = events(2);
+    append(&store, &s, ExpectedRevision::NoStream, batch.clone()).await;
+    append(&store, &s, ExpectedRevision::Exact(1), events(1)).await;
+    // Idempotency before the expected revision: the stream moved on, the retry agrees.
+    let r = store
+        .append(&s, ExpectedRevision::NoStream, batch.clone())
+        .await;
+    assert!(
+        r.is_ok(),
+        "{rule}: a retry is recognised before the expected revision, got {r:?}"
+    );
+    store
+        .tombstone_stream(&s, ExpectedRevision::Exact(2))
+        .await
+        .expect("tombstone");
+    // The events before the tombstone.
+    let r = store.append(&s, ExpectedRevision::Any, Vec::new()).await;
+    assert!(matches!(r, Err(AppendError::NoEvents)), "{rule}: got {r:?}");
+    let r = store
+        .append(
+            &s,
+            ExpectedRevision::Any,
+            vec![NewEvent::raw("", "{}", JSON)],
+        )
+        .await;
+    assert_invalid_event(r, 0, |e| *e == InvalidEvent::EmptyType, rule);
+    // The tombstone before idempotency and the expected revision.
+    let r = store.append(&s, ExpectedRevision::Exact(7), batch).await;
+    assert_append_tombstoned(r, &s, rule);
 }
 
 /// §2: an empty event type is refused with `InvalidEvent { reason: EmptyType }`.
@@ -1415,6 +1473,11 @@ pub async fn read_all_from_position_is_inclusive<S: TestStore>(store: S) {
     )
     .await;
     assert_eq!(got.len(), 10, "{rule}: from ZERO");
+    let huge = Position::new(u128::MAX);
+    let got = all_with(&store, ReadAllOptions::forwards().from_position(huge)).await;
+    assert!(got.is_empty(), "{rule}: forwards from the largest position");
+    let got = all_with(&store, ReadAllOptions::backwards().from_position(huge)).await;
+    assert_eq!(got.len(), 10, "{rule}: backwards from the largest position");
 }
 
 /// §4: `max_count` caps `$all` reads, in both directions.
@@ -2920,6 +2983,61 @@ pub async fn concurrent_writers_keep_streams_and_subscribers_consistent<S: TestS
     }
 }
 
+/// §3.1: refused appends running beside accepted ones (in one group commit, say) leave
+/// no trace and do not disturb their neighbours.
+pub async fn concurrent_refused_appends_do_not_affect_others<S: TestStore>(store: S) {
+    const TASKS: usize = 16;
+    let rule = "§3.1 a refused append does not affect concurrent appends";
+    let s = name("mixed-1");
+    append(&store, &s, ExpectedRevision::NoStream, events(1)).await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(TASKS));
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let (store, s, barrier) = (store.clone(), s.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            let (expected, batch) = match t % 4 {
+                0 => (ExpectedRevision::Exact(999), events(2)),
+                1 => (
+                    ExpectedRevision::Any,
+                    vec![NewEvent::raw("T", "{bad", JSON)],
+                ),
+                _ => (ExpectedRevision::Any, events(2)),
+            };
+            let ids = ids_of_new(&batch);
+            barrier.wait().await;
+            (t, ids, store.append(&s, expected, batch).await)
+        }));
+    }
+    let mut written = Vec::new();
+    for task in tasks {
+        let (t, ids, r) = task.await.expect("task");
+        match (t % 4, r) {
+            (0, Err(AppendError::WrongExpectedRevision { .. })) => {}
+            (1, Err(AppendError::InvalidEvent { .. })) => {}
+            (2 | 3, Ok(_)) => written.extend(ids),
+            (_, r) => panic!("{rule}: task {t} got {r:?}"),
+        }
+    }
+    let got = read(&store, &s).await;
+    assert_eq!(got.len(), 1 + written.len(), "{rule}");
+    assert_eq!(
+        revisions(&got),
+        (0..got.len() as u64).collect::<Vec<_>>(),
+        "{rule}"
+    );
+    let mut got_ids = ids(&got[1..]);
+    got_ids.sort();
+    written.sort();
+    assert_eq!(got_ids, written, "{rule}: exactly the accepted events");
+    for pair in got[1..].chunks(2) {
+        assert_eq!(
+            pair[0].revision + 1,
+            pair[1].revision,
+            "{rule}: an append's events are consecutive"
+        );
+    }
+}
+
 /// §3.4: of many concurrent `NoStream` appends to one stream, exactly one succeeds; the
 /// others get `WrongExpectedRevision` and write nothing.
 pub async fn concurrent_no_stream_appends_let_exactly_one_win<S: TestStore>(store: S) {
@@ -3009,7 +3127,9 @@ macro_rules! __foldstore_for_each_case {
             expected_stream_exists_fails_without_the_stream,
             expected_exact_succeeds_at_that_revision,
             expected_exact_fails_at_another_revision,
+            expected_exact_u64_max_is_refused,
             append_with_no_events_is_refused,
+            append_checks_run_in_the_documented_order,
             append_with_empty_event_type_is_refused,
             append_with_event_type_over_200_bytes_is_refused,
             append_with_control_character_in_event_type_is_refused,
@@ -3097,6 +3217,7 @@ macro_rules! __foldstore_for_each_case {
             subscribe_to_stream_after_soft_delete_delivers_only_new_events,
             subscribe_to_stream_honours_metadata,
             concurrent_writers_keep_streams_and_subscribers_consistent,
+            concurrent_refused_appends_do_not_affect_others,
             concurrent_no_stream_appends_let_exactly_one_win,
             concurrent_identical_retries_write_once,
         );
