@@ -17,7 +17,9 @@
 //! `FOLDSTORE_PROPTEST_CASES` (default 64, up to 30 operations each); a failure prints
 //! the seed (`FOLDSTORE_PROPTEST_SEED` replays the run) and the shrunk sequence.
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -251,7 +253,7 @@ fn op() -> impl Strategy<Value = Op> {
             |(stream, expected, events, defect)| Op::Append { stream, expected, events, defect }
         ),
         4 => (0usize..64, retry_how()).prop_map(|(of, how)| Op::Retry { of, how }),
-        4 => (stream(), any::<bool>(), prop::option::weighted(0.4, 0u64..8), max_count()).prop_map(
+        5 => (stream(), any::<bool>(), prop::option::weighted(0.4, 0u64..8), max_count()).prop_map(
             |(stream, backwards, from, max_count)| Op::ReadStream { stream, backwards, from, max_count }
         ),
         3 => (any::<bool>(), pos(), max_count(), filter()).prop_map(
@@ -260,7 +262,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..CATEGORIES.len() + 1, any::<bool>(), pos(), max_count(), group()).prop_map(
             |(category, backwards, from, max_count, group)| Op::ReadCategory { category, backwards, from, max_count, group }
         ),
-        2 => (stream(), exp()).prop_map(|(stream, expected)| Op::Delete { stream, expected }),
+        1 => (stream(), exp()).prop_map(|(stream, expected)| Op::Delete { stream, expected }),
         1 => (stream(), exp()).prop_map(|(stream, expected)| Op::Tombstone { stream, expected }),
         2 => (stream(), prop::option::of(0u64..4), prop::option::of(0u64..6)).prop_map(
             |(stream, max_count, truncate_before)| Op::SetMetadata { stream, max_count, truncate_before }
@@ -306,9 +308,12 @@ where
     );
     let rt = super::runtime();
     let strategy = prop::collection::vec(op(), 1..=MAX_OPS);
+    let stats = Mutex::new(BTreeMap::new());
     let result = runner.run(&strategy, |ops| {
         rt.block_on(async {
-            match tokio::time::timeout(SEQUENCE_TIMEOUT, check_sequence(&factory, &ops)).await {
+            match tokio::time::timeout(SEQUENCE_TIMEOUT, check_sequence(&factory, &ops, &stats))
+                .await
+            {
                 Ok(r) => r,
                 Err(_) => Err(TestCaseError::fail(format!(
                     "the sequence did not finish within {SEQUENCE_TIMEOUT:?}: an operation hangs"
@@ -316,6 +321,12 @@ where
             }
         })
     });
+    if std::env::var_os("FOLDSTORE_PROPTEST_STATS").is_some() {
+        let stats = stats.lock().unwrap_or_else(|p| p.into_inner());
+        for (outcome, count) in stats.iter() {
+            eprintln!("{count:>7}  {outcome}");
+        }
+    }
     match result {
         Ok(()) => {}
         Err(TestError::Fail(reason, ops)) => {
@@ -337,7 +348,11 @@ where
     }
 }
 
-async fn check_sequence<F, Fut, S, G>(factory: &F, ops: &[Op]) -> Result<(), TestCaseError>
+async fn check_sequence<F, Fut, S, G>(
+    factory: &F,
+    ops: &[Op],
+    stats: &Mutex<BTreeMap<String, usize>>,
+) -> Result<(), TestCaseError>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = (S, G)>,
@@ -350,6 +365,7 @@ where
         positions: Vec::new(),
         attempts: Vec::new(),
         next_id: 1,
+        stats: BTreeMap::new(),
     };
     for (i, op) in ops.iter().enumerate() {
         let step = async {
@@ -358,6 +374,12 @@ where
         };
         step.await
             .map_err(|m| TestCaseError::fail(format!("at operation {i} ({op:?}): {m}")))?;
+    }
+    {
+        let mut all = stats.lock().unwrap_or_else(|p| p.into_inner());
+        for (k, v) in std::mem::take(&mut h.stats) {
+            *all.entry(k).or_default() += v;
+        }
     }
     h.check_subscriptions()
         .await
@@ -375,6 +397,8 @@ struct Harness<S> {
     /// Every append attempted with events, for retries: stream, expectation, events.
     attempts: Vec<(StreamName, ExpectedRevision, Vec<NewEvent>)>,
     next_id: u128,
+    /// How often each operation ended how (printed with `FOLDSTORE_PROPTEST_STATS`).
+    stats: BTreeMap<String, usize>,
 }
 
 type Check = Result<(), String>;
@@ -398,6 +422,17 @@ fn compare_refusals(what: &str, model: &Refusal, store: Refusal) -> Check {
 }
 
 impl<S: TestStore> Harness<S> {
+    fn note<T>(&mut self, what: &str, outcome: &Result<T, Refusal>) {
+        let outcome = match outcome {
+            Ok(_) => "ok".to_owned(),
+            Err(r) => {
+                let r = format!("{r:?}");
+                r.split([' ', '{']).next().unwrap_or_default().to_owned()
+            }
+        };
+        *self.stats.entry(format!("{what}: {outcome}")).or_default() += 1;
+    }
+
     fn fresh_id(&mut self) -> Uuid {
         self.next_id += 1;
         Uuid::from_u128(self.next_id)
@@ -518,6 +553,10 @@ impl<S: TestStore> Harness<S> {
                 .push((stream.clone(), expected, events.clone()));
         }
         let want = self.model.append(&stream, expected, &events);
+        match &want {
+            Ok(m) if !m.wrote => *self.stats.entry("append: retry".to_owned()).or_default() += 1,
+            _ => self.note("append", &want),
+        }
         let got = self.store.append(&stream, expected, events.clone()).await;
         match (want, got) {
             (Ok(m), Ok(s)) => {
@@ -651,6 +690,7 @@ impl<S: TestStore> Harness<S> {
                 let want =
                     self.model
                         .read_stream(&name, options.from, direction, options.max_count);
+                self.note("read_stream", &want);
                 let got = self.store.read_stream(&name, options.clone()).await;
                 let what = format!("read_stream({name}, {options:?})");
                 match (want, got) {
@@ -691,6 +731,7 @@ impl<S: TestStore> Harness<S> {
                 let want =
                     self.model
                         .read_all(model_from, direction, options.max_count, &options.filter);
+                self.note("read_all", &want);
                 let got = self.store.read_all(options.clone()).await;
                 let what = format!("read_all({options:?})");
                 match (want, got) {
@@ -734,6 +775,7 @@ impl<S: TestStore> Harness<S> {
                     options.max_count,
                     group,
                 );
+                self.note("read_category", &want);
                 let got = self.store.read_category(category, options.clone()).await;
                 let what = format!("read_category({category}, {options:?})");
                 match (want, got) {
@@ -747,6 +789,7 @@ impl<S: TestStore> Harness<S> {
                 let name = stream_name(*stream);
                 let expected = self.resolve(&name, *expected);
                 let want = self.model.delete(&name, expected, tombstone);
+                self.note(if tombstone { "tombstone" } else { "delete" }, &want);
                 let got = if tombstone {
                     self.store.tombstone_stream(&name, expected).await
                 } else {
@@ -778,6 +821,7 @@ impl<S: TestStore> Harness<S> {
                     ..StreamMetadata::default()
                 };
                 let want = self.model.set_metadata(&name, meta.clone());
+                self.note("set_metadata", &want);
                 let got = self.store.set_stream_metadata(&name, meta.clone()).await;
                 let what = format!("set_stream_metadata({name}, {meta:?})");
                 match (want, got) {
