@@ -1,1 +1,60 @@
-fn main() {}
+//! `foldstore`: append to, read from and benchmark a foldstore event store.
+//!
+//! Exit status: 0 on success, 1 when an operation failed, 2 on a usage error (and for
+//! commands this build does not have yet).
+
+mod backend;
+mod bench;
+mod cli;
+mod commands;
+mod database_url;
+mod error;
+
+use std::process::ExitCode;
+
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
+
+use crate::cli::{Cli, Command};
+use crate::error::{CliError, EXIT_FAILURE};
+
+fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // The bench uses --database only when it is given on the command line: a
+    // benchmark must not fill the database an environment variable points at.
+    let database_on_command_line =
+        matches.value_source("database") == Some(ValueSource::CommandLine);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(run(cli, database_on_command_line)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+async fn run(cli: Cli, database_on_command_line: bool) -> Result<(), CliError> {
+    match cli.command {
+        Command::Append(args) => commands::append::run(&cli.store, args).await,
+        Command::Read(args) => commands::read::run(&cli.store, args).await,
+        Command::Serve => commands::serve(),
+        Command::Bench(args) => {
+            let database = cli.store.database.filter(|_| database_on_command_line);
+            bench::run(args, database).await
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The append load every write workload runs: tasks that each own a share of the
+//! streams, so that they always know the revision to expect.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use foldstore_core::{AppendError, CurrentRevision, EventStore, ExpectedRevision, StreamName};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::time::MissedTickBehavior;
+
+use super::payload;
+use crate::backend::Store;
+use crate::error::CliError;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub(crate) struct LoadSpec {
+    /// Concurrent appending tasks (at most one per stream).
+    pub(crate) concurrency: u32,
+    /// Events to append in all; each task stops after its share.
+    pub(crate) events: u64,
+    /// Events per append.
+    pub(crate) batch: usize,
+    /// Stop early at this time.
+    pub(crate) deadline: Option<Instant>,
+    /// Appends per second over all tasks; `None` for as fast as possible.
+    pub(crate) rate: Option<f64>,
+    /// The clock that `sent_ns` in the event data counts from.
+    pub(crate) clock: Instant,
+}
+
+/// What the load did.
+#[derive(Debug, Default)]
+pub(crate) struct LoadResult {
+    /// Events appended.
+    pub(crate) events: u64,
+    /// Wall time from start to the last task's end.
+    pub(crate) elapsed: Duration,
+    /// One latency per successful append.
+    pub(crate) latencies: Vec<Duration>,
+    /// Appends refused for a wrong expected revision and retried.
+    pub(crate) conflicts: u64,
+}
+
+#[derive(Debug, Default)]
+struct TaskResult {
+    events: u64,
+    latencies: Vec<Duration>,
+    conflicts: u64,
+}
+
+/// Runs the load on `streams` and waits for every task.
+pub(crate) async fn run(
+    store: &Store,
+    streams: &Arc<[StreamName]>,
+    spec: &LoadSpec,
+) -> Result<LoadResult, CliError> {
+    let tasks = (spec.concurrency as usize).clamp(1, streams.len().max(1));
+    let batch = spec.batch.max(1) as u64;
+    let appends = spec.events.div_ceil(batch);
+    let start = Instant::now();
+    let mut handles = Vec::with_capacity(tasks);
+    for t in 0..tasks {
+        let quota = appends / tasks as u64 + u64::from((t as u64) < appends % tasks as u64);
+        let owned: Vec<usize> = (t..streams.len()).step_by(tasks).collect();
+        let period = spec
+            .rate
+            .map(|r| Duration::from_secs_f64(tasks as f64 / r.max(1e-3)));
+        let task = Task {
+            store: store.clone(),
+            streams: Arc::clone(streams),
+            owned,
+            quota,
+            batch: spec.batch.max(1),
+            deadline: spec.deadline,
+            clock: spec.clock,
+            seq_base: (t as u64) << 40,
+            // Stagger paced tasks over one period so they do not fire together.
+            pacing: period.map(|p| (p, start + p.mul_f64(t as f64 / tasks as f64))),
+        };
+        handles.push(tokio::spawn(task.run()));
+    }
+    let mut total = LoadResult::default();
+    for handle in handles {
+        let r = handle
+            .await
+            .map_err(|e| CliError::Bench(format!("an append task failed: {e}")))??;
+        total.events += r.events;
+        total.conflicts += r.conflicts;
+        total.latencies.extend(r.latencies);
+    }
+    total.elapsed = start.elapsed();
+    Ok(total)
+}
+
+struct Task {
+    store: Store,
+    streams: Arc<[StreamName]>,
+    owned: Vec<usize>,
+    quota: u64,
+    batch: usize,
+    deadline: Option<Instant>,
+    clock: Instant,
+    seq_base: u64,
+    pacing: Option<(Duration, Instant)>,
+}
+
+impl Task {
+    async fn run(self) -> Result<TaskResult, CliError> {
+        let mut out = TaskResult {
+            latencies: Vec::with_capacity(usize::try_from(self.quota).unwrap_or(0)),
+            ..TaskResult::default()
+        };
+        if self.owned.is_empty() {
+            return Ok(out);
+        }
+        let mut rng = StdRng::from_rng(&mut rand::rng());
+        // The revision each owned stream is at, as far as this task knows.
+        let mut revisions: Vec<Option<u64>> = vec![None; self.owned.len()];
+        let mut interval = self.pacing.map(|(period, first)| {
+            let mut i = tokio::time::interval_at(first.into(), period);
+            i.set_missed_tick_behavior(MissedTickBehavior::Burst);
+            i
+        });
+        let mut seq = self.seq_base;
+        let mut done = 0;
+        while done < self.quota {
+            if self.deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            if let Some(i) = interval.as_mut() {
+                i.tick().await;
+            }
+            let k = rng.random_range(0..self.owned.len());
+            let stream = &self.streams[self.owned[k]];
+            loop {
+                let sent_ns = u64::try_from(self.clock.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                let events = (0..self.batch)
+                    .map(|_| {
+                        seq += 1;
+                        payload::event(seq, sent_ns)
+                    })
+                    .collect();
+                let expected =
+                    revisions[k].map_or(ExpectedRevision::NoStream, ExpectedRevision::Exact);
+                let t0 = Instant::now();
+                match self.store.append(stream, expected, events).await {
+                    Ok(r) => {
+                        out.latencies.push(t0.elapsed());
+                        revisions[k] = Some(r.next_expected_revision);
+                        out.events += self.batch as u64;
+                        break;
+                    }
+                    Err(AppendError::WrongExpectedRevision { actual, .. }) => {
+                        // Another writer (or an earlier run on the same database) got
+                        // there first: learn where the stream is and retry.
+                        out.conflicts += 1;
+                        revisions[k] = match actual {
+                            CurrentRevision::Current(r) => Some(r),
+                            CurrentRevision::NoStream => None,
+                        };
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            done += 1;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,151 @@
+//! `foldstore bench`: run a workload against a fresh store and report it next to
+//! same-run baselines of the disk and of plain SQLite.
+
+mod baseline;
+mod load;
+mod machine;
+mod payload;
+mod report;
+mod workloads;
+
+use std::path::{Path, PathBuf};
+
+use crate::backend::{self, Durability};
+use crate::cli::{BenchArgs, Workload};
+use crate::database_url::{DATABASE_FILE, DatabaseLocation};
+use crate::error::CliError;
+use machine::Machine;
+use report::{Report, RunInfo};
+use workloads::Params;
+
+/// A directory for one benchmark run, removed when dropped (also on error) unless it
+/// was given by the user.
+#[derive(Debug)]
+struct BenchDir {
+    path: PathBuf,
+    remove: bool,
+}
+
+impl BenchDir {
+    /// A new `bench-<random>` directory under `parent`.
+    fn fresh(parent: &Path) -> Result<Self, CliError> {
+        let path = parent.join(format!("bench-{:08x}", rand::random::<u32>()));
+        std::fs::create_dir(&path).map_err(|e| {
+            CliError::io(
+                format!(
+                    "could not create the benchmark directory {}",
+                    path.display()
+                ),
+                e,
+            )
+        })?;
+        Ok(Self { path, remove: true })
+    }
+
+    /// The directory holding a database the user named; kept afterwards.
+    fn existing(database: &Path) -> Self {
+        let path = match database.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Self {
+            path,
+            remove: false,
+        }
+    }
+}
+
+impl Drop for BenchDir {
+    fn drop(&mut self) {
+        if !self.remove {
+            return;
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.path) {
+            eprintln!(
+                "warning: could not remove the benchmark directory {}: {e}",
+                self.path.display()
+            );
+        }
+    }
+}
+
+/// Runs `foldstore bench`. `database` is `--database` when given on the command line.
+pub(crate) async fn run(args: BenchArgs, database: Option<String>) -> Result<(), CliError> {
+    let (dir, db_path) = match database {
+        Some(url) => match DatabaseLocation::parse(&url)? {
+            DatabaseLocation::Sqlite(path) => (BenchDir::existing(&path), path),
+            DatabaseLocation::Postgres(_) => return Err(CliError::PostgresNotBuilt),
+        },
+        None => {
+            let dir = BenchDir::fresh(Path::new("."))?;
+            let db = dir.path.join(DATABASE_FILE);
+            (dir, db)
+        }
+    };
+    let machine = Machine::describe(&dir.path);
+    if machine.is_memory_filesystem() {
+        return Err(CliError::Bench(format!(
+            "{} is on {} (mounted at {}): fsync costs nothing in memory, so the figures would mean nothing. Run the benchmark from a directory on a disk",
+            dir.path.display(),
+            machine.filesystem,
+            machine.mount_point
+        )));
+    }
+    tokio::select! {
+        result = measure(&args, &dir, &db_path, machine) => result,
+        _ = tokio::signal::ctrl_c() => Err(CliError::Interrupted),
+    }
+    // `dir` is dropped here, removing a fresh directory whatever happened.
+}
+
+async fn measure(
+    args: &BenchArgs,
+    dir: &BenchDir,
+    db_path: &Path,
+    machine: Machine,
+) -> Result<(), CliError> {
+    eprintln!(
+        "bench: measuring baselines (fsync, raw SQLite inserts) in {}",
+        dir.path.display()
+    );
+    let baseline_dir = dir.path.clone();
+    let baselines = tokio::task::spawn_blocking(move || baseline::measure(&baseline_dir))
+        .await
+        .map_err(|e| CliError::Bench(format!("the baseline measurement failed: {e}")))??;
+
+    let durability = Durability::Full;
+    let store = backend::open(db_path, durability).await?;
+    let params = Params {
+        concurrency: args.concurrency,
+        events: args.events,
+        rate: args.rate,
+    };
+    let outcome = match args.workload {
+        Workload::Append1 => workloads::append(&store, params, 1).await,
+        Workload::AppendBatch => workloads::append(&store, params, 100).await,
+        Workload::ReadAll => workloads::read_all(&store, params).await,
+        Workload::ReadStream => workloads::read_stream(&store, params).await,
+        Workload::SubscribeLatency => workloads::subscribe_latency(&store, params).await,
+    };
+    backend::close(store).await?;
+    let report = Report::new(
+        RunInfo {
+            workload: args.workload.name(),
+            backend: backend::BACKEND,
+            durability: durability.name(),
+            concurrency: args.concurrency,
+            baselines,
+            machine,
+        },
+        outcome?,
+    );
+    for line in report.human_lines() {
+        println!("{line}");
+    }
+    if args.json {
+        let json = serde_json::to_string(&report)
+            .map_err(|e| CliError::Bench(format!("could not serialize the report: {e}")))?;
+        println!("{json}");
+    }
+    Ok(())
+}

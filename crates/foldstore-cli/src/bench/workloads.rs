@@ -1,0 +1,358 @@
+//! The workloads: what each one fills (unmeasured) and what it measures.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{Map, Value, json};
+
+use foldstore_core::{
+    EventFilter, EventStore, Position, ReadAllOptions, ReadStreamOptions, StreamName, SubscribeFrom,
+};
+
+use super::load::{self, LoadSpec};
+use super::machine;
+use super::payload::{self, STREAMS, Stamp};
+use super::report::{Outcome, percentile, sorted_ms};
+use crate::backend::Store;
+use crate::error::CliError;
+
+/// Events per append when filling a store before a read workload.
+const FILL_BATCH: usize = 1000;
+/// Tasks filling a store, so the writer can group their commits.
+const FILL_TASKS: u32 = 4;
+/// Events per page in the read-all workload.
+const READ_PAGE: usize = 1000;
+/// Whole-stream reads in the read-stream workload.
+const STREAM_READS: usize = 200;
+/// How long subscribe-latency measures the maximum append rate.
+const MAX_RATE_PROBE: Duration = Duration::from_secs(2);
+/// How long subscribe-latency runs its paced load, by default.
+const PACED_RUN: Duration = Duration::from_secs(8);
+/// How long a subscriber may lag after the last append before the run fails.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Parameters every workload gets.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Params {
+    /// Concurrent tasks.
+    pub(crate) concurrency: u32,
+    /// `--events`, if given.
+    pub(crate) events: Option<u64>,
+    /// `--rate`, if given.
+    pub(crate) rate: Option<u64>,
+}
+
+fn progress(msg: impl AsRef<str>) {
+    eprintln!("bench: {}", msg.as_ref());
+}
+
+/// Fills `store` with `events` events on `streams`, fast and unmeasured.
+async fn fill(
+    store: &Store,
+    streams: &Arc<[StreamName]>,
+    events: u64,
+    tasks: u32,
+) -> Result<(), CliError> {
+    progress(format!("filling {events} events (not measured)"));
+    let spec = LoadSpec {
+        concurrency: tasks,
+        events,
+        batch: FILL_BATCH.min(usize::try_from(events).unwrap_or(FILL_BATCH)),
+        deadline: None,
+        rate: None,
+        clock: Instant::now(),
+    };
+    let r = load::run(store, streams, &spec).await?;
+    progress(format!(
+        "filled in {:.1} s ({:.0} events/s)",
+        r.elapsed.as_secs_f64(),
+        r.events as f64 / r.elapsed.as_secs_f64().max(1e-9)
+    ));
+    Ok(())
+}
+
+/// `append-1` (batch 1) and `append-batch` (batch 100).
+pub(crate) async fn append(store: &Store, p: Params, batch: usize) -> Result<Outcome, CliError> {
+    let default_events = match (batch, p.concurrency) {
+        (1, 1) => 20_000,
+        _ => 200_000,
+    };
+    let events = p.events.unwrap_or(default_events);
+    progress(format!(
+        "appending {events} events, {batch} per append, {} tasks, {STREAMS} streams",
+        p.concurrency
+    ));
+    let streams = payload::stream_names("bench", STREAMS);
+    let spec = LoadSpec {
+        concurrency: p.concurrency,
+        events,
+        batch,
+        deadline: None,
+        rate: None,
+        clock: Instant::now(),
+    };
+    let r = load::run(store, &streams, &spec).await?;
+    let mut extra = Map::new();
+    extra.insert("events_per_append".into(), json!(batch));
+    extra.insert(
+        "appends_per_sec".into(),
+        json!((r.latencies.len() as f64 / r.elapsed.as_secs_f64()).round()),
+    );
+    Ok(Outcome {
+        events: r.events,
+        elapsed: r.elapsed,
+        latencies: r.latencies,
+        latency_of: if batch == 1 {
+            "append of 1 event"
+        } else {
+            "append of 100 events"
+        },
+        conflicts: r.conflicts,
+        writes: true,
+        peak_rss: None,
+        extra,
+    })
+}
+
+/// `read-all`: fill, read everything forwards in pages, then through a subscription.
+pub(crate) async fn read_all(store: &Store, p: Params) -> Result<Outcome, CliError> {
+    let events = p.events.unwrap_or(1_000_000);
+    let streams = payload::stream_names("fill", STREAMS);
+    fill(store, &streams, events, FILL_TASKS).await?;
+
+    progress("reading $all forwards in pages of 1000");
+    let mut latencies = Vec::new();
+    let mut read = 0u64;
+    let mut from: Option<Position> = None;
+    let start = Instant::now();
+    loop {
+        let mut opts = ReadAllOptions::forwards().max_count(READ_PAGE);
+        opts.from = from;
+        let t0 = Instant::now();
+        let page = store.read_all(opts).await?;
+        latencies.push(t0.elapsed());
+        let Some(last) = page.last() else { break };
+        from = Some(last.position.next());
+        read += page.len() as u64;
+        if page.len() < READ_PAGE {
+            break;
+        }
+    }
+    let elapsed = start.elapsed();
+
+    progress("reading $all through subscribe_to_all(Start)");
+    let rss_before = machine::rss_mb();
+    let reset = machine::reset_peak_rss();
+    let start = Instant::now();
+    let mut sub = store
+        .subscribe_to_all(SubscribeFrom::Start, EventFilter::all())
+        .await?;
+    let mut delivered = 0u64;
+    while delivered < read {
+        match sub.next().await {
+            Some(Ok(_)) => delivered += 1,
+            Some(Err(e)) => return Err(e.into()),
+            None => break,
+        }
+    }
+    let sub_elapsed = start.elapsed();
+    drop(sub);
+    let peak = machine::peak_rss_mb();
+
+    let mut extra = Map::new();
+    extra.insert("page_size".into(), json!(READ_PAGE));
+    extra.insert("subscribe_events".into(), json!(delivered));
+    extra.insert(
+        "subscribe_events_per_sec".into(),
+        json!((delivered as f64 / sub_elapsed.as_secs_f64()).round()),
+    );
+    extra.insert(
+        "rss_before_subscribe_mb".into(),
+        json!(rss_before.map(|x| (x * 10.0).round() / 10.0)),
+    );
+    extra.insert("peak_rss_reset".into(), json!(reset));
+    extra.insert("target_peak_rss_mb".into(), json!(100));
+    Ok(Outcome {
+        events: read,
+        elapsed,
+        latencies,
+        latency_of: "read of a 1000-event page",
+        conflicts: 0,
+        writes: false,
+        peak_rss: peak.map(|mb| {
+            (
+                mb,
+                if reset {
+                    "subscribe phase"
+                } else {
+                    "process (peak reset refused)"
+                },
+            )
+        }),
+        extra,
+    })
+}
+
+/// `read-stream`: fill one stream, read it whole many times.
+pub(crate) async fn read_stream(store: &Store, p: Params) -> Result<Outcome, CliError> {
+    let length = p.events.unwrap_or(10_000);
+    let streams = payload::stream_names("single", 1);
+    fill(store, &streams, length, 1).await?;
+    let stream = streams[0].clone();
+
+    progress(format!(
+        "reading the {length}-event stream whole {STREAM_READS} times, {} tasks",
+        p.concurrency
+    ));
+    let tasks = p.concurrency.max(1) as usize;
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let reads = STREAM_READS / tasks + usize::from(t < STREAM_READS % tasks);
+        let store = store.clone();
+        let stream = stream.clone();
+        handles.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(reads);
+            let mut events = 0u64;
+            for _ in 0..reads {
+                let t0 = Instant::now();
+                let got = store
+                    .read_stream(&stream, ReadStreamOptions::forwards())
+                    .await?;
+                lat.push(t0.elapsed());
+                events += got.len() as u64;
+            }
+            Ok::<_, CliError>((lat, events))
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut events = 0;
+    for h in handles {
+        let (lat, n) = h
+            .await
+            .map_err(|e| CliError::Bench(format!("a read task failed: {e}")))??;
+        latencies.extend(lat);
+        events += n;
+    }
+    let elapsed = start.elapsed();
+    let mut extra = Map::new();
+    extra.insert("stream_length".into(), json!(length));
+    extra.insert("reads".into(), json!(latencies.len()));
+    Ok(Outcome {
+        events,
+        elapsed,
+        latencies,
+        latency_of: "read of the whole stream",
+        conflicts: 0,
+        writes: false,
+        peak_rss: None,
+        extra,
+    })
+}
+
+/// `subscribe-latency`: a live `$all` subscriber while appenders run at half the
+/// maximum rate (or `--rate`).
+pub(crate) async fn subscribe_latency(store: &Store, p: Params) -> Result<Outcome, CliError> {
+    let streams = payload::stream_names("bench", STREAMS);
+    let clock = Instant::now();
+    let max_rate = match p.rate {
+        Some(_) => None,
+        None => {
+            progress(format!(
+                "measuring the maximum one-event append rate for {} s",
+                MAX_RATE_PROBE.as_secs()
+            ));
+            let spec = LoadSpec {
+                concurrency: p.concurrency,
+                events: u64::MAX,
+                batch: 1,
+                deadline: Some(Instant::now() + MAX_RATE_PROBE),
+                rate: None,
+                clock,
+            };
+            // Other streams than the measured run's, so that it starts without conflicts.
+            let probe = payload::stream_names("probe", STREAMS);
+            let r = load::run(store, &probe, &spec).await?;
+            Some(r.events as f64 / r.elapsed.as_secs_f64())
+        }
+    };
+    let rate = match (p.rate, max_rate) {
+        (Some(r), _) => r as f64,
+        (None, Some(m)) => (m / 2.0).max(1.0),
+        (None, None) => 1.0,
+    };
+    let events = p
+        .events
+        .unwrap_or_else(|| ((rate * PACED_RUN.as_secs_f64()) as u64).clamp(1000, 200_000));
+    progress(format!(
+        "appending {events} events at {rate:.0}/s with a live $all subscriber"
+    ));
+
+    let mut sub = store
+        .subscribe_to_all(SubscribeFrom::End, EventFilter::all())
+        .await?;
+    let subscriber = tokio::spawn(async move {
+        let mut latencies = Vec::with_capacity(usize::try_from(events).unwrap_or(0));
+        while (latencies.len() as u64) < events {
+            match sub.next().await {
+                Some(Ok(e)) => {
+                    let now = clock.elapsed();
+                    let stamp: Stamp = serde_json::from_slice(&e.data).map_err(|err| {
+                        CliError::Bench(format!(
+                            "event {} at {} carries no send time ({err}): was the database used by something else?",
+                            e.id, e.position
+                        ))
+                    })?;
+                    latencies.push(now.saturating_sub(Duration::from_nanos(stamp.sent_ns)));
+                }
+                Some(Err(e)) => return Err(CliError::from(e)),
+                None => {
+                    return Err(CliError::Bench(
+                        "the subscription ended before every event was delivered".to_owned(),
+                    ));
+                }
+            }
+        }
+        Ok(latencies)
+    });
+    let spec = LoadSpec {
+        concurrency: p.concurrency,
+        events,
+        batch: 1,
+        deadline: None,
+        rate: Some(rate),
+        clock,
+    };
+    let appended = load::run(store, &streams, &spec).await?;
+    let latencies = match tokio::time::timeout(DELIVERY_TIMEOUT, subscriber).await {
+        Ok(joined) => {
+            joined.map_err(|e| CliError::Bench(format!("the subscriber failed: {e}")))??
+        }
+        Err(_) => {
+            return Err(CliError::Bench(format!(
+                "the subscriber had not received every event {} s after the last append",
+                DELIVERY_TIMEOUT.as_secs()
+            )));
+        }
+    };
+    let append_ms = sorted_ms(&appended.latencies);
+    let mut extra = Map::new();
+    extra.insert(
+        "max_append_rate_per_sec".into(),
+        max_rate.map_or(Value::Null, |m| json!(m.round())),
+    );
+    extra.insert("target_rate_per_sec".into(), json!(rate.round()));
+    extra.insert("append_p50_ms".into(), json!(percentile(&append_ms, 50.0)));
+    extra.insert("append_p99_ms".into(), json!(percentile(&append_ms, 99.0)));
+    Ok(Outcome {
+        events: appended.events,
+        elapsed: appended.elapsed,
+        latencies,
+        latency_of: "append-to-delivery",
+        conflicts: appended.conflicts,
+        writes: true,
+        peak_rss: None,
+        extra,
+    })
+}

@@ -1,0 +1,235 @@
+//! The command line: every subcommand, option and its help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use foldstore_core::ExpectedRevision;
+use uuid::Uuid;
+
+/// foldstore: an event store you can append to, read from and benchmark.
+#[derive(Debug, Parser)]
+#[command(name = "foldstore", version, about, long_about = None)]
+#[command(after_help = "Examples:
+  foldstore append account-42 --type Opened --data '{\"owner\":\"ada\"}'
+  foldstore read account-42
+  foldstore read '$all' --category account --limit 10
+  foldstore bench append-1 --concurrency 64 --json")]
+pub(crate) struct Cli {
+    /// Where the store lives; see `--help` for the database options.
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Where the store is. `--database` wins over `--data-dir`.
+#[derive(Debug, Args)]
+pub(crate) struct StoreArgs {
+    /// Directory of the store; the database is the file `foldstore.db` inside it.
+    #[arg(
+        long,
+        global = true,
+        env = "FOLDSTORE_DATA_DIR",
+        default_value = "./foldstore-data",
+        value_name = "DIR"
+    )]
+    pub(crate) data_dir: PathBuf,
+    /// Database to use instead of `--data-dir`: `sqlite:///path/to/file.db` or a plain
+    /// path. (`postgres://` is recognised but that backend is not built yet.)
+    #[arg(
+        long,
+        global = true,
+        env = "FOLDSTORE_DATABASE_URL",
+        value_name = "URL"
+    )]
+    pub(crate) database: Option<String>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Append one event to a stream and print the result as JSON.
+    #[command(after_help = "Examples:
+  foldstore append account-42 --type Opened --data '{\"owner\":\"ada\"}' --expected-revision no_stream
+  foldstore append account-42 --type Deposited --expected-revision 0 --data-file deposit.json
+  echo '{\"amount\":5}' | foldstore append account-42 --type Withdrawn
+
+Prints {\"next_expected_revision\":N,\"position\":\"P\"}: pass N as --expected-revision
+to the next append. A wrong expected revision exits with status 1 and says where the
+stream is.")]
+    Append(AppendArgs),
+    /// Read a stream, or `$all`, as one JSON object per line (NDJSON).
+    #[command(after_help = "Examples:
+  foldstore read account-42
+  foldstore read account-42 --backwards --limit 1
+  foldstore read '$all' --from 1000 --limit 500
+  foldstore read '$all' --category account --type Deposited
+
+JSON data is printed as JSON under \"data\"; other content types as \"data_base64\".
+For a stream, --from is a revision; for $all it is a position. Quote `$all` in
+shells that expand `$`.")]
+    Read(ReadArgs),
+    /// Serve the HTTP API (not available yet).
+    #[command(after_help = "Example:
+  foldstore serve
+
+The HTTP server is not built yet: this command says so and exits with status 2.")]
+    Serve,
+    /// Measure the store with a workload, next to same-run baselines of the disk.
+    #[command(after_help = "Examples:
+  foldstore bench append-1 --concurrency 64 --json
+  foldstore bench append-batch
+  foldstore bench read-all --events 200000
+  foldstore bench subscribe-latency --concurrency 16 --rate 5000
+
+Without --database each run uses a fresh database in a new directory ./bench-<random>/
+(removed afterwards), and measures the baselines (fsync rate, raw SQLite inserts) in that
+same directory. It refuses to run on tmpfs. With --json the last line printed is one JSON
+object with the results. FOLDSTORE_DATABASE_URL is ignored here: pass --database.")]
+    Bench(BenchArgs),
+}
+
+/// Options of `foldstore append`.
+#[derive(Debug, Args)]
+pub(crate) struct AppendArgs {
+    /// The stream, such as `account-42`.
+    #[arg(value_name = "STREAM")]
+    pub(crate) stream: String,
+    /// The event type, such as `Deposited`.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub(crate) event_type: String,
+    /// The event data. Without --data or --data-file, it is read from standard input.
+    #[arg(long, value_name = "JSON", conflicts_with = "data_file")]
+    pub(crate) data: Option<String>,
+    /// Read the event data from this file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) data_file: Option<PathBuf>,
+    /// The media type of the data.
+    #[arg(long, default_value = foldstore_core::JSON, value_name = "MEDIA_TYPE")]
+    pub(crate) content_type: String,
+    /// Event metadata, a JSON object.
+    #[arg(long, value_name = "JSON")]
+    pub(crate) metadata: Option<String>,
+    /// What the stream must be at: `any`, `no_stream`, `stream_exists` or a revision.
+    #[arg(long, default_value = "any", value_parser = parse_expected_revision, value_name = "REVISION")]
+    pub(crate) expected_revision: ExpectedRevision,
+    /// The event id; repeat an append with the same id to retry it safely.
+    #[arg(long, value_name = "UUID")]
+    pub(crate) id: Option<Uuid>,
+}
+
+/// Options of `foldstore read`.
+#[derive(Debug, Args)]
+pub(crate) struct ReadArgs {
+    /// The stream to read, or `$all` for the global log.
+    #[arg(value_name = "STREAM|$all")]
+    pub(crate) stream: String,
+    /// First revision (stream) or position (`$all`) to return, inclusive.
+    #[arg(long, value_name = "N")]
+    pub(crate) from: Option<u128>,
+    /// Newest first.
+    #[arg(long)]
+    pub(crate) backwards: bool,
+    /// At most this many events.
+    #[arg(long, value_name = "N")]
+    pub(crate) limit: Option<usize>,
+    /// Only events of streams in this category (`$all` only).
+    #[arg(long, value_name = "CATEGORY")]
+    pub(crate) category: Option<String>,
+    /// Only events of this type; repeat for several types.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub(crate) event_types: Vec<String>,
+}
+
+/// The benchmark workloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Workload {
+    /// One-event appends with an exact expected revision to random streams among 10,000.
+    #[value(name = "append-1")]
+    Append1,
+    /// Appends of 100 events each.
+    AppendBatch,
+    /// Fill 1,000,000 events, then read them all forwards in pages and by a subscription.
+    ReadAll,
+    /// Fill one 10,000-event stream and read it whole many times.
+    ReadStream,
+    /// A live subscriber to `$all` while appenders run at half the maximum rate.
+    SubscribeLatency,
+}
+
+impl Workload {
+    /// The name used on the command line and in the report.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Workload::Append1 => "append-1",
+            Workload::AppendBatch => "append-batch",
+            Workload::ReadAll => "read-all",
+            Workload::ReadStream => "read-stream",
+            Workload::SubscribeLatency => "subscribe-latency",
+        }
+    }
+}
+
+/// Options of `foldstore bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// What to measure.
+    #[arg(value_enum)]
+    pub(crate) workload: Workload,
+    /// Concurrent tasks issuing operations.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub(crate) concurrency: u32,
+    /// How many events to write (append workloads) or to fill (read workloads). Each
+    /// workload has its own default.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) events: Option<u64>,
+    /// subscribe-latency only: appends per second to run at, instead of half the
+    /// measured maximum.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) rate: Option<u64>,
+    /// Print the results as one JSON object on the last line.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Parses `any`, `no_stream`, `stream_exists` or a revision number.
+pub(crate) fn parse_expected_revision(s: &str) -> Result<ExpectedRevision, String> {
+    match s {
+        "any" => Ok(ExpectedRevision::Any),
+        "no_stream" | "no-stream" => Ok(ExpectedRevision::NoStream),
+        "stream_exists" | "stream-exists" => Ok(ExpectedRevision::StreamExists),
+        n => n.parse::<u64>().map(ExpectedRevision::Exact).map_err(|_| {
+            format!(
+                "{n:?} is not an expected revision: use any, no_stream, stream_exists or a revision number such as 3"
+            )
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn expected_revision_values() {
+        assert_eq!(parse_expected_revision("any"), Ok(ExpectedRevision::Any));
+        assert_eq!(
+            parse_expected_revision("no_stream"),
+            Ok(ExpectedRevision::NoStream)
+        );
+        assert_eq!(
+            parse_expected_revision("stream_exists"),
+            Ok(ExpectedRevision::StreamExists)
+        );
+        assert_eq!(parse_expected_revision("7"), Ok(ExpectedRevision::Exact(7)));
+        assert!(parse_expected_revision("-1").is_err());
+        assert!(parse_expected_revision("latest").is_err());
+    }
+}

@@ -1,0 +1,155 @@
+//! Where the store is: `--data-dir` and `--database` turned into a database location.
+
+use std::path::{Path, PathBuf};
+
+/// The database file inside a data directory.
+pub(crate) const DATABASE_FILE: &str = "foldstore.db";
+
+/// A database the CLI can be pointed at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DatabaseLocation {
+    /// A SQLite database file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL (the backend is not built yet).
+    Postgres(String),
+}
+
+/// A `--database` value that names no usable database.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum DatabaseUrlError {
+    /// The value was empty.
+    #[error("the database URL is empty: use sqlite:///path/to/foldstore.db or a plain path")]
+    Empty,
+    /// `sqlite://` with nothing after it.
+    #[error("{0:?} names no file: use sqlite:///absolute/path.db or sqlite://relative/path.db")]
+    NoPath(String),
+    /// A scheme the CLI does not know.
+    #[error(
+        "unsupported database scheme {scheme:?} in {url:?}: use sqlite:///path, a plain path, or postgres://"
+    )]
+    UnsupportedScheme {
+        /// The scheme before `://`.
+        scheme: String,
+        /// The whole value.
+        url: String,
+    },
+    /// Query parameters, which the CLI does not interpret.
+    #[error("{0:?} has query parameters, which foldstore does not read: drop everything from `?`")]
+    QueryParameters(String),
+}
+
+impl DatabaseLocation {
+    /// The location given by `--database`, else the database file in `data_dir`.
+    pub(crate) fn resolve(
+        database: Option<&str>,
+        data_dir: &Path,
+    ) -> Result<Self, DatabaseUrlError> {
+        match database {
+            Some(url) => Self::parse(url),
+            None => Ok(Self::Sqlite(data_dir.join(DATABASE_FILE))),
+        }
+    }
+
+    /// Parses `sqlite:///abs/path`, `sqlite://rel/path`, `sqlite:path`, a plain path, or
+    /// `postgres://...` / `postgresql://...`.
+    pub(crate) fn parse(url: &str) -> Result<Self, DatabaseUrlError> {
+        let url = url.trim();
+        if url.is_empty() {
+            return Err(DatabaseUrlError::Empty);
+        }
+        if let Some((scheme, rest)) = url.split_once("://") {
+            return match scheme.to_ascii_lowercase().as_str() {
+                "sqlite" => Self::sqlite_path(url, rest),
+                "postgres" | "postgresql" => Ok(Self::Postgres(url.to_owned())),
+                _ => Err(DatabaseUrlError::UnsupportedScheme {
+                    scheme: scheme.to_owned(),
+                    url: url.to_owned(),
+                }),
+            };
+        }
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            return Self::sqlite_path(url, rest);
+        }
+        Ok(Self::Sqlite(PathBuf::from(url)))
+    }
+
+    fn sqlite_path(url: &str, path: &str) -> Result<Self, DatabaseUrlError> {
+        if path.contains('?') {
+            return Err(DatabaseUrlError::QueryParameters(url.to_owned()));
+        }
+        if path.is_empty() {
+            return Err(DatabaseUrlError::NoPath(url.to_owned()));
+        }
+        Ok(Self::Sqlite(PathBuf::from(path)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite(p: &str) -> Result<DatabaseLocation, DatabaseUrlError> {
+        Ok(DatabaseLocation::Sqlite(PathBuf::from(p)))
+    }
+
+    #[test]
+    fn sqlite_urls() {
+        assert_eq!(
+            DatabaseLocation::parse("sqlite:///var/lib/fs.db"),
+            sqlite("/var/lib/fs.db")
+        );
+        assert_eq!(
+            DatabaseLocation::parse("sqlite://data/fs.db"),
+            sqlite("data/fs.db")
+        );
+        assert_eq!(DatabaseLocation::parse("sqlite:fs.db"), sqlite("fs.db"));
+        assert_eq!(DatabaseLocation::parse("SQLite:///x.db"), sqlite("/x.db"));
+    }
+
+    #[test]
+    fn plain_paths() {
+        assert_eq!(DatabaseLocation::parse("/tmp/a.db"), sqlite("/tmp/a.db"));
+        assert_eq!(DatabaseLocation::parse("rel/a.db"), sqlite("rel/a.db"));
+        assert_eq!(DatabaseLocation::parse(" a.db "), sqlite("a.db"));
+    }
+
+    #[test]
+    fn postgres_is_recognised() {
+        for url in ["postgres://u@h/db", "postgresql://localhost/x"] {
+            assert_eq!(
+                DatabaseLocation::parse(url),
+                Ok(DatabaseLocation::Postgres(url.to_owned()))
+            );
+        }
+    }
+
+    #[test]
+    fn bad_urls() {
+        assert_eq!(DatabaseLocation::parse(""), Err(DatabaseUrlError::Empty));
+        assert!(matches!(
+            DatabaseLocation::parse("sqlite://"),
+            Err(DatabaseUrlError::NoPath(_))
+        ));
+        assert!(matches!(
+            DatabaseLocation::parse("mysql://h/db"),
+            Err(DatabaseUrlError::UnsupportedScheme { .. })
+        ));
+        assert!(matches!(
+            DatabaseLocation::parse("sqlite:///a.db?mode=ro"),
+            Err(DatabaseUrlError::QueryParameters(_))
+        ));
+    }
+
+    #[test]
+    fn data_dir_default() {
+        assert_eq!(
+            DatabaseLocation::resolve(None, Path::new("d")),
+            sqlite("d/foldstore.db")
+        );
+        assert_eq!(
+            DatabaseLocation::resolve(Some("sqlite:///x.db"), Path::new("d")),
+            sqlite("/x.db")
+        );
+    }
+}

@@ -1,0 +1,105 @@
+//! The CLI's errors, each with the exit status it maps to.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use foldstore_core::{
+    AppendError, InvalidMetadata, InvalidStreamName, ReadError, SubscriptionError,
+};
+
+use crate::database_url::DatabaseUrlError;
+
+/// Exit status of a failed operation.
+pub(crate) const EXIT_FAILURE: u8 = 1;
+/// Exit status of a usage error (and of commands this build does not have).
+pub(crate) const EXIT_USAGE: u8 = 2;
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum CliError {
+    /// The arguments do not make sense together.
+    #[error("{0}")]
+    Usage(String),
+    /// `--database` could not be understood.
+    #[error(transparent)]
+    DatabaseUrl(#[from] DatabaseUrlError),
+    /// A stream name given on the command line is invalid.
+    #[error(transparent)]
+    StreamName(#[from] InvalidStreamName),
+    /// `--metadata` is not a JSON object.
+    #[error(transparent)]
+    Metadata(#[from] InvalidMetadata),
+    /// `--database postgres://...`.
+    #[error(
+        "the PostgreSQL backend is not built yet: use a SQLite database (--data-dir DIR, or --database sqlite:///path/to/foldstore.db)"
+    )]
+    PostgresNotBuilt,
+    /// `foldstore serve`.
+    #[error(
+        "the HTTP server is not available yet: `foldstore serve` will come with the server crate; use `foldstore append` and `foldstore read` meanwhile"
+    )]
+    ServeNotAvailable,
+    /// A read found no database file.
+    #[error("there is no database at {}: append an event first, or point --data-dir or --database at an existing store", path.display())]
+    NoDatabase {
+        /// The file looked for.
+        path: PathBuf,
+    },
+    /// An append was refused or failed.
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    /// A read was refused or failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// A subscription ended with an error.
+    #[error(transparent)]
+    Subscription(#[from] SubscriptionError),
+    /// A file or standard stream failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What the CLI was doing.
+        what: String,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The benchmark cannot run here.
+    #[error("{0}")]
+    Bench(String),
+    /// A baseline measurement with plain SQLite failed.
+    #[error("baseline measurement failed while {what}: {source}")]
+    Baseline {
+        /// What the baseline was doing.
+        what: &'static str,
+        /// The SQLite error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// Ctrl-C.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl CliError {
+    /// An I/O error with what was being done.
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// The process exit status for this error.
+    pub(crate) fn exit_code(&self) -> ExitCode {
+        ExitCode::from(match self {
+            CliError::Usage(_)
+            | CliError::DatabaseUrl(_)
+            | CliError::StreamName(_)
+            | CliError::Metadata(_)
+            | CliError::PostgresNotBuilt
+            | CliError::ServeNotAvailable => EXIT_USAGE,
+            _ => EXIT_FAILURE,
+        })
+    }
+}

@@ -1,0 +1,331 @@
+//! Runs the built `foldstore` binary in a temporary directory, as a user would.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+/// A scratch directory on the same disk as the build (not `/tmp`, which may be tmpfs:
+/// the bench refuses to run there).
+fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
+fn foldstore(dir: &Path, args: &[&str]) -> Output {
+    foldstore_with_stdin(dir, args, None)
+}
+
+fn foldstore_with_stdin(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_foldstore"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("FOLDSTORE_DATA_DIR")
+        .env_remove("FOLDSTORE_DATABASE_URL")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+fn json_lines(o: &Output) -> Vec<Value> {
+    stdout(o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+#[test]
+fn append_then_read_round_trip() {
+    let dir = scratch();
+    let d = dir.path();
+    let first = foldstore(
+        d,
+        &[
+            "append",
+            "account-1",
+            "--type",
+            "Opened",
+            "--data",
+            r#"{"owner": "ada"}"#,
+            "--expected-revision",
+            "no_stream",
+            "--metadata",
+            r#"{"tenant":"acme"}"#,
+        ],
+    );
+    assert!(first.status.success(), "{}", stderr(&first));
+    let result = &json_lines(&first)[0];
+    assert_eq!(result["next_expected_revision"], 0);
+    assert!(result["position"].is_string());
+
+    let id = "0190f0b0-0000-7000-8000-000000000001";
+    let second = foldstore_with_stdin(
+        d,
+        &[
+            "append",
+            "account-1",
+            "--type",
+            "Deposited",
+            "--expected-revision",
+            "0",
+            "--id",
+            id,
+        ],
+        Some("{\n  \"amount\": 10\n}\n"),
+    );
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(json_lines(&second)[0]["next_expected_revision"], 1);
+
+    let binary = foldstore(
+        d,
+        &[
+            "append",
+            "blob-1",
+            "--type",
+            "Uploaded",
+            "--content-type",
+            "application/octet-stream",
+            "--data",
+            "foo",
+        ],
+    );
+    assert!(binary.status.success(), "{}", stderr(&binary));
+
+    let read = foldstore(d, &["read", "account-1"]);
+    assert!(read.status.success(), "{}", stderr(&read));
+    let events = json_lines(&read);
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["type"], "Opened");
+    assert_eq!(events[0]["revision"], 0);
+    assert_eq!(events[0]["data"]["owner"], "ada");
+    assert_eq!(events[0]["metadata"]["tenant"], "acme");
+    assert_eq!(events[1]["type"], "Deposited");
+    assert_eq!(events[1]["id"], id);
+    assert_eq!(events[1]["data"]["amount"], 10);
+
+    let backwards = foldstore(d, &["read", "account-1", "--backwards", "--limit", "1"]);
+    let events = json_lines(&backwards);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["revision"], 1);
+
+    let all = foldstore(d, &["read", "$all"]);
+    assert!(all.status.success(), "{}", stderr(&all));
+    let events = json_lines(&all);
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[2]["data_base64"], "Zm9v");
+    assert_eq!(events[2]["data_bytes"], 3);
+
+    let category = foldstore(d, &["read", "$all", "--category", "blob"]);
+    assert_eq!(json_lines(&category).len(), 1);
+    let typed = foldstore(d, &["read", "$all", "--type", "Deposited"]);
+    assert_eq!(json_lines(&typed).len(), 1);
+
+    // The same directory through --database.
+    let db = d.join("foldstore-data").join("foldstore.db");
+    let url = format!("sqlite://{}", db.display());
+    let via_url = foldstore(d, &["--database", &url, "read", "account-1"]);
+    assert!(via_url.status.success(), "{}", stderr(&via_url));
+    assert_eq!(json_lines(&via_url).len(), 2);
+
+    // A second writer expecting an empty stream loses, with the typed message.
+    let late = foldstore(
+        d,
+        &[
+            "append",
+            "account-1",
+            "--type",
+            "Opened",
+            "--data",
+            "{}",
+            "--expected-revision",
+            "no_stream",
+        ],
+    );
+    assert_eq!(late.status.code(), Some(1));
+    assert!(
+        stderr(&late).contains("is at revision 1, not at the expected no stream"),
+        "{}",
+        stderr(&late)
+    );
+}
+
+#[test]
+fn wrong_expected_revision_fails_with_the_typed_message() {
+    let dir = scratch();
+    let out = foldstore(
+        dir.path(),
+        &[
+            "append",
+            "order-9",
+            "--type",
+            "Placed",
+            "--data",
+            "{}",
+            "--expected-revision",
+            "5",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("stream order-9 is at no stream, not at the expected revision 5"),
+        "{err}"
+    );
+    assert!(err.contains("read it again"), "{err}");
+    assert!(stdout(&out).is_empty());
+}
+
+#[test]
+fn read_errors_exit_non_zero() {
+    let dir = scratch();
+    let d = dir.path();
+    let missing_db = foldstore(d, &["read", "account-1"]);
+    assert_eq!(missing_db.status.code(), Some(1));
+    assert!(
+        stderr(&missing_db).contains("there is no database"),
+        "{}",
+        stderr(&missing_db)
+    );
+
+    let ok = foldstore(
+        d,
+        &["append", "account-1", "--type", "Opened", "--data", "{}"],
+    );
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let missing_stream = foldstore(d, &["read", "account-2"]);
+    assert_eq!(missing_stream.status.code(), Some(1));
+    assert!(
+        stderr(&missing_stream).contains("stream account-2 does not exist"),
+        "{}",
+        stderr(&missing_stream)
+    );
+}
+
+#[test]
+fn usage_errors_and_unbuilt_commands_exit_2() {
+    let dir = scratch();
+    let d = dir.path();
+    let serve = foldstore(d, &["serve"]);
+    assert_eq!(serve.status.code(), Some(2));
+    assert!(stderr(&serve).contains("not available yet"));
+
+    let pg = foldstore(
+        d,
+        &[
+            "--database",
+            "postgres://localhost/x",
+            "append",
+            "a-1",
+            "--type",
+            "T",
+            "--data",
+            "{}",
+        ],
+    );
+    assert_eq!(pg.status.code(), Some(2));
+    assert!(stderr(&pg).contains("PostgreSQL backend is not built yet"));
+
+    let bad_revision = foldstore(
+        d,
+        &[
+            "append",
+            "a-1",
+            "--type",
+            "T",
+            "--expected-revision",
+            "latest",
+        ],
+    );
+    assert_eq!(bad_revision.status.code(), Some(2));
+
+    let bad_stream = foldstore(d, &["append", "$x", "--type", "T", "--data", "{}"]);
+    assert_eq!(bad_stream.status.code(), Some(2));
+
+    let no_data = foldstore(d, &["append", "a-1", "--type", "T"]);
+    assert_ne!(no_data.status.code(), Some(0));
+}
+
+#[test]
+fn bench_append_1_prints_a_json_report_last() {
+    let dir = scratch();
+    let out = foldstore(
+        dir.path(),
+        &[
+            "bench",
+            "append-1",
+            "--events",
+            "2000",
+            "--concurrency",
+            "8",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let last = text.lines().last().unwrap();
+    let report: Value = serde_json::from_str(last).unwrap();
+    for field in [
+        "workload",
+        "backend",
+        "concurrency",
+        "events",
+        "events_per_sec",
+        "p50_ms",
+        "p99_ms",
+        "baselines",
+        "machine",
+        "ratio_vs_raw_tx1",
+        "ratio_vs_raw_tx1000",
+        "ratio_vs_fsync",
+        "peak_rss_mb",
+    ] {
+        assert!(report.get(field).is_some(), "missing {field} in {last}");
+    }
+    assert_eq!(report["workload"], "append-1");
+    assert_eq!(report["concurrency"], 8);
+    assert_eq!(report["events"], 2000);
+    assert!(report["events_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(report["p50_ms"].as_f64().unwrap() <= report["p99_ms"].as_f64().unwrap());
+    for b in [
+        "fsync_per_sec",
+        "raw_insert_tx1_per_sec",
+        "raw_insert_tx1000_per_sec",
+    ] {
+        assert!(
+            report["baselines"][b].as_f64().unwrap() > 0.0,
+            "{b} in {last}"
+        );
+    }
+    for m in ["nproc", "kernel", "filesystem"] {
+        assert!(report["machine"].get(m).is_some(), "machine.{m} in {last}");
+    }
+    // The fresh benchmark directory is gone.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
