@@ -1,21 +1,18 @@
-//! The one place that knows which store implementation the CLI opens.
+//! The one place that knows which store implementation the CLI opens: SQLite.
 //!
 //! Everything else goes through [`foldstore_core::EventStore`] on [`Store`].
-//!
-//! TEMPORARY: until `foldstore_sqlite::SqliteStore` exists, this opens an
-//! [`InMemoryStore`] (nothing persists between invocations) and says so on stderr.
 
 use std::path::Path;
 
-use foldstore_core::InMemoryStore;
+use foldstore_sqlite::{SqliteOptions, SqliteStore};
 
 use crate::error::CliError;
 
 /// The store the CLI works on.
-pub(crate) type Store = InMemoryStore;
+pub(crate) type Store = SqliteStore;
 
 /// The backend's name in benchmark reports.
-pub(crate) const BACKEND: &str = "memory";
+pub(crate) const BACKEND: &str = "sqlite";
 
 /// How durable acknowledged appends are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -39,15 +36,17 @@ impl Durability {
 
 /// Opens (creating if needed) the SQLite database at `path`.
 pub(crate) async fn open(path: &Path, durability: Durability) -> Result<Store, CliError> {
-    let _ = (path, durability);
-    eprintln!(
-        "warning: the SQLite backend is not built into this foldstore yet; using an in-memory store, so nothing is saved"
-    );
-    Ok(InMemoryStore::new())
+    let options = SqliteOptions {
+        durability: match durability {
+            Durability::Full => foldstore_sqlite::Durability::Full,
+            Durability::Normal => foldstore_sqlite::Durability::Normal,
+        },
+        ..SqliteOptions::default()
+    };
+    Ok(SqliteStore::open(path, options).await?)
 }
 
-/// Closes the store, waiting for the writer to finish.
+/// Closes the store: finishes queued writes, checkpoints, releases the lock.
 pub(crate) async fn close(store: Store) -> Result<(), CliError> {
-    drop(store);
-    Ok(())
+    Ok(store.close().await?)
 }

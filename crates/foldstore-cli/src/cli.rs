@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use foldstore_core::ExpectedRevision;
+
+use crate::backend::Durability;
 use uuid::Uuid;
 
 /// foldstore: an event store you can append to, read from and benchmark.
@@ -188,6 +190,9 @@ pub(crate) struct BenchArgs {
     /// measured maximum.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) rate: Option<u64>,
+    /// What an acknowledged append promises: `full` (fsync per commit) or `normal`.
+    #[arg(long, value_enum, default_value_t = Durability::Full)]
+    pub(crate) durability: Durability,
     /// Print the results as one JSON object on the last line.
     #[arg(long)]
     pub(crate) json: bool,

@@ -46,6 +46,9 @@ pub(crate) enum CliError {
         /// The file looked for.
         path: PathBuf,
     },
+    /// The store could not be opened or closed.
+    #[error(transparent)]
+    Open(#[from] foldstore_sqlite::OpenError),
     /// An append was refused or failed.
     #[error(transparent)]
     Append(#[from] AppendError),

@@ -10,7 +10,7 @@ mod workloads;
 
 use std::path::{Path, PathBuf};
 
-use crate::backend::{self, Durability};
+use crate::backend;
 use crate::cli::{BenchArgs, Workload};
 use crate::database_url::{DATABASE_FILE, DatabaseLocation};
 use crate::error::CliError;
@@ -113,7 +113,7 @@ async fn measure(
         .await
         .map_err(|e| CliError::Bench(format!("the baseline measurement failed: {e}")))??;
 
-    let durability = Durability::Full;
+    let durability = args.durability;
     let store = backend::open(db_path, durability).await?;
     let params = Params {
         concurrency: args.concurrency,
