@@ -2603,6 +2603,31 @@ pub async fn subscribe_to_all_with_a_filter_skips_many_non_matching_events<S: Te
     assert_quiet(&mut sub, rule).await;
 }
 
+/// §8: a filtered subscription pages through more than a page of matching events,
+/// interleaved with non-matching ones, losing and repeating nothing.
+pub async fn subscribe_to_all_with_a_filter_pages_through_many_matching_events<S: TestStore>(
+    store: S,
+) {
+    let rule = "§8 filtered catch-up pages lose nothing";
+    for i in 0..13 {
+        append(&store, &name("paged-1"), ExpectedRevision::Any, events(100)).await;
+        append(
+            &store,
+            &name(&format!("noise-{i}")),
+            ExpectedRevision::Any,
+            events(30),
+        )
+        .await;
+    }
+    let f = EventFilter::category("paged").expect("valid");
+    let want = all_with(&store, ReadAllOptions::forwards().filter(f.clone())).await;
+    assert_eq!(want.len(), 1300);
+    let mut sub = subscribe_all(&store, SubscribeFrom::Start, f).await;
+    let got = take(&mut sub, want.len(), rule).await;
+    assert_eq!(ids(&got), ids(&want), "{rule}");
+    assert_quiet(&mut sub, rule).await;
+}
+
 /// §4, §8: subscribing with an invalid consumer group is refused with
 /// `InvalidConsumerGroup`.
 pub async fn subscribe_to_all_with_an_invalid_consumer_group_is_refused<S: TestStore>(store: S) {
@@ -3204,6 +3229,7 @@ macro_rules! __foldstore_for_each_case {
             subscribe_to_all_with_a_filter_delivers_only_matching_events,
             subscribe_to_all_pages_through_more_than_a_page,
             subscribe_to_all_with_a_filter_skips_many_non_matching_events,
+            subscribe_to_all_with_a_filter_pages_through_many_matching_events,
             subscribe_to_all_with_an_invalid_consumer_group_is_refused,
             subscribe_to_all_with_an_invalid_category_is_refused,
             subscribe_to_all_wakes_for_each_new_commit,

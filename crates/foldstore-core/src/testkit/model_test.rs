@@ -30,9 +30,10 @@ use uuid::Uuid;
 use super::TestStore;
 use super::model::{Model, Refusal};
 use crate::{
-    AppendError, ConsumerGroup, CurrentRevision, Direction, EventFilter, ExpectedRevision, JSON,
-    Metadata, NewEvent, Position, ReadAllOptions, ReadStreamOptions, RecordedEvent, StreamMetadata,
-    StreamName, SubscribeFrom, SubscribeStreamFrom, SubscriptionError,
+    AppendError, ConsumerGroup, CurrentRevision, Direction, EventFilter, EventSubscription,
+    ExpectedRevision, JSON, Metadata, NewEvent, Position, ReadAllOptions, ReadStreamOptions,
+    RecordedEvent, StreamMetadata, StreamName, SubscribeFrom, SubscribeStreamFrom,
+    SubscriptionError,
 };
 
 const STREAMS: [&str; 4] = ["account-1", "account-2", "order-1", "order-1-b"];
@@ -359,6 +360,18 @@ where
     S: TestStore,
 {
     let (store, guard) = factory().await;
+    // Live subscriptions opened before the first operation must deliver the whole log
+    // (and the filtered part of it) as it grows, whatever the operations do.
+    let mut live_all = store
+        .subscribe_to_all(SubscribeFrom::Start, EventFilter::all())
+        .await
+        .map_err(|e| TestCaseError::fail(format!("subscribe_to_all failed: {e:?}")))?;
+    let live_filter = EventFilter::category("account").expect("valid category");
+    let mut live_account = store
+        .subscribe_to_all(SubscribeFrom::Start, live_filter.clone())
+        .await
+        .map_err(|e| TestCaseError::fail(format!("subscribe_to_all failed: {e:?}")))?;
+    let (mut got_all, mut got_account) = (Vec::new(), Vec::new());
     let mut h = Harness {
         store,
         model: Model::new(),
@@ -370,7 +383,21 @@ where
     for (i, op) in ops.iter().enumerate() {
         let step = async {
             h.apply(op).await?;
-            h.sync_log().await
+            h.sync_log().await?;
+            // Pull the live subscriptions up to the new end of the log, so they wait
+            // at the head between operations and deliver new commits live.
+            let accounts = h
+                .model
+                .read_all(None, Direction::Forwards, usize::MAX, &live_filter);
+            let accounts = accounts.map_err(|r| format!("model: {r:?}"))?.len();
+            pull(&mut live_all, &mut got_all, h.model.log().len(), "$all").await?;
+            pull(
+                &mut live_account,
+                &mut got_account,
+                accounts,
+                "category account",
+            )
+            .await
         };
         step.await
             .map_err(|m| TestCaseError::fail(format!("at operation {i} ({op:?}): {m}")))?;
@@ -384,8 +411,52 @@ where
     h.check_subscriptions()
         .await
         .map_err(|m| TestCaseError::fail(format!("after the last operation: {m}")))?;
+    let everything: Vec<usize> = (0..h.model.log().len()).collect();
+    let accounts = h
+        .model
+        .read_all(None, Direction::Forwards, usize::MAX, &live_filter)
+        .map_err(|r| TestCaseError::fail(format!("model: {r:?}")))?;
+    for (sub, got, want, what) in [
+        (
+            &mut live_all,
+            got_all,
+            everything,
+            "a live subscription to $all",
+        ),
+        (
+            &mut live_account,
+            got_account,
+            accounts,
+            "a live subscription to category account",
+        ),
+    ] {
+        h.check_live(sub, &got, &want, what)
+            .await
+            .map_err(|m| TestCaseError::fail(format!("after the last operation: {m}")))?;
+    }
     drop(h);
     drop(guard);
+    Ok(())
+}
+
+/// Pulls events from a live subscription until `got` holds `len` of them.
+async fn pull(
+    sub: &mut EventSubscription,
+    got: &mut Vec<RecordedEvent>,
+    len: usize,
+    what: &str,
+) -> Check {
+    while got.len() < len {
+        match tokio::time::timeout(WAIT, sub.next()).await {
+            Ok(Some(Ok(e))) => got.push(e),
+            other => {
+                return Err(format!(
+                    "a live subscription to {what} delivered {} events, then {other:?}; the log has {len}",
+                    got.len()
+                ));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -864,6 +935,23 @@ impl<S: TestStore> Harness<S> {
 
     /// Subscriptions deliver what reads return: `$all` from the start, and each
     /// stream's visible events (or `StreamTombstoned`).
+    /// A subscription opened before the first operation delivered exactly `want`.
+    async fn check_live(
+        &self,
+        sub: &mut EventSubscription,
+        got: &[RecordedEvent],
+        want: &[usize],
+        what: &str,
+    ) -> Check {
+        self.compare_events(what, got, want)?;
+        match tokio::time::timeout(Duration::from_millis(20), sub.next()).await {
+            Err(_) => Ok(()),
+            Ok(extra) => Err(format!(
+                "{what} delivered more than the log holds: {extra:?}"
+            )),
+        }
+    }
+
     async fn check_subscriptions(&mut self) -> Check {
         self.sync_log().await?;
         let mut sub = self
