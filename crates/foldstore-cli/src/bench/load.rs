@@ -109,7 +109,8 @@ struct Task {
 impl Task {
     async fn run(self) -> Result<TaskResult, CliError> {
         let mut out = TaskResult {
-            latencies: Vec::with_capacity(usize::try_from(self.quota).unwrap_or(0)),
+            // A deadline-bound run has an unbounded quota: cap what is reserved up front.
+            latencies: Vec::with_capacity(usize::try_from(self.quota.min(1 << 20)).unwrap_or(0)),
             ..TaskResult::default()
         };
         if self.owned.is_empty() {

@@ -17,6 +17,9 @@ pub(crate) struct Machine {
     pub(crate) filesystem: String,
     /// The mount point holding the benchmark directory.
     pub(crate) mount_point: String,
+    /// The 1-minute load average when the run started: other work on the machine
+    /// skews the figures.
+    pub(crate) loadavg_1m: Option<f64>,
 }
 
 impl Machine {
@@ -38,6 +41,9 @@ impl Machine {
                 .as_ref()
                 .map_or_else(|| "unknown".to_owned(), |m| m.fstype.clone()),
             mount_point: mount.map_or_else(|| "unknown".to_owned(), |m| m.mount_point),
+            loadavg_1m: std::fs::read_to_string("/proc/loadavg")
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok()),
         }
     }
 

@@ -114,7 +114,7 @@ async fn measure(
         .map_err(|e| CliError::Bench(format!("the baseline measurement failed: {e}")))??;
 
     let durability = args.durability;
-    let store = backend::open(db_path, durability).await?;
+    let mut store = backend::open(db_path, durability).await?;
     let params = Params {
         concurrency: args.concurrency,
         events: args.events,
@@ -123,7 +123,14 @@ async fn measure(
     let outcome = match args.workload {
         Workload::Append1 => workloads::append(&store, params, 1).await,
         Workload::AppendBatch => workloads::append(&store, params, 100).await,
-        Workload::ReadAll => workloads::read_all(&store, params).await,
+        Workload::ReadAll => {
+            // It reopens the store (as a new subscriber process would) and hands back
+            // the new handle.
+            let (outcome, reopened) =
+                workloads::read_all(store, db_path, durability, params).await?;
+            store = reopened;
+            Ok(outcome)
+        }
         Workload::ReadStream => workloads::read_stream(&store, params).await,
         Workload::SubscribeLatency => workloads::subscribe_latency(&store, params).await,
     };

@@ -90,6 +90,10 @@ pub(crate) struct Report {
     pub(crate) ratio_vs_fsync: Option<f64>,
     /// Where it ran.
     pub(crate) machine: Machine,
+    /// The command line that produced this report.
+    pub(crate) command: String,
+    /// When the run ended, in seconds since the Unix epoch.
+    pub(crate) finished_unix_s: u64,
     /// Workload-specific figures.
     #[serde(flatten)]
     pub(crate) extra: Map<String, Value>,
@@ -168,6 +172,10 @@ impl Report {
                 raw_insert_tx1000_per_sec: round(b.raw_insert_tx1000_per_sec, 1),
             },
             machine: run.machine,
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            finished_unix_s: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
             extra: outcome.extra,
         }
     }
@@ -221,12 +229,14 @@ impl Report {
         }
         let m = &self.machine;
         lines.push(format!(
-            "  machine: {} CPUs ({}), kernel {}, {} at {}",
+            "  machine: {} CPUs ({}), kernel {}, {} at {}, load average {}",
             m.nproc,
             m.cpu.as_deref().unwrap_or("unknown CPU"),
             m.kernel,
             m.filesystem,
-            m.mount_point
+            m.mount_point,
+            m.loadavg_1m
+                .map_or_else(|| "unknown".to_owned(), |l| l.to_string())
         ));
         lines
     }

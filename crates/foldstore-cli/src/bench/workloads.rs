@@ -1,5 +1,6 @@
 //! The workloads: what each one fills (unmeasured) and what it measures.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use super::load::{self, LoadSpec};
 use super::machine;
 use super::payload::{self, STREAMS, Stamp};
 use super::report::{Outcome, percentile, sorted_ms};
-use crate::backend::Store;
+use crate::backend::{self, Durability, Store};
 use crate::error::CliError;
 
 /// Events per append when filling a store before a read workload.
@@ -116,10 +117,19 @@ pub(crate) async fn append(store: &Store, p: Params, batch: usize) -> Result<Out
 }
 
 /// `read-all`: fill, read everything forwards in pages, then through a subscription.
-pub(crate) async fn read_all(store: &Store, p: Params) -> Result<Outcome, CliError> {
+///
+/// The subscription runs on a freshly reopened store, with the peak RSS reset just
+/// before, so that `peak_rss_mb` is what a process subscribing to a full store needs,
+/// not what filling it left behind. Returns the reopened store for the caller to close.
+pub(crate) async fn read_all(
+    store: Store,
+    db_path: &Path,
+    durability: Durability,
+    p: Params,
+) -> Result<(Outcome, Store), CliError> {
     let events = p.events.unwrap_or(1_000_000);
     let streams = payload::stream_names("fill", STREAMS);
-    fill(store, &streams, events, FILL_TASKS).await?;
+    fill(&store, &streams, events, FILL_TASKS).await?;
 
     progress("reading $all forwards in pages of 1000");
     let mut latencies = Vec::new();
@@ -140,10 +150,12 @@ pub(crate) async fn read_all(store: &Store, p: Params) -> Result<Outcome, CliErr
         }
     }
     let elapsed = start.elapsed();
+    backend::close(store).await?;
 
-    progress("reading $all through subscribe_to_all(Start)");
+    progress("reopening the store and reading $all through subscribe_to_all(Start)");
     let rss_before = machine::rss_mb();
     let reset = machine::reset_peak_rss();
+    let store = backend::open(db_path, durability).await?;
     let start = Instant::now();
     let mut sub = store
         .subscribe_to_all(SubscribeFrom::Start, EventFilter::all())
@@ -157,8 +169,9 @@ pub(crate) async fn read_all(store: &Store, p: Params) -> Result<Outcome, CliErr
         }
     }
     let sub_elapsed = start.elapsed();
-    drop(sub);
     let peak = machine::peak_rss_mb();
+    let (anon, file) = (machine::status_mb("RssAnon"), machine::status_mb("RssFile"));
+    drop(sub);
 
     let mut extra = Map::new();
     extra.insert("page_size".into(), json!(READ_PAGE));
@@ -167,13 +180,15 @@ pub(crate) async fn read_all(store: &Store, p: Params) -> Result<Outcome, CliErr
         "subscribe_events_per_sec".into(),
         json!((delivered as f64 / sub_elapsed.as_secs_f64()).round()),
     );
-    extra.insert(
-        "rss_before_subscribe_mb".into(),
-        json!(rss_before.map(|x| (x * 10.0).round() / 10.0)),
-    );
+    let mb = |x: Option<f64>| json!(x.map(|x| (x * 10.0).round() / 10.0));
+    extra.insert("rss_before_subscribe_mb".into(), mb(rss_before));
+    // Which part of the resident set is heap and which is file pages (SQLite's
+    // memory map of the database counts as file pages).
+    extra.insert("rss_anon_after_subscribe_mb".into(), mb(anon));
+    extra.insert("rss_file_after_subscribe_mb".into(), mb(file));
     extra.insert("peak_rss_reset".into(), json!(reset));
     extra.insert("target_peak_rss_mb".into(), json!(100));
-    Ok(Outcome {
+    let outcome = Outcome {
         events: read,
         elapsed,
         latencies,
@@ -191,7 +206,8 @@ pub(crate) async fn read_all(store: &Store, p: Params) -> Result<Outcome, CliErr
             )
         }),
         extra,
-    })
+    };
+    Ok((outcome, store))
 }
 
 /// `read-stream`: fill one stream, read it whole many times.
@@ -293,7 +309,7 @@ pub(crate) async fn subscribe_latency(store: &Store, p: Params) -> Result<Outcom
         .subscribe_to_all(SubscribeFrom::End, EventFilter::all())
         .await?;
     let subscriber = tokio::spawn(async move {
-        let mut latencies = Vec::with_capacity(usize::try_from(events).unwrap_or(0));
+        let mut latencies = Vec::with_capacity(usize::try_from(events.min(1 << 20)).unwrap_or(0));
         while (latencies.len() as u64) < events {
             match sub.next().await {
                 Some(Ok(e)) => {
@@ -343,8 +359,15 @@ pub(crate) async fn subscribe_latency(store: &Store, p: Params) -> Result<Outcom
         max_rate.map_or(Value::Null, |m| json!(m.round())),
     );
     extra.insert("target_rate_per_sec".into(), json!(rate.round()));
-    extra.insert("append_p50_ms".into(), json!(percentile(&append_ms, 50.0)));
-    extra.insert("append_p99_ms".into(), json!(percentile(&append_ms, 99.0)));
+    let rounded = |x: Option<f64>| json!(x.map(|x| (x * 1000.0).round() / 1000.0));
+    extra.insert(
+        "append_p50_ms".into(),
+        rounded(percentile(&append_ms, 50.0)),
+    );
+    extra.insert(
+        "append_p99_ms".into(),
+        rounded(percentile(&append_ms, 99.0)),
+    );
     Ok(Outcome {
         events: appended.events,
         elapsed: appended.elapsed,
