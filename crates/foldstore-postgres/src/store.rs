@@ -1,0 +1,840 @@
+//! [`PostgresStore`]: the [`EventStore`] over PostgreSQL.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use foldstore_core::rules::{StreamState, Visibility, validate_events};
+use foldstore_core::subscription::{CommitNotifier, subscribe_all, subscribe_stream};
+use foldstore_core::{
+    AppendError, AppendResult, BackendError, BackendErrorKind, ConsumerGroup, DeleteError,
+    Direction, EventFilter, EventStore, EventSubscription, ExpectedRevision, MetadataError,
+    NewEvent, Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent,
+    StreamMetadata, StreamName, SubscribeFrom, SubscribeStreamFrom, group_hash, validate_category,
+};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::AbortHandle;
+use tokio_postgres::NoTls;
+use tokio_postgres::types::{Json, ToSql};
+
+use crate::error::{ConnectError, Effect, backend};
+use crate::pg::{EVENT_COLUMNS, Xid8, event_from_row, split, to_i64, to_u64};
+use crate::schema::{check_schema_name, migrate};
+use crate::writer::{Request, writer};
+use crate::{PostgresOptions, watch};
+
+/// The statements of one schema.
+pub(crate) struct Sql {
+    schema: String,
+    pub(crate) append: String,
+    pub(crate) xmin: String,
+    pub(crate) head: String,
+    pub(crate) poll: String,
+    pub(crate) stream: String,
+    pub(crate) listen: String,
+    pub(crate) notify: String,
+}
+
+impl Sql {
+    fn new(schema: &str) -> Self {
+        let s = format!("\"{schema}\"");
+        let channel = format!("\"{schema}_commits\"");
+        Self {
+            schema: s.clone(),
+            append: format!(
+                "SELECT written, first_revision, tx, last_seq, last_revision, deleted_before, \
+                 tombstoned, stored_streams, stored_revisions, stored_txs, stored_seqs \
+                 FROM {s}.append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            ),
+            xmin: "SELECT pg_snapshot_xmin(pg_current_snapshot())".to_owned(),
+            head: format!(
+                "SELECT tx, seq FROM {s}.events \
+                 WHERE tx < pg_snapshot_xmin(pg_current_snapshot()) \
+                 ORDER BY tx DESC, seq DESC LIMIT 1"
+            ),
+            poll: format!(
+                "SELECT x.xmin, h.tx, h.seq, (SELECT counter FROM {s}.changes WHERE id = 1) \
+                 FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) x \
+                 LEFT JOIN LATERAL (SELECT tx, seq FROM {s}.events WHERE tx < x.xmin \
+                                    ORDER BY tx DESC, seq DESC LIMIT 1) h ON true"
+            ),
+            stream: format!(
+                "SELECT id, last_revision, deleted_before, tombstoned, metadata \
+                 FROM {s}.streams WHERE name = $1"
+            ),
+            listen: format!("LISTEN {channel}"),
+            notify: format!("NOTIFY {channel}"),
+        }
+    }
+}
+
+/// What the store's handles and background tasks share.
+pub(crate) struct Shared {
+    pub(crate) pool: Pool,
+    pub(crate) pg_config: tokio_postgres::Config,
+    pub(crate) sql: Sql,
+    pub(crate) options: PostgresOptions,
+    pub(crate) commits: CommitNotifier,
+    /// The highest transaction id of a position this store returned from an append.
+    acknowledged_tx: AtomicU64,
+    /// The highest snapshot xmin seen: every transaction below it has finished.
+    pub(crate) known_xmin: AtomicU64,
+    /// Wakes the poller.
+    pub(crate) poke: Notify,
+    /// Asks the hint task to send a `NOTIFY`.
+    pub(crate) hint: Notify,
+}
+
+impl Shared {
+    /// Records an acknowledged append and wakes whoever should know.
+    pub(crate) fn acknowledged(&self, tx: u64) {
+        self.acknowledged_tx.fetch_max(tx, Ordering::AcqRel);
+        // Stream reads see the commit at once; the poller will see it in `$all`.
+        self.commits.notify();
+        self.poke.notify_one();
+        if self.options.notify {
+            self.hint.notify_one();
+        }
+    }
+
+    /// A change that adds no event (delete, tombstone, metadata) committed.
+    fn changed(&self) {
+        self.commits.notify();
+        self.poke.notify_one();
+        if self.options.notify {
+            self.hint.notify_one();
+        }
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    queue: mpsc::Sender<Request>,
+    tasks: Vec<AbortHandle>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// An event store in PostgreSQL.
+///
+/// Cloning it gives another handle to the same store; the background tasks (group
+/// commit writers, the poller, the listener) stop when the last handle is dropped.
+/// Many processes may open the same schema: they share one global order, and
+/// subscriptions in each see the appends of all.
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.inner.shared.options.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects, creates or migrates the schema, and starts the background tasks.
+    ///
+    /// Must be called within a Tokio runtime (the tasks are spawned on it).
+    pub async fn connect(options: PostgresOptions) -> Result<Self, ConnectError> {
+        check_schema_name(&options.schema)?;
+        if options.pool_size < 2 {
+            return Err(ConnectError::InvalidOption(format!(
+                "pool_size is {}; it must be at least 2",
+                options.pool_size
+            )));
+        }
+        if options.writers == 0 || options.writers >= options.pool_size {
+            return Err(ConnectError::InvalidOption(format!(
+                "writers is {}; it must be at least 1 and below pool_size ({})",
+                options.writers, options.pool_size
+            )));
+        }
+        let mut config: tokio_postgres::Config = options
+            .url
+            .parse()
+            .map_err(|source| ConnectError::InvalidUrl { source })?;
+        config.connect_timeout(options.connect_timeout);
+        if config.get_application_name().is_none() {
+            config.application_name("foldstore");
+        }
+        if let Some(timeout) = options.statement_timeout {
+            let mut pg_options = config.get_options().unwrap_or("").to_owned();
+            pg_options.push_str(&format!(
+                " -c statement_timeout={}",
+                timeout.as_millis().max(1)
+            ));
+            config.options(pg_options.trim());
+        }
+
+        let (mut client, connection) =
+            config
+                .connect(NoTls)
+                .await
+                .map_err(|e| ConnectError::Connect {
+                    source: backend(e, Effect::None),
+                })?;
+        let driver = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let migrated = migrate(&mut client, &options.schema).await;
+        drop(client);
+        let _ = driver.await;
+        migrated?;
+
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.connect_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .recycle_timeout(Some(options.connect_timeout))
+            .build()
+            .map_err(|e| ConnectError::InvalidOption(format!("connection pool: {e}")))?;
+
+        let shared = Arc::new(Shared {
+            pool,
+            pg_config: config,
+            sql: Sql::new(&options.schema),
+            commits: CommitNotifier::new(),
+            acknowledged_tx: AtomicU64::new(0),
+            known_xmin: AtomicU64::new(0),
+            poke: Notify::new(),
+            hint: Notify::new(),
+            options,
+        });
+        let (queue, rx) = mpsc::channel(shared.options.max_batch.max(1) * 4);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let mut tasks = Vec::new();
+        for _ in 0..shared.options.writers {
+            tasks.push(tokio::spawn(writer(shared.clone(), rx.clone())).abort_handle());
+        }
+        tasks.push(tokio::spawn(watch::poller(shared.clone())).abort_handle());
+        if shared.options.notify {
+            tasks.push(tokio::spawn(watch::listener(shared.clone())).abort_handle());
+            tasks.push(tokio::spawn(watch::hinter(shared.clone())).abort_handle());
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                shared,
+                queue,
+                tasks,
+            }),
+        })
+    }
+
+    /// The options this store was opened with.
+    pub fn options(&self) -> &PostgresOptions {
+        &self.inner.shared.options
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    async fn conn(&self) -> Result<deadpool_postgres::Object, BackendError> {
+        self.shared().pool.get().await.map_err(crate::error::pool)
+    }
+
+    /// Waits until this store's acknowledged appends are visible to global-order reads
+    /// (every transaction up to the last one acknowledged has finished), at most
+    /// `read_your_writes_timeout`; after that it lets the read go on without them.
+    async fn wait_for_own_writes(&self) -> Result<(), BackendError> {
+        let shared = self.shared();
+        let target = shared.acknowledged_tx.load(Ordering::Acquire);
+        if target == 0 || shared.known_xmin.load(Ordering::Acquire) > target {
+            return Ok(());
+        }
+        let deadline = Instant::now() + shared.options.read_your_writes_timeout;
+        let mut pause = Duration::from_micros(200);
+        let conn = self.conn().await?;
+        let stmt = conn
+            .prepare_cached(&shared.sql.xmin)
+            .await
+            .map_err(|e| backend(e, Effect::None))?;
+        loop {
+            let row = conn
+                .query_one(&stmt, &[])
+                .await
+                .map_err(|e| backend(e, Effect::None))?;
+            let xmin: Xid8 = row.try_get(0).map_err(|e| {
+                BackendError::new(BackendErrorKind::Internal, "xmin unreadable").with_source(e)
+            })?;
+            shared.known_xmin.fetch_max(xmin.0, Ordering::AcqRel);
+            if xmin.0 > target {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    waited = ?shared.options.read_your_writes_timeout,
+                    "foldstore: a transaction older than this store's last append is still running; \
+                     reading the global order without waiting for it (find it in pg_stat_activity)"
+                );
+                return Ok(());
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    async fn read_all_visible(
+        &self,
+        options: &ReadAllOptions,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        check_filter(&options.filter)?;
+        if options.max_count == 0 {
+            return Ok(Vec::new());
+        }
+        let s = &self.shared().sql.schema;
+        let forwards = options.direction == Direction::Forwards;
+        let mut sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM {s}.events e JOIN {s}.streams s ON s.id = e.stream_id \
+             WHERE e.tx < pg_snapshot_xmin(pg_current_snapshot())"
+        );
+        let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+        let mut bind = |value: Box<dyn ToSql + Sync + Send>| {
+            params.push(value);
+            format!("${}", params.len())
+        };
+        if let Some(from) = options.from {
+            let (tx, seq) = split(from, forwards);
+            let op = if forwards { ">=" } else { "<=" };
+            // One row comparison, so that the (tx, seq) index serves it.
+            let (tx, seq) = (bind(Box::new(tx)), bind(Box::new(seq)));
+            sql.push_str(&format!(" AND (e.tx, e.seq) {op} ({tx}, {seq})"));
+        }
+        let filter = &options.filter;
+        if let Some(category) = &filter.category {
+            let c = bind(Box::new(category.clone()));
+            sql.push_str(&format!(" AND s.category = {c}"));
+        }
+        if let Some(prefix) = &filter.stream_prefix {
+            let p = bind(Box::new(prefix.clone()));
+            sql.push_str(&format!(" AND starts_with(s.name, {p})"));
+        }
+        if !filter.event_types.is_empty() {
+            let t = bind(Box::new(filter.event_types.clone()));
+            sql.push_str(&format!(" AND e.event_type = ANY({t})"));
+        }
+        if let Some(group) = filter.consumer_group {
+            let size = bind(Box::new(i64::from(group.size)));
+            let member = bind(Box::new(i64::from(group.member)));
+            sql.push_str(&format!(" AND s.group_hash % {size} = {member}"));
+        }
+        let dir = if forwards { "ASC" } else { "DESC" };
+        let limit = bind(Box::new(to_i64(options.max_count as u64)));
+        sql.push_str(&format!(" ORDER BY e.tx {dir}, e.seq {dir} LIMIT {limit}"));
+        let conn = self.conn().await?;
+        let stmt = conn
+            .prepare_cached(&sql)
+            .await
+            .map_err(|e| backend(e, Effect::None))?;
+        let refs: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let rows = conn
+            .query(&stmt, &refs)
+            .await
+            .map_err(|e| backend(e, Effect::None))?;
+        rows.iter()
+            .map(|row| event_from_row(row).map_err(ReadError::from))
+            .collect()
+    }
+
+    async fn head_visible(&self) -> Result<Option<Position>, ReadError> {
+        let conn = self.conn().await?;
+        let stmt = conn
+            .prepare_cached(&self.shared().sql.head)
+            .await
+            .map_err(|e| backend(e, Effect::None))?;
+        let row = conn
+            .query_opt(&stmt, &[])
+            .await
+            .map_err(|e| backend(e, Effect::None))?;
+        let Some(row) = row else { return Ok(None) };
+        let tx: Xid8 = row.try_get(0).map_err(incompatible)?;
+        let seq: i64 = row.try_get(1).map_err(incompatible)?;
+        Ok(Some(crate::pg::position(tx, seq)))
+    }
+
+    async fn delete(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        tombstone: bool,
+    ) -> Result<(), DeleteError> {
+        let s = &self.shared().sql.schema;
+        let mut conn = self.conn().await?;
+        let none = |e| backend(e, Effect::None);
+        let tx = conn.transaction().await.map_err(none)?;
+        if tombstone {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {s}.streams (name, category, group_hash) VALUES ($1, $2, $3) \
+                     ON CONFLICT (name) DO NOTHING"
+                ),
+                &[
+                    &stream.as_str(),
+                    &stream.category(),
+                    &to_i64(group_hash(stream.id())),
+                ],
+            )
+            .await
+            .map_err(none)?;
+        }
+        let row = tx
+            .query_opt(
+                &format!(
+                    "SELECT last_revision, deleted_before, tombstoned FROM {s}.streams \
+                     WHERE name = $1 FOR UPDATE"
+                ),
+                &[&stream.as_str()],
+            )
+            .await
+            .map_err(none)?;
+        let state = match &row {
+            Some(row) => state_from(
+                row.try_get(0).map_err(incompatible)?,
+                row.try_get(1).map_err(incompatible)?,
+                row.try_get(2).map_err(incompatible)?,
+            )?,
+            None => StreamState::default(),
+        };
+        if state.tombstoned {
+            return Err(DeleteError::StreamTombstoned {
+                stream: stream.clone(),
+            });
+        }
+        let actual = state.current();
+        if !expected.matches(actual) {
+            return Err(DeleteError::WrongExpectedRevision {
+                stream: stream.clone(),
+                expected,
+                actual,
+            });
+        }
+        if row.is_none() {
+            // Soft-deleting a stream that was never named: nothing to do.
+            return Ok(());
+        }
+        let update = if tombstone {
+            format!("UPDATE {s}.streams SET tombstoned = true WHERE name = $1")
+        } else {
+            format!(
+                "UPDATE {s}.streams SET deleted_before = coalesce(last_revision + 1, 0) \
+                 WHERE name = $1"
+            )
+        };
+        tx.execute(&update, &[&stream.as_str()])
+            .await
+            .map_err(none)?;
+        tx.execute(
+            &format!("UPDATE {s}.changes SET counter = counter + 1 WHERE id = 1"),
+            &[],
+        )
+        .await
+        .map_err(none)?;
+        tx.commit().await.map_err(|e| backend(e, Effect::Unknown))?;
+        self.shared().changed();
+        Ok(())
+    }
+}
+
+fn incompatible(e: tokio_postgres::Error) -> BackendError {
+    BackendError::new(
+        BackendErrorKind::Incompatible,
+        "a stored row could not be read; is the schema from another foldstore version?",
+    )
+    .with_source(e)
+}
+
+fn state_from(
+    last_revision: Option<i64>,
+    deleted_before: i64,
+    tombstoned: bool,
+) -> Result<StreamState, BackendError> {
+    Ok(StreamState {
+        last_revision: last_revision.map(|r| to_u64(r, "revision")).transpose()?,
+        deleted_before: to_u64(deleted_before, "revision")?,
+        tombstoned,
+    })
+}
+
+/// Checks the parts of a filter that can be wrong, as the in-memory store does.
+fn check_filter(filter: &EventFilter) -> Result<(), ReadError> {
+    if let Some(category) = &filter.category {
+        validate_category(category)?;
+    }
+    if let Some(g) = filter.consumer_group {
+        ConsumerGroup::new(g.member, g.size)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl EventStore for PostgresStore {
+    async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, AppendError> {
+        validate_events(&events, &self.shared().options.limits)?;
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            stream: stream.clone(),
+            expected,
+            events,
+            reply,
+            races: 0,
+        };
+        self.inner
+            .queue
+            .send(request)
+            .await
+            .map_err(|_| crate::error::closed())?;
+        answer.await.map_err(|_| {
+            AppendError::from(BackendError::new(
+                BackendErrorKind::OutcomeUnknown,
+                "the store shut down while the append was in flight: retry with the same ids",
+            ))
+        })?
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamName,
+        options: ReadStreamOptions,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        let shared = self.shared();
+        let conn = self.conn().await?;
+        let stmt = conn
+            .prepare_cached(&shared.sql.stream)
+            .await
+            .map_err(|e| backend(e, Effect::None))?;
+        let row = conn
+            .query_opt(&stmt, &[&stream.as_str()])
+            .await
+            .map_err(|e| backend(e, Effect::None))?;
+        let not_found = || ReadError::StreamNotFound {
+            stream: stream.clone(),
+        };
+        let Some(row) = row else {
+            return Err(not_found());
+        };
+        let id: i64 = row.try_get(0).map_err(incompatible)?;
+        let state = state_from(
+            row.try_get(1).map_err(incompatible)?,
+            row.try_get(2).map_err(incompatible)?,
+            row.try_get(3).map_err(incompatible)?,
+        )?;
+        let metadata: Option<Json<serde_json::Value>> = row.try_get(4).map_err(incompatible)?;
+        if state.tombstoned {
+            return Err(ReadError::StreamTombstoned {
+                stream: stream.clone(),
+            });
+        }
+        let Some(last) = state.last_revision.filter(|_| state.exists()) else {
+            return Err(not_found());
+        };
+        let metadata = metadata.map(|m| parse_metadata(m.0)).transpose()?;
+        let vis = Visibility::of(&state, metadata.as_ref(), Utc::now());
+        if options.max_count == 0 {
+            return Ok(Vec::new());
+        }
+        let (low, high, order) = match options.direction {
+            Direction::Forwards => (options.from.unwrap_or(0).max(vis.min_revision), last, "ASC"),
+            Direction::Backwards => (
+                vis.min_revision,
+                options.from.map_or(last, |f| f.min(last)),
+                "DESC",
+            ),
+        };
+        if low > high {
+            return Ok(Vec::new());
+        }
+        let s = &shared.sql.schema;
+        let time = if vis.min_recorded_at.is_some() {
+            " AND e.recorded_at >= $5"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM {s}.events e JOIN {s}.streams s ON s.id = e.stream_id \
+             WHERE e.stream_id = $1 AND e.revision BETWEEN $2 AND $3{time} \
+             ORDER BY e.revision {order} LIMIT $4"
+        );
+        let stmt = conn
+            .prepare_cached(&sql)
+            .await
+            .map_err(|e| backend(e, Effect::None))?;
+        let (low, high, limit) = (to_i64(low), to_i64(high), to_i64(options.max_count as u64));
+        let rows = match vis.min_recorded_at {
+            Some(t) => conn.query(&stmt, &[&id, &low, &high, &limit, &t]).await,
+            None => conn.query(&stmt, &[&id, &low, &high, &limit]).await,
+        }
+        .map_err(|e| backend(e, Effect::None))?;
+        rows.iter()
+            .map(|row| event_from_row(row).map_err(ReadError::from))
+            .collect()
+    }
+
+    async fn read_all(&self, options: ReadAllOptions) -> Result<Vec<RecordedEvent>, ReadError> {
+        check_filter(&options.filter)?;
+        self.wait_for_own_writes().await?;
+        self.read_all_visible(&options).await
+    }
+
+    async fn delete_stream(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+    ) -> Result<(), DeleteError> {
+        self.delete(stream, expected, false).await
+    }
+
+    async fn tombstone_stream(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+    ) -> Result<(), DeleteError> {
+        self.delete(stream, expected, true).await
+    }
+
+    async fn stream_metadata(
+        &self,
+        stream: &StreamName,
+    ) -> Result<Option<StreamMetadata>, MetadataError> {
+        let s = &self.shared().sql.schema;
+        let conn = self.conn().await?;
+        let row = conn
+            .query_opt(
+                &format!("SELECT tombstoned, metadata FROM {s}.streams WHERE name = $1"),
+                &[&stream.as_str()],
+            )
+            .await
+            .map_err(|e| backend(e, Effect::None))?;
+        let Some(row) = row else { return Ok(None) };
+        let tombstoned: bool = row.try_get(0).map_err(incompatible)?;
+        if tombstoned {
+            return Err(MetadataError::StreamTombstoned {
+                stream: stream.clone(),
+            });
+        }
+        let metadata: Option<Json<serde_json::Value>> = row.try_get(1).map_err(incompatible)?;
+        Ok(metadata.map(|m| parse_metadata(m.0)).transpose()?)
+    }
+
+    async fn set_stream_metadata(
+        &self,
+        stream: &StreamName,
+        metadata: StreamMetadata,
+    ) -> Result<(), MetadataError> {
+        let s = &self.shared().sql.schema;
+        let value = serde_json::to_value(&metadata).map_err(|e| {
+            BackendError::new(BackendErrorKind::Internal, "metadata did not serialize")
+                .with_source(e)
+        })?;
+        let conn = self.conn().await?;
+        let row = conn
+            .query_one(
+                &format!(
+                    "WITH up AS ( \
+                       INSERT INTO {s}.streams (name, category, group_hash, metadata) \
+                       VALUES ($1, $2, $3, $4) \
+                       ON CONFLICT (name) DO UPDATE SET metadata = EXCLUDED.metadata \
+                       WHERE NOT {s}.streams.tombstoned \
+                       RETURNING id), \
+                     bump AS ( \
+                       UPDATE {s}.changes SET counter = counter + 1 \
+                       WHERE id = 1 AND EXISTS (SELECT 1 FROM up)) \
+                     SELECT count(*) FROM up"
+                ),
+                &[
+                    &stream.as_str(),
+                    &stream.category(),
+                    &to_i64(group_hash(stream.id())),
+                    &Json(value),
+                ],
+            )
+            .await
+            .map_err(|e| backend(e, Effect::Unknown))?;
+        let updated: i64 = row.try_get(0).map_err(incompatible)?;
+        if updated == 0 {
+            return Err(MetadataError::StreamTombstoned {
+                stream: stream.clone(),
+            });
+        }
+        self.shared().changed();
+        Ok(())
+    }
+
+    async fn head_position(&self) -> Result<Option<Position>, ReadError> {
+        self.wait_for_own_writes().await?;
+        self.head_visible().await
+    }
+
+    async fn subscribe_to_all(
+        &self,
+        from: SubscribeFrom,
+        filter: EventFilter,
+    ) -> Result<EventSubscription, ReadError> {
+        check_filter(&filter)?;
+        // `End` must not replay this store's own acknowledged appends: resolve it with
+        // the waiting head, not the subscription reader's.
+        let from = match from {
+            SubscribeFrom::End => match self.head_position().await? {
+                Some(head) => SubscribeFrom::After(head),
+                None => SubscribeFrom::Start,
+            },
+            other => other,
+        };
+        let live = Live(self.clone());
+        subscribe_all(live, &self.shared().commits, from, filter).await
+    }
+
+    async fn subscribe_to_stream(
+        &self,
+        stream: &StreamName,
+        from: SubscribeStreamFrom,
+    ) -> Result<EventSubscription, ReadError> {
+        let live = Live(self.clone());
+        subscribe_stream(live, &self.shared().commits, stream.clone(), from).await
+    }
+}
+
+fn parse_metadata(value: serde_json::Value) -> Result<StreamMetadata, BackendError> {
+    serde_json::from_value(value).map_err(|e| {
+        BackendError::new(
+            BackendErrorKind::Incompatible,
+            "stored stream metadata has fields this version does not know: upgrade foldstore",
+        )
+        .with_source(e)
+    })
+}
+
+/// The store as subscriptions read it: global-order reads do not wait for this store's
+/// own writes (the poller wakes subscriptions when they become visible), and reads that
+/// fail because PostgreSQL is unreachable are retried with backoff for
+/// `subscription_retry`, so a subscription outlives a restart of the server and goes on
+/// from its last position, with no gap and no duplicate.
+#[derive(Clone)]
+struct Live(PostgresStore);
+
+impl Live {
+    async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T, ReadError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ReadError>>,
+    {
+        let give_up = Instant::now() + self.0.shared().options.subscription_retry;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            match op().await {
+                Err(ReadError::Backend(e))
+                    if e.kind == BackendErrorKind::Unavailable && Instant::now() < give_up =>
+                {
+                    tracing::debug!(error = %e, "foldstore subscription: read failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for Live {
+    async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, AppendError> {
+        self.0.append(stream, expected, events).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamName,
+        options: ReadStreamOptions,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        self.retry(|| self.0.read_stream(stream, options.clone()))
+            .await
+    }
+
+    async fn read_all(&self, options: ReadAllOptions) -> Result<Vec<RecordedEvent>, ReadError> {
+        self.retry(|| self.0.read_all_visible(&options)).await
+    }
+
+    async fn delete_stream(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+    ) -> Result<(), DeleteError> {
+        self.0.delete_stream(stream, expected).await
+    }
+
+    async fn tombstone_stream(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+    ) -> Result<(), DeleteError> {
+        self.0.tombstone_stream(stream, expected).await
+    }
+
+    async fn stream_metadata(
+        &self,
+        stream: &StreamName,
+    ) -> Result<Option<StreamMetadata>, MetadataError> {
+        self.0.stream_metadata(stream).await
+    }
+
+    async fn set_stream_metadata(
+        &self,
+        stream: &StreamName,
+        metadata: StreamMetadata,
+    ) -> Result<(), MetadataError> {
+        self.0.set_stream_metadata(stream, metadata).await
+    }
+
+    async fn head_position(&self) -> Result<Option<Position>, ReadError> {
+        self.retry(|| self.0.head_visible()).await
+    }
+
+    async fn subscribe_to_all(
+        &self,
+        from: SubscribeFrom,
+        filter: EventFilter,
+    ) -> Result<EventSubscription, ReadError> {
+        self.0.subscribe_to_all(from, filter).await
+    }
+
+    async fn subscribe_to_stream(
+        &self,
+        stream: &StreamName,
+        from: SubscribeStreamFrom,
+    ) -> Result<EventSubscription, ReadError> {
+        self.0.subscribe_to_stream(stream, from).await
+    }
+}

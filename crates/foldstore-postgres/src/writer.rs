@@ -1,0 +1,477 @@
+//! Group commit: concurrent appends share one transaction.
+//!
+//! A writer task takes the appends queued meanwhile (up to `max_batch`), orders them by
+//! stream name (a stable sort: one stream's appends keep their order; every process
+//! locks stream rows in the same order, so batches of two processes cannot deadlock on
+//! them) and sends, pipelined in one round trip:
+//!
+//! ```text
+//! BEGIN; SELECT append(...); SELECT append(...); ...; COMMIT
+//! ```
+//!
+//! `append` never raises for a refused append: it writes nothing and returns the facts
+//! that [`foldstore_core::rules::plan_append`] decides on. So a statement fails only
+//! for a rare reason (a concurrent identical append, a timeout, a deadlock); then the
+//! transaction has rolled back (PostgreSQL turns the pipelined `COMMIT` of a failed
+//! transaction into a rollback), the failing append gets its own answer, and the others
+//! run again in a new transaction. One failing append therefore fails alone, without a
+//! savepoint per append: with more than 64 subtransactions a transaction's
+//! subtransaction cache overflows, which slows every snapshot in the cluster.
+//!
+//! Answers go out only after `COMMIT` returned.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::Poll;
+use std::time::Duration;
+
+use foldstore_core::rules::{AppendPlan, StoredId, StreamState, plan_append};
+use foldstore_core::{
+    AppendError, AppendResult, BackendError, BackendErrorKind, ExpectedRevision, NewEvent,
+    StreamName, group_hash,
+};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Statement};
+use uuid::Uuid;
+
+use crate::error::{
+    Effect, backend, is_duplicate_id, is_in_failed_transaction, is_transient_conflict,
+};
+use crate::pg::{Xid8, position, to_i64, to_u64};
+use crate::store::Shared;
+
+/// An append waiting for a writer.
+pub(crate) struct Request {
+    pub(crate) stream: StreamName,
+    pub(crate) expected: ExpectedRevision,
+    pub(crate) events: Vec<NewEvent>,
+    pub(crate) reply: oneshot::Sender<Result<AppendResult, AppendError>>,
+    /// Times this append ran into a race and was run again.
+    pub(crate) races: u32,
+}
+
+/// How often an append may lose a race (its facts changed between the check and the
+/// write) before it fails; each loss means another append to the same ids or stream
+/// committed, so this is never reached in practice.
+const MAX_RACES: u32 = 3;
+/// How often a batch is run again after a deadlock or serialization failure.
+const MAX_CONFLICTS: u32 = 5;
+/// The most bytes of event data one batch gathers before it is sent.
+const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+type Queue = Arc<Mutex<mpsc::Receiver<Request>>>;
+
+/// A writer task: runs until the store's queue closes.
+pub(crate) async fn writer(shared: Arc<Shared>, queue: Queue) {
+    let max_batch = shared.options.max_batch.max(1);
+    loop {
+        let batch = {
+            let mut rx = queue.lock().await;
+            let Some(first) = rx.recv().await else {
+                return;
+            };
+            let mut bytes = size(&first);
+            let mut batch = vec![first];
+            while batch.len() < max_batch && bytes < MAX_BATCH_BYTES {
+                match rx.try_recv() {
+                    Ok(request) => {
+                        bytes += size(&request);
+                        batch.push(request);
+                    }
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        commit_batch(&shared, batch).await;
+    }
+}
+
+fn size(request: &Request) -> usize {
+    request.events.iter().map(NewEvent::size).sum()
+}
+
+/// What one append's statement said.
+enum Decision {
+    /// Written (or found already stored): the answer once the transaction commits.
+    Done(AppendResult),
+    /// Refused by the rules; nothing written.
+    Refused(AppendError),
+    /// The facts changed under it: run it again.
+    Race,
+}
+
+/// How an attempt at a batch ended.
+enum Attempt {
+    /// Committed: one decision per request.
+    Committed(Vec<Decision>),
+    /// Rolled back because request `index` failed with `error`.
+    Failed {
+        index: usize,
+        error: tokio_postgres::Error,
+    },
+    /// Rolled back because of a deadlock or serialization failure: run the batch again.
+    Conflict(tokio_postgres::Error),
+    /// The connection failed; `effect` says whether the batch may have committed.
+    Lost {
+        error: tokio_postgres::Error,
+        effect: Effect,
+    },
+    /// A row could not be decoded.
+    Broken(BackendError),
+}
+
+async fn commit_batch(shared: &Shared, mut pending: Vec<Request>) {
+    pending.sort_by(|a, b| a.stream.cmp(&b.stream));
+    let mut conflicts = 0;
+    while !pending.is_empty() {
+        let conn = match shared.pool.get().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                let e = crate::error::pool(e);
+                return fail_all(pending, &e);
+            }
+        };
+        let stmt = match conn.prepare_cached(&shared.sql.append).await {
+            Ok(stmt) => stmt,
+            Err(e) => return fail_all(pending, &backend(e, Effect::None)),
+        };
+        match attempt(shared, &conn, &stmt, &pending).await {
+            Attempt::Committed(decisions) => {
+                // Record the acknowledged transactions before answering, so that a
+                // caller's next read of `$all` waits for them.
+                let acknowledged = decisions
+                    .iter()
+                    .filter_map(|d| match d {
+                        Decision::Done(result) => Some(crate::pg::tx_of(result.position)),
+                        _ => None,
+                    })
+                    .max();
+                if let Some(tx) = acknowledged {
+                    shared.acknowledged(tx);
+                }
+                let mut again = Vec::new();
+                for (mut request, decision) in pending.drain(..).zip(decisions) {
+                    match decision {
+                        Decision::Done(result) => {
+                            let _ = request.reply.send(Ok(result));
+                        }
+                        Decision::Refused(e) => {
+                            let _ = request.reply.send(Err(e));
+                        }
+                        Decision::Race => {
+                            request.races += 1;
+                            if request.races > MAX_RACES {
+                                let e = BackendError::new(
+                                    BackendErrorKind::Unavailable,
+                                    "the append kept racing with concurrent appends to the same stream or ids; nothing was written: retry",
+                                );
+                                let _ = request.reply.send(Err(e.into()));
+                            } else {
+                                again.push(request);
+                            }
+                        }
+                    }
+                }
+                pending = again;
+            }
+            Attempt::Failed { index, error } => {
+                let mut request = pending.remove(index);
+                if is_duplicate_id(&error) && request.races < MAX_RACES {
+                    // A concurrent append with these ids committed first: run it again
+                    // to get the facts (an idempotent retry or a typed refusal).
+                    request.races += 1;
+                    pending.insert(index, request);
+                } else {
+                    let _ = request.reply.send(Err(backend(error, Effect::None).into()));
+                }
+            }
+            Attempt::Conflict(error) => {
+                conflicts += 1;
+                if conflicts > MAX_CONFLICTS {
+                    return fail_all(pending, &backend(error, Effect::None));
+                }
+                tokio::time::sleep(Duration::from_millis(conflicts.into())).await;
+            }
+            Attempt::Lost { error, effect } => {
+                // Do not give the connection back: its state is unknown.
+                let _ = deadpool_postgres::Object::take(conn);
+                return fail_all(pending, &backend(error, effect));
+            }
+            Attempt::Broken(e) => return fail_all(pending, &e),
+        }
+    }
+}
+
+fn fail_all(pending: Vec<Request>, error: &BackendError) {
+    for request in pending {
+        let e = BackendError::new(error.kind, error.message.clone());
+        let _ = request.reply.send(Err(e.into()));
+    }
+}
+
+/// The parameters of one `append` call.
+struct Params<'a> {
+    stream: &'a str,
+    category: &'a str,
+    group_hash: i64,
+    kind: i16,
+    revision: i64,
+    ids: Vec<Uuid>,
+    types: Vec<&'a str>,
+    content_types: Vec<&'a str>,
+    datas: Vec<&'a [u8]>,
+    metadatas: Vec<&'a str>,
+}
+
+impl<'a> Params<'a> {
+    fn of(request: &'a Request) -> Self {
+        let (kind, revision) = match request.expected {
+            ExpectedRevision::Any => (0, 0),
+            ExpectedRevision::NoStream => (1, 0),
+            ExpectedRevision::StreamExists => (2, 0),
+            ExpectedRevision::Exact(n) => (3, to_i64(n)),
+        };
+        let events = &request.events;
+        Self {
+            stream: request.stream.as_str(),
+            category: request.stream.category(),
+            group_hash: to_i64(group_hash(request.stream.id())),
+            kind,
+            revision,
+            ids: events.iter().map(|e| e.id).collect(),
+            types: events.iter().map(|e| e.event_type.as_str()).collect(),
+            content_types: events.iter().map(|e| e.content_type.as_str()).collect(),
+            datas: events.iter().map(|e| e.data.as_ref()).collect(),
+            metadatas: events.iter().map(|e| e.metadata.as_str()).collect(),
+        }
+    }
+
+    fn refs(&self) -> [&(dyn ToSql + Sync); 10] {
+        [
+            &self.stream,
+            &self.category,
+            &self.group_hash,
+            &self.kind,
+            &self.revision,
+            &self.ids,
+            &self.types,
+            &self.content_types,
+            &self.datas,
+            &self.metadatas,
+        ]
+    }
+}
+
+type Step<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<Row>, tokio_postgres::Error>> + Send + 'a>>;
+
+/// Runs `steps` pipelined: each is polled once, in order, which sends its messages
+/// (tokio-postgres sends a request on its first poll); then they are awaited in order.
+async fn pipelined(mut steps: Vec<Step<'_>>) -> Vec<Result<Option<Row>, tokio_postgres::Error>> {
+    let mut ready: Vec<Option<Result<Option<Row>, tokio_postgres::Error>>> =
+        steps.iter().map(|_| None).collect();
+    poll_fn_once(|cx| {
+        for (step, slot) in steps.iter_mut().zip(ready.iter_mut()) {
+            if let Poll::Ready(out) = step.as_mut().poll(cx) {
+                *slot = Some(out);
+            }
+        }
+    })
+    .await;
+    let mut out = Vec::with_capacity(steps.len());
+    for (step, slot) in steps.into_iter().zip(ready) {
+        out.push(match slot {
+            Some(done) => done,
+            None => step.await,
+        });
+    }
+    out
+}
+
+/// Runs `f` once with the task's context.
+async fn poll_fn_once(mut f: impl FnMut(&mut std::task::Context<'_>)) {
+    futures::future::poll_fn(|cx| {
+        f(cx);
+        Poll::Ready(())
+    })
+    .await;
+}
+
+async fn attempt(
+    shared: &Shared,
+    conn: &deadpool_postgres::Object,
+    stmt: &Statement,
+    pending: &[Request],
+) -> Attempt {
+    let params: Vec<Params<'_>> = pending.iter().map(Params::of).collect();
+    let delay = shared.options.test_commit_delay;
+    let mut steps: Vec<Step<'_>> = Vec::with_capacity(params.len() + 2);
+    steps.push(Box::pin(async {
+        conn.batch_execute("BEGIN").await.map(|()| None)
+    }));
+    for p in &params {
+        steps.push(Box::pin(async move {
+            conn.query_one(stmt, &p.refs()).await.map(Some)
+        }));
+    }
+    if delay.is_none() {
+        steps.push(Box::pin(async {
+            conn.batch_execute("COMMIT").await.map(|()| None)
+        }));
+    }
+    let mut results = pipelined(steps).await;
+    let commit = if delay.is_none() { results.pop() } else { None };
+
+    // The connection broke: with COMMIT pipelined the batch may have committed.
+    if let Some(i) = results
+        .iter()
+        .position(|r| matches!(r, Err(e) if e.code().is_none()))
+        && let Err(error) = results.remove(i)
+    {
+        let effect = if delay.is_none() {
+            Effect::Unknown
+        } else {
+            Effect::None
+        };
+        return Attempt::Lost { error, effect };
+    }
+    // A statement failed: the transaction rolled back (the pipelined COMMIT became a
+    // rollback). Find the statement that failed first; those after it only say that
+    // the transaction had failed.
+    if let Some(i) = results
+        .iter()
+        .position(|r| matches!(r, Err(e) if !is_in_failed_transaction(e)))
+        && let Err(error) = results.remove(i)
+    {
+        if delay.is_some() {
+            let _ = conn.batch_execute("ROLLBACK").await;
+        }
+        if i == 0 || is_transient_conflict(&error) {
+            return Attempt::Conflict(error);
+        }
+        return Attempt::Failed {
+            index: i - 1,
+            error,
+        };
+    }
+
+    let mut decisions = Vec::with_capacity(pending.len());
+    for (request, result) in pending.iter().zip(results.into_iter().skip(1)) {
+        let decision = match result {
+            Ok(Some(row)) => decide(request, &row),
+            _ => Err(BackendError::new(
+                BackendErrorKind::Internal,
+                "append returned no row",
+            )),
+        };
+        match decision {
+            Ok(d) => decisions.push(d),
+            Err(e) => {
+                if delay.is_some() {
+                    let _ = conn.batch_execute("ROLLBACK").await;
+                    return Attempt::Broken(e);
+                }
+                // COMMIT already ran: the batch is written but one row is unreadable.
+                return Attempt::Broken(BackendError::new(
+                    BackendErrorKind::OutcomeUnknown,
+                    format!("{e}; the batch was committed: retry with the same ids"),
+                ));
+            }
+        }
+    }
+
+    let commit = match commit {
+        Some(commit) => commit,
+        None => {
+            if let Some(max) = delay {
+                tokio::time::sleep(random_below(max)).await;
+            }
+            conn.batch_execute("COMMIT").await.map(|()| None)
+        }
+    };
+    match commit {
+        Ok(_) => Attempt::Committed(decisions),
+        Err(error) if error.code().is_none() => Attempt::Lost {
+            error,
+            effect: Effect::Unknown,
+        },
+        Err(error) if is_transient_conflict(&error) => Attempt::Conflict(error),
+        Err(error) => Attempt::Lost {
+            error,
+            effect: Effect::Unknown,
+        },
+    }
+}
+
+fn decode(e: tokio_postgres::Error) -> BackendError {
+    BackendError::new(
+        BackendErrorKind::Incompatible,
+        "the append function returned an unexpected row; is the schema from another foldstore version?",
+    )
+    .with_source(e)
+}
+
+/// Turns `append`'s row into a decision, calling the core rules on refused appends.
+fn decide(request: &Request, row: &Row) -> Result<Decision, BackendError> {
+    let written: bool = row.try_get("written").map_err(decode)?;
+    let n = request.events.len() as u64;
+    if written {
+        let first: i64 = row.try_get("first_revision").map_err(decode)?;
+        let tx: Xid8 = row.try_get("tx").map_err(decode)?;
+        let last_seq: i64 = row.try_get("last_seq").map_err(decode)?;
+        return Ok(Decision::Done(AppendResult {
+            next_expected_revision: to_u64(first, "revision")? + n - 1,
+            position: position(tx, last_seq),
+        }));
+    }
+    let last_revision: Option<i64> = row.try_get("last_revision").map_err(decode)?;
+    let deleted_before: Option<i64> = row.try_get("deleted_before").map_err(decode)?;
+    let tombstoned: Option<bool> = row.try_get("tombstoned").map_err(decode)?;
+    let state = StreamState {
+        last_revision: last_revision.map(|r| to_u64(r, "revision")).transpose()?,
+        deleted_before: to_u64(deleted_before.unwrap_or(0), "revision")?,
+        tombstoned: tombstoned.unwrap_or(false),
+    };
+    let streams: Vec<Option<String>> = row.try_get("stored_streams").map_err(decode)?;
+    let revisions: Vec<Option<i64>> = row.try_get("stored_revisions").map_err(decode)?;
+    let txs: Vec<Option<Xid8>> = row.try_get("stored_txs").map_err(decode)?;
+    let seqs: Vec<Option<i64>> = row.try_get("stored_seqs").map_err(decode)?;
+    let mut stored = Vec::with_capacity(streams.len());
+    for (((stream, revision), tx), seq) in streams.into_iter().zip(revisions).zip(txs).zip(seqs) {
+        stored.push(match (stream, revision, tx, seq) {
+            (Some(stream), Some(revision), Some(tx), Some(seq)) => Some(StoredId {
+                stream: crate::pg::stream_name(stream)?,
+                revision: to_u64(revision, "revision")?,
+                position: position(tx, seq),
+            }),
+            _ => None,
+        });
+    }
+    match plan_append(
+        &request.stream,
+        request.expected,
+        &state,
+        &request.events,
+        &stored,
+    ) {
+        Err(e) => Ok(Decision::Refused(e)),
+        Ok(AppendPlan::AlreadyStored(result)) => Ok(Decision::Done(result)),
+        Ok(AppendPlan::Write { .. }) => Ok(Decision::Race),
+    }
+}
+
+/// A pseudo-random duration below `max` (test hook only; not for anything that needs
+/// good randomness).
+fn random_below(max: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX).max(1);
+    Duration::from_nanos(h.finish() % nanos)
+}
+
+static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
