@@ -39,6 +39,9 @@ pub(crate) struct LoadResult {
     pub(crate) elapsed: Duration,
     /// One latency per successful append.
     pub(crate) latencies: Vec<Duration>,
+    /// Events appended in each whole second since the start (the last, partial second
+    /// is left out): shows whether the rate holds as the database grows.
+    pub(crate) events_by_second: Vec<u64>,
     /// Appends refused for a wrong expected revision and retried.
     pub(crate) conflicts: u64,
 }
@@ -47,6 +50,8 @@ pub(crate) struct LoadResult {
 struct TaskResult {
     events: u64,
     latencies: Vec<Duration>,
+    /// When each append completed, since the load started.
+    completed_at: Vec<Duration>,
     conflicts: u64,
 }
 
@@ -77,11 +82,13 @@ pub(crate) async fn run(
             clock: spec.clock,
             seq_base: (t as u64) << 40,
             // Stagger paced tasks over one period so they do not fire together.
+            start,
             pacing: period.map(|p| (p, start + p.mul_f64(t as f64 / tasks as f64))),
         };
         handles.push(tokio::spawn(task.run()));
     }
     let mut total = LoadResult::default();
+    let mut completed_at = Vec::new();
     for handle in handles {
         let r = handle
             .await
@@ -89,8 +96,10 @@ pub(crate) async fn run(
         total.events += r.events;
         total.conflicts += r.conflicts;
         total.latencies.extend(r.latencies);
+        completed_at.extend(r.completed_at);
     }
     total.elapsed = start.elapsed();
+    total.events_by_second = per_second(&completed_at, spec.batch.max(1) as u64, total.elapsed);
     Ok(total)
 }
 
@@ -103,6 +112,7 @@ struct Task {
     deadline: Option<Instant>,
     clock: Instant,
     seq_base: u64,
+    start: Instant,
     pacing: Option<(Duration, Instant)>,
 }
 
@@ -149,6 +159,7 @@ impl Task {
                 match self.store.append(stream, expected, events).await {
                     Ok(r) => {
                         out.latencies.push(t0.elapsed());
+                        out.completed_at.push(self.start.elapsed());
                         revisions[k] = Some(r.next_expected_revision);
                         out.events += self.batch as u64;
                         break;
@@ -168,5 +179,33 @@ impl Task {
             done += 1;
         }
         Ok(out)
+    }
+}
+
+/// Events completed in each whole second of `elapsed`, given when each append of
+/// `batch` events completed.
+fn per_second(completed_at: &[Duration], batch: u64, elapsed: Duration) -> Vec<u64> {
+    let seconds = elapsed.as_secs() as usize;
+    let mut buckets = vec![0u64; seconds];
+    for at in completed_at {
+        if let Some(b) = buckets.get_mut(at.as_secs() as usize) {
+            *b += batch;
+        }
+    }
+    buckets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_second_buckets_whole_seconds_only() {
+        let at = [0.1, 0.9, 1.0, 1.5, 2.2].map(Duration::from_secs_f64);
+        assert_eq!(
+            per_second(&at, 10, Duration::from_secs_f64(2.5)),
+            vec![20, 20]
+        );
+        assert!(per_second(&at, 1, Duration::from_millis(900)).is_empty());
     }
 }

@@ -96,6 +96,7 @@ pub(crate) async fn append(store: &Store, p: Params, batch: usize) -> Result<Out
     let r = load::run(store, &streams, &spec).await?;
     let mut extra = Map::new();
     extra.insert("events_per_append".into(), json!(batch));
+    extra.insert("events_by_second".into(), json!(r.events_by_second));
     extra.insert(
         "appends_per_sec".into(),
         json!((r.latencies.len() as f64 / r.elapsed.as_secs_f64()).round()),
