@@ -329,3 +329,21 @@ fn bench_append_1_prints_a_json_report_last() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+#[test]
+fn bench_refuses_tmpfs() {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let shm_is_tmpfs = mounts.lines().any(|l| {
+        let f: Vec<_> = l.split_whitespace().collect();
+        f.len() > 2 && f[1] == "/dev/shm" && f[2] == "tmpfs"
+    });
+    if !shm_is_tmpfs {
+        eprintln!("skipped: /dev/shm is not a tmpfs here");
+        return;
+    }
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let out = foldstore(dir.path(), &["bench", "append-1", "--events", "10"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is on tmpfs"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
