@@ -90,7 +90,8 @@ mod writer;
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -103,7 +104,7 @@ use foldstore_core::{
     ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamMetadata, StreamName,
     SubscribeFrom, SubscribeStreamFrom,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 pub use error::OpenError;
 
@@ -156,9 +157,6 @@ impl Default for SqliteOptions {
         }
     }
 }
-
-/// How many requests may wait for the writer before senders wait too.
-const REQUEST_QUEUE: usize = 16 * 1024;
 
 /// The SQLite event store. Cloning gives another handle to the same store.
 ///
@@ -259,7 +257,7 @@ impl SqliteStore {
         self.inner.readers.close().await;
         let (reply, answer) = oneshot::channel();
         let sent = match &self.inner.requests {
-            Some(requests) => requests.send(Request::Close { reply }).await.is_ok(),
+            Some(requests) => requests.send(Request::Close { reply }).is_ok(),
             None => false,
         };
         if !sent {
@@ -283,8 +281,8 @@ impl SqliteStore {
     /// `PRAGMA synchronous` there).
     pub async fn effective_durability(&self) -> Result<Durability, BackendError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Request::Synchronous { reply }).await?;
-        match answer.await.map_err(|_| writer_gone())?? {
+        self.send(Request::Synchronous { reply })?;
+        match answer.await.map_err(|_| self.writer_gone())?? {
             2 => Ok(Durability::Full),
             1 => Ok(Durability::Normal),
             other => Err(BackendError::new(
@@ -299,20 +297,27 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    async fn send(&self, request: Request) -> Result<(), BackendError> {
+    fn send(&self, request: Request) -> Result<(), BackendError> {
+        if self.inner.shared.closed.load(Ordering::Acquire) {
+            return Err(error::closed());
+        }
         match &self.inner.requests {
-            Some(requests) => requests.send(request).await.map_err(|_| error::closed()),
+            Some(requests) => requests.send(request).map_err(|_| error::closed()),
             None => Err(error::closed()),
         }
     }
-}
 
-/// The writer dropped a request without answering: it stopped in the middle of a batch.
-fn writer_gone() -> BackendError {
-    BackendError::new(
-        BackendErrorKind::OutcomeUnknown,
-        "the SQLite writer stopped before answering; retry with the same event ids (appends are idempotent)",
-    )
+    /// The error for a request the writer dropped without answering.
+    fn writer_gone(&self) -> BackendError {
+        if self.inner.shared.closed.load(Ordering::Acquire) {
+            // Dropped unread after the writer stopped taking requests: nothing was written.
+            return error::closed();
+        }
+        BackendError::new(
+            BackendErrorKind::OutcomeUnknown,
+            "the SQLite writer stopped before answering; retry with the same event ids (appends are idempotent)",
+        )
+    }
 }
 
 fn open_blocking(path: PathBuf, options: SqliteOptions) -> Result<SqliteStore, OpenError> {
@@ -356,10 +361,13 @@ fn open_blocking(path: PathBuf, options: SqliteOptions) -> Result<SqliteStore, O
     let checkpointer = Checkpointer::spawn(schema::open_checkpointer(&path)?)
         .map_err(io("start the checkpoint thread for", &path))?;
     let shared = Arc::new(Shared {
+        closed: AtomicBool::new(false),
         head: AtomicI64::new(head.unwrap_or(0)),
         commits: CommitNotifier::new(),
     });
-    let (requests, queue) = mpsc::channel(REQUEST_QUEUE);
+    // Unbounded, but every request has a caller awaiting its answer: the queue holds at
+    // most one request per pending call.
+    let (requests, queue) = mpsc::channel();
     let writer = Writer::new(
         conn,
         Arc::clone(&shared),
@@ -399,9 +407,8 @@ impl EventStore for SqliteStore {
             expected,
             events,
             reply,
-        })
-        .await?;
-        answer.await.map_err(|_| writer_gone())?
+        })?;
+        answer.await.map_err(|_| self.writer_gone())?
     }
 
     async fn read_stream(
@@ -461,9 +468,8 @@ impl EventStore for SqliteStore {
             stream: stream.clone(),
             metadata,
             reply,
-        })
-        .await?;
-        answer.await.map_err(|_| writer_gone())?
+        })?;
+        answer.await.map_err(|_| self.writer_gone())?
     }
 
     async fn head_position(&self) -> Result<Option<Position>, ReadError> {
@@ -512,8 +518,7 @@ impl SqliteStore {
             expected,
             tombstone,
             reply,
-        })
-        .await?;
-        answer.await.map_err(|_| writer_gone())?
+        })?;
+        answer.await.map_err(|_| self.writer_gone())?
     }
 }

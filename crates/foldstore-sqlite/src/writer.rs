@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -29,7 +29,7 @@ use foldstore_core::{
     MetadataError, NewEvent, Position, StreamMetadata, StreamName, group_hash,
 };
 use rusqlite::{Connection, OptionalExtension, params};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::OpenError;
@@ -116,9 +116,17 @@ fn internal(message: &str) -> BackendError {
     BackendError::new(BackendErrorKind::Internal, message)
 }
 
+/// The longest the writer waits for more requests before starting a batch.
+const MAX_LINGER: Duration = Duration::from_millis(1);
+
+/// While lingering, the writer starts the batch once no request came for this long.
+const LINGER_QUIET: Duration = Duration::from_micros(80);
+
 /// State shared by the writer and the store's handles.
 #[derive(Debug)]
 pub(crate) struct Shared {
+    /// Set by the writer when it stops taking requests.
+    pub(crate) closed: AtomicBool,
     /// The position of the last committed event, 0 when there is none.
     pub(crate) head: AtomicI64,
     /// Woken after every commit.
@@ -274,31 +282,54 @@ pub(crate) fn split_id(id: Uuid) -> (i64, i64) {
 
 /// The background checkpointer: the writer signals it after commits; it copies the WAL
 /// into the database file off the commit path, at most every [`CHECKPOINT_EVERY`].
+///
+/// SQLite restarts the WAL from its beginning only when a write transaction starts while
+/// the whole WAL is checkpointed, which under a steady write load a checkpoint running
+/// beside the writer never achieves. So once the WAL is larger than [`RESTART_AT`], the
+/// writer itself checkpoints between two batches: the background thread has already
+/// copied nearly everything, so this is short, and the next batch restarts the WAL.
 pub(crate) struct Checkpointer {
     signal: std_mpsc::SyncSender<()>,
     thread: JoinHandle<()>,
+    /// WAL frames at the background thread's last checkpoint.
+    wal_frames: Arc<AtomicI64>,
 }
 
 /// How often the background checkpointer runs at most while commits keep coming.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
-/// WAL frames (pages) that a background checkpoint may leave behind before it forces a
+/// WAL frames (pages) past which the writer checkpoints between batches so that the
+/// WAL restarts (64 MiB with 4 KiB pages).
+const RESTART_AT: i64 = 16_384;
+
+/// WAL frames that a background checkpoint may leave behind before it forces a
 /// restart of the log (about 1 GiB with 4 KiB pages), so the WAL cannot grow forever
-/// under a write load that never pauses.
+/// even when readers keep the writer's restarts from succeeding.
 const WAL_HARD_LIMIT: i64 = 262_144;
 
 impl Checkpointer {
     pub(crate) fn spawn(conn: Connection) -> std::io::Result<Self> {
         let (signal, rx) = std_mpsc::sync_channel::<()>(1);
+        let wal_frames = Arc::new(AtomicI64::new(0));
+        let frames = Arc::clone(&wal_frames);
         let thread = std::thread::Builder::new()
             .name("foldstore-checkpoint".into())
-            .spawn(move || checkpoint_loop(&conn, &rx))?;
-        Ok(Self { signal, thread })
+            .spawn(move || checkpoint_loop(&conn, &rx, &frames))?;
+        Ok(Self {
+            signal,
+            thread,
+            wal_frames,
+        })
     }
 
     fn poke(&self) {
         // Full means a checkpoint is already due: nothing to add.
         let _ = self.signal.try_send(());
+    }
+
+    /// Whether the writer should checkpoint now so that the WAL restarts.
+    fn wal_is_large(&self) -> bool {
+        self.wal_frames.load(Ordering::Relaxed) > RESTART_AT
     }
 
     fn stop(self) {
@@ -307,7 +338,7 @@ impl Checkpointer {
     }
 }
 
-fn checkpoint_loop(conn: &Connection, rx: &std_mpsc::Receiver<()>) {
+fn checkpoint_loop(conn: &Connection, rx: &std_mpsc::Receiver<()>, wal_frames: &AtomicI64) {
     let mut pending = false;
     loop {
         if !pending && rx.recv().is_err() {
@@ -317,6 +348,9 @@ fn checkpoint_loop(conn: &Connection, rx: &std_mpsc::Receiver<()>) {
         let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
             Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
         });
+        if let Ok((log, _)) = result {
+            wal_frames.store(log, Ordering::Relaxed);
+        }
         match result {
             Ok((log, done)) if log - done > WAL_HARD_LIMIT => {
                 if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(RESTART)") {
@@ -375,52 +409,57 @@ impl Writer {
     }
 
     /// Runs until a `Close` request or until every handle is gone.
-    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+    pub(crate) fn run(mut self, rx: std_mpsc::Receiver<Request>) {
         let mut closers = Vec::new();
         let mut batch = Vec::new();
         let mut weight = 0;
+        let mut last_batch_len = 0;
+        let mut last_batch_time = Duration::ZERO;
         while closers.is_empty() {
-            let Some(first) = rx.blocking_recv() else {
+            let Ok(first) = rx.recv() else {
                 break;
             };
-            let mut next = Some(first);
-            while let Some(request) = next.take() {
-                match request {
-                    Request::Close { reply } => closers.push(reply),
-                    Request::Synchronous { reply } => {
-                        let _ = reply.send(self.synchronous());
+            self.take(first, &mut batch, &mut weight, &mut closers);
+            // Everything that queued while the last batch was committing.
+            while weight < self.max_batch_events && closers.is_empty() {
+                match rx.try_recv() {
+                    Ok(request) => self.take(request, &mut batch, &mut weight, &mut closers),
+                    Err(_) => break,
+                }
+            }
+            // With concurrent writers, the ones answered a moment ago are resubmitting
+            // right now: wait for them while they keep coming (at most half a batch's
+            // time), so that one commit serves them all instead of every other one.
+            // A lone writer never waits.
+            if closers.is_empty() && (batch.len() > 1 || last_batch_len > 1) {
+                let deadline = Instant::now() + (last_batch_time / 2).min(MAX_LINGER);
+                while weight < self.max_batch_events && closers.is_empty() {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
                     }
-                    request => {
-                        weight += request.weight();
-                        batch.push(request);
+                    match rx.recv_timeout(LINGER_QUIET.min(deadline - now)) {
+                        Ok(request) => self.take(request, &mut batch, &mut weight, &mut closers),
+                        Err(_) => break,
                     }
                 }
-                if weight >= self.max_batch_events || !closers.is_empty() {
-                    break;
-                }
-                next = rx.try_recv().ok();
             }
             if !batch.is_empty() {
+                last_batch_len = batch.len();
+                let started = Instant::now();
                 self.commit_batch(std::mem::take(&mut batch));
+                last_batch_time = started.elapsed();
                 weight = 0;
             }
+            self.restart_wal_if_large();
         }
-        // Answer what was queued before the channel closed, then stop.
-        rx.close();
+        // Refuse new requests, answer what was queued before, then stop.
+        self.shared.closed.store(true, Ordering::Release);
         while let Ok(request) = rx.try_recv() {
-            match request {
-                Request::Close { reply } => closers.push(reply),
-                Request::Synchronous { reply } => {
-                    let _ = reply.send(self.synchronous());
-                }
-                request => {
-                    weight += request.weight();
-                    batch.push(request);
-                    if weight >= self.max_batch_events {
-                        self.commit_batch(std::mem::take(&mut batch));
-                        weight = 0;
-                    }
-                }
+            self.take(request, &mut batch, &mut weight, &mut closers);
+            if weight >= self.max_batch_events {
+                self.commit_batch(std::mem::take(&mut batch));
+                weight = 0;
             }
         }
         if !batch.is_empty() {
@@ -433,6 +472,46 @@ impl Writer {
                 .take()
                 .unwrap_or_else(|| Err(OpenError::Closed { path: path.clone() }));
             let _ = reply.send(r);
+        }
+    }
+
+    /// Sorts one request into the batch, or answers it at once when it is no write.
+    fn take(
+        &self,
+        request: Request,
+        batch: &mut Vec<Request>,
+        weight: &mut usize,
+        closers: &mut Vec<oneshot::Sender<Result<(), OpenError>>>,
+    ) {
+        match request {
+            Request::Close { reply } => closers.push(reply),
+            Request::Synchronous { reply } => {
+                let _ = reply.send(self.synchronous());
+            }
+            request => {
+                *weight += request.weight();
+                batch.push(request);
+            }
+        }
+    }
+
+    /// Checkpoints on the write connection, between batches, when the WAL is large, so
+    /// that the next write transaction restarts the WAL (see [`Checkpointer`]).
+    fn restart_wal_if_large(&self) {
+        let Some(c) = &self.checkpointer else {
+            return;
+        };
+        if !c.wal_is_large() {
+            return;
+        }
+        match self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+            }) {
+            Ok((log, done)) if log == done => c.wal_frames.store(0, Ordering::Relaxed),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint by the writer failed"),
         }
     }
 
@@ -776,6 +855,7 @@ mod tests {
         let conn = crate::schema::open_writer(&path, &SqliteOptions::default()).unwrap();
         let lock = File::create(dir.path().join("w.db.lock")).unwrap();
         let shared = Arc::new(Shared {
+            closed: AtomicBool::new(false),
             head: AtomicI64::new(0),
             commits: CommitNotifier::new(),
         });
