@@ -53,6 +53,11 @@ async fn run(cli: Cli, database_on_command_line: bool) -> Result<(), CliError> {
         Command::Read(args) => commands::read::run(&cli.store, args).await,
         Command::Serve => commands::serve(),
         Command::Bench(args) => {
+            if cli.store.database.is_some() && !database_on_command_line {
+                eprintln!(
+                    "bench: ignoring FOLDSTORE_DATABASE_URL (a benchmark fills the database it runs on): pass --database to bench an existing database"
+                );
+            }
             let database = cli.store.database.filter(|_| database_on_command_line);
             bench::run(args, database).await
         }

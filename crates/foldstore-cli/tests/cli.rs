@@ -347,3 +347,41 @@ fn bench_refuses_tmpfs() {
     assert!(stderr(&out).contains("is on tmpfs"), "{}", stderr(&out));
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn bench_on_a_named_database_keeps_it() {
+    let dir = scratch();
+    let db = dir.path().join("mine").join("bench.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    let url = format!("sqlite://{}", db.display());
+    let out = foldstore(
+        dir.path(),
+        &[
+            "bench",
+            "append-batch",
+            "--events",
+            "200",
+            "--database",
+            &url,
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let report: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(report["workload"], "append-batch");
+    assert_eq!(report["events"], 200);
+    assert!(db.exists(), "the named database was removed");
+    // Only the database's own files remain: the baselines cleaned up after themselves.
+    for entry in std::fs::read_dir(db.parent().unwrap()).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(name.starts_with("bench.db"), "left behind: {name}");
+    }
+    // The events are in it.
+    let read = foldstore(
+        dir.path(),
+        &["--database", &url, "read", "$all", "--limit", "5"],
+    );
+    assert!(read.status.success(), "{}", stderr(&read));
+    assert_eq!(json_lines(&read).len(), 5);
+}
