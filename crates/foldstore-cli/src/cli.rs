@@ -85,6 +85,16 @@ The HTTP server is not built yet: this command says so and exits with status 2."
   foldstore bench read-all --events 200000
   foldstore bench subscribe-latency --concurrency 16 --rate 5000
 
+Workloads and their defaults (--events):
+  append-1           one event per append, exact expected revision, 10,000 streams
+                     (20,000 events with --concurrency 1, else 200,000)
+  append-batch       100 events per append (200,000 events)
+  read-all           fill 1,000,000 events, read them in pages of 1,000, then through
+                     subscribe_to_all(Start) on a reopened store; reports peak_rss_mb
+  read-stream        fill one 10,000-event stream, read it whole 200 times
+  subscribe-latency  a live $all subscriber while appenders run at half the measured
+                     maximum rate (or --rate) for about 8 s; append-to-delivery latency
+
 Without --database each run uses a fresh database in a new directory ./bench-<random>/
 (removed afterwards), and measures the baselines (fsync rate, raw SQLite inserts) in that
 same directory. It refuses to run on tmpfs. With --json the last line printed is one JSON

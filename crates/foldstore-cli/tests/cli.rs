@@ -265,7 +265,8 @@ fn usage_errors_and_unbuilt_commands_exit_2() {
     assert_eq!(bad_stream.status.code(), Some(2));
 
     let no_data = foldstore(d, &["append", "a-1", "--type", "T"]);
-    assert_ne!(no_data.status.code(), Some(0));
+    assert_eq!(no_data.status.code(), Some(2));
+    assert!(stderr(&no_data).contains("--data"), "{}", stderr(&no_data));
 }
 
 #[test]

@@ -52,5 +52,10 @@ fn event_data(args: &AppendArgs) -> Result<Vec<u8>, CliError> {
         .lock()
         .read_to_end(&mut data)
         .map_err(|e| CliError::io("could not read standard input", e))?;
+    if data.is_empty() {
+        return Err(CliError::Usage(
+            "standard input was empty: pass --data '<JSON>', --data-file FILE, or pipe the event data in".to_owned(),
+        ));
+    }
     Ok(data)
 }
