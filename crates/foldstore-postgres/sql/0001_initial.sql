@@ -108,6 +108,10 @@ CREATE FUNCTION append(
 )
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
+-- Every statement here has an index path (event ids, stream names). PL/pgSQL caches
+-- generic plans per session; one planned while the log was small would otherwise keep
+-- scanning the whole log for each append as it grows, until the next ANALYZE.
+SET enable_seqscan = off
 AS $$
 DECLARE
     v_count     bigint := cardinality(p_ids);
