@@ -260,7 +260,25 @@ pub(crate) fn read_stream(
             options.from.map_or(i64::MAX, clamp_u64),
         ),
     };
-    let mut out = Vec::new();
+    // Pre-size for the events the stream can have in range (a whole-stream read of
+    // 10,000 events would otherwise regrow the vector a dozen times).
+    let in_range = match (options.direction, row.state.last_revision) {
+        (_, None) => 0,
+        (Direction::Forwards, Some(last)) => {
+            (last + 1).saturating_sub(options.from.unwrap_or(0).max(vis.min_revision))
+        }
+        (Direction::Backwards, Some(last)) => options
+            .from
+            .unwrap_or(last)
+            .min(last)
+            .saturating_add(1)
+            .saturating_sub(vis.min_revision),
+    };
+    let capacity = usize::try_from(in_range)
+        .unwrap_or(usize::MAX)
+        .min(options.max_count)
+        .min(100_000);
+    let mut out = Vec::with_capacity(capacity);
     let mut stmt = tx
         .prepare_cached(sql_text)
         .map_err(sql("preparing a stream read"))?;

@@ -1,0 +1,175 @@
+//! Quick throughput checks of the SQLite store, for development. Ignored by default;
+//! the benchmark of record is `foldstore bench`. Run with
+//! `cargo test --release -p foldstore-sqlite --test throughput -- --ignored --nocapture`
+//! (set `FOLDSTORE_THROUGHPUT_DIR` to measure on another disk than the temp dir's).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use foldstore_core::{
+    EventStore, ExpectedRevision, JSON, NewEvent, ReadAllOptions, ReadStreamOptions, StreamName,
+};
+use foldstore_sqlite::{Durability, SqliteOptions, SqliteStore};
+
+fn data() -> Vec<u8> {
+    let mut s = String::from("{\"account\":\"acc-0000001234\",\"amount_cents\":4242,\"note\":\"");
+    s.extend(std::iter::repeat_n('x', 250 - s.len() - 2));
+    s.push_str("\"}");
+    s.into_bytes()
+}
+
+fn dir() -> tempfile::TempDir {
+    match std::env::var("FOLDSTORE_THROUGHPUT_DIR") {
+        Ok(d) => tempfile::tempdir_in(d).unwrap(),
+        Err(_) => tempfile::tempdir().unwrap(),
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+async fn fill(store: &SqliteStore, streams: usize, events: usize, batch: usize) {
+    let data = data();
+    let mut written = 0;
+    let mut i = 0;
+    while written < events {
+        let stream = StreamName::new(format!("fill-{}", i % streams)).unwrap();
+        let n = batch.min(events - written);
+        let evs = (0..n)
+            .map(|_| NewEvent::raw("Deposited", data.clone(), JSON))
+            .collect();
+        store
+            .append(&stream, ExpectedRevision::Any, evs)
+            .await
+            .unwrap();
+        written += n;
+        i += 1;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn reads() {
+    let dir = dir();
+    let options = SqliteOptions {
+        durability: Durability::Normal,
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open(dir.path().join("r.db"), options)
+        .await
+        .unwrap();
+    let total = std::env::var("FOLDSTORE_THROUGHPUT_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    fill(&store, 1000, total, 1000).await;
+    let single = StreamName::new("single-1").unwrap();
+    fill_stream(&store, &single, 10_000).await;
+
+    let start = Instant::now();
+    let mut from = None;
+    let mut read = 0;
+    let mut pages = Vec::new();
+    loop {
+        let mut opts = ReadAllOptions::forwards().max_count(1000);
+        opts.from = from;
+        let t = Instant::now();
+        let page = store.read_all(opts).await.unwrap();
+        pages.push(t.elapsed());
+        let Some(last) = page.last() else { break };
+        from = Some(last.position.next());
+        read += page.len();
+    }
+    let elapsed = start.elapsed();
+    pages.sort();
+    eprintln!(
+        "read-all: {read} events in {elapsed:?}: {:.0} events/s; page min {:?} p50 {:?} p99 {:?}",
+        read as f64 / elapsed.as_secs_f64(),
+        pages[0],
+        percentile(&pages, 0.5),
+        percentile(&pages, 0.99)
+    );
+
+    let mut times = Vec::new();
+    for _ in 0..50 {
+        let t = Instant::now();
+        let events = store
+            .read_stream(&single, ReadStreamOptions::forwards())
+            .await
+            .unwrap();
+        times.push(t.elapsed());
+        assert_eq!(events.len(), 10_000);
+    }
+    times.sort();
+    eprintln!(
+        "read-stream of 10,000: min {:?} p50 {:?} p99 {:?}",
+        times[0],
+        percentile(&times, 0.5),
+        percentile(&times, 0.99)
+    );
+    store.close().await.unwrap();
+}
+
+async fn fill_stream(store: &SqliteStore, stream: &StreamName, events: usize) {
+    let data = data();
+    for _ in 0..events / 1000 {
+        let evs = (0..1000)
+            .map(|_| NewEvent::raw("Deposited", data.clone(), JSON))
+            .collect();
+        store
+            .append(stream, ExpectedRevision::Any, evs)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn appends() {
+    let dir = dir();
+    let store = SqliteStore::open(dir.path().join("a.db"), SqliteOptions::default())
+        .await
+        .unwrap();
+    let data = Arc::new(data());
+    for (concurrency, batch, appends) in [(1, 1, 2000), (1, 100, 300), (64, 1, 1000)] {
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for t in 0..concurrency {
+            let store = store.clone();
+            let data = Arc::clone(&data);
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                for i in 0..appends {
+                    let stream =
+                        StreamName::new(format!("s{batch}-{}", (t * 7919 + i * 13) % 10_000))
+                            .unwrap();
+                    let evs = (0..batch)
+                        .map(|_| NewEvent::raw("Deposited", data.to_vec(), JSON))
+                        .collect();
+                    let t0 = Instant::now();
+                    store
+                        .append(&stream, ExpectedRevision::Any, evs)
+                        .await
+                        .unwrap();
+                    latencies.push(t0.elapsed());
+                }
+                latencies
+            }));
+        }
+        let mut latencies = Vec::new();
+        for t in tasks {
+            latencies.extend(t.await.unwrap());
+        }
+        let elapsed = start.elapsed();
+        latencies.sort();
+        let events = concurrency * batch * appends;
+        eprintln!(
+            "append concurrency {concurrency} batch {batch}: {:.0} events/s, p50 {:?} p99 {:?}",
+            events as f64 / elapsed.as_secs_f64(),
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99)
+        );
+    }
+    store.close().await.unwrap();
+}
