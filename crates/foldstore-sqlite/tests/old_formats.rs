@@ -1,0 +1,205 @@
+//! Old files keep opening (guarantee G9): a database written by each released schema
+//! version is checked in under `tests/fixtures/` and must open, read back exactly, and
+//! accept new appends. It guards against a schema change without a migration, and
+//! against a migration that loses or reinterprets stored data.
+//!
+//! `tests/fixtures/schema_v1.db` was written by `write_schema_v1_fixture` (ignored; run
+//! it only to recreate the file, never after the schema moved on).
+
+use std::path::{Path, PathBuf};
+
+use foldstore_core::{
+    AppendError, EventStore, ExpectedRevision, JSON, Metadata, NewEvent, ReadAllOptions, ReadError,
+    ReadStreamOptions, StreamMetadata, StreamName,
+};
+use foldstore_sqlite::{SqliteOptions, SqliteStore};
+use uuid::Uuid;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schema_v1.db")
+}
+
+fn name(s: &str) -> StreamName {
+    StreamName::new(s).unwrap()
+}
+
+fn id(n: u128) -> Uuid {
+    Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + n)
+}
+
+fn correlation() -> Uuid {
+    Uuid::from_u128(0xc0c0)
+}
+
+fn metadata() -> StreamMetadata {
+    let mut custom = serde_json::Map::new();
+    custom.insert("owner".into(), "ada".into());
+    StreamMetadata {
+        max_count: Some(2),
+        custom,
+        ..StreamMetadata::default()
+    }
+}
+
+#[tokio::test]
+#[ignore = "writes the checked-in fixture; run only to recreate it"]
+async fn write_schema_v1_fixture() {
+    let path = fixture();
+    for suffix in ["", "-wal", "-shm", ".lock"] {
+        let mut p = path.clone().into_os_string();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+    let store = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap();
+    let account = name("account-1");
+    let events = (1..=3)
+        .map(|n| {
+            NewEvent::json("Deposited", &serde_json::json!({ "amount": n }))
+                .unwrap()
+                .with_id(id(n))
+                .with_metadata(Metadata::new().with_correlation_id(correlation()))
+        })
+        .collect();
+    store
+        .append(&account, ExpectedRevision::NoStream, events)
+        .await
+        .unwrap();
+    let order = name("order-7");
+    store
+        .append(
+            &order,
+            ExpectedRevision::NoStream,
+            vec![
+                NewEvent::json("Placed", &serde_json::json!({}))
+                    .unwrap()
+                    .with_id(id(4)),
+                NewEvent::raw("Note", "plain text", "text/plain").with_id(id(5)),
+            ],
+        )
+        .await
+        .unwrap();
+    store
+        .delete_stream(&order, ExpectedRevision::Exact(1))
+        .await
+        .unwrap();
+    store
+        .append(
+            &order,
+            ExpectedRevision::NoStream,
+            vec![
+                NewEvent::json("Placed", &serde_json::json!({"again": true}))
+                    .unwrap()
+                    .with_id(id(6)),
+            ],
+        )
+        .await
+        .unwrap();
+    let gone = name("gone-1");
+    store
+        .append(
+            &gone,
+            ExpectedRevision::Any,
+            vec![NewEvent::json("Born", &1).unwrap().with_id(id(7))],
+        )
+        .await
+        .unwrap();
+    store
+        .tombstone_stream(&gone, ExpectedRevision::Any)
+        .await
+        .unwrap();
+    store
+        .set_stream_metadata(&account, metadata())
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    let mut lock = path.into_os_string();
+    lock.push(".lock");
+    let _ = std::fs::remove_file(lock);
+}
+
+#[tokio::test]
+async fn schema_v1_file_opens_and_reads_back() {
+    // Work on a copy: the checked-in file must never change.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    std::fs::copy(fixture(), &path).expect("tests/fixtures/schema_v1.db is checked in");
+    let store = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap();
+
+    let all = store.read_all(ReadAllOptions::forwards()).await.unwrap();
+    let ids: Vec<Uuid> = all.iter().map(|e| e.id).collect();
+    assert_eq!(ids, (1..=7).map(id).collect::<Vec<_>>());
+    assert!(all.windows(2).all(|w| w[0].position < w[1].position));
+    assert_eq!(all[0].json::<serde_json::Value>().unwrap()["amount"], 1);
+    assert_eq!(all[0].metadata.correlation_id(), Some(correlation()));
+    assert_eq!(all[0].content_type, JSON);
+    assert_eq!(all[4].content_type, "text/plain");
+    assert_eq!(&all[4].data[..], b"plain text");
+    assert!(all[0].recorded_at.timestamp() > 1_700_000_000);
+
+    // Metadata (max_count 2) hides the first account event.
+    let account = store
+        .read_stream(&name("account-1"), ReadStreamOptions::forwards())
+        .await
+        .unwrap();
+    assert_eq!(
+        account.iter().map(|e| e.revision).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(
+        store.stream_metadata(&name("account-1")).await.unwrap(),
+        Some(metadata())
+    );
+    // The soft delete held: only the event written after it, at revision 2.
+    let order = store
+        .read_stream(&name("order-7"), ReadStreamOptions::forwards())
+        .await
+        .unwrap();
+    assert_eq!(order.len(), 1);
+    assert_eq!(order[0].revision, 2);
+    // The tombstone held.
+    assert!(matches!(
+        store
+            .read_stream(&name("gone-1"), ReadStreamOptions::forwards())
+            .await,
+        Err(ReadError::StreamTombstoned { .. })
+    ));
+    assert!(matches!(
+        store
+            .append(
+                &name("gone-1"),
+                ExpectedRevision::Any,
+                vec![NewEvent::json("X", &1).unwrap()]
+            )
+            .await,
+        Err(AppendError::StreamTombstoned { .. })
+    ));
+    // An old append retried is recognised; new appends continue where the file ended.
+    let retry = store
+        .append(
+            &name("order-7"),
+            ExpectedRevision::Exact(1),
+            vec![
+                NewEvent::json("Placed", &serde_json::json!({"again": true}))
+                    .unwrap()
+                    .with_id(id(6)),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(retry.position, all[5].position);
+    let next = store
+        .append(
+            &name("account-1"),
+            ExpectedRevision::Exact(2),
+            vec![NewEvent::json("Deposited", &4).unwrap()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(next.next_expected_revision, 3);
+    assert!(next.position > all[6].position);
+    store.close().await.unwrap();
+}
