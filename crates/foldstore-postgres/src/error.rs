@@ -53,6 +53,21 @@ pub enum ConnectError {
         /// The newest version this build knows.
         supported: i32,
     },
+    /// The log holds transaction ids this cluster has not reached yet: it was restored
+    /// from a dump into another cluster. New events would get lower positions than
+    /// stored ones and readers past those would never see them, so the store refuses
+    /// to open.
+    #[error(
+        "schema {schema:?} holds events of transaction {stored}, but this cluster's next transaction id is {next}: the log was restored into another cluster (positions are transaction ids). Advance the cluster's transaction counter past {stored} (pg_resetwal --next-transaction-id, with the epoch) before opening it; use pg_upgrade or physical replication, which keep transaction ids, to move a foldstore database"
+    )]
+    TransactionIdsAhead {
+        /// The schema.
+        schema: String,
+        /// The highest stored transaction id.
+        stored: u64,
+        /// The cluster's next transaction id.
+        next: u64,
+    },
     /// Creating or migrating the schema failed; nothing of that migration step was
     /// applied.
     #[error(

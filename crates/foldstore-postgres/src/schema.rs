@@ -8,6 +8,7 @@
 use tokio_postgres::Client;
 
 use crate::error::{ConnectError, Effect, backend};
+use crate::pg::Xid8;
 
 /// The migrations, in order: version `i + 1` is `MIGRATIONS[i]`.
 const MIGRATIONS: &[&str] = &[include_str!("../sql/0001_initial.sql")];
@@ -120,6 +121,39 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<(), Con
     }
     tx.commit().await.map_err(failed(SCHEMA_VERSION))?;
     Ok(())
+}
+
+/// Refuses a log whose transaction ids are ahead of the cluster's (a logical restore
+/// into another cluster): new events would sort before stored ones.
+pub(crate) async fn check_transaction_ids(
+    client: &Client,
+    schema: &str,
+) -> Result<(), ConnectError> {
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT (SELECT tx FROM \"{schema}\".events ORDER BY tx DESC, seq DESC LIMIT 1), \
+                        pg_snapshot_xmax(pg_current_snapshot())"
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| ConnectError::Connect {
+            source: backend(e, Effect::None),
+        })?;
+    let decode = |e| ConnectError::Connect {
+        source: backend(e, Effect::None),
+    };
+    let stored: Option<Xid8> = row.try_get(0).map_err(decode)?;
+    let next: Xid8 = row.try_get(1).map_err(decode)?;
+    match stored {
+        Some(stored) if stored >= next => Err(ConnectError::TransactionIdsAhead {
+            schema: schema.to_owned(),
+            stored: stored.0,
+            next: next.0,
+        }),
+        _ => Ok(()),
+    }
 }
 
 async fn stored_version(client: &Client, schema: &str) -> Result<i32, tokio_postgres::Error> {

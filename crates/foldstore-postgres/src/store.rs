@@ -23,7 +23,7 @@ use tokio_postgres::types::{Json, ToSql};
 
 use crate::error::{ConnectError, Effect, backend};
 use crate::pg::{EVENT_COLUMNS, Xid8, event_from_row, split, to_i64, to_u64};
-use crate::schema::{check_schema_name, migrate};
+use crate::schema::{check_schema_name, check_transaction_ids, migrate};
 use crate::writer::{Request, writer};
 use crate::{PostgresOptions, watch};
 
@@ -189,7 +189,10 @@ impl PostgresStore {
         let driver = tokio::spawn(async move {
             let _ = connection.await;
         });
-        let migrated = migrate(&mut client, &options.schema).await;
+        let mut migrated = migrate(&mut client, &options.schema).await;
+        if migrated.is_ok() {
+            migrated = check_transaction_ids(&client, &options.schema).await;
+        }
         drop(client);
         let _ = driver.await;
         migrated?;

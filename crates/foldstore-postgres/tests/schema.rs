@@ -1,0 +1,148 @@
+//! Creating, migrating and refusing schemas.
+//!
+//! Guards against two processes racing the migration of one schema, against a build
+//! writing into a schema a newer build made, and against opening a log restored into
+//! another cluster (where new transaction ids, and so new positions, would sort before
+//! stored ones).
+
+mod common;
+
+use foldstore_core::{EventStore, ExpectedRevision, NewEvent, StreamName};
+use foldstore_postgres::{ConnectError, PostgresOptions, PostgresStore, SCHEMA_VERSION};
+use tokio_postgres::NoTls;
+
+async fn raw(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .expect("a raw connection");
+    tokio::spawn(connection);
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_starting_at_once_migrate_once() {
+    let Some(url) = common::test_url("processes_starting_at_once_migrate_once") else {
+        return;
+    };
+    let schema = common::fresh_schema();
+    let _guard = common::SchemaGuard {
+        url: url.clone(),
+        schema: schema.clone(),
+    };
+    let opens = (0..4).map(|_| PostgresStore::connect(common::options(&url, &schema)));
+    let stores = futures::future::join_all(opens).await;
+    for store in &stores {
+        assert!(
+            store.is_ok(),
+            "every process opened the schema: {:?}",
+            store.as_ref().err()
+        );
+    }
+    let versions: Vec<i32> = raw(&url)
+        .await
+        .query(
+            &format!("SELECT version FROM \"{schema}\".schema_version ORDER BY version"),
+            &[],
+        )
+        .await
+        .expect("versions")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(versions, (1..=SCHEMA_VERSION).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_schema_is_refused() {
+    let Some(url) = common::test_url("a_newer_schema_is_refused") else {
+        return;
+    };
+    let (store, guard) = common::fresh_store(&url).await;
+    drop(store);
+    raw(&url)
+        .await
+        .execute(
+            &format!(
+                "INSERT INTO \"{}\".schema_version (version) VALUES ($1)",
+                guard.schema
+            ),
+            &[&(SCHEMA_VERSION + 1)],
+        )
+        .await
+        .expect("pretend a newer build migrated");
+    let r = PostgresStore::connect(common::options(&url, &guard.schema)).await;
+    assert!(
+        matches!(r, Err(ConnectError::SchemaTooNew { found, .. }) if found == SCHEMA_VERSION + 1),
+        "got {:?}",
+        r.err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_restored_into_another_cluster_is_refused() {
+    let Some(url) = common::test_url("a_log_restored_into_another_cluster_is_refused") else {
+        return;
+    };
+    let (store, guard) = common::fresh_store(&url).await;
+    let stream = StreamName::new("moved-1").expect("name");
+    store
+        .append(
+            &stream,
+            ExpectedRevision::NoStream,
+            vec![NewEvent::json("Moved", &()).expect("json")],
+        )
+        .await
+        .expect("append");
+    drop(store);
+    // A restored log keeps the old cluster's transaction ids, here far ahead.
+    raw(&url)
+        .await
+        .execute(
+            &format!(
+                "UPDATE \"{}\".events SET tx = '4000000000000'::xid8",
+                guard.schema
+            ),
+            &[],
+        )
+        .await
+        .expect("pretend the log came from another cluster");
+    let r = PostgresStore::connect(common::options(&url, &guard.schema)).await;
+    assert!(
+        matches!(
+            r,
+            Err(ConnectError::TransactionIdsAhead {
+                stored: 4_000_000_000_000,
+                ..
+            })
+        ),
+        "got {:?}",
+        r.err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_options_are_refused_with_a_remedy() {
+    let r =
+        PostgresStore::connect(PostgresOptions::new("postgres://x@127.0.0.1/x").schema("Bad-Name"))
+            .await;
+    let e = r.expect_err("an invalid schema name");
+    assert!(matches!(e, ConnectError::InvalidSchemaName(_)));
+    assert!(e.to_string().contains("lower-case"), "{e}");
+    let r = PostgresStore::connect(PostgresOptions::new("not a url at all ===")).await;
+    assert!(
+        matches!(r, Err(ConnectError::InvalidUrl { .. })),
+        "{:?}",
+        r.err()
+    );
+    // Nothing listens on port 1: connecting fails fast with a remedy.
+    let started = std::time::Instant::now();
+    let r = PostgresStore::connect(
+        PostgresOptions::new("postgres://x@127.0.0.1:1/x")
+            .connect_timeout(std::time::Duration::from_secs(1)),
+    )
+    .await;
+    let e = r.expect_err("nothing listens");
+    assert!(matches!(e, ConnectError::Connect { .. }), "{e:?}");
+    assert!(e.to_string().contains("check that it is running"), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+}
