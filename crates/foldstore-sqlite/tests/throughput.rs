@@ -132,7 +132,14 @@ async fn appends() {
         .await
         .unwrap();
     let data = Arc::new(data());
-    for (concurrency, batch, appends) in [(1, 1, 2000), (1, 100, 300), (64, 1, 1000)] {
+    let only: Option<usize> = std::env::var("FOLDSTORE_THROUGHPUT_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    for (concurrency, batch, appends) in [(1, 1, 2000), (1, 100, 300), (8, 100, 300), (64, 1, 1000)]
+    {
+        if only.is_some_and(|b| b != batch) {
+            continue;
+        }
         let start = Instant::now();
         let mut tasks = Vec::new();
         for t in 0..concurrency {

@@ -10,9 +10,11 @@
 --   rows and indexes narrow (fewer B-tree pages rewritten per commit).
 -- * There is no per-stream "last revision" column: the writer derives it from the
 --   (stream_id, revision) index and caches it, so an append never updates a streams row.
--- * Event ids (UUIDs) are stored as two signed 64-bit halves; the index covers only the
---   high half (time-ordered for UUIDv7, so inserts land at the right edge). A lookup
---   checks the low half on the row.
+-- * Event ids (UUIDs) are stored as two signed 64-bit halves, indexed as a pair: for
+--   time-ordered ids (UUIDv7, the default) the high half leads with the timestamp, so
+--   inserts land at the right edge of the index instead of on random pages. The low half
+--   must be in the index too: generators that count within a millisecond (as the uuid
+--   crate does) give thousands of ids the same high half.
 -- * events.category_id is denormalised from the stream so that category reads and
 --   consumer groups scan an index of their category only, in position order (the index
 --   on category_id alone is ordered by row id within a category).
@@ -53,5 +55,5 @@ CREATE TABLE events (
 );
 
 CREATE UNIQUE INDEX events_by_stream ON events (stream_id, revision);
-CREATE INDEX events_by_id ON events (id_hi);
+CREATE UNIQUE INDEX events_by_id ON events (id_hi, id_lo);
 CREATE INDEX events_by_category ON events (category_id);
