@@ -4,6 +4,7 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, params};
@@ -18,6 +19,14 @@ const FSYNC_TIME: Duration = Duration::from_secs(1);
 const TX1_TIME: Duration = Duration::from_millis(1500);
 /// How long the 1,000-rows-per-transaction insert loop runs.
 const TX1000_TIME: Duration = Duration::from_secs(2);
+
+/// Set on Ctrl-C: the measuring loops stop at their next iteration, so that the
+/// benchmark directory can be removed.
+pub(crate) static STOP: AtomicBool = AtomicBool::new(false);
+
+fn stopped() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
 
 /// The baselines of one run.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -69,6 +78,9 @@ fn fsync_rate(dir: &Path) -> Result<f64, CliError> {
             break Err(io("could not write and sync")(e));
         }
         count += 1;
+        if stopped() {
+            break Err(CliError::Interrupted);
+        }
         if start.elapsed() >= FSYNC_TIME {
             break Ok(count as f64 / start.elapsed().as_secs_f64());
         }
@@ -100,6 +112,9 @@ fn raw_insert_rates(db: &Path) -> Result<(f64, f64), CliError> {
         let start = Instant::now();
         let mut rows = 0u64;
         while start.elapsed() < time {
+            if stopped() {
+                return Err(CliError::Interrupted);
+            }
             let tx = conn
                 .transaction()
                 .map_err(fail("beginning a transaction"))?;

@@ -60,7 +60,17 @@ impl Drop for BenchDir {
         if !self.remove {
             return;
         }
-        if let Err(e) = std::fs::remove_dir_all(&self.path) {
+        // After Ctrl-C a baseline thread may still be closing its files for a moment:
+        // retry briefly rather than leave the directory behind.
+        let mut result = std::fs::remove_dir_all(&self.path);
+        for _ in 0..20 {
+            if result.is_ok() || !self.path.exists() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            result = std::fs::remove_dir_all(&self.path);
+        }
+        if let Err(e) = result {
             eprintln!(
                 "warning: could not remove the benchmark directory {}: {e}",
                 self.path.display()
@@ -93,7 +103,10 @@ pub(crate) async fn run(args: BenchArgs, database: Option<String>) -> Result<(),
     }
     tokio::select! {
         result = measure(&args, &dir, &db_path, machine) => result,
-        _ = tokio::signal::ctrl_c() => Err(CliError::Interrupted),
+        _ = tokio::signal::ctrl_c() => {
+            baseline::STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+            Err(CliError::Interrupted)
+        }
     }
     // `dir` is dropped here, removing a fresh directory whatever happened.
 }
