@@ -19,7 +19,7 @@ use foldstore_core::{
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio_postgres::NoTls;
-use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::types::{Json, ToSql, Type};
 
 use crate::error::{ConnectError, Effect, backend};
 use crate::pg::{EVENT_COLUMNS, Xid8, event_from_row, split, to_i64, to_u64};
@@ -312,50 +312,52 @@ impl PostgresStore {
             "SELECT {EVENT_COLUMNS} FROM {s}.events e JOIN {s}.streams s ON s.id = e.stream_id \
              WHERE e.tx < pg_snapshot_xmin(pg_current_snapshot())"
         );
-        let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
-        let mut bind = |value: Box<dyn ToSql + Sync + Send>| {
-            params.push(value);
+        // Sent as unnamed statements (`query_typed`), so each read is planned with its
+        // own values and the table's current size: a cached generic plan made while the
+        // log was small would sort the whole log on every page.
+        let mut params: Vec<(Box<dyn ToSql + Sync + Send>, Type)> = Vec::new();
+        let mut bind = |value: Box<dyn ToSql + Sync + Send>, ty: Type| {
+            params.push((value, ty));
             format!("${}", params.len())
         };
         if let Some(from) = options.from {
             let (tx, seq) = split(from, forwards);
             let op = if forwards { ">=" } else { "<=" };
             // One row comparison, so that the (tx, seq) index serves it.
-            let (tx, seq) = (bind(Box::new(tx)), bind(Box::new(seq)));
+            let (tx, seq) = (
+                bind(Box::new(tx), Type::XID8),
+                bind(Box::new(seq), Type::INT8),
+            );
             sql.push_str(&format!(" AND (e.tx, e.seq) {op} ({tx}, {seq})"));
         }
         let filter = &options.filter;
         if let Some(category) = &filter.category {
-            let c = bind(Box::new(category.clone()));
+            let c = bind(Box::new(category.clone()), Type::TEXT);
             sql.push_str(&format!(" AND s.category = {c}"));
         }
         if let Some(prefix) = &filter.stream_prefix {
-            let p = bind(Box::new(prefix.clone()));
+            let p = bind(Box::new(prefix.clone()), Type::TEXT);
             sql.push_str(&format!(" AND starts_with(s.name, {p})"));
         }
         if !filter.event_types.is_empty() {
-            let t = bind(Box::new(filter.event_types.clone()));
+            let t = bind(Box::new(filter.event_types.clone()), Type::TEXT_ARRAY);
             sql.push_str(&format!(" AND e.event_type = ANY({t})"));
         }
         if let Some(group) = filter.consumer_group {
-            let size = bind(Box::new(i64::from(group.size)));
-            let member = bind(Box::new(i64::from(group.member)));
+            let size = bind(Box::new(i64::from(group.size)), Type::INT8);
+            let member = bind(Box::new(i64::from(group.member)), Type::INT8);
             sql.push_str(&format!(" AND s.group_hash % {size} = {member}"));
         }
         let dir = if forwards { "ASC" } else { "DESC" };
-        let limit = bind(Box::new(to_i64(options.max_count as u64)));
+        let limit = bind(Box::new(to_i64(options.max_count as u64)), Type::INT8);
         sql.push_str(&format!(" ORDER BY e.tx {dir}, e.seq {dir} LIMIT {limit}"));
         let conn = self.conn().await?;
-        let stmt = conn
-            .prepare_cached(&sql)
-            .await
-            .map_err(|e| backend(e, Effect::None))?;
-        let refs: Vec<&(dyn ToSql + Sync)> = params
+        let refs: Vec<(&(dyn ToSql + Sync), Type)> = params
             .iter()
-            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .map(|(p, t)| (p.as_ref() as &(dyn ToSql + Sync), t.clone()))
             .collect();
         let rows = conn
-            .query(&stmt, &refs)
+            .query_typed(&sql, &refs)
             .await
             .map_err(|e| backend(e, Effect::None))?;
         rows.iter()
@@ -586,16 +588,21 @@ impl EventStore for PostgresStore {
              WHERE e.stream_id = $1 AND e.revision BETWEEN $2 AND $3{time} \
              ORDER BY e.revision {order} LIMIT $4"
         );
-        let stmt = conn
-            .prepare_cached(&sql)
+        let (low, high, limit) = (to_i64(low), to_i64(high), to_i64(options.max_count as u64));
+        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
+            (&id, Type::INT8),
+            (&low, Type::INT8),
+            (&high, Type::INT8),
+            (&limit, Type::INT8),
+        ];
+        if let Some(t) = &vis.min_recorded_at {
+            params.push((t, Type::TIMESTAMPTZ));
+        }
+        // An unnamed statement: planned with its own values each time.
+        let rows = conn
+            .query_typed(&sql, &params)
             .await
             .map_err(|e| backend(e, Effect::None))?;
-        let (low, high, limit) = (to_i64(low), to_i64(high), to_i64(options.max_count as u64));
-        let rows = match vis.min_recorded_at {
-            Some(t) => conn.query(&stmt, &[&id, &low, &high, &limit, &t]).await,
-            None => conn.query(&stmt, &[&id, &low, &high, &limit]).await,
-        }
-        .map_err(|e| backend(e, Effect::None))?;
         rows.iter()
             .map(|row| event_from_row(row).map_err(ReadError::from))
             .collect()
