@@ -128,7 +128,15 @@ async fn fill_stream(store: &SqliteStore, stream: &StreamName, events: usize) {
 #[ignore]
 async fn appends() {
     let dir = dir();
-    let store = SqliteStore::open(dir.path().join("a.db"), SqliteOptions::default())
+    let options = SqliteOptions {
+        durability: if std::env::var("FOLDSTORE_THROUGHPUT_NORMAL").is_ok() {
+            Durability::Normal
+        } else {
+            Durability::Full
+        },
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open(dir.path().join("a.db"), options)
         .await
         .unwrap();
     let data = Arc::new(data());
