@@ -2882,7 +2882,9 @@ pub async fn subscribe_to_stream_honours_metadata<S: TestStore>(store: S) {
 /// retrying on `WrongExpectedRevision`. Every acknowledged append is present exactly once:
 /// each stream holds as many events as appends succeeded, at gapless revisions, each
 /// counter one above the last (no lost update); `$all` positions strictly increase; and
-/// subscribers started before the writers see every event exactly once, in order.
+/// subscribers started before the writers see every event exactly once, in order. A
+/// reader tailing `$all` by position while the writers run never skips an event and
+/// always finds the head position readable (§5).
 pub async fn concurrent_writers_keep_streams_and_subscribers_consistent<S: TestStore>(store: S) {
     const TASKS: usize = 32;
     const STREAMS: usize = 4;
@@ -2949,9 +2951,15 @@ pub async fn concurrent_writers_keep_streams_and_subscribers_consistent<S: TestS
             }
         }));
     }
+    // §5, while the writers run: a reader tailing `$all` by position never skips an
+    // event, and the head position only moves forward and is always readable.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tail = tokio::spawn(tail_all(store.clone(), done.clone()));
     for t in tasks {
         t.await.expect("writer task panicked");
     }
+    done.store(true, Ordering::SeqCst);
+    let tailed = tail.await.expect("tailing reader panicked");
     let mut total = 0;
     for (i, s) in streams.iter().enumerate() {
         let got = read(&store, s).await;
@@ -2984,6 +2992,11 @@ pub async fn concurrent_writers_keep_streams_and_subscribers_consistent<S: TestS
         "{rule}: $all holds every event once"
     );
     assert_strictly_increasing(&log, rule);
+    assert_eq!(
+        tailed,
+        ids(&log),
+        "§5 a reader tailing $all while writers commit sees every event, in order"
+    );
     let got = take(
         &mut all_sub,
         log.len(),
@@ -3005,6 +3018,51 @@ pub async fn concurrent_writers_keep_streams_and_subscribers_consistent<S: TestS
             "§8 the {s} subscriber sees every event once, in order"
         );
         assert_quiet(sub, "§8 no event is delivered twice").await;
+    }
+}
+
+/// Reads `$all` forwards after the last position seen until `done` and one more read
+/// finds nothing new, checking the head position on the way (§5). Returns the ids seen.
+async fn tail_all<S: TestStore>(store: S, done: Arc<std::sync::atomic::AtomicBool>) -> Vec<Uuid> {
+    let rule = "§5 no reader skips an event; head_position is visible";
+    let mut seen = Vec::new();
+    let mut after: Option<Position> = None;
+    let mut last_head: Option<Position> = None;
+    loop {
+        let finished = done.load(Ordering::SeqCst);
+        let head = store.head_position().await.expect("head_position");
+        assert!(
+            head >= last_head,
+            "{rule}: the head moved back from {last_head:?} to {head:?}"
+        );
+        last_head = head;
+        if let Some(h) = head {
+            let at = all_with(
+                &store,
+                ReadAllOptions::backwards().from_position(h).max_count(1),
+            )
+            .await;
+            assert_eq!(
+                at.first().map(|e| e.position),
+                Some(h),
+                "{rule}: the head event is readable"
+            );
+        }
+        let mut opts = ReadAllOptions::forwards().max_count(50);
+        opts.from = after.map(Position::next);
+        let page = all_with(&store, opts).await;
+        if let Some(last) = page.last() {
+            after = Some(last.position);
+        }
+        let empty = page.is_empty();
+        seen.extend(ids(&page));
+        if finished && empty {
+            return seen;
+        }
+        if empty {
+            // Polling, not synchronisation: only paces the reader.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 }
 
