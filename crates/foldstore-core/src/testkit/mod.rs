@@ -12,16 +12,25 @@
 //! foldstore_core::conformance_tests!(make_store);
 //! ```
 //!
-//! The macro expands to one `#[test]` per rule of `docs/semantics.md`, each named after
-//! the rule and running [`cases`]`::<name>` on a multi-threaded Tokio runtime with two
-//! workers (so backends with blocking threads work), plus:
+//! The macro expands to one `#[test]` per rule of `docs/semantics.md` (over a hundred),
+//! each named after the rule and running [`cases`]`::<name>` through [`run_case`] on a
+//! multi-threaded Tokio runtime with two workers, as
+//! `#[tokio::test(flavor = "multi_thread", worker_threads = 2)]` would (so backends with
+//! blocking threads work), under a [`CASE_TIMEOUT`] so a hang fails.
 //!
-//! - `conformance_reference_model`: random operation sequences run against the store
-//!   and against [`model::Model`], comparing every answer ([`model_test`]). Set
-//!   `FOLDSTORE_PROPTEST_CASES` to change the number of sequences (default 64) and
-//!   `FOLDSTORE_PROPTEST_SEED` (printed on failure) to replay a run.
-//! - the concurrency cases in [`cases`] (`concurrent_*`): many writers doing
-//!   read → decide → append, and subscribers that must see every event once, in order.
+//! It also expands `conformance_reference_model`: random operation sequences run
+//! against the store and against [`model::Model`], comparing every answer
+//! ([`model_test`]). Set `FOLDSTORE_PROPTEST_CASES` to change the number of sequences
+//! (default 64), `FOLDSTORE_PROPTEST_SEED` (printed on failure) to replay a run, and
+//! `FOLDSTORE_PROPTEST_STATS=1` to print how the operations ended.
+//!
+//! The cases include the concurrency cases (`concurrent_*`): 32 writers doing
+//! read → decide → append on shared streams while subscribers and a tailing reader
+//! must see every event once, in order; racing `NoStream` appends; concurrent identical
+//! retries; refused appends beside accepted ones.
+//!
+//! To run one case by hand, call it with a store: `cases::append_is_atomic(store).await`.
+//! Every panic message names the rule (`§3.1 ...`) it checks.
 //!
 //! The calling crate needs nothing but `foldstore-core` with the `testkit` feature as a
 //! dev-dependency: the macro reaches Tokio and proptest through this crate.

@@ -434,7 +434,8 @@ where
             .await
             .map_err(|m| TestCaseError::fail(format!("after the last operation: {m}")))?;
     }
-    drop(h);
+    // The store and its subscriptions go before the guard (a backend's directory).
+    drop((h, live_all, live_account));
     drop(guard);
     Ok(())
 }
