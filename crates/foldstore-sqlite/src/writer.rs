@@ -790,33 +790,39 @@ fn append(
     let mut position = cache.next_position(conn)?;
     let mut revision = first_revision;
     {
-        let mut insert = conn
-            .prepare_cached(
-                "INSERT INTO events (position, stream_id, revision, category_id, id_hi, id_lo, \
-                 event_type, content_type, data, metadata, recorded_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )
-            .map_err(sql("preparing the event insert"))?;
-        for e in events {
-            let (hi, lo) = split_id(e.id);
-            let content_type = (e.content_type != JSON).then_some(e.content_type.as_str());
-            insert
-                .execute(params![
-                    position,
-                    target.id,
-                    to_i64(revision)?,
-                    target.category_id,
-                    hi,
-                    lo,
-                    e.event_type,
-                    content_type,
-                    &e.data[..],
-                    e.metadata.as_str(),
-                    now_us,
-                ])
-                .map_err(sql("inserting an event"))?;
-            position += 1;
-            revision += 1;
+        // Several rows per statement: one step inserts a chunk, which saves most of
+        // the per-statement overhead on large appends.
+        for chunk in events.chunks(INSERT_CHUNK) {
+            let mut insert = conn
+                .prepare_cached(insert_sql(chunk.len()))
+                .map_err(sql("preparing the event insert"))?;
+            let mut index = 0;
+            for e in chunk {
+                let (hi, lo) = split_id(e.id);
+                let content_type = (e.content_type != JSON).then_some(e.content_type.as_str());
+                let row: [&dyn rusqlite::ToSql; 11] = [
+                    &position,
+                    &target.id,
+                    &to_i64(revision)?,
+                    &target.category_id,
+                    &hi,
+                    &lo,
+                    &e.event_type,
+                    &content_type,
+                    &&e.data[..],
+                    &e.metadata.as_str(),
+                    &now_us,
+                ];
+                for value in row {
+                    index += 1;
+                    insert
+                        .raw_bind_parameter(index, value)
+                        .map_err(sql("binding an event"))?;
+                }
+                position += 1;
+                revision += 1;
+            }
+            insert.raw_execute().map_err(sql("inserting events"))?;
         }
     }
     cache.next_position = Some(position);
@@ -830,6 +836,32 @@ fn append(
         next_expected_revision: last_revision,
         position: Position::new(u128::from(to_u64(position - 1)?)),
     }))
+}
+
+/// Rows per multi-row insert statement.
+const INSERT_CHUNK: usize = 16;
+
+/// The insert statement for `rows` rows (1..=[`INSERT_CHUNK`]).
+fn insert_sql(rows: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        (1..=INSERT_CHUNK)
+            .map(|n| {
+                let mut q = String::from(
+                    "INSERT INTO events (position, stream_id, revision, category_id, id_hi, \
+                     id_lo, event_type, content_type, data, metadata, recorded_at) VALUES ",
+                );
+                for i in 0..n {
+                    if i > 0 {
+                        q.push_str(", ");
+                    }
+                    q.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                }
+                q
+            })
+            .collect()
+    });
+    &all[rows.clamp(1, INSERT_CHUNK) - 1]
 }
 
 /// A soft delete or a tombstone, inside the batch's transaction.
