@@ -74,9 +74,11 @@
 //!   flushes it has not done voids the power-loss guarantee of `Full`, never the
 //!   process-crash guarantee.
 //! - Writes of a sector are not torn into garbage that passes SQLite's WAL checksums.
-//! - A failed `fsync` fails the commit: the whole batch gets a
-//!   [`BackendErrorKind::Storage`](foldstore_core::BackendErrorKind::Storage) error and
-//!   none of it is acknowledged. foldstore never retries an `fsync` as if it had worked.
+//! - A failed `fsync` fails the commit: every request of the batch gets a
+//!   [`BackendErrorKind::Storage`] error, none of it is acknowledged, and foldstore never
+//!   retries an `fsync` as if it had worked. (What the failed sync left in the WAL may
+//!   still be recovered after a crash, so treat such an append as of unknown outcome:
+//!   retrying it with the same event ids is idempotent.)
 //! - File locks (`flock`) work on the file system holding the database; network file
 //!   systems that ignore them void the one-process guarantee.
 //!
