@@ -264,6 +264,14 @@ fn usage_errors_and_unbuilt_commands_exit_2() {
     let bad_stream = foldstore(d, &["append", "$x", "--type", "T", "--data", "{}"]);
     assert_eq!(bad_stream.status.code(), Some(2));
 
+    let bad_category = foldstore(d, &["read", "$all", "--category", "a-b"]);
+    assert_eq!(bad_category.status.code(), Some(2));
+    assert!(
+        stderr(&bad_category).contains("contains `-`"),
+        "{}",
+        stderr(&bad_category)
+    );
+
     let no_data = foldstore(d, &["append", "a-1", "--type", "T"]);
     assert_eq!(no_data.status.code(), Some(2));
     assert!(stderr(&no_data).contains("--data"), "{}", stderr(&no_data));

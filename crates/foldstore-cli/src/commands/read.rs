@@ -5,7 +5,7 @@ use std::io::Write;
 use foldstore_core::rules::is_json;
 use foldstore_core::{
     Direction, EventFilter, EventStore, Position, ReadAllOptions, ReadStreamOptions, RecordedEvent,
-    StreamName,
+    StreamName, validate_category,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -26,6 +26,7 @@ pub(crate) async fn run(store_args: &StoreArgs, args: ReadArgs) -> Result<(), Cl
     let target = if args.stream == ALL {
         let mut filter = EventFilter::all().with_types(args.event_types.clone());
         if let Some(category) = &args.category {
+            validate_category(category)?;
             filter.category = Some(category.clone());
         }
         Target::All(filter)
@@ -44,8 +45,11 @@ pub(crate) async fn run(store_args: &StoreArgs, args: ReadArgs) -> Result<(), Cl
     result
 }
 
+/// What `read` reads.
 enum Target {
+    /// The global log, filtered.
     All(EventFilter),
+    /// One stream.
     Stream(StreamName),
 }
 
