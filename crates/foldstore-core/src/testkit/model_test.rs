@@ -7,8 +7,11 @@
 //! category reads with filters and consumer groups, soft deletes, tombstones, metadata
 //! (`max_count`, `truncate_before`) and the head position, over four streams in two
 //! categories so that they collide. After every operation the store's whole `$all` is
-//! compared with the model's log; at the end, subscriptions to `$all` and to each stream
-//! must deliver what reads return.
+//! compared with the model's log, and subscriptions opened before the first operation
+//! (to `$all`, to a category, to each stream) are pulled up to the new end: they must
+//! deliver the log live, in order, once, and a stream's must end with
+//! `StreamTombstoned` when the model tombstones it. At the end, fresh subscriptions to
+//! `$all` and to each stream must deliver what reads return.
 //!
 //! Positions are opaque, so the test learns the store's position of each event from its
 //! `$all` (checking they strictly increase) and compares positions through that map.
