@@ -1,25 +1,25 @@
 //! Crash test (guarantees G1 and G2): acknowledged appends survive `kill -9`, and no
 //! part of an unacknowledged append is ever visible.
 //!
-//! It guards against a writer that acknowledges before its commit is on disk (an answer
-//! sent before `COMMIT` returned, a cache believed over the database, a `synchronous`
-//! setting weaker than promised), against torn group commits (part of a batch, or part
-//! of one append, surviving), and against recovery that loses or reorders committed
-//! transactions.
+//! It guards against a writer that acknowledges before its commit is done (an answer
+//! sent before `COMMIT` returned, results taken from a cache the database disagrees
+//! with), against torn group commits (part of a batch, or part of one append, surviving),
+//! and against recovery that loses or reorders committed transactions. A kill does not
+//! simulate power loss: that the default really syncs (`synchronous=FULL`) is checked by
+//! `tests/store.rs::default_durability_is_full_and_normal_is_opt_in`.
 //!
 //! The test re-executes its own binary as a child (selected by the `FOLDSTORE_CRASH_CHILD`
 //! environment variable). The child opens the store and runs several concurrent tasks
 //! that append batches of 1 to 10 events with unique ids, printing each acknowledged
 //! append (append id, stream, revision, position, event ids) to stdout and flushing. The
-//! parent kills the child with SIGKILL at a random moment (every other time at any point
-//! from its start, including open and WAL recovery; otherwise once appends are being
-//! acknowledged), 100 times, and after
-//! each kill checks the reopened database against everything acknowledged so far:
-//! every acknowledged event is there with the acknowledged revision and position,
-//! revisions are gapless per stream, positions strictly increase, every append is whole
-//! (its events are adjacent, complete and in order, acknowledged or not), and
-//! `PRAGMA integrity_check` says `ok`. Every tenth kill starts a fresh file, so each check
-//! stays small.
+//! parent kills the child with SIGKILL 100 times, at a random moment (every other time
+//! anywhere from its start, including open and WAL recovery; otherwise once appends are
+//! being acknowledged), and after each kill checks the reopened database against
+//! everything acknowledged so far: every acknowledged event is there with the
+//! acknowledged revision and position, revisions are gapless per stream, positions
+//! strictly increase, every append is whole (its events are adjacent, complete and in
+//! order, acknowledged or not), and `PRAGMA integrity_check` says `ok`. Every tenth kill
+//! starts a fresh file, so each check stays small.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
