@@ -36,7 +36,10 @@
 //!   ([`foldstore_core::rules::plan_append`] against the stream's state and an event-id
 //!   lookup in the database), in arrival order, so requests of one batch see each other's
 //!   effects and a refused request never fails its neighbours. Replies are sent after the
-//!   commit; then subscribers are woken.
+//!   commit; then subscribers are woken. When several writers are active, the writer
+//!   waits a moment (while requests keep arriving, at most half a batch's duration and
+//!   1 ms) for the ones it just answered, so that they share the next commit instead of
+//!   alternating between two half-size ones; a lone writer never waits.
 //! - **Readers** use their own read-only connections ([`SqliteOptions::readers`]), on
 //!   Tokio's blocking pool; WAL mode lets them run beside the writer, and they only ever
 //!   see committed transactions.
@@ -46,8 +49,15 @@
 //! - The schema is versioned (`PRAGMA user_version`) and migrated on open; a file written
 //!   by a newer foldstore is refused with [`OpenError::NewerSchema`]. The schema is in
 //!   `src/sql/schema_v1.sql`.
-//! - The WAL is checkpointed by a background thread, off the commit path, and fully on
-//!   [`SqliteStore::close`].
+//! - The WAL is checkpointed by a background thread, off the commit path; when it has
+//!   grown past 8 MiB the writer finishes the job between two batches so that the WAL
+//!   restarts (SQLite only restarts it when a write begins with everything
+//!   checkpointed). [`SqliteStore::close`] checkpoints it completely.
+//! - The schema keeps each commit small (see the `.sql` file): integer keys, event ids
+//!   as two integers indexed in time order, no per-append update of a streams row, and
+//!   one index per lookup that needs one (stream and revision; event id; category, so
+//!   category reads and consumer groups read only their category's events). Event ids
+//!   above the greatest stored id are known to be new without an index lookup.
 //!
 //! ## Durability
 //!
