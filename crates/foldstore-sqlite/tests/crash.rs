@@ -199,13 +199,7 @@ fn tag_of(e: &foldstore_core::RecordedEvent) -> Tag {
 }
 
 async fn check(path: &std::path::Path, acked: &HashMap<Uuid, Ack>, kill: usize) {
-    {
-        let conn = rusqlite::Connection::open(path).expect("open with plain SQLite");
-        let integrity: String = conn
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .expect("integrity_check");
-        assert_eq!(integrity, "ok", "after kill {kill}");
-    }
+    // The store opens the killed file itself (WAL recovery included).
     let store = SqliteStore::open(path, SqliteOptions::default())
         .await
         .unwrap_or_else(|e| panic!("reopen after kill {kill}: {e}"));
@@ -267,6 +261,16 @@ async fn check(path: &std::path::Path, acked: &HashMap<Uuid, Ack>, kill: usize) 
             ack.position,
             "append {append}: position"
         );
+    }
+    {
+        // Read-only, beside the open store, so that this connection does not checkpoint.
+        let conn =
+            rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .expect("open with plain SQLite");
+        let integrity: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .expect("integrity_check");
+        assert_eq!(integrity, "ok", "after kill {kill}");
     }
     store.close().await.expect("close");
 }
