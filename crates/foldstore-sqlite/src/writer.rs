@@ -1184,6 +1184,36 @@ mod tests {
         assert_eq!(count_events(&f.writer), 3);
     }
 
+    /// While a batch's transaction is open, readers and `head_position` must not see
+    /// its events; after `COMMIT` they must.
+    #[test]
+    fn an_open_batch_is_invisible_to_readers_and_to_the_head() {
+        let mut f = fixture();
+        let reader = crate::schema::open_reader(&f.writer.path).unwrap();
+        let count = |c: &Connection| -> i64 {
+            c.query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+                .unwrap()
+        };
+        let w = &mut f.writer;
+        w.conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let stream = StreamName::new("a-1").unwrap();
+        let written = append(
+            &w.conn,
+            &mut w.cache,
+            &stream,
+            ExpectedRevision::NoStream,
+            &[event("A")],
+            0,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(written.position, Position::new(1));
+        assert_eq!(count(&reader), 0, "a reader saw an uncommitted event");
+        assert_eq!(w.shared.head.load(Ordering::Acquire), 0);
+        w.conn.execute_batch("COMMIT").unwrap();
+        assert_eq!(count(&reader), 1);
+    }
+
     #[test]
     fn deletes_and_appends_in_one_batch_are_ordered() {
         let mut f = fixture();
