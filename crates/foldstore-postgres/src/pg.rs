@@ -99,9 +99,10 @@ pub(crate) fn stream_name(name: String) -> Result<StreamName, BackendError> {
     })
 }
 
-/// The columns every event query selects, in this order, from `events e` joined with
-/// `streams s`.
-pub(crate) const EVENT_COLUMNS: &str = "e.tx, e.seq, e.id, s.name, e.event_type, e.revision, \
+/// The columns every event query selects from `events e`, in this order. The stream
+/// is selected by id (names are resolved through the store's name cache, which saves a
+/// join per event).
+pub(crate) const EVENT_COLUMNS: &str = "e.tx, e.seq, e.id, e.stream_id, e.event_type, e.revision, \
      e.data, e.content_type, e.metadata, e.recorded_at";
 
 fn column<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> Result<T, BackendError> {
@@ -114,12 +115,16 @@ fn column<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> Result<T, BackendEr
     })
 }
 
-/// An event from a row selected with [`EVENT_COLUMNS`].
-pub(crate) fn event_from_row(row: &Row) -> Result<RecordedEvent, BackendError> {
+/// The stream id of a row selected with [`EVENT_COLUMNS`].
+pub(crate) fn stream_id_of(row: &Row) -> Result<i64, BackendError> {
+    column(row, 3)
+}
+
+/// An event from a row selected with [`EVENT_COLUMNS`], whose stream is `stream`.
+pub(crate) fn event_from_row(row: &Row, stream: StreamName) -> Result<RecordedEvent, BackendError> {
     let tx: Xid8 = column(row, 0)?;
     let seq: i64 = column(row, 1)?;
     let id: Uuid = column(row, 2)?;
-    let stream: String = column(row, 3)?;
     let event_type: String = column(row, 4)?;
     let revision: i64 = column(row, 5)?;
     let data: Vec<u8> = column(row, 6)?;
@@ -128,7 +133,7 @@ pub(crate) fn event_from_row(row: &Row) -> Result<RecordedEvent, BackendError> {
     let recorded_at: DateTime<Utc> = column(row, 9)?;
     Ok(RecordedEvent {
         id,
-        stream: stream_name(stream)?,
+        stream,
         event_type,
         revision: to_u64(revision, "revision")?,
         position: position(tx, seq),

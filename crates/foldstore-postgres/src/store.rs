@@ -1,5 +1,6 @@
 //! [`PostgresStore`]: the [`EventStore`] over PostgreSQL.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +27,9 @@ use crate::pg::{EVENT_COLUMNS, Xid8, event_from_row, split, to_i64, to_u64};
 use crate::schema::{check_schema_name, check_transaction_ids, migrate};
 use crate::writer::{Request, writer};
 use crate::{PostgresOptions, watch};
+
+/// The most stream names the name cache holds; it starts over when full.
+const NAME_CACHE_LIMIT: usize = 200_000;
 
 /// The statements of one schema.
 pub(crate) struct Sql {
@@ -83,6 +87,8 @@ pub(crate) struct Shared {
     acknowledged_tx: AtomicU64,
     /// The highest snapshot xmin seen: every transaction below it has finished.
     pub(crate) known_xmin: AtomicU64,
+    /// Stream names by stream id (names never change).
+    names: std::sync::RwLock<HashMap<i64, StreamName>>,
     /// Wakes the poller.
     pub(crate) poke: Notify,
     /// Asks the hint task to send a `NOTIFY`.
@@ -220,6 +226,7 @@ impl PostgresStore {
             commits: CommitNotifier::new(),
             acknowledged_tx: AtomicU64::new(0),
             known_xmin: AtomicU64::new(0),
+            names: std::sync::RwLock::default(),
             poke: Notify::new(),
             hint: Notify::new(),
             options,
@@ -309,7 +316,7 @@ impl PostgresStore {
         let s = &self.shared().sql.schema;
         let forwards = options.direction == Direction::Forwards;
         let mut sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM {s}.events e JOIN {s}.streams s ON s.id = e.stream_id \
+            "SELECT {EVENT_COLUMNS} FROM {s}.events e \
              WHERE e.tx < pg_snapshot_xmin(pg_current_snapshot())"
         );
         // Sent as unnamed statements (`query_typed`), so each read is planned with its
@@ -331,22 +338,31 @@ impl PostgresStore {
             sql.push_str(&format!(" AND (e.tx, e.seq) {op} ({tx}, {seq})"));
         }
         let filter = &options.filter;
+        // Conditions on the stream select its ids (PostgreSQL hashes them once per
+        // read) rather than joining every event with its stream.
+        let mut on_stream = Vec::new();
         if let Some(category) = &filter.category {
             let c = bind(Box::new(category.clone()), Type::TEXT);
-            sql.push_str(&format!(" AND s.category = {c}"));
+            on_stream.push(format!("s.category = {c}"));
         }
         if let Some(prefix) = &filter.stream_prefix {
             let p = bind(Box::new(prefix.clone()), Type::TEXT);
-            sql.push_str(&format!(" AND starts_with(s.name, {p})"));
-        }
-        if !filter.event_types.is_empty() {
-            let t = bind(Box::new(filter.event_types.clone()), Type::TEXT_ARRAY);
-            sql.push_str(&format!(" AND e.event_type = ANY({t})"));
+            on_stream.push(format!("starts_with(s.name, {p})"));
         }
         if let Some(group) = filter.consumer_group {
             let size = bind(Box::new(i64::from(group.size)), Type::INT8);
             let member = bind(Box::new(i64::from(group.member)), Type::INT8);
-            sql.push_str(&format!(" AND s.group_hash % {size} = {member}"));
+            on_stream.push(format!("s.group_hash % {size} = {member}"));
+        }
+        if !on_stream.is_empty() {
+            sql.push_str(&format!(
+                " AND e.stream_id IN (SELECT s.id FROM {s}.streams s WHERE {})",
+                on_stream.join(" AND ")
+            ));
+        }
+        if !filter.event_types.is_empty() {
+            let t = bind(Box::new(filter.event_types.clone()), Type::TEXT_ARRAY);
+            sql.push_str(&format!(" AND e.event_type = ANY({t})"));
         }
         let dir = if forwards { "ASC" } else { "DESC" };
         let limit = bind(Box::new(to_i64(options.max_count as u64)), Type::INT8);
@@ -360,8 +376,68 @@ impl PostgresStore {
             .query_typed(&sql, &refs)
             .await
             .map_err(|e| backend(e, Effect::None))?;
-        rows.iter()
-            .map(|row| event_from_row(row).map_err(ReadError::from))
+        let names = self.stream_names(&conn, &rows).await?;
+        let mut events = Vec::with_capacity(rows.len());
+        for (row, name) in rows.iter().zip(names) {
+            events.push(event_from_row(row, name)?);
+        }
+        Ok(events)
+    }
+
+    /// The stream names of event rows, from the name cache; names it lacks are read in
+    /// one query. (A stream's name never changes, so the cache needs no invalidation.)
+    async fn stream_names(
+        &self,
+        conn: &deadpool_postgres::Object,
+        rows: &[tokio_postgres::Row],
+    ) -> Result<Vec<StreamName>, BackendError> {
+        let ids = rows
+            .iter()
+            .map(crate::pg::stream_id_of)
+            .collect::<Result<Vec<i64>, _>>()?;
+        let shared = self.shared();
+        let missing: Vec<i64> = {
+            let cache = shared.names.read().unwrap_or_else(|p| p.into_inner());
+            let mut missing: Vec<i64> = ids
+                .iter()
+                .copied()
+                .filter(|id| !cache.contains_key(id))
+                .collect();
+            missing.sort_unstable();
+            missing.dedup();
+            missing
+        };
+        if !missing.is_empty() {
+            let found = conn
+                .query_typed(
+                    &format!(
+                        "SELECT id, name FROM {}.streams WHERE id = ANY($1)",
+                        shared.sql.schema
+                    ),
+                    &[(&missing, Type::INT8_ARRAY)],
+                )
+                .await
+                .map_err(|e| backend(e, Effect::None))?;
+            let mut cache = shared.names.write().unwrap_or_else(|p| p.into_inner());
+            if cache.len() + found.len() > NAME_CACHE_LIMIT {
+                cache.clear();
+            }
+            for row in &found {
+                let id: i64 = row.try_get(0).map_err(incompatible)?;
+                let name: String = row.try_get(1).map_err(incompatible)?;
+                cache.insert(id, crate::pg::stream_name(name)?);
+            }
+        }
+        let cache = shared.names.read().unwrap_or_else(|p| p.into_inner());
+        ids.iter()
+            .map(|id| {
+                cache.get(id).cloned().ok_or_else(|| {
+                    BackendError::new(
+                        BackendErrorKind::Incompatible,
+                        format!("an event names stream id {id}, which has no row in streams"),
+                    )
+                })
+            })
             .collect()
     }
 
@@ -584,7 +660,7 @@ impl EventStore for PostgresStore {
             ""
         };
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM {s}.events e JOIN {s}.streams s ON s.id = e.stream_id \
+            "SELECT {EVENT_COLUMNS} FROM {s}.events e \
              WHERE e.stream_id = $1 AND e.revision BETWEEN $2 AND $3{time} \
              ORDER BY e.revision {order} LIMIT $4"
         );
@@ -604,7 +680,7 @@ impl EventStore for PostgresStore {
             .await
             .map_err(|e| backend(e, Effect::None))?;
         rows.iter()
-            .map(|row| event_from_row(row).map_err(ReadError::from))
+            .map(|row| event_from_row(row, stream.clone()).map_err(ReadError::from))
             .collect()
     }
 
