@@ -275,21 +275,25 @@ impl PostgresStore {
         }
         let deadline = Instant::now() + shared.options.read_your_writes_timeout;
         let mut pause = Duration::from_micros(200);
-        let conn = self.conn().await?;
-        let stmt = conn
-            .prepare_cached(&shared.sql.xmin)
-            .await
-            .map_err(|e| backend(e, Effect::None))?;
         loop {
-            let row = conn
-                .query_one(&stmt, &[])
-                .await
-                .map_err(|e| backend(e, Effect::None))?;
-            let xmin: Xid8 = row.try_get(0).map_err(|e| {
-                BackendError::new(BackendErrorKind::Internal, "xmin unreadable").with_source(e)
-            })?;
-            shared.known_xmin.fetch_max(xmin.0, Ordering::AcqRel);
-            if xmin.0 > target {
+            // A connection only for the query, not for the pause: while an old
+            // transaction holds the horizon back, waiting readers must not starve the
+            // writers of connections.
+            let xmin = {
+                let conn = self.conn().await?;
+                let stmt = conn
+                    .prepare_cached(&shared.sql.xmin)
+                    .await
+                    .map_err(|e| backend(e, Effect::None))?;
+                let row = conn
+                    .query_one(&stmt, &[])
+                    .await
+                    .map_err(|e| backend(e, Effect::None))?;
+                let xmin: Xid8 = row.try_get(0).map_err(incompatible)?;
+                xmin.0
+            };
+            shared.known_xmin.fetch_max(xmin, Ordering::AcqRel);
+            if xmin > target {
                 return Ok(());
             }
             if Instant::now() >= deadline {
