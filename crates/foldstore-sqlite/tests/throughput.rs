@@ -188,3 +188,74 @@ async fn appends() {
     }
     store.close().await.unwrap();
 }
+
+/// Where the time of a one-event durable append goes: plain rusqlite, one row per
+/// transaction, into the bench baseline's table and into foldstore's schema, beside
+/// the store doing the same.
+#[test]
+#[ignore]
+fn one_row_transactions_raw() {
+    let dir = dir();
+    let data = data();
+    let run =
+        |name: &str,
+         schema: &str,
+         insert: &str,
+         binder: &dyn Fn(&mut rusqlite::Statement<'_>, i64) -> rusqlite::Result<usize>| {
+            let path = dir.path().join(format!("{name}.db"));
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+            conn.pragma_update(None, "synchronous", "FULL").unwrap();
+            // This build of SQLite enforces foreign keys by default; foldstore turns
+            // them off (the writer keeps the references right itself).
+            conn.execute_batch("PRAGMA foreign_keys = OFF;").unwrap();
+            conn.execute_batch(schema).unwrap();
+            let mut latencies = Vec::new();
+            for i in 0..2000 {
+                let t = Instant::now();
+                conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+                let mut stmt = conn.prepare_cached(insert).unwrap();
+                binder(&mut stmt, i).unwrap();
+                drop(stmt);
+                conn.execute_batch("COMMIT").unwrap();
+                latencies.push(t.elapsed());
+            }
+            latencies.sort();
+            eprintln!(
+                "raw {name}: p50 {:?} p99 {:?}",
+                percentile(&latencies, 0.5),
+                percentile(&latencies, 0.99)
+            );
+        };
+    run(
+        "baseline",
+        "CREATE TABLE events (position INTEGER PRIMARY KEY, stream TEXT NOT NULL, event_type TEXT NOT NULL, data BLOB NOT NULL);",
+        "INSERT INTO events (stream, event_type, data) VALUES (?1, ?2, ?3)",
+        &|s, i| {
+            s.execute(rusqlite::params![
+                format!("bench-{}", i % 10_000),
+                "Deposited",
+                &data
+            ])
+        },
+    );
+    let schema = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/sql/schema_v1.sql"),
+    )
+    .unwrap();
+    run(
+        "foldstore-schema",
+        &schema,
+        "INSERT INTO events (stream_id, revision, category_id, id_hi, id_lo, event_type, content_type, data, metadata, recorded_at) VALUES (?1, ?2, 1, ?3, ?4, 'Deposited', NULL, ?5, '{}', 0)",
+        &|s, i| {
+            let (hi, lo) = uuid::Uuid::now_v7().as_u64_pair();
+            s.execute(rusqlite::params![
+                i % 10_000,
+                i / 10_000,
+                hi as i64,
+                lo as i64,
+                &data
+            ])
+        },
+    );
+}
