@@ -113,7 +113,9 @@ pub enum AppendError {
         reason: InvalidEvent,
     },
     /// Data and metadata together exceed the limit.
-    #[error("the append carries {size} bytes of data and metadata; the limit is {limit}: split it into several appends or raise the limit")]
+    #[error(
+        "the append carries {size} bytes of data and metadata; the limit is {limit}: split it into several appends or raise the limit"
+    )]
     TooLarge {
         /// Bytes of data plus metadata.
         size: usize,
@@ -121,7 +123,9 @@ pub enum AppendError {
         limit: usize,
     },
     /// The stream is not at the expected revision: someone else wrote first.
-    #[error("stream {stream} is at {actual}, not at the expected {expected}: read it again, decide again, and retry")]
+    #[error(
+        "stream {stream} is at {actual}, not at the expected {expected}: read it again, decide again, and retry"
+    )]
     WrongExpectedRevision {
         /// The stream.
         stream: StreamName,
@@ -131,7 +135,9 @@ pub enum AppendError {
         actual: CurrentRevision,
     },
     /// An event id is already stored and this append is not a retry of that append.
-    #[error("event id {event_id} is already stored in {existing_stream} at revision {existing_revision}; an append is a retry only when it repeats all of the earlier append's event ids in order: give new events new ids")]
+    #[error(
+        "event id {event_id} is already stored in {existing_stream} at revision {existing_revision}; an append is a retry only when it repeats all of the earlier append's event ids in order: give new events new ids"
+    )]
     DuplicateEventId {
         /// The id.
         event_id: Uuid,
@@ -141,7 +147,9 @@ pub enum AppendError {
         existing_revision: u64,
     },
     /// The stream was tombstoned and can never be written again.
-    #[error("stream {stream} was tombstoned and can never be written again: use another stream name")]
+    #[error(
+        "stream {stream} was tombstoned and can never be written again: use another stream name"
+    )]
     StreamTombstoned {
         /// The stream.
         stream: StreamName,
@@ -188,7 +196,9 @@ pub enum ReadError {
 #[non_exhaustive]
 pub enum DeleteError {
     /// The stream is not at the expected revision.
-    #[error("stream {stream} is at {actual}, not at the expected {expected}: read it again and retry")]
+    #[error(
+        "stream {stream} is at {actual}, not at the expected {expected}: read it again and retry"
+    )]
     WrongExpectedRevision {
         /// The stream.
         stream: StreamName,

@@ -305,7 +305,10 @@ mod tests {
         // Reference values from the FNV specification's test vectors (64-bit FNV-1a),
         // with the top bit cleared.
         assert_eq!(group_hash("a"), 0xaf63dc4c8601ec8c & 0x7fff_ffff_ffff_ffff);
-        assert_eq!(group_hash("foobar"), 0x85944171f73967e8 & 0x7fff_ffff_ffff_ffff);
+        assert_eq!(
+            group_hash("foobar"),
+            0x85944171f73967e8 & 0x7fff_ffff_ffff_ffff
+        );
     }
 
     #[test]

@@ -63,7 +63,9 @@ impl fmt::Display for Position {
 
 /// A position string that did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a position: a position is the decimal string a read or a subscription returned")]
+#[error(
+    "{0:?} is not a position: a position is the decimal string a read or a subscription returned"
+)]
 pub struct InvalidPosition(pub String);
 
 impl std::str::FromStr for Position {
@@ -175,7 +177,10 @@ mod tests {
         let json = serde_json::to_string(&p).unwrap();
         assert_eq!(json, format!("\"{}\"", u128::from(u64::MAX) + 7));
         assert_eq!(serde_json::from_str::<Position>(&json).unwrap(), p);
-        assert_eq!(serde_json::from_str::<Position>("12").unwrap(), Position::new(12));
+        assert_eq!(
+            serde_json::from_str::<Position>("12").unwrap(),
+            Position::new(12)
+        );
         assert!(serde_json::from_str::<Position>("\"x\"").is_err());
     }
 

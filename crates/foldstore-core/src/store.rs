@@ -4,10 +4,9 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 use crate::{
-    AppendError, AppendResult, DeleteError, EventFilter, ExpectedRevision, MetadataError,
-    NewEvent, Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent,
-    StreamMetadata, StreamName, SubscribeFrom, SubscribeStreamFrom, SubscriptionError,
-    validate_category,
+    AppendError, AppendResult, DeleteError, EventFilter, ExpectedRevision, MetadataError, NewEvent,
+    Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamMetadata,
+    StreamName, SubscribeFrom, SubscribeStreamFrom, SubscriptionError, validate_category,
 };
 
 /// A live stream of events: catch-up first, then new events as they commit.

@@ -29,13 +29,17 @@ pub enum InvalidStreamName {
         name: String,
     },
     /// The name started with `$`, which is reserved for the store's own streams.
-    #[error("stream name {name:?} starts with `$`, which is reserved for the store: choose a name without the leading `$`")]
+    #[error(
+        "stream name {name:?} starts with `$`, which is reserved for the store: choose a name without the leading `$`"
+    )]
     Reserved {
         /// The name as given.
         name: String,
     },
     /// A category name contained `-` (the category is the part before the first `-`).
-    #[error("category {name:?} contains `-`: a category is the part of a stream name before the first `-`")]
+    #[error(
+        "category {name:?} contains `-`: a category is the part of a stream name before the first `-`"
+    )]
     DashInCategory {
         /// The name as given.
         name: String,
