@@ -86,6 +86,8 @@ pub(crate) struct Report {
     pub(crate) ratio_vs_raw_tx1: Option<f64>,
     /// `events_per_sec / raw_insert_tx1000_per_sec` (write workloads).
     pub(crate) ratio_vs_raw_tx1000: Option<f64>,
+    /// `events_per_sec / raw_insert_indexed_tx1000_per_sec` (write workloads).
+    pub(crate) ratio_vs_raw_indexed_tx1000: Option<f64>,
     /// `events_per_sec / fsync_per_sec` (write workloads).
     pub(crate) ratio_vs_fsync: Option<f64>,
     /// Where it ran.
@@ -165,11 +167,13 @@ impl Report {
             peak_rss_scope,
             ratio_vs_raw_tx1: write_ratio(b.raw_insert_tx1_per_sec),
             ratio_vs_raw_tx1000: write_ratio(b.raw_insert_tx1000_per_sec),
+            ratio_vs_raw_indexed_tx1000: write_ratio(b.raw_insert_indexed_tx1000_per_sec),
             ratio_vs_fsync: write_ratio(b.fsync_per_sec),
             baselines: Baselines {
                 fsync_per_sec: round(b.fsync_per_sec, 1),
                 raw_insert_tx1_per_sec: round(b.raw_insert_tx1_per_sec, 1),
                 raw_insert_tx1000_per_sec: round(b.raw_insert_tx1000_per_sec, 1),
+                raw_insert_indexed_tx1000_per_sec: round(b.raw_insert_indexed_tx1000_per_sec, 1),
             },
             machine: run.machine,
             command: std::env::args().collect::<Vec<_>>().join(" "),
@@ -215,8 +219,11 @@ impl Report {
         }
         let b = &self.baselines;
         lines.push(format!(
-            "  baselines: fsync {:.0}/s, raw SQLite insert 1 row/tx {:.0}/s, 1000 rows/tx {:.0}/s",
-            b.fsync_per_sec, b.raw_insert_tx1_per_sec, b.raw_insert_tx1000_per_sec
+            "  baselines: fsync {:.0}/s, raw SQLite insert 1 row/tx {:.0}/s, 1000 rows/tx {:.0}/s, 1000 rows/tx with unique id and (stream, revision) {:.0}/s",
+            b.fsync_per_sec,
+            b.raw_insert_tx1_per_sec,
+            b.raw_insert_tx1000_per_sec,
+            b.raw_insert_indexed_tx1000_per_sec
         ));
         if let (Some(r1), Some(r1000), Some(rf)) = (
             self.ratio_vs_raw_tx1,
