@@ -52,7 +52,7 @@ impl Sql {
             append: format!(
                 "SELECT written, first_revision, tx, last_seq, last_revision, deleted_before, \
                  tombstoned, stored_streams, stored_revisions, stored_txs, stored_seqs \
-                 FROM {s}.append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                 FROM {s}.append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
             ),
             xmin: "SELECT pg_snapshot_xmin(pg_current_snapshot())".to_owned(),
             head: format!(
@@ -342,6 +342,12 @@ impl PostgresStore {
             sql.push_str(&format!(" AND (e.tx, e.seq) {op} ({tx}, {seq})"));
         }
         let filter = &options.filter;
+        if let Some(category) = &filter.category {
+            // Served by the events_category index, in global order; the category's
+            // name is rechecked below (a hash collision only costs reading).
+            let h = bind(Box::new(to_i64(group_hash(category))), Type::INT8);
+            sql.push_str(&format!(" AND e.category_hash = {h}"));
+        }
         // Conditions on the stream select its ids (PostgreSQL hashes them once per
         // read) rather than joining every event with its stream.
         let mut on_stream = Vec::new();

@@ -218,6 +218,7 @@ struct Params<'a> {
     stream: &'a str,
     category: &'a str,
     group_hash: i64,
+    category_hash: i64,
     kind: i16,
     revision: i64,
     ids: Vec<Uuid>,
@@ -240,6 +241,7 @@ impl<'a> Params<'a> {
             stream: request.stream.as_str(),
             category: request.stream.category(),
             group_hash: to_i64(group_hash(request.stream.id())),
+            category_hash: to_i64(group_hash(request.stream.category())),
             kind,
             revision,
             ids: events.iter().map(|e| e.id).collect(),
@@ -250,11 +252,12 @@ impl<'a> Params<'a> {
         }
     }
 
-    fn refs(&self) -> [&(dyn ToSql + Sync); 10] {
+    fn refs(&self) -> [&(dyn ToSql + Sync); 11] {
         [
             &self.stream,
             &self.category,
             &self.group_hash,
+            &self.category_hash,
             &self.kind,
             &self.revision,
             &self.ids,

@@ -36,12 +36,13 @@ async fn raw_append(client: &Client, schema: &str, stream: &str) -> Uuid {
     let row = client
         .query_one(
             &format!(
-                "SELECT written FROM \"{schema}\".append($1, $2, $3, 0::smallint, 0, $4, $5, $6, $7, $8)"
+                "SELECT written FROM \"{schema}\".append($1, $2, $3, $4, 0::smallint, 0, $5, $6, $7, $8, $9)"
             ),
             &[
                 &name.as_str(),
                 &name.category(),
                 &(group_hash(name.id()) as i64),
+                &(group_hash(name.category()) as i64),
                 &vec![id],
                 &vec!["Held"],
                 &vec!["application/json"],
