@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use chrono::Utc;
 use uuid::Uuid;
 
-use crate::rules::{AppendPlan, StoredId, StreamState, Visibility, plan_append, validate_events};
+use crate::rules::{
+    AppendPlan, StoredId, StreamState, Visibility, check_delete, plan_append, validate_events,
+};
 use crate::subscription::{CommitNotifier, subscribe_all, subscribe_stream};
 use crate::{
     AppendError, AppendResult, DeleteError, Direction, EventFilter, EventStore, EventSubscription,
@@ -334,20 +336,7 @@ impl InMemoryStore {
     ) -> Result<(), DeleteError> {
         {
             let mut st = self.lock();
-            let state = stream_state(&st, stream);
-            if state.tombstoned {
-                return Err(DeleteError::StreamTombstoned {
-                    stream: stream.clone(),
-                });
-            }
-            let actual = state.current();
-            if !expected.matches(actual) {
-                return Err(DeleteError::WrongExpectedRevision {
-                    stream: stream.clone(),
-                    expected,
-                    actual,
-                });
-            }
+            check_delete(stream, expected, &stream_state(&st, stream))?;
             let s = st.streams.entry(stream.clone()).or_default();
             if tombstone {
                 s.state.tombstoned = true;

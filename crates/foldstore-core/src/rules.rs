@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AppendError, CurrentRevision, ExpectedRevision, InvalidEvent, JSON, MAX_EVENT_TYPE_BYTES,
-    NewEvent, Position, StreamName,
+    AppendError, CurrentRevision, DeleteError, ExpectedRevision, InvalidEvent, JSON,
+    MAX_EVENT_TYPE_BYTES, NewEvent, Position, StreamName,
 };
 
 /// Limits applied to every append.
@@ -223,6 +223,38 @@ pub fn plan_append(
         next_expected_revision: last.revision,
         position: last.position,
     }))
+}
+
+/// Decides a soft delete or a tombstone: a tombstoned stream refuses both, and the
+/// expected revision is checked as for an append.
+///
+/// ```
+/// use foldstore_core::{ExpectedRevision, StreamName, rules::{StreamState, check_delete}};
+///
+/// let stream = StreamName::new("cart-1").unwrap();
+/// let state = StreamState { last_revision: Some(2), ..Default::default() };
+/// assert!(check_delete(&stream, ExpectedRevision::Exact(2), &state).is_ok());
+/// assert!(check_delete(&stream, ExpectedRevision::NoStream, &state).is_err());
+/// ```
+pub fn check_delete(
+    stream: &StreamName,
+    expected: ExpectedRevision,
+    state: &StreamState,
+) -> Result<(), DeleteError> {
+    if state.tombstoned {
+        return Err(DeleteError::StreamTombstoned {
+            stream: stream.clone(),
+        });
+    }
+    let actual = state.current();
+    if !expected.matches(actual) {
+        return Err(DeleteError::WrongExpectedRevision {
+            stream: stream.clone(),
+            expected,
+            actual,
+        });
+    }
+    Ok(())
 }
 
 /// Stream metadata: limits that reads honour, and free JSON.

@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use foldstore_core::rules::{AppendPlan, StoredId, StreamState, plan_append};
+use foldstore_core::rules::{AppendPlan, StoredId, StreamState, check_delete, plan_append};
 use foldstore_core::subscription::CommitNotifier;
 use foldstore_core::{
     AppendError, AppendResult, BackendError, BackendErrorKind, DeleteError, ExpectedRevision, JSON,
@@ -874,18 +874,8 @@ fn delete(
 ) -> SqlResult<Result<(), DeleteError>> {
     let cached = cache.stream(conn, stream)?;
     let state = cached.map(|c| c.state).unwrap_or_default();
-    if state.tombstoned {
-        return Ok(Err(DeleteError::StreamTombstoned {
-            stream: stream.clone(),
-        }));
-    }
-    let actual = state.current();
-    if !expected.matches(actual) {
-        return Ok(Err(DeleteError::WrongExpectedRevision {
-            stream: stream.clone(),
-            expected,
-            actual,
-        }));
+    if let Err(refused) = check_delete(stream, expected, &state) {
+        return Ok(Err(refused));
     }
     if cached.is_none() && !tombstone {
         // Soft-deleting a stream that has no row changes nothing anyone can observe.
