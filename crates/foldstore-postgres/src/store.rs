@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::Utc;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use foldstore_core::rules::{StreamState, Visibility, validate_events};
+use foldstore_core::rules::{StreamState, Visibility, check_delete, validate_events};
 use foldstore_core::subscription::{CommitNotifier, subscribe_all, subscribe_stream};
 use foldstore_core::{
     AppendError, AppendResult, BackendError, BackendErrorKind, ConsumerGroup, DeleteError,
@@ -510,19 +510,8 @@ impl PostgresStore {
             )?,
             None => StreamState::default(),
         };
-        if state.tombstoned {
-            return Err(DeleteError::StreamTombstoned {
-                stream: stream.clone(),
-            });
-        }
-        let actual = state.current();
-        if !expected.matches(actual) {
-            return Err(DeleteError::WrongExpectedRevision {
-                stream: stream.clone(),
-                expected,
-                actual,
-            });
-        }
+        // The same rule as every backend (the transaction rolls back when it refuses).
+        check_delete(stream, expected, &state)?;
         if row.is_none() {
             // Soft-deleting a stream that was never named: nothing to do.
             return Ok(());
