@@ -1,18 +1,30 @@
-//! The one place that knows which store implementation the CLI opens: SQLite.
+//! The one place that knows which store implementations the CLI opens: SQLite and
+//! PostgreSQL.
 //!
-//! Everything else goes through [`foldstore_core::EventStore`] on [`Store`].
+//! [`Store`] has the few store operations the CLI uses as inherent methods, each a
+//! `match` that awaits the backend's own future. Implementing
+//! [`foldstore_core::EventStore`] on it through `async_trait` would box one more
+//! future per call, on the benchmark's hot path.
 
-use std::path::Path;
-
+use foldstore_core::{
+    AppendError, AppendResult, EventFilter, EventStore, EventSubscription, ExpectedRevision,
+    NewEvent, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamName,
+    SubscribeFrom,
+};
+use foldstore_postgres::{PostgresOptions, PostgresStore};
 use foldstore_sqlite::{SqliteOptions, SqliteStore};
 
+use crate::database_url::DatabaseLocation;
 use crate::error::CliError;
 
 /// The store the CLI works on.
-pub(crate) type Store = SqliteStore;
-
-/// The backend's name in benchmark reports.
-pub(crate) const BACKEND: &str = "sqlite";
+#[derive(Debug, Clone)]
+pub(crate) enum Store {
+    /// A SQLite database file.
+    Sqlite(SqliteStore),
+    /// A schema in a PostgreSQL database.
+    Postgres(PostgresStore),
+}
 
 /// How durable acknowledged appends are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -34,19 +46,111 @@ impl Durability {
     }
 }
 
-/// Opens (creating if needed) the SQLite database at `path`.
-pub(crate) async fn open(path: &Path, durability: Durability) -> Result<Store, CliError> {
-    let options = SqliteOptions {
-        durability: match durability {
-            Durability::Full => foldstore_sqlite::Durability::Full,
-            Durability::Normal => foldstore_sqlite::Durability::Normal,
-        },
-        ..SqliteOptions::default()
-    };
-    Ok(SqliteStore::open(path, options).await?)
+/// Opens the store at `location`: creates a SQLite file if needed, or connects to
+/// PostgreSQL and creates or migrates the schema.
+pub(crate) async fn open(
+    location: &DatabaseLocation,
+    durability: Durability,
+) -> Result<Store, CliError> {
+    match location {
+        DatabaseLocation::Sqlite(path) => {
+            let options = SqliteOptions {
+                durability: match durability {
+                    Durability::Full => foldstore_sqlite::Durability::Full,
+                    Durability::Normal => foldstore_sqlite::Durability::Normal,
+                },
+                ..SqliteOptions::default()
+            };
+            Ok(Store::Sqlite(SqliteStore::open(path, options).await?))
+        }
+        DatabaseLocation::Postgres { url, schema } => {
+            check_durability(location, durability)?;
+            let options = PostgresOptions::new(url.as_str()).schema(schema.as_str());
+            Ok(Store::Postgres(PostgresStore::connect(options).await?))
+        }
+    }
 }
 
-/// Closes the store: finishes queued writes, checkpoints, releases the lock.
+/// Refuses a durability setting the backend at `location` cannot honour.
+pub(crate) fn check_durability(
+    location: &DatabaseLocation,
+    durability: Durability,
+) -> Result<(), CliError> {
+    match (location, durability) {
+        (DatabaseLocation::Postgres { .. }, Durability::Normal) => Err(CliError::Usage(
+            "--durability normal is for SQLite: on PostgreSQL the server's synchronous_commit decides (ALTER ROLE ... SET synchronous_commit = off), so use --durability full".to_owned(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Closes the store. SQLite finishes queued writes, checkpoints and releases its lock;
+/// PostgreSQL's background tasks stop and its connections close when the last handle
+/// is dropped.
 pub(crate) async fn close(store: Store) -> Result<(), CliError> {
-    Ok(store.close().await?)
+    match store {
+        Store::Sqlite(s) => Ok(s.close().await?),
+        Store::Postgres(p) => {
+            drop(p);
+            Ok(())
+        }
+    }
+}
+
+impl Store {
+    /// The backend's name in benchmark reports.
+    pub(crate) fn backend_name(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// [`EventStore::append`].
+    pub(crate) async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, AppendError> {
+        match self {
+            Store::Sqlite(s) => s.append(stream, expected, events).await,
+            Store::Postgres(p) => p.append(stream, expected, events).await,
+        }
+    }
+
+    /// [`EventStore::read_stream`].
+    pub(crate) async fn read_stream(
+        &self,
+        stream: &StreamName,
+        options: ReadStreamOptions,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        match self {
+            Store::Sqlite(s) => s.read_stream(stream, options).await,
+            Store::Postgres(p) => p.read_stream(stream, options).await,
+        }
+    }
+
+    /// [`EventStore::read_all`].
+    pub(crate) async fn read_all(
+        &self,
+        options: ReadAllOptions,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        match self {
+            Store::Sqlite(s) => s.read_all(options).await,
+            Store::Postgres(p) => p.read_all(options).await,
+        }
+    }
+
+    /// [`EventStore::subscribe_to_all`].
+    pub(crate) async fn subscribe_to_all(
+        &self,
+        from: SubscribeFrom,
+        filter: EventFilter,
+    ) -> Result<EventSubscription, ReadError> {
+        match self {
+            Store::Sqlite(s) => s.subscribe_to_all(from, filter).await,
+            Store::Postgres(p) => p.subscribe_to_all(from, filter).await,
+        }
+    }
 }

@@ -15,7 +15,8 @@ use uuid::Uuid;
   foldstore append account-42 --type Opened --data '{\"owner\":\"ada\"}'
   foldstore read account-42
   foldstore read '$all' --category account --limit 10
-  foldstore bench append-1 --concurrency 64 --json")]
+  foldstore bench append-1 --concurrency 64 --json
+  foldstore --database postgres://app@127.0.0.1:5432/app --pg-schema billing read '$all'")]
 pub(crate) struct Cli {
     /// Where the store lives; see `--help` for the database options.
     #[command(flatten)]
@@ -37,8 +38,8 @@ pub(crate) struct StoreArgs {
         value_name = "DIR"
     )]
     pub(crate) data_dir: PathBuf,
-    /// Database to use instead of `--data-dir`: `sqlite:///path/to/file.db` or a plain
-    /// path. (`postgres://` is recognised but that backend is not built yet.)
+    /// Database to use instead of `--data-dir`: `sqlite:///path/to/file.db`, a plain
+    /// path, or `postgres://user:password@host:port/database`.
     #[arg(
         long,
         global = true,
@@ -46,6 +47,10 @@ pub(crate) struct StoreArgs {
         value_name = "URL"
     )]
     pub(crate) database: Option<String>,
+    /// PostgreSQL only: the schema holding foldstore's tables, created if missing
+    /// (default `foldstore`). Lower-case letters, digits and `_`, at most 40 bytes.
+    #[arg(long, global = true, value_name = "SCHEMA")]
+    pub(crate) pg_schema: Option<String>,
 }
 
 /// The subcommands.
@@ -84,6 +89,7 @@ The HTTP server is not built yet: this command says so and exits with status 2."
   foldstore bench append-batch
   foldstore bench read-all --events 200000
   foldstore bench subscribe-latency --concurrency 16 --rate 5000
+  foldstore bench append-1 --concurrency 64 --json --database postgres://user@host:5432/db
 
 Workloads and their defaults (--events):
   append-1           one event per append, exact expected revision, 10,000 streams
@@ -97,8 +103,12 @@ Workloads and their defaults (--events):
 
 Without --database each run uses a fresh database in a new directory ./bench-<random>/
 (removed afterwards), and measures the baselines (fsync rate, raw SQLite inserts) in that
-same directory. It refuses to run on tmpfs. With --json the last line printed is one JSON
-object with the results. FOLDSTORE_DATABASE_URL is ignored here: pass --database.")]
+same directory. It refuses to run on tmpfs. With --database postgres://... each run uses
+a fresh schema foldstore_bench_<random> (dropped afterwards, --pg-schema is ignored), the
+local baselines still run in ./bench-<random>/, and a raw PostgreSQL baseline (single-row
+INSERT transactions at the run's concurrency, up to 64 connections) runs in the same
+schema. With --json the last line printed is one JSON object with the results.
+FOLDSTORE_DATABASE_URL is ignored here: pass --database.")]
     Bench(BenchArgs),
 }
 

@@ -10,8 +10,13 @@ pub(crate) const DATABASE_FILE: &str = "foldstore.db";
 pub(crate) enum DatabaseLocation {
     /// A SQLite database file.
     Sqlite(PathBuf),
-    /// A PostgreSQL URL (the backend is not built yet).
-    Postgres(String),
+    /// A schema in a PostgreSQL database.
+    Postgres {
+        /// The `postgres://` URL.
+        url: String,
+        /// The schema holding foldstore's tables (`--pg-schema`, default `foldstore`).
+        schema: String,
+    },
 }
 
 /// A `--database` value that names no usable database.
@@ -34,20 +39,33 @@ pub(crate) enum DatabaseUrlError {
         /// The whole value.
         url: String,
     },
+    /// `--pg-schema` with a SQLite database.
+    #[error("--pg-schema is for PostgreSQL databases: drop it, or pass --database postgres://...")]
+    SchemaWithoutPostgres,
     /// Query parameters, which the CLI does not interpret.
     #[error("{0:?} has query parameters, which foldstore does not read: drop everything from `?`")]
     QueryParameters(String),
 }
 
 impl DatabaseLocation {
-    /// The location given by `--database`, else the database file in `data_dir`.
+    /// The location given by `--database`, else the database file in `data_dir`;
+    /// `pg_schema` (`--pg-schema`) replaces the default PostgreSQL schema.
     pub(crate) fn resolve(
         database: Option<&str>,
         data_dir: &Path,
+        pg_schema: Option<&str>,
     ) -> Result<Self, DatabaseUrlError> {
-        match database {
-            Some(url) => Self::parse(url),
-            None => Ok(Self::Sqlite(data_dir.join(DATABASE_FILE))),
+        let location = match database {
+            Some(url) => Self::parse(url)?,
+            None => Self::Sqlite(data_dir.join(DATABASE_FILE)),
+        };
+        match (location, pg_schema) {
+            (Self::Postgres { url, .. }, Some(schema)) => Ok(Self::Postgres {
+                url,
+                schema: schema.to_owned(),
+            }),
+            (Self::Sqlite(_), Some(_)) => Err(DatabaseUrlError::SchemaWithoutPostgres),
+            (location, None) => Ok(location),
         }
     }
 
@@ -61,7 +79,10 @@ impl DatabaseLocation {
         if let Some((scheme, rest)) = url.split_once("://") {
             return match scheme.to_ascii_lowercase().as_str() {
                 "sqlite" => Self::sqlite_path(url, rest),
-                "postgres" | "postgresql" => Ok(Self::Postgres(url.to_owned())),
+                "postgres" | "postgresql" => Ok(Self::Postgres {
+                    url: url.to_owned(),
+                    schema: foldstore_postgres::DEFAULT_SCHEMA.to_owned(),
+                }),
                 _ => Err(DatabaseUrlError::UnsupportedScheme {
                     scheme: scheme.to_owned(),
                     url: url.to_owned(),
@@ -119,9 +140,23 @@ mod tests {
         for url in ["postgres://u@h/db", "postgresql://localhost/x"] {
             assert_eq!(
                 DatabaseLocation::parse(url),
-                Ok(DatabaseLocation::Postgres(url.to_owned()))
+                Ok(DatabaseLocation::Postgres {
+                    url: url.to_owned(),
+                    schema: "foldstore".to_owned(),
+                })
             );
         }
+        assert_eq!(
+            DatabaseLocation::resolve(Some("postgres://h/db"), Path::new("d"), Some("s1")),
+            Ok(DatabaseLocation::Postgres {
+                url: "postgres://h/db".to_owned(),
+                schema: "s1".to_owned(),
+            })
+        );
+        assert_eq!(
+            DatabaseLocation::resolve(None, Path::new("d"), Some("s1")),
+            Err(DatabaseUrlError::SchemaWithoutPostgres)
+        );
     }
 
     #[test]
@@ -144,11 +179,11 @@ mod tests {
     #[test]
     fn data_dir_default() {
         assert_eq!(
-            DatabaseLocation::resolve(None, Path::new("d")),
+            DatabaseLocation::resolve(None, Path::new("d"), None),
             sqlite("d/foldstore.db")
         );
         assert_eq!(
-            DatabaseLocation::resolve(Some("sqlite:///x.db"), Path::new("d")),
+            DatabaseLocation::resolve(Some("sqlite:///x.db"), Path::new("d"), None),
             sqlite("/x.db")
         );
     }

@@ -30,11 +30,6 @@ pub(crate) enum CliError {
     /// `--metadata` is not a JSON object.
     #[error(transparent)]
     Metadata(#[from] InvalidMetadata),
-    /// `--database postgres://...`.
-    #[error(
-        "the PostgreSQL backend is not built yet: use a SQLite database (--data-dir DIR, or --database sqlite:///path/to/foldstore.db)"
-    )]
-    PostgresNotBuilt,
     /// `foldstore serve`.
     #[error(
         "the HTTP server is not available yet: `foldstore serve` will come with the server crate; use `foldstore append` and `foldstore read` meanwhile"
@@ -46,9 +41,12 @@ pub(crate) enum CliError {
         /// The file looked for.
         path: PathBuf,
     },
-    /// The store could not be opened or closed.
+    /// The SQLite store could not be opened or closed.
     #[error(transparent)]
     Open(#[from] foldstore_sqlite::OpenError),
+    /// The PostgreSQL store could not connect or set up its schema.
+    #[error(transparent)]
+    Connect(#[from] foldstore_postgres::ConnectError),
     /// An append was refused or failed.
     #[error(transparent)]
     Append(#[from] AppendError),
@@ -79,6 +77,15 @@ pub(crate) enum CliError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The raw PostgreSQL baseline failed.
+    #[error("PostgreSQL baseline measurement failed while {what}: {source}")]
+    PgBaseline {
+        /// What the baseline was doing.
+        what: &'static str,
+        /// The PostgreSQL error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
     /// Ctrl-C.
     #[error("interrupted")]
     Interrupted,
@@ -100,7 +107,6 @@ impl CliError {
             | CliError::DatabaseUrl(_)
             | CliError::StreamName(_)
             | CliError::Metadata(_)
-            | CliError::PostgresNotBuilt
             | CliError::ServeNotAvailable => EXIT_USAGE,
             _ => EXIT_FAILURE,
         })

@@ -58,6 +58,11 @@ async fn run(cli: Cli, database_on_command_line: bool) -> Result<(), CliError> {
                     "bench: ignoring FOLDSTORE_DATABASE_URL (a benchmark fills the database it runs on): pass --database to bench an existing database"
                 );
             }
+            if cli.store.pg_schema.is_some() {
+                eprintln!(
+                    "bench: ignoring --pg-schema (each PostgreSQL run uses a fresh schema, dropped afterwards)"
+                );
+            }
             let database = cli.store.database.filter(|_| database_on_command_line);
             bench::run(args, database).await
         }

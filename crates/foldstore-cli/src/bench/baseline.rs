@@ -1,5 +1,6 @@
 //! Same-run baselines: what the disk and plain SQLite manage on this machine, now, in
-//! the benchmark's own directory. A store's figures mean little without them.
+//! the benchmark's own directory, and on PostgreSQL runs what plain PostgreSQL manages
+//! in the run's schema. A store's figures mean little without them.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -42,6 +43,13 @@ pub(crate) struct Baselines {
     /// SQLite's own ceiling for event rows; `raw_insert_tx1000_per_sec` (no secondary
     /// index) is the ceiling for rows of any kind.
     pub(crate) raw_insert_indexed_tx1000_per_sec: f64,
+    /// PostgreSQL runs only: plain single-row `INSERT` transactions (~250-byte rows)
+    /// into a table with only a `bigserial` key, from `raw_pg_connections` connections
+    /// at once, in the run's schema: rows/s. Null on SQLite.
+    pub(crate) raw_pg_insert_per_sec: Option<f64>,
+    /// Connections of that baseline: the run's concurrency, at most
+    /// [`PG_MAX_CONNECTIONS`].
+    pub(crate) raw_pg_connections: Option<u32>,
 }
 
 /// Measures every baseline in `dir`, removing the files it made.
@@ -59,7 +67,131 @@ pub(crate) fn measure(dir: &Path) -> Result<Baselines, CliError> {
         raw_insert_tx1_per_sec,
         raw_insert_tx1000_per_sec,
         raw_insert_indexed_tx1000_per_sec: result?,
+        raw_pg_insert_per_sec: None,
+        raw_pg_connections: None,
     })
+}
+
+/// How long the raw PostgreSQL insert loop runs.
+const PG_TIME: Duration = Duration::from_secs(2);
+/// The most connections the raw PostgreSQL baseline opens (PostgreSQL's default
+/// `max_connections` is 100, and the store needs some too).
+pub(crate) const PG_MAX_CONNECTIONS: u32 = 64;
+
+/// What the raw PostgreSQL baseline measured.
+#[derive(Debug)]
+pub(crate) struct PgBaseline {
+    /// Single-row insert transactions per second over all connections.
+    pub(crate) inserts_per_sec: f64,
+    /// Connections used.
+    pub(crate) connections: u32,
+    /// The server's `synchronous_commit` for this session (`on` means each commit
+    /// waits for its WAL flush).
+    pub(crate) synchronous_commit: String,
+}
+
+async fn pg_connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    // The connection task ends when the client is dropped.
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// Measures single-row `INSERT` transactions into a plain table in `schema` (created
+/// if missing; the table is dropped afterwards) with `concurrency` connections, at
+/// most [`PG_MAX_CONNECTIONS`], for [`PG_TIME`].
+pub(crate) async fn measure_pg(
+    url: &str,
+    schema: &str,
+    concurrency: u32,
+) -> Result<PgBaseline, CliError> {
+    let fail = |what| move |source| CliError::PgBaseline { what, source };
+    let setup = pg_connect(url).await.map_err(fail("connecting"))?;
+    let table = format!("\"{schema}\".raw_baseline");
+    setup
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
+             CREATE TABLE {table} (id bigserial PRIMARY KEY, stream text NOT NULL, data bytea NOT NULL)"
+        ))
+        .await
+        .map_err(fail("creating the table"))?;
+    let synchronous_commit: String = setup
+        .query_one("SHOW synchronous_commit", &[])
+        .await
+        .map_err(fail("reading synchronous_commit"))?
+        .get(0);
+    let connections = concurrency.clamp(1, PG_MAX_CONNECTIONS);
+    let sql = format!("INSERT INTO {table} (stream, data) VALUES ($1, $2)");
+    let mut writers = Vec::with_capacity(connections as usize);
+    for _ in 0..connections {
+        let client = pg_connect(url).await.map_err(fail("connecting"))?;
+        let insert = client
+            .prepare(&sql)
+            .await
+            .map_err(fail("preparing the insert"))?;
+        writers.push((client, insert));
+    }
+    let start = Instant::now();
+    let deadline = start + PG_TIME;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (t, (client, insert)) in writers.into_iter().enumerate() {
+        tasks.spawn(async move {
+            let mut seq = (t as u64) << 40;
+            let mut rows = 0u64;
+            while Instant::now() < deadline && !stopped() {
+                seq += 1;
+                let stream = format!("bench-{}", seq % STREAMS as u64);
+                client
+                    .execute(&insert, &[&stream, &event_data(seq, 0)])
+                    .await?;
+                rows += 1;
+            }
+            Ok::<u64, tokio_postgres::Error>(rows)
+        });
+    }
+    let mut rows = 0u64;
+    while let Some(joined) = tasks.join_next().await {
+        let inserted = joined
+            .map_err(|e| CliError::Bench(format!("a PostgreSQL baseline task failed: {e}")))?;
+        rows += inserted.map_err(fail("inserting"))?;
+    }
+    let elapsed = start.elapsed();
+    if stopped() {
+        return Err(CliError::Interrupted);
+    }
+    setup
+        .batch_execute(&format!("DROP TABLE {table}"))
+        .await
+        .map_err(fail("dropping the table"))?;
+    Ok(PgBaseline {
+        inserts_per_sec: rows as f64 / elapsed.as_secs_f64(),
+        connections,
+        synchronous_commit,
+    })
+}
+
+/// Drops `schema` and everything in it, if it exists.
+///
+/// After Ctrl-C the append tasks may still be committing: `DROP SCHEMA` then takes
+/// its locks in another order than they do and can be chosen as the deadlock victim,
+/// so a deadlock is retried.
+pub(crate) async fn drop_pg_schema(url: &str, schema: &str) -> Result<(), tokio_postgres::Error> {
+    let client = pg_connect(url).await?;
+    let sql = format!("SET lock_timeout = '30s'; DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+    let mut attempts = 0;
+    loop {
+        match client.batch_execute(&sql).await {
+            Err(e)
+                if attempts < 10
+                    && e.code()
+                        == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
+            {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            result => return result,
+        }
+    }
 }
 
 fn remove_database(db: &Path) {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use foldstore_core::{AppendError, CurrentRevision, EventStore, ExpectedRevision, StreamName};
+use foldstore_core::{AppendError, CurrentRevision, ExpectedRevision, StreamName};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::MissedTickBehavior;

@@ -1,5 +1,6 @@
 //! `foldstore bench`: run a workload against a fresh store and report it next to
-//! same-run baselines of the disk and of plain SQLite.
+//! same-run baselines of the disk, of plain SQLite and (on PostgreSQL) of plain
+//! PostgreSQL.
 
 mod baseline;
 mod load;
@@ -79,19 +80,68 @@ impl Drop for BenchDir {
     }
 }
 
+/// A PostgreSQL schema made for one benchmark run, dropped with everything in it when
+/// the guard is dropped: after the run, on error and after Ctrl-C.
+#[derive(Debug)]
+struct PgSchemaGuard {
+    url: String,
+    schema: String,
+}
+
+impl Drop for PgSchemaGuard {
+    fn drop(&mut self) {
+        let (url, schema) = (self.url.clone(), self.schema.clone());
+        // Drop runs inside the CLI's runtime, which cannot block on a future: use a
+        // thread with a runtime of its own.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(baseline::drop_pg_schema(&url, &schema))
+                .map_err(|e| match e.as_db_error() {
+                    Some(db) => db.to_string(),
+                    None => e.to_string(),
+                })
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the cleanup thread panicked".to_owned()));
+        if let Err(e) = dropped {
+            eprintln!(
+                "warning: could not drop the benchmark schema {} (run DROP SCHEMA \"{}\" CASCADE): {e}",
+                self.schema, self.schema
+            );
+        }
+    }
+}
+
 /// Runs `foldstore bench`. `database` is `--database` when given on the command line.
 pub(crate) async fn run(args: BenchArgs, database: Option<String>) -> Result<(), CliError> {
-    let (dir, db_path) = match database {
+    // Declared first, so dropped last: after the store and the directory.
+    let (_pg_schema, dir, location) = match database {
         Some(url) => match DatabaseLocation::parse(&url)? {
-            DatabaseLocation::Sqlite(path) => (BenchDir::existing(&path), path),
-            DatabaseLocation::Postgres(_) => return Err(CliError::PostgresNotBuilt),
+            DatabaseLocation::Sqlite(path) => (
+                None,
+                BenchDir::existing(&path),
+                DatabaseLocation::Sqlite(path),
+            ),
+            DatabaseLocation::Postgres { url, .. } => {
+                let schema = format!("foldstore_bench_{:016x}", rand::random::<u64>());
+                let guard = PgSchemaGuard {
+                    url: url.clone(),
+                    schema: schema.clone(),
+                };
+                let dir = BenchDir::fresh(Path::new("."))?;
+                (Some(guard), dir, DatabaseLocation::Postgres { url, schema })
+            }
         },
         None => {
             let dir = BenchDir::fresh(Path::new("."))?;
             let db = dir.path.join(DATABASE_FILE);
-            (dir, db)
+            (None, dir, DatabaseLocation::Sqlite(db))
         }
     };
+    backend::check_durability(&location, args.durability)?;
     let machine = Machine::describe(&dir.path);
     if machine.is_memory_filesystem() {
         return Err(CliError::Bench(format!(
@@ -102,19 +152,20 @@ pub(crate) async fn run(args: BenchArgs, database: Option<String>) -> Result<(),
         )));
     }
     tokio::select! {
-        result = measure(&args, &dir, &db_path, machine) => result,
+        result = measure(&args, &dir, &location, machine) => result,
         _ = tokio::signal::ctrl_c() => {
             baseline::STOP.store(true, std::sync::atomic::Ordering::Relaxed);
             Err(CliError::Interrupted)
         }
     }
-    // `dir` is dropped here, removing a fresh directory whatever happened.
+    // `dir` and `_pg_schema` are dropped here (the store already is), removing a fresh
+    // directory and a fresh schema whatever happened.
 }
 
 async fn measure(
     args: &BenchArgs,
     dir: &BenchDir,
-    db_path: &Path,
+    location: &DatabaseLocation,
     machine: Machine,
 ) -> Result<(), CliError> {
     eprintln!(
@@ -122,12 +173,21 @@ async fn measure(
         dir.path.display()
     );
     let baseline_dir = dir.path.clone();
-    let baselines = tokio::task::spawn_blocking(move || baseline::measure(&baseline_dir))
+    let mut baselines = tokio::task::spawn_blocking(move || baseline::measure(&baseline_dir))
         .await
         .map_err(|e| CliError::Bench(format!("the baseline measurement failed: {e}")))??;
+    let mut synchronous_commit = None;
+    if let DatabaseLocation::Postgres { url, schema } = location {
+        eprintln!("bench: measuring raw PostgreSQL inserts in schema {schema}");
+        let pg = baseline::measure_pg(url, schema, args.concurrency).await?;
+        baselines.raw_pg_insert_per_sec = Some(pg.inserts_per_sec);
+        baselines.raw_pg_connections = Some(pg.connections);
+        synchronous_commit = Some(pg.synchronous_commit);
+    }
 
     let durability = args.durability;
-    let mut store = backend::open(db_path, durability).await?;
+    let mut store = backend::open(location, durability).await?;
+    let backend_name = store.backend_name();
     let params = Params {
         concurrency: args.concurrency,
         events: args.events,
@@ -140,7 +200,7 @@ async fn measure(
             // It reopens the store (as a new subscriber process would) and hands back
             // the new handle.
             let (outcome, reopened) =
-                workloads::read_all(store, db_path, durability, params).await?;
+                workloads::read_all(store, location, durability, params).await?;
             store = reopened;
             Ok(outcome)
         }
@@ -148,16 +208,22 @@ async fn measure(
         Workload::SubscribeLatency => workloads::subscribe_latency(&store, params).await,
     };
     backend::close(store).await?;
+    let mut outcome = outcome?;
+    if let Some(setting) = synchronous_commit {
+        outcome
+            .extra
+            .insert("pg_synchronous_commit".into(), setting.into());
+    }
     let report = Report::new(
         RunInfo {
             workload: args.workload.name(),
-            backend: backend::BACKEND,
+            backend: backend_name,
             durability: durability.name(),
             concurrency: args.concurrency,
             baselines,
             machine,
         },
-        outcome?,
+        outcome,
     );
     for line in report.human_lines() {
         println!("{line}");

@@ -90,6 +90,8 @@ pub(crate) struct Report {
     pub(crate) ratio_vs_raw_indexed_tx1000: Option<f64>,
     /// `events_per_sec / fsync_per_sec` (write workloads).
     pub(crate) ratio_vs_fsync: Option<f64>,
+    /// `events_per_sec / raw_pg_insert_per_sec` (write workloads on PostgreSQL).
+    pub(crate) ratio_vs_raw_pg: Option<f64>,
     /// Where it ran.
     pub(crate) machine: Machine,
     /// The command line that produced this report.
@@ -169,11 +171,14 @@ impl Report {
             ratio_vs_raw_tx1000: write_ratio(b.raw_insert_tx1000_per_sec),
             ratio_vs_raw_indexed_tx1000: write_ratio(b.raw_insert_indexed_tx1000_per_sec),
             ratio_vs_fsync: write_ratio(b.fsync_per_sec),
+            ratio_vs_raw_pg: b.raw_pg_insert_per_sec.and_then(write_ratio),
             baselines: Baselines {
                 fsync_per_sec: round(b.fsync_per_sec, 1),
                 raw_insert_tx1_per_sec: round(b.raw_insert_tx1_per_sec, 1),
                 raw_insert_tx1000_per_sec: round(b.raw_insert_tx1000_per_sec, 1),
                 raw_insert_indexed_tx1000_per_sec: round(b.raw_insert_indexed_tx1000_per_sec, 1),
+                raw_pg_insert_per_sec: b.raw_pg_insert_per_sec.map(|r| round(r, 1)),
+                raw_pg_connections: b.raw_pg_connections,
             },
             machine: run.machine,
             command: std::env::args().collect::<Vec<_>>().join(" "),
@@ -225,6 +230,14 @@ impl Report {
             b.raw_insert_tx1000_per_sec,
             b.raw_insert_indexed_tx1000_per_sec
         ));
+        if let (Some(pg), Some(connections)) = (b.raw_pg_insert_per_sec, b.raw_pg_connections) {
+            let ratio = self
+                .ratio_vs_raw_pg
+                .map_or_else(String::new, |r| format!(" (this run: {r:.2}x)"));
+            lines.push(format!(
+                "  baseline: raw PostgreSQL insert 1 row/tx from {connections} connections {pg:.0}/s{ratio}"
+            ));
+        }
         if let (Some(r1), Some(r1000), Some(rf)) = (
             self.ratio_vs_raw_tx1,
             self.ratio_vs_raw_tx1000,

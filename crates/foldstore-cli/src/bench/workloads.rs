@@ -1,6 +1,5 @@
 //! The workloads: what each one fills (unmeasured) and what it measures.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,7 +7,7 @@ use futures::StreamExt;
 use serde_json::{Map, Value, json};
 
 use foldstore_core::{
-    EventFilter, EventStore, Position, ReadAllOptions, ReadStreamOptions, StreamName, SubscribeFrom,
+    EventFilter, Position, ReadAllOptions, ReadStreamOptions, StreamName, SubscribeFrom,
 };
 
 use super::load::{self, LoadSpec};
@@ -16,6 +15,7 @@ use super::machine;
 use super::payload::{self, STREAMS, Stamp};
 use super::report::{Outcome, percentile, sorted_ms};
 use crate::backend::{self, Durability, Store};
+use crate::database_url::DatabaseLocation;
 use crate::error::CliError;
 
 /// Events per append when filling a store before a read workload.
@@ -124,7 +124,7 @@ pub(crate) async fn append(store: &Store, p: Params, batch: usize) -> Result<Out
 /// not what filling it left behind. Returns the reopened store for the caller to close.
 pub(crate) async fn read_all(
     store: Store,
-    db_path: &Path,
+    location: &DatabaseLocation,
     durability: Durability,
     p: Params,
 ) -> Result<(Outcome, Store), CliError> {
@@ -156,7 +156,7 @@ pub(crate) async fn read_all(
     progress("reopening the store and reading $all through subscribe_to_all(Start)");
     let rss_before = machine::rss_mb();
     let reset = machine::reset_peak_rss();
-    let store = backend::open(db_path, durability).await?;
+    let store = backend::open(location, durability).await?;
     let start = Instant::now();
     let mut sub = store
         .subscribe_to_all(SubscribeFrom::Start, EventFilter::all())

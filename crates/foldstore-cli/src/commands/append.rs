@@ -2,7 +2,7 @@
 
 use std::io::{IsTerminal, Read};
 
-use foldstore_core::{EventStore, Metadata, NewEvent, StreamName};
+use foldstore_core::{Metadata, NewEvent, StreamName};
 
 use super::{Access, open_store};
 use crate::backend;

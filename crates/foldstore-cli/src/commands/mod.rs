@@ -3,8 +3,6 @@
 pub(crate) mod append;
 pub(crate) mod read;
 
-use std::path::PathBuf;
-
 use crate::backend::{self, Durability, Store};
 use crate::cli::StoreArgs;
 use crate::database_url::DatabaseLocation;
@@ -19,17 +17,17 @@ pub(crate) enum Access {
     Existing,
 }
 
-/// The SQLite file `args` point at. PostgreSQL is refused for now.
-pub(crate) fn sqlite_path(args: &StoreArgs) -> Result<PathBuf, CliError> {
-    match DatabaseLocation::resolve(args.database.as_deref(), &args.data_dir)? {
-        DatabaseLocation::Sqlite(path) => Ok(path),
-        DatabaseLocation::Postgres(_) => Err(CliError::PostgresNotBuilt),
-    }
-}
-
-/// Opens the store `args` point at.
+/// Opens the store `args` point at. A PostgreSQL schema is created if missing, even
+/// for [`Access::Existing`] (it is then empty).
 pub(crate) async fn open_store(args: &StoreArgs, access: Access) -> Result<Store, CliError> {
-    let mut path = sqlite_path(args)?;
+    let location = DatabaseLocation::resolve(
+        args.database.as_deref(),
+        &args.data_dir,
+        args.pg_schema.as_deref(),
+    )?;
+    let DatabaseLocation::Sqlite(mut path) = location else {
+        return backend::open(&location, Durability::Full).await;
+    };
     if path.is_dir() {
         path.push(crate::database_url::DATABASE_FILE);
     }
@@ -44,7 +42,7 @@ pub(crate) async fn open_store(args: &StoreArgs, access: Access) -> Result<Store
             }
         }
     }
-    backend::open(&path, Durability::Full).await
+    backend::open(&DatabaseLocation::Sqlite(path), Durability::Full).await
 }
 
 /// `foldstore serve`: not built yet, and it says so rather than pretend.

@@ -4,8 +4,8 @@ use std::io::Write;
 
 use foldstore_core::rules::is_json;
 use foldstore_core::{
-    Direction, EventFilter, EventStore, Position, ReadAllOptions, ReadStreamOptions, RecordedEvent,
-    StreamName, validate_category,
+    Direction, EventFilter, Position, ReadAllOptions, ReadStreamOptions, RecordedEvent, StreamName,
+    validate_category,
 };
 use serde::Serialize;
 use serde_json::Value;
