@@ -342,6 +342,7 @@ fn bench_append_1_prints_a_json_report_last() {
         "raw_insert_tx1_per_sec",
         "raw_insert_tx1000_per_sec",
         "raw_insert_indexed_tx1000_per_sec",
+        "raw_insert_indexed_tx1_per_sec",
     ] {
         assert!(
             report["baselines"][b].as_f64().unwrap() > 0.0,

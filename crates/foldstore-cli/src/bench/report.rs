@@ -86,6 +86,8 @@ pub(crate) struct Report {
     pub(crate) ratio_vs_raw_tx1: Option<f64>,
     /// `events_per_sec / raw_insert_tx1000_per_sec` (write workloads).
     pub(crate) ratio_vs_raw_tx1000: Option<f64>,
+    /// `events_per_sec / raw_insert_indexed_tx1_per_sec` (write workloads).
+    pub(crate) ratio_vs_raw_indexed_tx1: Option<f64>,
     /// `events_per_sec / raw_insert_indexed_tx1000_per_sec` (write workloads).
     pub(crate) ratio_vs_raw_indexed_tx1000: Option<f64>,
     /// `events_per_sec / fsync_per_sec` (write workloads).
@@ -169,6 +171,7 @@ impl Report {
             peak_rss_scope,
             ratio_vs_raw_tx1: write_ratio(b.raw_insert_tx1_per_sec),
             ratio_vs_raw_tx1000: write_ratio(b.raw_insert_tx1000_per_sec),
+            ratio_vs_raw_indexed_tx1: write_ratio(b.raw_insert_indexed_tx1_per_sec),
             ratio_vs_raw_indexed_tx1000: write_ratio(b.raw_insert_indexed_tx1000_per_sec),
             ratio_vs_fsync: write_ratio(b.fsync_per_sec),
             ratio_vs_raw_pg: b.raw_pg_insert_per_sec.and_then(write_ratio),
@@ -177,6 +180,7 @@ impl Report {
                 raw_insert_tx1_per_sec: round(b.raw_insert_tx1_per_sec, 1),
                 raw_insert_tx1000_per_sec: round(b.raw_insert_tx1000_per_sec, 1),
                 raw_insert_indexed_tx1000_per_sec: round(b.raw_insert_indexed_tx1000_per_sec, 1),
+                raw_insert_indexed_tx1_per_sec: round(b.raw_insert_indexed_tx1_per_sec, 1),
                 raw_pg_insert_per_sec: b.raw_pg_insert_per_sec.map(|r| round(r, 1)),
                 raw_pg_connections: b.raw_pg_connections,
             },
@@ -224,10 +228,11 @@ impl Report {
         }
         let b = &self.baselines;
         lines.push(format!(
-            "  baselines: fsync {:.0}/s, raw SQLite insert 1 row/tx {:.0}/s, 1000 rows/tx {:.0}/s, 1000 rows/tx with unique id and (stream, revision) {:.0}/s",
+            "  baselines: fsync {:.0}/s; raw SQLite insert 1 row/tx {:.0}/s, 1000 rows/tx {:.0}/s; with a unique id and (stream, revision): 1 row/tx {:.0}/s, 1000 rows/tx {:.0}/s",
             b.fsync_per_sec,
             b.raw_insert_tx1_per_sec,
             b.raw_insert_tx1000_per_sec,
+            b.raw_insert_indexed_tx1_per_sec,
             b.raw_insert_indexed_tx1000_per_sec
         ));
         if let (Some(pg), Some(connections)) = (b.raw_pg_insert_per_sec, b.raw_pg_connections) {
