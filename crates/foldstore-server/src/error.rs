@@ -1,0 +1,276 @@
+//! The one place that turns failures into HTTP answers: every error is an RFC 9457
+//! `application/problem+json` body with a stable `code`.
+//!
+//! Core errors map by variant; axum's own rejections (body, query) are caught by the
+//! extractors in [`crate::extract`] and mapped here too, so no handler ever answers
+//! with axum's plain-text messages. Backend internals are logged, never sent.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use foldstore_core::{
+    AppendError, BackendError, BackendErrorKind, CurrentRevision, DeleteError, ExpectedRevision,
+    InvalidStreamName, MetadataError, ReadError, SubscriptionError,
+};
+use serde_json::{Map, Value, json};
+
+/// The media type of problem details.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An error answer: status, stable code, a title per code, a detail that says what to
+/// fix, and extra members (such as `expected` and `actual` on a 409).
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    detail: String,
+    extra: Map<String, Value>,
+}
+
+impl ApiError {
+    /// A problem with `status` and `code`; `detail` says what to fix.
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+            extra: Map::new(),
+        }
+    }
+
+    /// Adds an extension member to the body.
+    fn with(mut self, key: &str, value: Value) -> Self {
+        self.extra.insert(key.to_owned(), value);
+        self
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// 400 `invalid_query`.
+    pub(crate) fn invalid_query(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_query", detail)
+    }
+
+    /// 400 `invalid_event`.
+    pub(crate) fn invalid_event(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_event", detail)
+    }
+
+    /// The problem body.
+    pub fn body(&self) -> Value {
+        let mut body = Map::new();
+        body.insert(
+            "type".into(),
+            Value::String(format!("urn:foldstore:problem:{}", self.code)),
+        );
+        body.insert("title".into(), Value::String(title(self.code).to_owned()));
+        body.insert("status".into(), json!(self.status.as_u16()));
+        body.insert("detail".into(), Value::String(self.detail.clone()));
+        body.insert("code".into(), Value::String(self.code.to_owned()));
+        for (k, v) in &self.extra {
+            body.insert(k.clone(), v.clone());
+        }
+        Value::Object(body)
+    }
+}
+
+/// One title per code: the title of a problem type does not change between
+/// occurrences (RFC 9457, section 3.1.4).
+fn title(code: &str) -> &'static str {
+    match code {
+        "wrong_expected_revision" => "The stream is not at the expected revision",
+        "duplicate_event_id" => "An event id is already stored",
+        "stream_not_found" => "The stream does not exist",
+        "stream_tombstoned" => "The stream was tombstoned",
+        "invalid_stream_name" => "Invalid stream or category name",
+        "invalid_event" => "Invalid event",
+        "invalid_json" => "The body is not valid JSON",
+        "invalid_body" => "The body does not have the expected shape",
+        "unknown_field" => "The body has an unknown field",
+        "body_too_large" => "The body is too large",
+        "append_too_large" => "The append is too large",
+        "unsupported_media_type" => "Unsupported media type",
+        "invalid_query" => "Invalid query parameters",
+        "not_found" => "No such resource",
+        "method_not_allowed" => "Method not allowed",
+        "backend_unavailable" => "The store is unavailable",
+        "outcome_unknown" => "The outcome is unknown",
+        _ => "Internal error",
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        response
+    }
+}
+
+/// The wire form of an expected revision, as appends take it.
+pub(crate) fn expected_json(expected: ExpectedRevision) -> Value {
+    match expected {
+        ExpectedRevision::Any => json!("any"),
+        ExpectedRevision::NoStream => json!("no_stream"),
+        ExpectedRevision::StreamExists => json!("stream_exists"),
+        ExpectedRevision::Exact(n) => json!(n),
+    }
+}
+
+fn actual_json(actual: CurrentRevision) -> Value {
+    match actual {
+        CurrentRevision::NoStream => json!("no_stream"),
+        CurrentRevision::Current(n) => json!(n),
+    }
+}
+
+fn wrong_expected(
+    stream: &str,
+    expected: ExpectedRevision,
+    actual: CurrentRevision,
+    detail: String,
+) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "wrong_expected_revision", detail)
+        .with("stream", json!(stream))
+        .with("expected", expected_json(expected))
+        .with("actual", actual_json(actual))
+}
+
+fn tombstoned(detail: String) -> ApiError {
+    ApiError::new(StatusCode::GONE, "stream_tombstoned", detail)
+}
+
+fn unexpected(detail: &dyn std::fmt::Display) -> ApiError {
+    tracing::error!(error = %detail, "unexpected error");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the server failed unexpectedly; the error is in its log",
+    )
+}
+
+impl From<BackendError> for ApiError {
+    fn from(e: BackendError) -> Self {
+        match e.kind {
+            BackendErrorKind::Unavailable => {
+                tracing::warn!(error = %e, "backend unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "backend_unavailable",
+                    "the store is unavailable; nothing was written: retry later",
+                )
+            }
+            BackendErrorKind::OutcomeUnknown => {
+                tracing::warn!(error = %e, "outcome unknown");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "outcome_unknown",
+                    "the request may or may not have taken effect: retry an append with the same event ids (it is idempotent)",
+                )
+            }
+            _ => unexpected(&e),
+        }
+    }
+}
+
+impl From<InvalidStreamName> for ApiError {
+    fn from(e: InvalidStreamName) -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_stream_name",
+            e.to_string(),
+        )
+    }
+}
+
+impl From<AppendError> for ApiError {
+    fn from(e: AppendError) -> Self {
+        let detail = e.to_string();
+        match e {
+            AppendError::InvalidStreamName(n) => n.into(),
+            AppendError::NoEvents | AppendError::InvalidEvent { .. } => {
+                ApiError::invalid_event(detail)
+            }
+            AppendError::TooLarge { size, limit } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "append_too_large", detail)
+                    .with("size", json!(size))
+                    .with("limit", json!(limit))
+            }
+            AppendError::WrongExpectedRevision {
+                stream,
+                expected,
+                actual,
+            } => wrong_expected(stream.as_str(), expected, actual, detail),
+            AppendError::DuplicateEventId { event_id, .. } => {
+                ApiError::new(StatusCode::CONFLICT, "duplicate_event_id", detail)
+                    .with("event_id", json!(event_id))
+            }
+            AppendError::StreamTombstoned { .. } => tombstoned(detail),
+            AppendError::Backend(b) => b.into(),
+            other => unexpected(&other),
+        }
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> Self {
+        let detail = e.to_string();
+        match e {
+            ReadError::StreamNotFound { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "stream_not_found", detail)
+            }
+            ReadError::StreamTombstoned { .. } => tombstoned(detail),
+            ReadError::InvalidName(n) => n.into(),
+            ReadError::InvalidConsumerGroup { .. } => ApiError::invalid_query(detail),
+            ReadError::Backend(b) => b.into(),
+            other => unexpected(&other),
+        }
+    }
+}
+
+impl From<DeleteError> for ApiError {
+    fn from(e: DeleteError) -> Self {
+        let detail = e.to_string();
+        match e {
+            DeleteError::WrongExpectedRevision {
+                stream,
+                expected,
+                actual,
+            } => wrong_expected(stream.as_str(), expected, actual, detail),
+            DeleteError::StreamTombstoned { .. } => tombstoned(detail),
+            DeleteError::Backend(b) => b.into(),
+            other => unexpected(&other),
+        }
+    }
+}
+
+impl From<MetadataError> for ApiError {
+    fn from(e: MetadataError) -> Self {
+        let detail = e.to_string();
+        match e {
+            MetadataError::StreamTombstoned { .. } => tombstoned(detail),
+            MetadataError::Backend(b) => b.into(),
+            other => unexpected(&other),
+        }
+    }
+}
+
+impl From<SubscriptionError> for ApiError {
+    fn from(e: SubscriptionError) -> Self {
+        let detail = e.to_string();
+        match e {
+            SubscriptionError::StreamTombstoned { .. } => tombstoned(detail),
+            SubscriptionError::Read { source, .. } => source.into(),
+            other => unexpected(&other),
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! # foldstore-server
+//!
+//! foldstore's HTTP API over any [`EventStore`]: JSON appends and reads, stream
+//! deletion and metadata, and live subscriptions as server-sent events.
+//!
+//! [`app`] builds the [`Router`]; [`serve`] runs it on a listener until a shutdown
+//! signal, ending live subscriptions so that the shutdown completes.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use foldstore_core::InMemoryStore;
+//! use foldstore_server::{ServerConfig, app};
+//!
+//! let router = app(Arc::new(InMemoryStore::new()), ServerConfig::default());
+//! # let _ = router;
+//! ```
+//!
+//! Every error is an RFC 9457 problem (`application/problem+json`) with a stable
+//! `code`; see [`error`].
+
+pub mod error;
+mod extract;
+mod handlers;
+mod sse;
+mod wire;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use foldstore_core::EventStore;
+use tokio::sync::watch;
+
+/// How the server behaves.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// The largest request body, in bytes; larger bodies get 413 `body_too_large`.
+    pub body_limit: usize,
+    /// How often an idle live subscription gets a heartbeat comment.
+    pub heartbeat: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            body_limit: 32 * 1024 * 1024,
+            heartbeat: Duration::from_secs(15),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Sets the body limit.
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// Sets the heartbeat interval of live subscriptions.
+    pub fn heartbeat(mut self, interval: Duration) -> Self {
+        self.heartbeat = interval;
+        self
+    }
+}
+
+/// What every handler sees.
+#[derive(Clone)]
+struct AppState {
+    store: Arc<dyn EventStore>,
+    config: ServerConfig,
+    /// Set to `true` when the server shuts down: live subscriptions end on it.
+    shutdown: Arc<watch::Sender<bool>>,
+}
+
+/// The HTTP API over `store`.
+///
+/// Routes: `POST`/`GET`/`DELETE /streams/{stream}`, `GET`/`PUT
+/// /streams/{stream}/metadata`, `GET /streams/{stream}/subscribe`, `GET /all`, `GET
+/// /all/subscribe`, `GET /categories/{category}`, `GET /health`.
+pub fn app(store: Arc<dyn EventStore>, config: ServerConfig) -> Router {
+    build(store, config).0
+}
+
+fn build(store: Arc<dyn EventStore>, config: ServerConfig) -> (Router, Arc<watch::Sender<bool>>) {
+    let shutdown = Arc::new(watch::Sender::new(false));
+    let body_limit = config.body_limit;
+    let state = AppState {
+        store,
+        config,
+        shutdown: shutdown.clone(),
+    };
+    let router = Router::new()
+        .route("/health", get(handlers::health))
+        .route(
+            "/streams/{stream}",
+            get(handlers::read_stream)
+                .post(handlers::append)
+                .delete(handlers::delete_stream),
+        )
+        .route(
+            "/streams/{stream}/metadata",
+            get(handlers::get_metadata).put(handlers::put_metadata),
+        )
+        .route("/streams/{stream}/subscribe", get(sse::subscribe_stream))
+        .route("/all", get(handlers::read_all))
+        .route("/all/subscribe", get(sse::subscribe_all))
+        .route("/categories/{category}", get(handlers::read_category))
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state);
+    (router, shutdown)
+}
+
+/// Serves the API over `store` on `listener` until `shutdown` completes, then ends the
+/// live subscriptions and waits for requests in flight to finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: Arc<dyn EventStore>,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (router, stop) = build(store, config);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            stop.send_replace(true);
+        })
+        .await
+}

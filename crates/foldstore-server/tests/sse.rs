@@ -1,0 +1,236 @@
+//! End to end: a real server on `127.0.0.1:0`, a real HTTP client reading server-sent
+//! events, appends through the API, and a resume with `Last-Event-ID`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use foldstore_core::InMemoryStore;
+use foldstore_server::{ServerConfig, serve};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running server, stopped when dropped.
+struct TestServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl TestServer {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let config = ServerConfig::default().heartbeat(Duration::from_millis(200));
+        let task = tokio::spawn(serve(
+            listener,
+            Arc::new(InMemoryStore::new()),
+            config,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.abort();
+    }
+}
+
+/// One parsed SSE event.
+#[derive(Debug)]
+struct SseEvent {
+    id: Option<String>,
+    event: Option<String>,
+    data: String,
+}
+
+/// Reads SSE events from a response, skipping heartbeat comments.
+struct SseReader {
+    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buffer: String,
+}
+
+impl SseReader {
+    fn new(response: reqwest::Response) -> Self {
+        assert_eq!(response.status(), 200);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream")
+        );
+        Self {
+            body: response.bytes_stream().boxed(),
+            buffer: String::new(),
+        }
+    }
+
+    async fn next(&mut self) -> SseEvent {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = SseEvent {
+                    id: None,
+                    event: None,
+                    data: String::new(),
+                };
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        event.id = Some(v.trim_start().to_owned());
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event.event = Some(v.trim_start().to_owned());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        event.data.push_str(v.trim_start());
+                    }
+                }
+                if event.event.is_some() || !event.data.is_empty() {
+                    return event;
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.body.next())
+                .await
+                .expect("an SSE event within 10 s")
+                .expect("the SSE stream is open")
+                .unwrap();
+            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+}
+
+async fn append(client: &reqwest::Client, server: &TestServer, stream: &str, n: u32) -> Value {
+    let events: Vec<Value> = (0..n)
+        .map(|i| json!({"type": "Ticked", "data": {"i": i}}))
+        .collect();
+    let response = client
+        .post(server.url(&format!("/streams/{stream}")))
+        .header("content-type", "application/json")
+        .body(json!({"expected_revision": "any", "events": events}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn all_subscription_delivers_live_events_and_resumes_after_last_event_id() {
+    let server = TestServer::start().await;
+    let client = reqwest::Client::new();
+
+    let response = client
+        .get(server.url("/all/subscribe"))
+        .send()
+        .await
+        .unwrap();
+    let mut sse = SseReader::new(response);
+
+    let appended = append(&client, &server, "clock-1", 1).await;
+    let first = sse.next().await;
+    assert_eq!(first.event.as_deref(), Some("event"));
+    assert_eq!(first.id.as_deref(), appended["position"].as_str());
+    let data: Value = serde_json::from_str(&first.data).unwrap();
+    assert_eq!(data["stream"], "clock-1");
+    assert_eq!(data["data"], json!({"i": 0}));
+    assert_eq!(data["position"], appended["position"]);
+    drop(sse);
+
+    // Two more events while disconnected; a reconnect with Last-Event-ID gets only them.
+    append(&client, &server, "clock-1", 2).await;
+    let response = client
+        .get(server.url("/all/subscribe"))
+        .header("last-event-id", first.id.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let mut sse = SseReader::new(response);
+    let second = sse.next().await;
+    let third = sse.next().await;
+    let revisions: Vec<u64> = [&second, &third]
+        .iter()
+        .map(|e| {
+            serde_json::from_str::<Value>(&e.data).unwrap()["revision"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(revisions, [1, 2]);
+    assert_ne!(second.id, first.id);
+
+    // from=end: only events appended after subscribing.
+    let response = client
+        .get(server.url("/all/subscribe?from=end"))
+        .send()
+        .await
+        .unwrap();
+    let mut tail = SseReader::new(response);
+    append(&client, &server, "clock-2", 1).await;
+    let latest = tail.next().await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&latest.data).unwrap()["stream"],
+        "clock-2"
+    );
+}
+
+#[tokio::test]
+async fn stream_subscription_uses_revisions_as_ids() {
+    let server = TestServer::start().await;
+    let client = reqwest::Client::new();
+    append(&client, &server, "room-1", 3).await;
+
+    let response = client
+        .get(server.url("/streams/room-1/subscribe"))
+        .header("last-event-id", "0")
+        .send()
+        .await
+        .unwrap();
+    let mut sse = SseReader::new(response);
+    assert_eq!(sse.next().await.id.as_deref(), Some("1"));
+    assert_eq!(sse.next().await.id.as_deref(), Some("2"));
+    append(&client, &server, "room-1", 1).await;
+    assert_eq!(sse.next().await.id.as_deref(), Some("3"));
+
+    let response = client
+        .get(server.url("/streams/room-1/subscribe?from=2"))
+        .send()
+        .await
+        .unwrap();
+    let mut from_two = SseReader::new(response);
+    assert_eq!(from_two.next().await.id.as_deref(), Some("2"));
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_subscriptions() {
+    let mut server = TestServer::start().await;
+    let client = reqwest::Client::new();
+    let response = client
+        .get(server.url("/all/subscribe"))
+        .send()
+        .await
+        .unwrap();
+    let _sse = SseReader::new(response);
+    let _ = server.stop.take().unwrap().send(());
+    let finished = tokio::time::timeout(Duration::from_secs(5), &mut server.task).await;
+    assert!(
+        matches!(finished, Ok(Ok(Ok(())))),
+        "the server stops with a subscription open"
+    );
+}
