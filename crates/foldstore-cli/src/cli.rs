@@ -77,12 +77,18 @@ JSON data is printed as JSON under \"data\"; other content types as \"data_base6
 For a stream, --from is a revision; for $all it is a position. Quote `$all` in
 shells that expand `$`.")]
     Read(ReadArgs),
-    /// Serve the HTTP API (not available yet).
-    #[command(after_help = "Example:
+    /// Serve the HTTP API (JSON, and live subscriptions as server-sent events).
+    #[command(after_help = "Examples:
   foldstore serve
+  foldstore serve --port 8080 --data-dir /var/lib/foldstore
+  foldstore --database postgres://app@127.0.0.1:5432/app serve
+  foldstore serve --bind 0.0.0.0 --insecure
 
-The HTTP server is not built yet: this command says so and exits with status 2.")]
-    Serve,
+Serves on http://127.0.0.1:2113 by default and prints the URL. Ctrl-C stops it
+gracefully: requests in flight finish, live subscriptions end, the store closes.
+There is no authentication yet, so binding to an address other than loopback needs
+--insecure.")]
+    Serve(ServeArgs),
     /// Measure the store with a workload, next to same-run baselines of the disk.
     #[command(after_help = "Examples:
   foldstore bench append-1 --concurrency 64 --json
@@ -230,6 +236,29 @@ pub(crate) fn parse_expected_revision(s: &str) -> Result<ExpectedRevision, Strin
             )
         }),
     }
+}
+
+/// Arguments of `foldstore serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// TCP port to listen on (0 picks a free one).
+    #[arg(long, env = "FOLDSTORE_PORT", default_value_t = 2113)]
+    pub(crate) port: u16,
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "FOLDSTORE_BIND",
+        default_value = "127.0.0.1",
+        value_name = "IP"
+    )]
+    pub(crate) bind: std::net::IpAddr,
+    /// Allow binding to an address other than loopback without authentication: anyone
+    /// who can reach the port can read and write every stream.
+    #[arg(long)]
+    pub(crate) insecure: bool,
+    /// The largest request body, in MiB.
+    #[arg(long, default_value_t = 32, value_name = "MIB")]
+    pub(crate) body_limit_mib: usize,
 }
 
 #[cfg(test)]

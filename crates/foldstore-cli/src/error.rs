@@ -30,11 +30,6 @@ pub(crate) enum CliError {
     /// `--metadata` is not a JSON object.
     #[error(transparent)]
     Metadata(#[from] InvalidMetadata),
-    /// `foldstore serve`.
-    #[error(
-        "the HTTP server is not available yet: `foldstore serve` will come with the server crate; use `foldstore append` and `foldstore read` meanwhile"
-    )]
-    ServeNotAvailable,
     /// A read found no database file.
     #[error("there is no database at {}: append an event first, or point --data-dir or --database at an existing store", path.display())]
     NoDatabase {
@@ -106,8 +101,7 @@ impl CliError {
             CliError::Usage(_)
             | CliError::DatabaseUrl(_)
             | CliError::StreamName(_)
-            | CliError::Metadata(_)
-            | CliError::ServeNotAvailable => EXIT_USAGE,
+            | CliError::Metadata(_) => EXIT_USAGE,
             _ => EXIT_FAILURE,
         })
     }

@@ -1,7 +1,6 @@
-//! `foldstore`: append to, read from and benchmark a foldstore event store.
+//! `foldstore`: serve, append to, read from and benchmark a foldstore event store.
 //!
-//! Exit status: 0 on success, 1 when an operation failed, 2 on a usage error (and for
-//! commands this build does not have yet).
+//! Exit status: 0 on success, 1 when an operation failed, 2 on a usage error.
 
 mod backend;
 mod bench;
@@ -51,7 +50,7 @@ async fn run(cli: Cli, database_on_command_line: bool) -> Result<(), CliError> {
     match cli.command {
         Command::Append(args) => commands::append::run(&cli.store, args).await,
         Command::Read(args) => commands::read::run(&cli.store, args).await,
-        Command::Serve => commands::serve(),
+        Command::Serve(args) => commands::serve::run(&cli.store, args).await,
         Command::Bench(args) => {
             if cli.store.database.is_some() && !database_on_command_line {
                 eprintln!(

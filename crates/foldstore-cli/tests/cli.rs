@@ -240,12 +240,12 @@ fn read_errors_exit_non_zero() {
 }
 
 #[test]
-fn usage_errors_and_unbuilt_commands_exit_2() {
+fn usage_errors_exit_2() {
     let dir = scratch();
     let d = dir.path();
-    let serve = foldstore(d, &["serve"]);
+    let serve = foldstore(d, &["serve", "--bind", "0.0.0.0", "--port", "0"]);
     assert_eq!(serve.status.code(), Some(2));
-    assert!(stderr(&serve).contains("not available yet"));
+    assert!(stderr(&serve).contains("--insecure"), "{}", stderr(&serve));
 
     let schema_on_sqlite = foldstore(
         d,
@@ -615,4 +615,74 @@ fn postgres_append_read_and_bench() {
         &format!("SELECT count(*) FROM pg_namespace WHERE nspname = '{schema}'"),
     );
     assert_eq!(count, ["1"]);
+}
+
+/// `foldstore serve` on a free port: prints its URL, answers HTTP, appends land in the
+/// data directory, and SIGINT stops it cleanly (exit 0, store closed).
+#[cfg(unix)]
+#[test]
+fn serve_answers_http_and_stops_on_sigint() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::net::TcpStream;
+
+    let dir = scratch();
+    let d = dir.path();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_foldstore"))
+        .env_remove("FOLDSTORE_DATA_DIR")
+        .env_remove("FOLDSTORE_DATABASE_URL")
+        .args(["serve", "--port", "0"])
+        .current_dir(d)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"));
+    let host = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+
+    let request = |text: String| {
+        let mut stream = TcpStream::connect(&host).unwrap();
+        stream.write_all(text.as_bytes()).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let body =
+        r#"{"expected_revision":"no_stream","events":[{"type":"Opened","data":{"owner":"ada"}}]}"#;
+    let appended = request(format!(
+        "POST /streams/account-1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    assert!(appended.starts_with("HTTP/1.1 200"), "{appended}");
+    assert!(
+        appended.contains("\"next_expected_revision\":0"),
+        "{appended}"
+    );
+    let health = request("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_owned());
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // The store was closed: the event is there for the next command.
+    let read = foldstore(d, &["read", "account-1"]);
+    assert!(read.status.success(), "{}", stderr(&read));
+    assert!(String::from_utf8_lossy(&read.stdout).contains("Opened"));
 }

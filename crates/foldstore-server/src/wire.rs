@@ -2,6 +2,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use foldstore_core::rules::is_json;
 use foldstore_core::{
     AppendResult, ExpectedRevision, JSON, Metadata, NewEvent, Position, RecordedEvent,
 };
@@ -93,7 +94,7 @@ impl AppendBody {
 impl EventBody {
     fn into_new_event(self, index: usize) -> Result<NewEvent, ApiError> {
         let content_type = self.content_type.unwrap_or_else(|| JSON.to_owned());
-        let data = if content_type == JSON {
+        let data = if is_json(&content_type) {
             serde_json::to_vec(&self.data)
                 .map_err(|e| ApiError::invalid_event(format!("event {index}: data: {e}")))?
         } else {
@@ -142,7 +143,7 @@ pub(crate) fn event_json(e: &RecordedEvent) -> Value {
     object.insert("type".into(), json!(e.event_type));
     object.insert("revision".into(), json!(e.revision));
     object.insert("position".into(), json!(e.position.to_string()));
-    let json_data = if e.content_type == JSON {
+    let json_data = if is_json(&e.content_type) {
         serde_json::from_slice::<Value>(&e.data).ok()
     } else {
         None

@@ -2,6 +2,7 @@
 
 pub(crate) mod append;
 pub(crate) mod read;
+pub(crate) mod serve;
 
 use crate::backend::{self, Durability, Store};
 use crate::cli::StoreArgs;
@@ -43,9 +44,4 @@ pub(crate) async fn open_store(args: &StoreArgs, access: Access) -> Result<Store
         }
     }
     backend::open(&DatabaseLocation::Sqlite(path), Durability::Full).await
-}
-
-/// `foldstore serve`: not built yet, and it says so rather than pretend.
-pub(crate) fn serve() -> Result<(), CliError> {
-    Err(CliError::ServeNotAvailable)
 }

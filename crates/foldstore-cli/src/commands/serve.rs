@@ -1,0 +1,84 @@
+//! `foldstore serve`: the HTTP API of `foldstore-server` over the store the global
+//! options point at, until Ctrl-C (or SIGTERM).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use foldstore_core::EventStore;
+use foldstore_server::ServerConfig;
+
+use super::{Access, open_store};
+use crate::backend::{self, Store};
+use crate::cli::{ServeArgs, StoreArgs};
+use crate::error::CliError;
+
+/// Runs `foldstore serve`.
+pub(crate) async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), CliError> {
+    if !args.bind.is_loopback() && !args.insecure {
+        return Err(CliError::Usage(format!(
+            "refusing to serve on {}: the server has no authentication yet, so anyone who can reach it could read and write every stream. Bind to loopback (the default, 127.0.0.1), or pass --insecure if that is what you want",
+            args.bind
+        )));
+    }
+    let body_limit = args
+        .body_limit_mib
+        .checked_mul(1024 * 1024)
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "--body-limit-mib {} is too large",
+                args.body_limit_mib
+            ))
+        })?;
+    let address = SocketAddr::new(args.bind, args.port);
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| CliError::io(format!("could not listen on {address}"), e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| CliError::io("could not read the listening address", e))?;
+
+    let store = open_store(store_args, Access::Create).await?;
+    let dyn_store: Arc<dyn EventStore> = match &store {
+        Store::Sqlite(s) => Arc::new(s.clone()),
+        Store::Postgres(p) => Arc::new(p.clone()),
+    };
+    println!(
+        "foldstore serving the {} store on http://{local}/ (Ctrl-C stops)",
+        store.backend_name()
+    );
+    if args.insecure && !args.bind.is_loopback() {
+        eprintln!(
+            "warning: --insecure: no authentication, anyone who can reach {local} can read and write"
+        );
+    }
+    let config = ServerConfig::default().body_limit(body_limit);
+    let served = foldstore_server::serve(listener, dyn_store, config, shutdown_signal()).await;
+    // The server has stopped and dropped its handles: finish queued writes and close.
+    let closed = backend::close(store).await;
+    served.map_err(|e| CliError::io("the server failed", e))?;
+    closed?;
+    eprintln!("foldstore stopped");
+    Ok(())
+}
+
+/// Completes on Ctrl-C, or on SIGTERM on Unix.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
