@@ -2,7 +2,7 @@
 //! `application/problem+json` body with a stable `code`.
 //!
 //! Core errors map by variant; axum's own rejections (body, query) are caught by the
-//! extractors in [`crate::extract`] and mapped here too, so no handler ever answers
+//! crate's extractors (`extract.rs`) and mapped here too, so no handler ever answers
 //! with axum's plain-text messages. Backend internals are logged, never sent.
 
 use axum::http::{HeaderValue, StatusCode, header};

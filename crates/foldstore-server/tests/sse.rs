@@ -234,3 +234,45 @@ async fn shutdown_ends_open_subscriptions() {
         "the server stops with a subscription open"
     );
 }
+
+#[tokio::test]
+async fn a_tombstone_ends_a_stream_subscription_with_an_error_event() {
+    let server = TestServer::start().await;
+    let client = reqwest::Client::new();
+    append(&client, &server, "door-1", 1).await;
+    let response = client
+        .get(server.url("/streams/door-1/subscribe"))
+        .send()
+        .await
+        .unwrap();
+    let mut sse = SseReader::new(response);
+    assert_eq!(sse.next().await.id.as_deref(), Some("0"));
+
+    let deleted = client
+        .delete(server.url("/streams/door-1?tombstone=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let error = sse.next().await;
+    assert_eq!(error.event.as_deref(), Some("error"));
+    let problem: Value = serde_json::from_str(&error.data).unwrap();
+    assert_eq!(problem["code"], "stream_tombstoned");
+    assert_eq!(problem["status"], 410);
+}
+
+#[tokio::test]
+async fn a_bad_last_event_id_is_a_problem() {
+    let server = TestServer::start().await;
+    let response = reqwest::Client::new()
+        .get(server.url("/all/subscribe"))
+        .header("last-event-id", "not-a-position")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+}
