@@ -276,3 +276,23 @@ async fn a_bad_last_event_id_is_a_problem() {
         "application/problem+json"
     );
 }
+
+#[tokio::test]
+async fn idle_subscriptions_get_heartbeats() {
+    let server = TestServer::start().await;
+    let response = reqwest::Client::new()
+        .get(server.url("/all/subscribe?from=end"))
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
+        .await
+        .expect("a heartbeat within 5 s (the test server beats every 200 ms)")
+        .unwrap()
+        .unwrap();
+    assert!(
+        std::str::from_utf8(&chunk).unwrap().starts_with(':'),
+        "{chunk:?}"
+    );
+}
