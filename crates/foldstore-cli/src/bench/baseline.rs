@@ -237,42 +237,23 @@ fn raw_indexed_insert_rates(db: &Path) -> Result<(f64, f64), CliError> {
     .map_err(fail("creating the indexed table"))?;
     let mut revisions = vec![0u64; STREAMS];
     let mut seq = 0u64;
-    let mut insert_for = |rows_per_tx: u64, time: Duration| -> Result<f64, CliError> {
-        let start = Instant::now();
-        let mut rows = 0u64;
-        while start.elapsed() < time {
-            if stopped() {
-                return Err(CliError::Interrupted);
-            }
-            let tx = conn
-                .transaction()
-                .map_err(fail("beginning a transaction"))?;
-            {
-                let mut stmt = tx
-                    .prepare_cached(
-                        "INSERT INTO events (stream, revision, id, event_type, data)
-                         VALUES (?1, ?2, ?3, ?4, ?5)",
-                    )
-                    .map_err(fail("preparing the insert"))?;
-                for _ in 0..rows_per_tx {
-                    seq += 1;
-                    let s = (seq % STREAMS as u64) as usize;
-                    let id = uuid::Uuid::now_v7();
-                    stmt.execute(params![
-                        format!("bench-{s}"),
-                        revisions[s],
-                        id.as_bytes().as_slice(),
-                        "Deposited",
-                        event_data(seq, 0)
-                    ])
-                    .map_err(fail("inserting"))?;
-                    revisions[s] += 1;
-                }
-            }
-            tx.commit().map_err(fail("committing"))?;
-            rows += rows_per_tx;
-        }
-        Ok(rows as f64 / start.elapsed().as_secs_f64())
+    let sql = "INSERT INTO events (stream, revision, id, event_type, data)
+               VALUES (?1, ?2, ?3, ?4, ?5)";
+    let mut insert_for = |rows_per_tx: u64, time: Duration| {
+        rows_per_second(&mut conn, sql, rows_per_tx, time, |stmt| {
+            seq += 1;
+            let s = (seq % STREAMS as u64) as usize;
+            let id = uuid::Uuid::now_v7();
+            stmt.execute(params![
+                format!("bench-{s}"),
+                revisions[s],
+                id.as_bytes().as_slice(),
+                "Deposited",
+                event_data(seq, 0)
+            ])?;
+            revisions[s] += 1;
+            Ok(())
+        })
     };
     let tx1 = insert_for(1, TX1_TIME)?;
     let tx1000 = insert_for(1000, TX1000_TIME)?;
@@ -326,35 +307,49 @@ fn raw_insert_rates(db: &Path) -> Result<(f64, f64), CliError> {
     )
     .map_err(fail("creating the table"))?;
     let mut seq = 0u64;
-    let mut insert_for = |rows_per_tx: u64, time: Duration| -> Result<f64, CliError> {
-        let start = Instant::now();
-        let mut rows = 0u64;
-        while start.elapsed() < time {
-            if stopped() {
-                return Err(CliError::Interrupted);
-            }
-            let tx = conn
-                .transaction()
-                .map_err(fail("beginning a transaction"))?;
-            {
-                let mut stmt = tx
-                    .prepare_cached(
-                        "INSERT INTO events (stream, event_type, data) VALUES (?1, ?2, ?3)",
-                    )
-                    .map_err(fail("preparing the insert"))?;
-                for _ in 0..rows_per_tx {
-                    seq += 1;
-                    let stream = format!("bench-{}", seq % STREAMS as u64);
-                    stmt.execute(params![stream, "Deposited", event_data(seq, 0)])
-                        .map_err(fail("inserting"))?;
-                }
-            }
-            tx.commit().map_err(fail("committing"))?;
-            rows += rows_per_tx;
-        }
-        Ok(rows as f64 / start.elapsed().as_secs_f64())
+    let sql = "INSERT INTO events (stream, event_type, data) VALUES (?1, ?2, ?3)";
+    let mut insert_for = |rows_per_tx: u64, time: Duration| {
+        rows_per_second(&mut conn, sql, rows_per_tx, time, |stmt| {
+            seq += 1;
+            let stream = format!("bench-{}", seq % STREAMS as u64);
+            stmt.execute(params![stream, "Deposited", event_data(seq, 0)])?;
+            Ok(())
+        })
     };
     let tx1 = insert_for(1, TX1_TIME)?;
     let tx1000 = insert_for(1000, TX1000_TIME)?;
     Ok((tx1, tx1000))
+}
+
+/// Runs transactions of `rows_per_tx` rows, each row inserted by `insert_row` with the
+/// cached statement `sql`, for `time`; answers rows per second.
+fn rows_per_second(
+    conn: &mut Connection,
+    sql: &str,
+    rows_per_tx: u64,
+    time: Duration,
+    mut insert_row: impl FnMut(&mut rusqlite::CachedStatement<'_>) -> rusqlite::Result<()>,
+) -> Result<f64, CliError> {
+    let fail = |what| move |source| CliError::Baseline { what, source };
+    let start = Instant::now();
+    let mut rows = 0u64;
+    while start.elapsed() < time {
+        if stopped() {
+            return Err(CliError::Interrupted);
+        }
+        let tx = conn
+            .transaction()
+            .map_err(fail("beginning a transaction"))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(sql)
+                .map_err(fail("preparing the insert"))?;
+            for _ in 0..rows_per_tx {
+                insert_row(&mut stmt).map_err(fail("inserting"))?;
+            }
+        }
+        tx.commit().map_err(fail("committing"))?;
+        rows += rows_per_tx;
+    }
+    Ok(rows as f64 / start.elapsed().as_secs_f64())
 }
