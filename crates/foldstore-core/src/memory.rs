@@ -212,7 +212,7 @@ impl EventStore for InMemoryStore {
     }
 
     async fn read_all(&self, options: ReadAllOptions) -> Result<Vec<RecordedEvent>, ReadError> {
-        check_filter(&options.filter)?;
+        options.filter.validate()?;
         let st = self.lock();
         let matches = |e: &&RecordedEvent| options.filter.matches(e.stream.as_str(), &e.event_type);
         let index_of = |p: Position| usize::try_from(p.as_u128()).unwrap_or(usize::MAX);
@@ -303,7 +303,7 @@ impl EventStore for InMemoryStore {
         from: SubscribeFrom,
         filter: EventFilter,
     ) -> Result<EventSubscription, ReadError> {
-        check_filter(&filter)?;
+        filter.validate()?;
         subscribe_all(self.clone(), &self.commits, from, filter).await
     }
 
@@ -314,17 +314,6 @@ impl EventStore for InMemoryStore {
     ) -> Result<EventSubscription, ReadError> {
         subscribe_stream(self.clone(), &self.commits, stream.clone(), from).await
     }
-}
-
-/// Checks the parts of a filter that can be wrong: the category and the group.
-pub(crate) fn check_filter(filter: &EventFilter) -> Result<(), ReadError> {
-    if let Some(c) = &filter.category {
-        crate::validate_category(c)?;
-    }
-    if let Some(g) = filter.consumer_group {
-        crate::ConsumerGroup::new(g.member, g.size)?;
-    }
-    Ok(())
 }
 
 impl InMemoryStore {

@@ -182,6 +182,25 @@ impl EventFilter {
         self
     }
 
+    /// Checks the parts that can be wrong: the category name and the consumer group.
+    ///
+    /// ```
+    /// use foldstore_core::{ConsumerGroup, EventFilter};
+    ///
+    /// assert!(EventFilter::all().validate().is_ok());
+    /// let bad = EventFilter { category: Some("a-b".into()), ..EventFilter::all() };
+    /// assert!(bad.validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<(), ReadError> {
+        if let Some(c) = &self.category {
+            validate_category(c)?;
+        }
+        if let Some(g) = self.consumer_group {
+            ConsumerGroup::new(g.member, g.size)?;
+        }
+        Ok(())
+    }
+
     /// Whether nothing is filtered out.
     pub fn is_all(&self) -> bool {
         self.stream_prefix.is_none()

@@ -87,9 +87,7 @@ pub async fn subscribe_all<S>(
 where
     S: EventStore + Clone + 'static,
 {
-    if let Some(g) = filter.consumer_group {
-        crate::ConsumerGroup::new(g.member, g.size)?;
-    }
+    filter.validate()?;
     let listener = commits.listen();
     let after = match from {
         SubscribeFrom::Start => None,

@@ -12,10 +12,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use foldstore_core::rules::{StreamState, Visibility, check_delete, validate_events};
 use foldstore_core::subscription::{CommitNotifier, subscribe_all, subscribe_stream};
 use foldstore_core::{
-    AppendError, AppendResult, BackendError, BackendErrorKind, ConsumerGroup, DeleteError,
-    Direction, EventFilter, EventStore, EventSubscription, ExpectedRevision, MetadataError,
-    NewEvent, Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent,
-    StreamMetadata, StreamName, SubscribeFrom, SubscribeStreamFrom, group_hash, validate_category,
+    AppendError, AppendResult, BackendError, BackendErrorKind, DeleteError, Direction, EventFilter,
+    EventStore, EventSubscription, ExpectedRevision, MetadataError, NewEvent, Position,
+    ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamMetadata, StreamName,
+    SubscribeFrom, SubscribeStreamFrom, group_hash,
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::AbortHandle;
@@ -313,7 +313,7 @@ impl PostgresStore {
         &self,
         options: &ReadAllOptions,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
-        check_filter(&options.filter)?;
+        options.filter.validate()?;
         if options.max_count == 0 {
             return Ok(Vec::new());
         }
@@ -559,17 +559,6 @@ fn state_from(
     })
 }
 
-/// Checks the parts of a filter that can be wrong, as the in-memory store does.
-fn check_filter(filter: &EventFilter) -> Result<(), ReadError> {
-    if let Some(category) = &filter.category {
-        validate_category(category)?;
-    }
-    if let Some(g) = filter.consumer_group {
-        ConsumerGroup::new(g.member, g.size)?;
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl EventStore for PostgresStore {
     async fn append(
@@ -684,7 +673,7 @@ impl EventStore for PostgresStore {
     }
 
     async fn read_all(&self, options: ReadAllOptions) -> Result<Vec<RecordedEvent>, ReadError> {
-        check_filter(&options.filter)?;
+        options.filter.validate()?;
         self.wait_for_own_writes().await?;
         self.read_all_visible(&options).await
     }
@@ -783,7 +772,7 @@ impl EventStore for PostgresStore {
         from: SubscribeFrom,
         filter: EventFilter,
     ) -> Result<EventSubscription, ReadError> {
-        check_filter(&filter)?;
+        filter.validate()?;
         // `End` must not replay this store's own acknowledged appends: resolve it with
         // the waiting head, not the subscription reader's.
         let from = match from {

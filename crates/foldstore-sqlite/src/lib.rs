@@ -436,7 +436,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn read_all(&self, options: ReadAllOptions) -> Result<Vec<RecordedEvent>, ReadError> {
-        reader::check_filter(&options.filter)?;
+        options.filter.validate()?;
         self.inner
             .readers
             .run(move |rc| reader::read_all(rc, &options))
@@ -498,7 +498,7 @@ impl EventStore for SqliteStore {
         from: SubscribeFrom,
         filter: EventFilter,
     ) -> Result<EventSubscription, ReadError> {
-        reader::check_filter(&filter)?;
+        filter.validate()?;
         subscribe_all(self.clone(), &self.inner.shared.commits, from, filter).await
     }
 

@@ -9,9 +9,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use foldstore_core::rules::{StreamState, Visibility};
 use foldstore_core::{
-    BackendError, BackendErrorKind, ConsumerGroup, Direction, JSON, Metadata, MetadataError,
-    Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamMetadata,
-    StreamName, validate_category,
+    BackendError, BackendErrorKind, Direction, JSON, Metadata, MetadataError, Position,
+    ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamMetadata, StreamName,
 };
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -291,22 +290,11 @@ pub(crate) fn read_stream(
     Ok(out)
 }
 
-/// Checks the parts of a filter that can be wrong, as the in-memory store does.
-pub(crate) fn check_filter(filter: &foldstore_core::EventFilter) -> Result<(), ReadError> {
-    if let Some(c) = &filter.category {
-        validate_category(c)?;
-    }
-    if let Some(g) = filter.consumer_group {
-        ConsumerGroup::new(g.member, g.size)?;
-    }
-    Ok(())
-}
-
 pub(crate) fn read_all(
     rc: &mut ReadConn,
     options: &ReadAllOptions,
 ) -> Result<Vec<RecordedEvent>, ReadError> {
-    check_filter(&options.filter)?;
+    options.filter.validate()?;
     if options.max_count == 0 {
         return Ok(Vec::new());
     }
