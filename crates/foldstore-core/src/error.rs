@@ -92,6 +92,9 @@ pub enum InvalidEvent {
     /// Two events of one append had the same id.
     #[error("event id {0} appears twice in this append: every event needs its own id")]
     DuplicateIdInAppend(Uuid),
+    /// One of the event's tags is invalid.
+    #[error("{0}")]
+    Tag(crate::dcb::InvalidTag),
 }
 
 /// Why an append failed. Nothing of a failed append is written.
@@ -154,6 +157,18 @@ pub enum AppendError {
         /// The stream.
         stream: StreamName,
     },
+    /// The append's [`crate::dcb::AppendCondition`] failed: an event matching its query
+    /// was stored after the condition's `after` position.
+    #[error(
+        "the append condition failed: event at position {position} matches its query and came after the decision was made: read the query again, decide again, and retry"
+    )]
+    ConditionFailed {
+        /// The position of the first matching event after `after`.
+        position: Position,
+    },
+    /// A tag on an event, or in the condition's query, is invalid.
+    #[error("{0}")]
+    InvalidTag(#[from] crate::dcb::InvalidTag),
     /// The backend failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -178,6 +193,9 @@ pub enum ReadError {
     /// A stream or category name is invalid.
     #[error(transparent)]
     InvalidName(#[from] InvalidStreamName),
+    /// A tag in a query is invalid.
+    #[error("{0}")]
+    InvalidTag(#[from] crate::dcb::InvalidTag),
     /// A consumer group was given with `member >= size` or `size == 0`.
     #[error("consumer group member {member} of size {size} is invalid: use 0 <= member < size")]
     InvalidConsumerGroup {

@@ -35,6 +35,10 @@ pub struct NewEvent {
     pub content_type: String,
     /// A JSON object: correlation and causation ids and user keys.
     pub metadata: Metadata,
+    /// Tags for Dynamic Consistency Boundary queries (see [`crate::dcb`]), such as
+    /// `account:42`. Opaque to the store; none by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 impl NewEvent {
@@ -58,6 +62,7 @@ impl NewEvent {
             data: data.into(),
             content_type: content_type.into(),
             metadata: Metadata::new(),
+            tags: Vec::new(),
         }
     }
 
@@ -70,6 +75,16 @@ impl NewEvent {
     /// Sets the metadata.
     pub fn with_metadata(mut self, metadata: Metadata) -> Self {
         self.metadata = metadata;
+        self
+    }
+
+    /// Sets the tags (see [`crate::dcb`]).
+    pub fn with_tags<I, T>(mut self, tags: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.tags = tags.into_iter().map(Into::into).collect();
         self
     }
 
@@ -100,6 +115,9 @@ pub struct RecordedEvent {
     pub metadata: Metadata,
     /// When the store committed the event.
     pub recorded_at: DateTime<Utc>,
+    /// The tags given on append, in their order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 impl RecordedEvent {

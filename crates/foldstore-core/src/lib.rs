@@ -30,6 +30,7 @@
 //! # }
 //! ```
 
+pub mod dcb;
 mod error;
 mod event;
 mod memory;
@@ -37,6 +38,7 @@ mod metadata;
 mod options;
 mod position;
 pub mod rules;
+pub mod snapshot;
 mod store;
 mod stream_name;
 pub mod subscription;
@@ -56,6 +58,7 @@ pub use options::{
 };
 pub use position::{CurrentRevision, ExpectedRevision, InvalidPosition, Position};
 pub use rules::{AppendResult, Limits, StreamMetadata, StreamState};
+pub use snapshot::{Snapshot, SnapshotError, SnapshotStore};
 pub use store::{EventStore, EventSubscription};
 pub use stream_name::{
     InvalidStreamName, MAX_STREAM_NAME_BYTES, StreamName, category_of, validate_category,

@@ -8,8 +8,12 @@ use async_trait::async_trait;
 use chrono::Utc;
 use uuid::Uuid;
 
+use crate::dcb::{AppendCondition, Query, ReadQueryOptions};
 use crate::rules::{
     AppendPlan, StoredId, StreamState, Visibility, check_delete, plan_append, validate_events,
+};
+use crate::snapshot::{
+    Snapshot, SnapshotError, SnapshotStore, should_replace, validate_state_type,
 };
 use crate::subscription::{CommitNotifier, subscribe_all, subscribe_stream};
 use crate::{
@@ -33,6 +37,7 @@ struct State {
     events: Vec<RecordedEvent>,
     streams: HashMap<StreamName, Stream>,
     ids: HashMap<Uuid, usize>,
+    snapshots: HashMap<(StreamName, String), Snapshot>,
 }
 
 /// An event store in memory.
@@ -94,15 +99,18 @@ fn stream_state(state: &State, stream: &StreamName) -> StreamState {
         .unwrap_or_default()
 }
 
-#[async_trait]
-impl EventStore for InMemoryStore {
-    async fn append(
+impl InMemoryStore {
+    fn append_checked(
         &self,
         stream: &StreamName,
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
+        condition: Option<&AppendCondition>,
     ) -> Result<AppendResult, AppendError> {
         validate_events(&events, &self.limits)?;
+        if let Some(c) = condition {
+            c.fail_if_events_match.validate()?;
+        }
         let result = {
             let mut st = self.lock();
             let stored: Vec<Option<StoredId>> = events
@@ -123,6 +131,21 @@ impl EventStore for InMemoryStore {
                 AppendPlan::AlreadyStored(result) => return Ok(result),
                 AppendPlan::Write { first_revision } => first_revision,
             };
+            if let Some(c) = condition {
+                let start = c
+                    .after
+                    .map_or(0, |p| usize::try_from(p.as_u128()).unwrap_or(usize::MAX));
+                if let Some(hit) = st
+                    .events
+                    .iter()
+                    .skip(start)
+                    .find(|e| c.fail_if_events_match.matches(&e.event_type, &e.tags))
+                {
+                    return Err(AppendError::ConditionFailed {
+                        position: hit.position,
+                    });
+                }
+            }
             let now = Utc::now();
             let mut revision = first_revision;
             let mut indexes = Vec::with_capacity(events.len());
@@ -139,6 +162,7 @@ impl EventStore for InMemoryStore {
                     content_type: e.content_type,
                     metadata: e.metadata,
                     recorded_at: now,
+                    tags: e.tags,
                 });
                 indexes.push(index);
                 revision += 1;
@@ -153,6 +177,48 @@ impl EventStore for InMemoryStore {
         };
         self.commits.notify();
         Ok(result)
+    }
+}
+
+#[async_trait]
+impl EventStore for InMemoryStore {
+    async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, AppendError> {
+        self.append_checked(stream, expected, events, None)
+    }
+
+    async fn append_if(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> Result<AppendResult, AppendError> {
+        self.append_checked(stream, expected, events, Some(&condition))
+    }
+
+    async fn read_query(
+        &self,
+        query: &Query,
+        options: ReadQueryOptions,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        query.validate()?;
+        let st = self.lock();
+        let start = options
+            .after
+            .map_or(0, |p| usize::try_from(p.as_u128()).unwrap_or(usize::MAX));
+        Ok(st
+            .events
+            .iter()
+            .skip(start)
+            .filter(|e| query.matches(&e.event_type, &e.tags))
+            .take(options.limit.unwrap_or(usize::MAX))
+            .cloned()
+            .collect())
     }
 
     async fn read_stream(
@@ -335,5 +401,34 @@ impl InMemoryStore {
         }
         self.commits.notify();
         Ok(())
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for InMemoryStore {
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), SnapshotError> {
+        validate_state_type(&snapshot.state_type)?;
+        let mut st = self.lock();
+        let key = (snapshot.stream.clone(), snapshot.state_type.clone());
+        match st.snapshots.get(&key) {
+            Some(old) if !should_replace(old, &snapshot) => {}
+            _ => {
+                st.snapshots.insert(key, snapshot);
+            }
+        }
+        Ok(())
+    }
+
+    async fn load_snapshot(
+        &self,
+        stream: &StreamName,
+        state_type: &str,
+    ) -> Result<Option<Snapshot>, SnapshotError> {
+        validate_state_type(state_type)?;
+        let st = self.lock();
+        Ok(st
+            .snapshots
+            .get(&(stream.clone(), state_type.to_owned()))
+            .cloned())
     }
 }

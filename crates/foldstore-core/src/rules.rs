@@ -76,6 +76,9 @@ pub fn validate_events(events: &[NewEvent], limits: &Limits) -> Result<(), Appen
         if !ids.insert(e.id) {
             return Err(invalid(InvalidEvent::DuplicateIdInAppend(e.id)));
         }
+        if let Err(tag) = crate::dcb::validate_tags(&e.tags) {
+            return Err(invalid(InvalidEvent::Tag(tag)));
+        }
     }
     Ok(())
 }

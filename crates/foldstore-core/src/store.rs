@@ -3,10 +3,12 @@
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
+use crate::dcb::{AppendCondition, Query, ReadQueryOptions};
 use crate::{
-    AppendError, AppendResult, DeleteError, EventFilter, ExpectedRevision, MetadataError, NewEvent,
-    Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamMetadata,
-    StreamName, SubscribeFrom, SubscribeStreamFrom, SubscriptionError, validate_category,
+    AppendError, AppendResult, BackendError, BackendErrorKind, DeleteError, EventFilter,
+    ExpectedRevision, MetadataError, NewEvent, Position, ReadAllOptions, ReadError,
+    ReadStreamOptions, RecordedEvent, StreamMetadata, StreamName, SubscribeFrom,
+    SubscribeStreamFrom, SubscriptionError, validate_category,
 };
 
 /// A live stream of events: catch-up first, then new events as they commit.
@@ -48,6 +50,46 @@ pub trait EventStore: Send + Sync {
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, AppendError>;
+
+    /// Appends like [`EventStore::append`], and also fails with
+    /// [`AppendError::ConditionFailed`] if an event matching `condition`'s query is
+    /// stored after `condition.after` (Dynamic Consistency Boundary, see [`crate::dcb`]).
+    ///
+    /// The checks run in this order: the events are validated, a retry of an append
+    /// that is already stored returns its first result (the condition is not checked
+    /// again, since the stored events may match it themselves), the expected revision
+    /// is checked, then the condition. Condition and write are atomic: no event that
+    /// matches can be committed between the check and the write.
+    async fn append_if(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> Result<AppendResult, AppendError> {
+        let _ = (stream, expected, events, condition);
+        Err(BackendError::new(
+            BackendErrorKind::Incompatible,
+            "this backend does not support conditional appends yet",
+        )
+        .into())
+    }
+
+    /// Reads the events matching `query` in global order (Dynamic Consistency
+    /// Boundary, see [`crate::dcb`]). Unlike stream reads, soft-deleted, truncated and
+    /// tombstoned streams' events are included, as in `$all`.
+    async fn read_query(
+        &self,
+        query: &Query,
+        options: ReadQueryOptions,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        let _ = (query, options);
+        Err(BackendError::new(
+            BackendErrorKind::Incompatible,
+            "this backend does not support query reads yet",
+        )
+        .into())
+    }
 
     /// Reads a stream's visible events (soft-delete and metadata limits applied).
     ///

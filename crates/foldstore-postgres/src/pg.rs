@@ -141,6 +141,7 @@ pub(crate) fn event_from_row(row: &Row, stream: StreamName) -> Result<RecordedEv
         content_type,
         metadata: Metadata::from_trusted_json(metadata),
         recorded_at,
+        tags: Vec::new(), // DCB: stored by the tags table (schema v2)
     })
 }
 

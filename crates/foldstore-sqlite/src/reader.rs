@@ -135,6 +135,7 @@ fn decode(row: &Row<'_>, stream: StreamName) -> rusqlite::Result<RecordedEvent> 
         content_type: content_type.unwrap_or_else(|| JSON.to_owned()),
         metadata: Metadata::from_trusted_json(row.get(8)?),
         recorded_at: DateTime::from_timestamp_micros(recorded_at).unwrap_or_default(),
+        tags: Vec::new(), // DCB: stored by the tags table (schema v2)
     })
 }
 

@@ -134,6 +134,8 @@ pub enum InvalidKind {
     EmptyContentType,
     /// Two events of one append share an id.
     DuplicateIdInAppend,
+    /// A tag is invalid.
+    Tag,
 }
 
 impl From<&InvalidEvent> for InvalidKind {
@@ -145,6 +147,7 @@ impl From<&InvalidEvent> for InvalidKind {
             InvalidEvent::DataNotJson(_) => Self::DataNotJson,
             InvalidEvent::EmptyContentType => Self::EmptyContentType,
             InvalidEvent::DuplicateIdInAppend(_) => Self::DuplicateIdInAppend,
+            InvalidEvent::Tag(_) => Self::Tag,
         }
     }
 }
@@ -170,6 +173,9 @@ impl From<&AppendError> for Refusal {
             },
             AppendError::DuplicateEventId { .. } => Self::DuplicateEventId,
             AppendError::StreamTombstoned { .. } => Self::StreamTombstoned,
+            AppendError::ConditionFailed { .. } | AppendError::InvalidTag(_) => {
+                Self::Other(e.to_string())
+            }
             AppendError::Backend(b) => Self::Other(b.to_string()),
         }
     }
@@ -182,6 +188,7 @@ impl From<&ReadError> for Refusal {
             ReadError::StreamTombstoned { .. } => Self::StreamTombstoned,
             ReadError::InvalidName(_) => Self::InvalidName,
             ReadError::InvalidConsumerGroup { .. } => Self::InvalidConsumerGroup,
+            ReadError::InvalidTag(_) => Self::Other(e.to_string()),
             ReadError::Backend(b) => Self::Other(b.to_string()),
         }
     }
