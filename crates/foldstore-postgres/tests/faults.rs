@@ -1,10 +1,11 @@
-//! PostgreSQL going away under load (issue 3, restart test).
+//! PostgreSQL going away under load (issue 3, restart tests).
 //!
-//! Guards against losing or doubling events when the database connection breaks: a
-//! small TCP proxy in the test sits between the store and PostgreSQL and cuts every
-//! connection (and refuses new ones) for a while, as a server restart does, while
-//! writers append and a subscriber reads through the same store. Checked against the
-//! record of what was acknowledged:
+//! Guards against losing or doubling events when the database goes away, in two ways:
+//! a small TCP proxy in the test cuts every connection (and refuses new ones) for a
+//! while, as a network failure does; and a private PostgreSQL cluster started by the
+//! test is crashed (`pg_ctl stop -m immediate`) and restarted, so the server's own
+//! crash recovery is part of the test. Meanwhile writers append and a subscriber reads
+//! through the same store. Checked against the record of what was acknowledged:
 //!
 //! - while the server is away, appends fail fast with a retryable error: `Unavailable`
 //!   (nothing was written: those ids must never appear) or `OutcomeUnknown` (the
@@ -26,6 +27,7 @@ use foldstore_core::{
     AppendError, BackendErrorKind, EventFilter, EventStore, ExpectedRevision, NewEvent,
     ReadAllOptions, StreamName, SubscribeFrom,
 };
+use foldstore_postgres::PostgresStore;
 use futures::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
@@ -146,6 +148,19 @@ async fn a_server_restart_loses_nothing_and_doubles_nothing() {
         .await
         .expect("connect through the proxy");
 
+    check_outage(&store, || proxy.cut(), || proxy.restore()).await;
+    drop(store);
+    drop(proxy);
+    drop(guard);
+}
+
+/// Runs 4 writers and a subscriber through an outage made by `begin_outage` and ended
+/// by `end_outage`, then checks the log against what was acknowledged.
+async fn check_outage(
+    store: &PostgresStore,
+    begin_outage: impl FnOnce(),
+    end_outage: impl FnOnce(),
+) {
     let seen: Arc<Mutex<Vec<Uuid>>> = Arc::default();
     let sub_seen = seen.clone();
     let reader = store.clone();
@@ -218,9 +233,9 @@ async fn a_server_restart_loses_nothing_and_doubles_nothing() {
     }
 
     tokio::time::sleep(Duration::from_millis(700)).await;
-    proxy.cut();
+    tokio::task::block_in_place(begin_outage);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    proxy.restore();
+    tokio::task::block_in_place(end_outage);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::SeqCst);
 
@@ -288,7 +303,154 @@ async fn a_server_restart_loses_nothing_and_doubles_nothing() {
         acknowledged.len(),
         refused.len()
     );
+}
+
+/// A PostgreSQL cluster of the test's own, in a temporary directory on a free port, so
+/// that the test can crash and restart a real server without touching the shared one.
+struct PrivateCluster {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl PrivateCluster {
+    /// Initialises and starts a cluster, or says why it can't (no PostgreSQL server
+    /// binaries on this machine).
+    fn start() -> Result<Self, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("foldstore-pg-")
+            .tempdir()
+            .map_err(|e| format!("temporary directory: {e}"))?;
+        // PostgreSQL refuses to run as root: hand the directory to `postgres` then.
+        if running_as_root() {
+            let (uid, gid) = postgres_ids().ok_or("running as root and no `postgres` user")?;
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+                .map_err(|e| format!("chown: {e}"))?;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("free port: {e}"))?
+            .port();
+        let cluster = Self { dir, port };
+        cluster.run(
+            "initdb",
+            &[
+                "-D",
+                &cluster.data(),
+                "--auth=trust",
+                "--username=root",
+                "--no-sync",
+            ],
+        )?;
+        cluster.up()?;
+        Ok(cluster)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://root@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn up(&self) -> Result<(), String> {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("server.log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-o", &opts, "-l", &log, "-w", "start"],
+        )
+    }
+
+    /// Stops the server the way a crash does: no checkpoint, no clean shutdown; the
+    /// next start runs crash recovery from the WAL.
+    fn crash(&self) -> Result<(), String> {
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        )
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> Result<(), String> {
+        let mut command = if running_as_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--", program]);
+            c
+        } else {
+            std::process::Command::new(program)
+        };
+        let out = command
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .map_err(|e| format!("{program}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{program} {args:?} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = self.crash();
+    }
+}
+
+fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+}
+
+/// The uid and gid of the `postgres` user, from /etc/passwd.
+fn postgres_ids() -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    let line = passwd.lines().find(|l| l.starts_with("postgres:"))?;
+    let mut fields = line.split(':').skip(2);
+    Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+}
+
+/// A real crash of PostgreSQL (`pg_ctl stop -m immediate`, then crash recovery on
+/// start) under load: acknowledged commits survive the crash, in-flight ones either
+/// commit or vanish whole, positions stay ordered across the restart, and the store and
+/// its subscriber recover by themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_crash_and_restart_loses_nothing_and_doubles_nothing() {
+    let name = "a_postgres_crash_and_restart_loses_nothing_and_doubles_nothing";
+    // This is a PostgreSQL test like the others: it runs where they run.
+    if common::test_url(name).is_none() {
+        return;
+    }
+    let cluster = match PrivateCluster::start() {
+        Ok(c) => c,
+        Err(why) => {
+            assert!(
+                std::env::var("FOLDSTORE_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                "{name}: could not start a private PostgreSQL cluster: {why}"
+            );
+            eprintln!("SKIPPED {name}: could not start a private PostgreSQL cluster: {why}");
+            return;
+        }
+    };
+    let mut options = common::options(&cluster.url(), "foldstore");
+    options.connect_timeout = Duration::from_millis(500);
+    let store = PostgresStore::connect(options)
+        .await
+        .expect("connect to the private cluster");
+    check_outage(
+        &store,
+        || cluster.crash().expect("crash the server"),
+        || cluster.up().expect("restart the server"),
+    )
+    .await;
     drop(store);
-    drop(proxy);
-    drop(guard);
+    drop(cluster);
 }
