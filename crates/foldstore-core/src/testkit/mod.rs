@@ -43,6 +43,7 @@ use crate::EventStore;
 pub mod cases;
 pub mod model;
 pub mod model_test;
+pub mod old_format;
 
 #[doc(hidden)]
 pub use proptest;
