@@ -116,6 +116,9 @@ INSERT transactions at the run's concurrency, up to 64 connections) runs in the 
 schema. With --json the last line printed is one JSON object with the results.
 FOLDSTORE_DATABASE_URL is ignored here: pass --database.")]
     Bench(BenchArgs),
+    /// The subscriber side of `bench subscribe-latency --subscriber-process`.
+    #[command(hide = true)]
+    BenchSubscriber(BenchSubscriberArgs),
 }
 
 /// Options of `foldstore append`.
@@ -216,12 +219,27 @@ pub(crate) struct BenchArgs {
     /// measured maximum.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) rate: Option<u64>,
+    /// subscribe-latency only: run the subscriber in a second foldstore process, to
+    /// measure delivery across processes (PostgreSQL only).
+    #[arg(long)]
+    pub(crate) subscriber_process: bool,
     /// What an acknowledged append promises: `full` (fsync per commit) or `normal`.
     #[arg(long, value_enum, default_value_t = Durability::Full)]
     pub(crate) durability: Durability,
     /// Print the results as one JSON object on the last line.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// Options of the hidden `foldstore bench-subscriber`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchSubscriberArgs {
+    /// Deliveries to wait for.
+    #[arg(long)]
+    pub(crate) events: u64,
+    /// The Unix time, in nanoseconds, at which the parent's benchmark clock started.
+    #[arg(long)]
+    pub(crate) origin_unix_ns: u64,
 }
 
 /// Parses `any`, `no_stream`, `stream_exists` or a revision number.

@@ -51,6 +51,9 @@ async fn run(cli: Cli, database_on_command_line: bool) -> Result<(), CliError> {
         Command::Append(args) => commands::append::run(&cli.store, args).await,
         Command::Read(args) => commands::read::run(&cli.store, args).await,
         Command::Serve(args) => commands::serve::run(&cli.store, args).await,
+        Command::BenchSubscriber(args) => {
+            bench::cross_process::run_subscriber(&cli.store, args).await
+        }
         Command::Bench(args) => {
             if cli.store.database.is_some() && !database_on_command_line {
                 eprintln!(

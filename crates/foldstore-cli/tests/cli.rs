@@ -617,6 +617,52 @@ fn postgres_append_read_and_bench() {
     assert_eq!(count, ["1"]);
 }
 
+/// `bench subscribe-latency --subscriber-process`: the subscriber runs in a second
+/// foldstore process on the same PostgreSQL schema and reports every delivery.
+#[test]
+fn postgres_subscribe_latency_across_processes() {
+    let Some(url) = postgres_url("postgres_subscribe_latency_across_processes") else {
+        return;
+    };
+    let dir = scratch();
+    let bench = foldstore(
+        dir.path(),
+        &[
+            "bench",
+            "subscribe-latency",
+            "--subscriber-process",
+            "--rate",
+            "200",
+            "--events",
+            "400",
+            "--concurrency",
+            "4",
+            "--json",
+            "--database",
+            &url,
+        ],
+    );
+    assert!(bench.status.success(), "{}", stderr(&bench));
+    let text = stdout(&bench);
+    let report: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(report["subscriber"], "other process");
+    assert_eq!(report["events"], 400);
+    assert!(report["p99_ms"].as_f64().unwrap() > 0.0, "{report}");
+
+    // On SQLite it is refused at once, before any baseline is measured.
+    let refused = foldstore(
+        dir.path(),
+        &["bench", "subscribe-latency", "--subscriber-process"],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("postgres://"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(!stderr(&refused).contains("measuring baselines"));
+}
+
 /// `foldstore serve` on a free port: prints its URL, answers HTTP, appends land in the
 /// data directory, and SIGINT stops it cleanly (exit 0, store closed).
 #[cfg(unix)]

@@ -3,6 +3,7 @@
 //! PostgreSQL.
 
 mod baseline;
+pub(crate) mod cross_process;
 mod load;
 mod machine;
 mod payload;
@@ -142,6 +143,18 @@ pub(crate) async fn run(args: BenchArgs, database: Option<String>) -> Result<(),
         }
     };
     backend::check_durability(&location, args.durability)?;
+    if args.subscriber_process {
+        if args.workload != Workload::SubscribeLatency {
+            return Err(CliError::Bench(
+                "--subscriber-process applies to subscribe-latency only".to_owned(),
+            ));
+        }
+        if matches!(location, DatabaseLocation::Sqlite(_)) {
+            return Err(CliError::Bench(
+                "--subscriber-process needs a database that two processes can open at once: use --database postgres://... (a SQLite store belongs to one process)".to_owned(),
+            ));
+        }
+    }
     let machine = Machine::describe(&dir.path);
     if machine.is_memory_filesystem() {
         return Err(CliError::Bench(format!(
@@ -192,6 +205,7 @@ async fn measure(
         concurrency: args.concurrency,
         events: args.events,
         rate: args.rate,
+        subscriber_process: args.subscriber_process,
     };
     let outcome = match args.workload {
         Workload::Append1 => workloads::append(&store, params, 1).await,
@@ -205,7 +219,7 @@ async fn measure(
             Ok(outcome)
         }
         Workload::ReadStream => workloads::read_stream(&store, params).await,
-        Workload::SubscribeLatency => workloads::subscribe_latency(&store, params).await,
+        Workload::SubscribeLatency => workloads::subscribe_latency(&store, location, params).await,
     };
     backend::close(store).await?;
     let mut outcome = outcome?;

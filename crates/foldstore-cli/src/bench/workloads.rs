@@ -10,6 +10,7 @@ use foldstore_core::{
     EventFilter, Position, ReadAllOptions, ReadStreamOptions, StreamName, SubscribeFrom,
 };
 
+use super::cross_process;
 use super::load::{self, LoadSpec};
 use super::machine;
 use super::payload::{self, STREAMS, Stamp};
@@ -42,6 +43,8 @@ pub(crate) struct Params {
     pub(crate) events: Option<u64>,
     /// `--rate`, if given.
     pub(crate) rate: Option<u64>,
+    /// `--subscriber-process`.
+    pub(crate) subscriber_process: bool,
 }
 
 fn progress(msg: impl AsRef<str>) {
@@ -270,9 +273,14 @@ pub(crate) async fn read_stream(store: &Store, p: Params) -> Result<Outcome, Cli
 
 /// `subscribe-latency`: a live `$all` subscriber while appenders run at half the
 /// maximum rate (or `--rate`).
-pub(crate) async fn subscribe_latency(store: &Store, p: Params) -> Result<Outcome, CliError> {
+pub(crate) async fn subscribe_latency(
+    store: &Store,
+    location: &DatabaseLocation,
+    p: Params,
+) -> Result<Outcome, CliError> {
     let streams = payload::stream_names("bench", STREAMS);
     let clock = Instant::now();
+    let origin_unix_ns = cross_process::unix_now_ns();
     let max_rate = match p.rate {
         Some(_) => None,
         None => {
@@ -306,33 +314,14 @@ pub(crate) async fn subscribe_latency(store: &Store, p: Params) -> Result<Outcom
         "appending {events} events at {rate:.0}/s with a live $all subscriber"
     ));
 
-    let mut sub = store
-        .subscribe_to_all(SubscribeFrom::End, EventFilter::all())
-        .await?;
-    let subscriber = tokio::spawn(async move {
-        let mut latencies = Vec::with_capacity(usize::try_from(events.min(1 << 20)).unwrap_or(0));
-        while (latencies.len() as u64) < events {
-            match sub.next().await {
-                Some(Ok(e)) => {
-                    let now = clock.elapsed();
-                    let stamp: Stamp = serde_json::from_slice(&e.data).map_err(|err| {
-                        CliError::Bench(format!(
-                            "event {} at {} carries no send time ({err}): was the database used by something else?",
-                            e.id, e.position
-                        ))
-                    })?;
-                    latencies.push(now.saturating_sub(Duration::from_nanos(stamp.sent_ns)));
-                }
-                Some(Err(e)) => return Err(CliError::from(e)),
-                None => {
-                    return Err(CliError::Bench(
-                        "the subscription ended before every event was delivered".to_owned(),
-                    ));
-                }
-            }
-        }
-        Ok(latencies)
-    });
+    let subscriber = if p.subscriber_process {
+        progress("starting the subscriber process");
+        Subscriber::Process(Box::new(
+            cross_process::SubscriberProcess::start(location, events, origin_unix_ns).await?,
+        ))
+    } else {
+        Subscriber::Task(in_process_subscriber(store, events, clock).await?)
+    };
     let spec = LoadSpec {
         concurrency: p.concurrency,
         events,
@@ -342,19 +331,30 @@ pub(crate) async fn subscribe_latency(store: &Store, p: Params) -> Result<Outcom
         clock,
     };
     let appended = load::run(store, &streams, &spec).await?;
-    let latencies = match tokio::time::timeout(DELIVERY_TIMEOUT, subscriber).await {
-        Ok(joined) => {
-            joined.map_err(|e| CliError::Bench(format!("the subscriber failed: {e}")))??
-        }
-        Err(_) => {
-            return Err(CliError::Bench(format!(
-                "the subscriber had not received every event {} s after the last append",
-                DELIVERY_TIMEOUT.as_secs()
-            )));
-        }
+    let latencies = match subscriber {
+        Subscriber::Process(child) => child.latencies(DELIVERY_TIMEOUT).await?,
+        Subscriber::Task(task) => match tokio::time::timeout(DELIVERY_TIMEOUT, task).await {
+            Ok(joined) => {
+                joined.map_err(|e| CliError::Bench(format!("the subscriber failed: {e}")))??
+            }
+            Err(_) => {
+                return Err(CliError::Bench(format!(
+                    "the subscriber had not received every event {} s after the last append",
+                    DELIVERY_TIMEOUT.as_secs()
+                )));
+            }
+        },
     };
     let append_ms = sorted_ms(&appended.latencies);
     let mut extra = Map::new();
+    extra.insert(
+        "subscriber".into(),
+        json!(if p.subscriber_process {
+            "other process"
+        } else {
+            "same process"
+        }),
+    );
     extra.insert(
         "max_append_rate_per_sec".into(),
         max_rate.map_or(Value::Null, |m| json!(m.round())),
@@ -380,4 +380,48 @@ pub(crate) async fn subscribe_latency(store: &Store, p: Params) -> Result<Outcom
         peak_rss: None,
         extra,
     })
+}
+
+/// Where subscribe-latency's subscriber runs.
+enum Subscriber {
+    /// A task in this process.
+    Task(tokio::task::JoinHandle<Result<Vec<Duration>, CliError>>),
+    /// Another foldstore process.
+    Process(Box<cross_process::SubscriberProcess>),
+}
+
+/// Subscribes to the end of `$all` and spawns a task that collects the delivery
+/// latencies of the next `events` events.
+async fn in_process_subscriber(
+    store: &Store,
+    events: u64,
+    clock: Instant,
+) -> Result<tokio::task::JoinHandle<Result<Vec<Duration>, CliError>>, CliError> {
+    let mut sub = store
+        .subscribe_to_all(SubscribeFrom::End, EventFilter::all())
+        .await?;
+    Ok(tokio::spawn(async move {
+        let mut latencies = Vec::with_capacity(usize::try_from(events.min(1 << 20)).unwrap_or(0));
+        while (latencies.len() as u64) < events {
+            match sub.next().await {
+                Some(Ok(e)) => {
+                    let now = clock.elapsed();
+                    let stamp: Stamp = serde_json::from_slice(&e.data).map_err(|err| {
+                        CliError::Bench(format!(
+                            "event {} at {} carries no send time ({err}): was the database used by something else?",
+                            e.id, e.position
+                        ))
+                    })?;
+                    latencies.push(now.saturating_sub(Duration::from_nanos(stamp.sent_ns)));
+                }
+                Some(Err(e)) => return Err(CliError::from(e)),
+                None => {
+                    return Err(CliError::Bench(
+                        "the subscription ended before every event was delivered".to_owned(),
+                    ));
+                }
+            }
+        }
+        Ok(latencies)
+    }))
 }
