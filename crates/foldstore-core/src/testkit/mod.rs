@@ -95,28 +95,47 @@ where
 /// `$factory` is an `async fn() -> (S, G)` making a fresh, empty store per test, where
 /// `S: EventStore + Clone + Send + Sync + 'static` and `G: Send + 'static` is dropped at
 /// the end of the test. See [`testkit`](crate::testkit).
+///
+/// A backend that needs an outside service adds `enabled_if = fn_path`, a `fn() -> bool`
+/// called at the start of every test: when it returns `false` the test returns at once
+/// (it should say on stderr why, once). The PostgreSQL crate uses it to skip the suite
+/// when no database URL is set.
 #[macro_export]
 macro_rules! conformance_tests {
     ($factory:path) => {
-        $crate::__foldstore_for_each_case!(__foldstore_case_tests!($factory));
+        $crate::conformance_tests!($factory, enabled_if = $crate::testkit::always);
+    };
+    ($factory:path, enabled_if = $enabled:path) => {
+        $crate::__foldstore_for_each_case!(__foldstore_case_tests!($factory, $enabled));
 
         /// The reference-model test: random operation sequences against the store and
         /// against `foldstore_core::testkit::model::Model`.
         #[test]
         fn conformance_reference_model() {
+            if !$enabled() {
+                return;
+            }
             $crate::testkit::model_test::run($factory);
         }
     };
+}
+
+/// Always `true`: the default `enabled_if` of [`conformance_tests!`](crate::conformance_tests).
+pub fn always() -> bool {
+    true
 }
 
 /// Expands one test per case name. Not public API.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __foldstore_case_tests {
-    ($factory:path ; $($name:ident),* $(,)?) => {
+    ($factory:path, $enabled:path ; $($name:ident),* $(,)?) => {
         $(
             #[test]
             fn $name() {
+                if !$enabled() {
+                    return;
+                }
                 $crate::testkit::run_case($factory, $crate::testkit::cases::$name);
             }
         )*
