@@ -166,6 +166,8 @@ DROP FUNCTION append(text, text, bigint, bigint, smallint, bigint, uuid[], text[
 --
 -- p_tags: one element per event, its tags joined by chr(31), NULL for none.
 -- p_cond: whether a condition is given; p_cond_* are first_match's arguments.
+-- The new parameters have defaults, so a call with version 1's arguments appends
+-- untagged events without a condition.
 --
 -- The checks run in the documented order: an append whose ids are stored is a retry
 -- (facts returned; the condition is not checked); the expected revision (the stream
@@ -183,13 +185,13 @@ CREATE FUNCTION append(
     p_content_types     text[],
     p_datas             bytea[],
     p_metadatas         text[],
-    p_tags              text[],
-    p_cond              boolean,
-    p_cond_all          boolean,
-    p_cond_after_tx     xid8,
-    p_cond_after_seq    bigint,
-    p_cond_types        text[],
-    p_cond_tags         text[],
+    p_tags              text[]  DEFAULT NULL,
+    p_cond              boolean DEFAULT false,
+    p_cond_all          boolean DEFAULT false,
+    p_cond_after_tx     xid8    DEFAULT '0',
+    p_cond_after_seq    bigint  DEFAULT 0,
+    p_cond_types        text[]  DEFAULT NULL,
+    p_cond_tags         text[]  DEFAULT NULL,
     OUT written          boolean,
     OUT first_revision   bigint,
     OUT tx               xid8,
