@@ -282,7 +282,7 @@ fn query_tags_ok(query: &Query) -> bool {
 fn query_matches(query: &Query, e: &ModelEvent) -> bool {
     query.items.is_empty()
         || query.items.iter().any(|item| {
-            (item.types.is_empty() || item.types.iter().any(|t| *t == e.event_type))
+            (item.types.is_empty() || item.types.contains(&e.event_type))
                 && item
                     .tags
                     .iter()
