@@ -48,7 +48,18 @@
 //!   store in the same process.
 //! - The schema is versioned (`PRAGMA user_version`) and migrated on open; a file written
 //!   by a newer foldstore is refused with [`OpenError::NewerSchema`]. The schema is in
-//!   `src/sql/schema_v1.sql`.
+//!   `src/sql/schema_v1.sql` and `src/sql/schema_v2.sql` (tags, the tag and type
+//!   indexes, snapshots).
+//! - **Dynamic Consistency Boundary**: an event's tags are stored on its row (returned
+//!   by every read) and in the `event_tags` index, so
+//!   [`read_query`](EventStore::read_query) walks only the index entries of each query
+//!   item's first tag (or, for items with types only, of its types), never the whole
+//!   log. [`append_if`](EventStore::append_if)'s condition is checked by the writer in
+//!   the batch's transaction, in arrival order, after the idempotency and
+//!   expected-revision checks: it sees the appends queued before it in the same group
+//!   commit, and a failing condition refuses only its own append.
+//! - **Snapshots** ([`SnapshotStore`]) are rows of the same file, saved through the
+//!   writer with the same durability as events.
 //! - The WAL is checkpointed by a background thread, off the commit path; when it has
 //!   grown past 8 MiB the writer finishes the job between two batches so that the WAL
 //!   restarts (SQLite only restarts it when a write begins with everything
@@ -96,6 +107,7 @@
 //! happens; `tests/crash.rs` kills a writing process over and over to check it.
 
 mod error;
+mod query;
 mod reader;
 mod schema;
 mod writer;
@@ -108,7 +120,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
+use foldstore_core::dcb::{AppendCondition, Query, ReadQueryOptions};
 use foldstore_core::rules::validate_events;
+use foldstore_core::snapshot::{Snapshot, SnapshotError, SnapshotStore, validate_state_type};
 use foldstore_core::subscription::{CommitNotifier, subscribe_all, subscribe_stream};
 use foldstore_core::{
     AppendError, AppendResult, BackendError, BackendErrorKind, DeleteError, EventFilter,
@@ -412,15 +426,31 @@ impl EventStore for SqliteStore {
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, AppendError> {
-        validate_events(&events, &self.inner.limits)?;
-        let (reply, answer) = oneshot::channel();
-        self.send(Request::Append {
-            stream: stream.clone(),
-            expected,
-            events,
-            reply,
-        })?;
-        answer.await.map_err(|_| self.writer_gone())?
+        self.append_with(stream, expected, events, None).await
+    }
+
+    async fn append_if(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> Result<AppendResult, AppendError> {
+        self.append_with(stream, expected, events, Some(condition))
+            .await
+    }
+
+    async fn read_query(
+        &self,
+        query: &Query,
+        options: ReadQueryOptions,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        query.validate()?;
+        let query = query.clone();
+        self.inner
+            .readers
+            .run(move |rc| reader::read_query(rc, &query, &options))
+            .await
     }
 
     async fn read_stream(
@@ -518,6 +548,28 @@ impl EventStore for SqliteStore {
 }
 
 impl SqliteStore {
+    async fn append_with(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: Option<AppendCondition>,
+    ) -> Result<AppendResult, AppendError> {
+        validate_events(&events, &self.inner.limits)?;
+        if let Some(c) = &condition {
+            c.fail_if_events_match.validate()?;
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Append {
+            stream: stream.clone(),
+            expected,
+            events,
+            condition,
+            reply,
+        })?;
+        answer.await.map_err(|_| self.writer_gone())?
+    }
+
     async fn delete(
         &self,
         stream: &StreamName,
@@ -532,5 +584,33 @@ impl SqliteStore {
             reply,
         })?;
         answer.await.map_err(|_| self.writer_gone())?
+    }
+}
+
+/// Snapshots live in the same file, in the `snapshots` table. A save goes through the
+/// writer like an append: it is acknowledged after its commit, with the store's
+/// [`Durability`].
+#[async_trait]
+impl SnapshotStore for SqliteStore {
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), SnapshotError> {
+        validate_state_type(&snapshot.state_type)?;
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::SaveSnapshot { snapshot, reply })?;
+        answer.await.map_err(|_| self.writer_gone())?
+    }
+
+    async fn load_snapshot(
+        &self,
+        stream: &StreamName,
+        state_type: &str,
+    ) -> Result<Option<Snapshot>, SnapshotError> {
+        validate_state_type(state_type)?;
+        let (stream, state_type) = (stream.clone(), state_type.to_owned());
+        self.inner
+            .readers
+            .run(move |rc| {
+                reader::load_snapshot(rc, &stream, &state_type).map_err(SnapshotError::from)
+            })
+            .await
     }
 }
