@@ -31,6 +31,13 @@ use std::fmt::{Debug, Write};
 use crate::aggregate::{Aggregate, AggregateDecider};
 use crate::decider::Decider;
 
+/// The command, the state before it and the decision.
+type Run<'a, D> = (
+    &'a <D as Decider>::Command,
+    <D as Decider>::State,
+    Result<Vec<<D as Decider>::Event>, <D as Decider>::Error>,
+);
+
 /// A given/when/then specification of a [`Decider`].
 pub struct DeciderSpec<D: Decider> {
     decider: D,
@@ -97,7 +104,7 @@ where
 
     /// The state after the given events (and, after `when`, the new ones).
     #[track_caller]
-    fn run(&self, step: &str) -> (&D::Command, D::State, Result<Vec<D::Event>, D::Error>) {
+    fn run(&self, step: &str) -> Run<'_, D> {
         let Some(command) = &self.when else {
             panic!(
                 "`{step}` was called without a command: did you forget to call `.when(command)` before `.{step}(...)`?"
