@@ -6,6 +6,7 @@ mod baseline;
 mod load;
 mod machine;
 mod payload;
+mod rehydrate;
 mod report;
 mod workloads;
 
@@ -206,6 +207,7 @@ async fn measure(
         }
         Workload::ReadStream => workloads::read_stream(&store, params).await,
         Workload::SubscribeLatency => workloads::subscribe_latency(&store, params).await,
+        Workload::Rehydrate => rehydrate::rehydrate(&store, params).await,
     };
     backend::close(store).await?;
     let mut outcome = outcome?;
