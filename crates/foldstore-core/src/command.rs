@@ -430,51 +430,77 @@ where
         stream: &StreamName,
         watch: Option<Uuid>,
     ) -> Result<(Loaded<D::State>, Option<u64>), CommandError<D::Error>> {
-        let (mut state, snapshot_revision, stale) = self.load_snapshot(stream).await;
-        let mut loaded_revision = snapshot_revision;
-        let mut from = snapshot_revision.map_or(0, |r| r + 1);
-        let mut folded = 0u64;
-        let mut found = None;
-        loop {
-            let page = match self
-                .store
-                .read_stream(
-                    stream,
-                    ReadStreamOptions::forwards()
-                        .from_revision(from)
-                        .max_count(PAGE),
-                )
-                .await
-            {
-                Ok(page) => page,
-                Err(ReadError::StreamNotFound { .. }) => {
-                    // Never written (or deleted): nothing to fold, snapshot or not.
-                    let loaded = Loaded {
-                        state: self.decider.initial_state(),
-                        revision: None,
-                        snapshot_revision: None,
-                        events_folded: 0,
-                    };
-                    return Ok((loaded, None));
+        let mut start = self.load_snapshot(stream).await;
+        let (state, snapshot_revision, stale, loaded_revision, folded, found) = 'load: loop {
+            let (mut state, snapshot_revision, stale) = start;
+            let mut loaded_revision = snapshot_revision;
+            let mut from = snapshot_revision.map_or(0, |r| r + 1);
+            let mut folded = 0u64;
+            let mut found = None;
+            if let Some(r) = snapshot_revision {
+                // A snapshot older than the stream's first visible event predates a
+                // delete (or a truncation): a replay would not see what it folded, so
+                // neither may this load.
+                let first = self
+                    .store
+                    .read_stream(stream, ReadStreamOptions::forwards().max_count(1))
+                    .await;
+                if let Ok(first) = first
+                    && first.first().is_some_and(|e| e.revision > r)
+                {
+                    start = (self.decider.initial_state(), None, true);
+                    continue 'load;
                 }
-                Err(e) => return Err(e.into()),
-            };
-            let n = page.len();
-            for event in &page {
-                if Some(event.id) == watch && found.is_none() {
-                    found = Some(event.revision);
-                }
-                if let Some(e) = self.decode(event)? {
-                    state = self.decider.evolve(state, &e);
-                }
-                loaded_revision = Some(event.revision);
-                folded += 1;
             }
-            match page.last() {
-                Some(last) if n == PAGE => from = last.revision + 1,
-                _ => break,
+            loop {
+                let page = match self
+                    .store
+                    .read_stream(
+                        stream,
+                        ReadStreamOptions::forwards()
+                            .from_revision(from)
+                            .max_count(PAGE),
+                    )
+                    .await
+                {
+                    Ok(page) => page,
+                    Err(ReadError::StreamNotFound { .. }) => {
+                        // Never written (or deleted): nothing to fold, snapshot or not.
+                        let loaded = Loaded {
+                            state: self.decider.initial_state(),
+                            revision: None,
+                            snapshot_revision: None,
+                            events_folded: 0,
+                        };
+                        return Ok((loaded, None));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let n = page.len();
+                for event in &page {
+                    if Some(event.id) == watch && found.is_none() {
+                        found = Some(event.revision);
+                    }
+                    if let Some(e) = self.decode(event)? {
+                        state = self.decider.evolve(state, &e);
+                    }
+                    loaded_revision = Some(event.revision);
+                    folded += 1;
+                }
+                match page.last() {
+                    Some(last) if n == PAGE => from = last.revision + 1,
+                    _ => break,
+                }
             }
-        }
+            break (
+                state,
+                snapshot_revision,
+                stale,
+                loaded_revision,
+                folded,
+                found,
+            );
+        };
         let loaded = Loaded {
             state,
             revision: loaded_revision,
