@@ -37,6 +37,7 @@ mod memory;
 mod metadata;
 mod options;
 mod position;
+pub mod projection;
 pub mod rules;
 pub mod snapshot;
 mod store;
