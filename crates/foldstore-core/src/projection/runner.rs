@@ -365,8 +365,14 @@ impl<T: ProjectionTarget> ProjectionRunner<T> {
     /// Returns `Ok` when stopped (or when the store shut down), and the error that
     /// stopped it otherwise; nothing past an unapplied event is ever recorded, so a
     /// restart resumes where it should.
-    pub async fn run(&mut self, mut stop: StopSignal) -> Result<(), ProjectionError> {
+    pub async fn run(&mut self, stop: StopSignal) -> Result<(), ProjectionError> {
         let _active = ActiveGuard(self.status.clone());
+        let result = self.run_holding(stop).await;
+        let released = self.target.release().await;
+        result.and(released)
+    }
+
+    async fn run_holding(&mut self, mut stop: StopSignal) -> Result<(), ProjectionError> {
         loop {
             if stop.is_stopped() {
                 return Ok(());

@@ -25,6 +25,13 @@ pub trait ProjectionTarget: Send {
         Ok(true)
     }
 
+    /// Gives the lock up (the runner calls it when [`crate::projection::ProjectionRunner::run`]
+    /// ends), so that another runner can take over at once. Targets without a lock do
+    /// nothing.
+    async fn release(&mut self) -> Result<(), ProjectionError> {
+        Ok(())
+    }
+
     /// The stored checkpoint: the position of the last applied event.
     async fn checkpoint(&mut self) -> Result<Option<Position>, ProjectionError>;
 
