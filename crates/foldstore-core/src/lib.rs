@@ -39,6 +39,7 @@ mod options;
 mod position;
 pub mod projection;
 pub mod rules;
+pub mod saga;
 pub mod snapshot;
 mod store;
 mod stream_name;
