@@ -53,6 +53,7 @@
 mod error;
 mod options;
 mod pg;
+pub mod projection;
 mod schema;
 mod store;
 mod watch;
