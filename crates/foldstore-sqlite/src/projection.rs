@@ -340,3 +340,8 @@ impl<P: SqliteProjection> ProjectionTarget for SqliteReadModel<P> {
         .await
     }
 }
+
+/// `docs/projections-and-sagas.md`, included so that its examples run as doctests.
+#[doc = include_str!("../../../docs/projections-and-sagas.md")]
+#[cfg(doctest)]
+pub struct ProjectionsAndSagasGuide;

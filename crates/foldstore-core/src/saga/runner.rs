@@ -163,6 +163,14 @@ struct Pending<C> {
     command: C,
 }
 
+/// What became of a dispatched command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Dispatched,
+    /// Rejected, and its compensations dispatched.
+    Compensated,
+}
+
 /// A failed attempt: worth retrying, or fatal for the runner.
 enum Attempt {
     Failed(String),
@@ -398,11 +406,11 @@ impl<S: Saga, B: CommandBus<S::Command>> SagaRunner<S, B> {
         trigger: &EventRef,
         schedule: Option<&str>,
         compensation_kind: &str,
-    ) -> Result<(), String> {
+    ) -> Result<Outcome, String> {
         let error = match self.bus.dispatch(command.clone(), context.clone()).await {
             Ok(()) => {
                 lock(&self.status).commands_dispatched += 1;
-                return Ok(());
+                return Ok(Outcome::Dispatched);
             }
             Err(e) if e.kind == DispatchErrorKind::Rejected => e,
             Err(e) => return Err(e.to_string()),
@@ -428,7 +436,7 @@ impl<S: Saga, B: CommandBus<S::Command>> SagaRunner<S, B> {
                 .map_err(|e| format!("compensation {j} failed: {e}"))?;
             lock(&self.status).commands_dispatched += 1;
         }
-        Ok(())
+        Ok(Outcome::Compensated)
     }
 
     /// One attempt at an event's reaction. `Ok(true)` when the saga acted.
@@ -505,17 +513,17 @@ impl<S: Saga, B: CommandBus<S::Command>> SagaRunner<S, B> {
         lock(&self.status).schedules_pending = self.pending.len();
         for (i, command) in reaction.commands.into_iter().enumerate() {
             let context = CommandContext::for_event(&self.name, event, "command", i as u32);
-            let rejected_before = lock(&self.status).commands_rejected;
-            self.dispatch_or_compensate(
-                command,
-                context,
-                &trigger,
-                None,
-                &format!("compensate-{i}"),
-            )
-            .await
-            .map_err(Attempt::Failed)?;
-            if lock(&self.status).commands_rejected > rejected_before {
+            let outcome = self
+                .dispatch_or_compensate(
+                    command,
+                    context,
+                    &trigger,
+                    None,
+                    &format!("compensate-{i}"),
+                )
+                .await
+                .map_err(Attempt::Failed)?;
+            if outcome == Outcome::Compensated {
                 break; // rejected and compensated: the rest of the reaction is dropped
             }
         }
@@ -610,7 +618,7 @@ impl<S: Saga, B: CommandBus<S::Command>> SagaRunner<S, B> {
                     )
                     .await
                 {
-                    Ok(()) => break None,
+                    Ok(_) => break None,
                     Err(message) if attempts >= self.options.max_attempts.max(1) => {
                         self.dead_letter(
                             &record.trigger,
