@@ -18,12 +18,14 @@
 
 mod checkpoint;
 mod error;
+mod lock;
 mod runner;
 mod stop;
 mod target;
 
 pub use checkpoint::{CheckpointError, CheckpointStore, InMemoryCheckpointStore};
 pub use error::{HandlerError, ProjectionError, validate_name};
+pub use lock::{InMemoryLock, InMemoryLocks, RunnerLock};
 pub use runner::{Lag, ProjectionMonitor, ProjectionOptions, ProjectionRunner, ProjectionStatus};
 pub use stop::{StopSignal, Stopper};
 pub use target::{Checkpointed, Projection, ProjectionTarget};

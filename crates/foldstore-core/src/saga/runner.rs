@@ -10,7 +10,7 @@ use futures::future::{Either, select};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::projection::{StopSignal, validate_name};
+use crate::projection::{HandlerError, RunnerLock, StopSignal, validate_name};
 use crate::saga::context::derive_id;
 use crate::saga::records::{
     self, CANCELLED, Cancelled, DEAD_LETTERED, DeadLetter, FIRED, Fired, PROCESSED, Processed,
@@ -70,6 +70,25 @@ pub enum SagaError {
         #[source]
         source: AppendError,
     },
+    /// The saga's [`RunnerLock`] is held by another runner, or was lost while running.
+    #[error(
+        "saga {saga}: {reason}; run one runner per saga (restart this one to wait for the lock)"
+    )]
+    LockLost {
+        /// The saga.
+        saga: String,
+        /// What happened.
+        reason: String,
+    },
+    /// The saga's [`RunnerLock`] failed.
+    #[error("saga {saga}: its lock failed: {source}")]
+    Lock {
+        /// The saga.
+        saga: String,
+        /// The failure.
+        #[source]
+        source: HandlerError,
+    },
     /// One of the saga's stored records does not decode (for a schedule: its command
     /// type changed incompatibly).
     #[error(
@@ -99,6 +118,9 @@ pub struct SagaOptions {
     /// Start from the first event instead of the recorded position (a replay: every
     /// dispatch repeats with the same ids, so nothing new is written).
     pub from_start: bool,
+    /// How often a runner whose [`RunnerLock`] is held elsewhere tries again.
+    /// Default 500 ms.
+    pub lock_retry: Duration,
 }
 
 impl Default for SagaOptions {
@@ -109,6 +131,7 @@ impl Default for SagaOptions {
             quiet_checkpoint_every: 1000,
             batch_size: 256,
             from_start: false,
+            lock_retry: Duration::from_millis(500),
         }
     }
 }
@@ -118,6 +141,8 @@ impl Default for SagaOptions {
 pub struct SagaStatus {
     /// Whether the runner is following the store.
     pub active: bool,
+    /// Whether the runner waits for its [`RunnerLock`].
+    pub waiting_for_lock: bool,
     /// The position of the last event handled.
     pub position: Option<Position>,
     /// Events handled by this runner.
@@ -153,7 +178,9 @@ struct ActiveGuard(Arc<Mutex<SagaStatus>>);
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        lock(&self.0).active = false;
+        let mut status = lock(&self.0);
+        status.active = false;
+        status.waiting_for_lock = false;
     }
 }
 
@@ -194,9 +221,12 @@ enum Attempt {
 ///   moves on; a command [`DispatchErrorKind::Rejected`] is compensated
 ///   ([`Saga::compensate`]).
 ///
-/// Run one runner per saga at a time.
+/// Run one runner per saga at a time: give it a [`RunnerLock`]
+/// ([`SagaRunner::lock`]) when it runs in several processes, and only the holder
+/// works while the others wait.
 pub struct SagaRunner<S: Saga, B> {
     store: Arc<dyn EventStore>,
+    lock: Option<Box<dyn RunnerLock>>,
     saga: S,
     bus: B,
     clock: Arc<dyn Clock>,
@@ -226,6 +256,7 @@ impl<S: Saga, B: CommandBus<S::Command>> SagaRunner<S, B> {
         }
         Ok(Self {
             store,
+            lock: None,
             saga,
             bus,
             clock: Arc::new(SystemClock),
@@ -243,6 +274,14 @@ impl<S: Saga, B: CommandBus<S::Command>> SagaRunner<S, B> {
         self
     }
 
+    /// Makes the runner take `lock` before it works (and check it still holds it
+    /// before each event and schedule), so that one runner of the saga is active
+    /// across processes.
+    pub fn lock(mut self, lock: impl RunnerLock + 'static) -> Self {
+        self.lock = Some(Box::new(lock));
+        self
+    }
+
     /// Sets the options.
     pub fn options(mut self, options: SagaOptions) -> Self {
         self.options = options;
@@ -257,6 +296,43 @@ impl<S: Saga, B: CommandBus<S::Command>> SagaRunner<S, B> {
     /// The bus.
     pub fn bus(&self) -> &B {
         &self.bus
+    }
+
+    fn lock_err(&self, source: HandlerError) -> SagaError {
+        SagaError::Lock {
+            saga: self.name.clone(),
+            source,
+        }
+    }
+
+    /// Whether the lock (if any) is held; takes it when free.
+    async fn try_lock(&mut self) -> Result<bool, SagaError> {
+        let Some(lock) = self.lock.as_mut() else {
+            return Ok(true);
+        };
+        if lock.is_held() {
+            return Ok(true);
+        }
+        let acquired = lock.try_acquire().await;
+        acquired.map_err(|e| self.lock_err(e))
+    }
+
+    fn check_held(&self) -> Result<(), SagaError> {
+        match &self.lock {
+            Some(lock) if !lock.is_held() => Err(SagaError::LockLost {
+                saga: self.name.clone(),
+                reason: "the runner lost its lock".to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn release(&mut self) -> Result<(), SagaError> {
+        let Some(lock) = self.lock.as_mut() else {
+            return Ok(());
+        };
+        let released = lock.release().await;
+        released.map_err(|e| self.lock_err(e))
     }
 
     fn read_err(&self, source: ReadError) -> SagaError {
@@ -558,6 +634,7 @@ impl<S: Saga, B: CommandBus<S::Command>> SagaRunner<S, B> {
         event: &RecordedEvent,
         quiet: &mut u32,
     ) -> Result<(), SagaError> {
+        self.check_held()?;
         let acted = self.handle(event).await?;
         *quiet = if acted { 0 } else { *quiet + 1 };
         if acted || *quiet >= self.options.quiet_checkpoint_every.max(1) {
@@ -593,6 +670,7 @@ impl<S: Saga, B: CommandBus<S::Command>> SagaRunner<S, B> {
             .collect();
         due.sort();
         for (_, schedule_id) in due {
+            self.check_held()?;
             let Some(pending) = self.pending.get(&schedule_id).cloned() else {
                 continue;
             };
@@ -661,8 +739,21 @@ impl<S: Saga, B: CommandBus<S::Command>> SagaRunner<S, B> {
     }
 
     /// Handles every event up to the store's head as it is now and fires the schedules
-    /// that are due, then returns.
+    /// that are due, then returns. With a [`RunnerLock`], fails with
+    /// [`SagaError::LockLost`] when another runner holds it.
     pub async fn catch_up(&mut self) -> Result<(), SagaError> {
+        if !self.try_lock().await? {
+            return Err(SagaError::LockLost {
+                saga: self.name.clone(),
+                reason: "another runner holds the saga's lock".to_owned(),
+            });
+        }
+        let result = self.catch_up_holding().await;
+        let released = self.release().await;
+        result.and(released)
+    }
+
+    async fn catch_up_holding(&mut self) -> Result<(), SagaError> {
         let mut position = self.start_position().await?;
         self.fire_due().await?;
         let head = self
@@ -696,11 +787,33 @@ impl<S: Saga, B: CommandBus<S::Command>> SagaRunner<S, B> {
         self.fire_due().await
     }
 
-    /// Follows the store until `stop` fires: reloads the schedules, resumes after the
-    /// recorded position, handles events as they come and fires schedules when due.
-    /// A stop lets the event being handled finish first.
-    pub async fn run(&mut self, mut stop: StopSignal) -> Result<(), SagaError> {
+    /// Follows the store until `stop` fires: takes the [`RunnerLock`] if it has one
+    /// (trying again every [`SagaOptions::lock_retry`]), reloads the schedules,
+    /// resumes after the recorded position, handles events as they come and fires
+    /// schedules when due. A stop lets the event being handled finish first; the lock
+    /// is released when it returns.
+    pub async fn run(&mut self, stop: StopSignal) -> Result<(), SagaError> {
         let _active = ActiveGuard(self.status.clone());
+        let result = self.run_holding(stop).await;
+        let released = self.release().await;
+        result.and(released)
+    }
+
+    async fn run_holding(&mut self, mut stop: StopSignal) -> Result<(), SagaError> {
+        loop {
+            if stop.is_stopped() {
+                return Ok(());
+            }
+            if self.try_lock().await? {
+                break;
+            }
+            lock(&self.status).waiting_for_lock = true;
+            let wait = Box::pin(tokio::time::sleep(self.options.lock_retry));
+            if let Either::Left(_) = select(Box::pin(stop.stopped()), wait).await {
+                return Ok(());
+            }
+        }
+        lock(&self.status).waiting_for_lock = false;
         let position = self.start_position().await?;
         lock(&self.status).active = true;
         let from = position.map_or(SubscribeFrom::Start, SubscribeFrom::After);
