@@ -295,26 +295,50 @@ impl<T: ProjectionTarget> ProjectionRunner<T> {
     }
 
     /// Empties the read model and removes its checkpoint. Fails with
-    /// [`ProjectionError::LockLost`] if another runner holds the projection.
+    /// [`ProjectionError::LockLost`] if another runner holds the projection; the lock
+    /// is released again when it returns.
     pub async fn reset(&mut self) -> Result<(), ProjectionError> {
         self.acquire_once().await?;
+        let result = self.reset_holding().await;
+        self.released(result).await
+    }
+
+    /// Rebuilds the read model from the first event: [`ProjectionRunner::reset`], then
+    /// [`ProjectionRunner::catch_up`], holding the lock throughout.
+    pub async fn rebuild(&mut self) -> Result<(), ProjectionError> {
+        self.acquire_once().await?;
+        let result = match self.reset_holding().await {
+            Ok(()) => self.catch_up_holding().await,
+            Err(e) => Err(e),
+        };
+        self.released(result).await
+    }
+
+    /// Applies every event after the checkpoint up to the store's head as it is now,
+    /// then returns. Fails with [`ProjectionError::LockLost`] if another runner holds
+    /// the projection; the lock is released again when it returns.
+    pub async fn catch_up(&mut self) -> Result<(), ProjectionError> {
+        self.acquire_once().await?;
+        let result = self.catch_up_holding().await;
+        self.released(result).await
+    }
+
+    /// Releases the lock, keeping the first error.
+    async fn released(
+        &mut self,
+        result: Result<(), ProjectionError>,
+    ) -> Result<(), ProjectionError> {
+        let released = self.target.release().await;
+        result.and(released)
+    }
+
+    async fn reset_holding(&mut self) -> Result<(), ProjectionError> {
         self.target.reset().await?;
         lock(&self.status).checkpoint = None;
         Ok(())
     }
 
-    /// Rebuilds the read model from the first event: [`ProjectionRunner::reset`], then
-    /// [`ProjectionRunner::catch_up`].
-    pub async fn rebuild(&mut self) -> Result<(), ProjectionError> {
-        self.reset().await?;
-        self.catch_up().await
-    }
-
-    /// Applies every event after the checkpoint up to the store's head as it is now,
-    /// then returns. Fails with [`ProjectionError::LockLost`] if another runner holds
-    /// the projection.
-    pub async fn catch_up(&mut self) -> Result<(), ProjectionError> {
-        self.acquire_once().await?;
+    async fn catch_up_holding(&mut self) -> Result<(), ProjectionError> {
         let name = self.name();
         let read = |source| ProjectionError::Read {
             name: name.clone(),
