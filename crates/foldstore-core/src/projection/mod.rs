@@ -19,6 +19,7 @@
 mod checkpoint;
 mod error;
 mod lock;
+mod monitor;
 mod runner;
 mod stop;
 mod target;
@@ -26,6 +27,7 @@ mod target;
 pub use checkpoint::{CheckpointError, CheckpointStore, InMemoryCheckpointStore};
 pub use error::{HandlerError, ProjectionError, validate_name};
 pub use lock::{InMemoryLock, InMemoryLocks, RunnerLock};
-pub use runner::{Lag, ProjectionMonitor, ProjectionOptions, ProjectionRunner, ProjectionStatus};
+pub use monitor::{Lag, ProjectionMonitor, ProjectionOptions, ProjectionStatus};
+pub use runner::ProjectionRunner;
 pub use stop::{StopSignal, Stopper};
 pub use target::{Checkpointed, Projection, ProjectionTarget};

@@ -2,8 +2,7 @@
 //! its position and dead letters in the event store.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use futures::future::{Either, select};
@@ -16,173 +15,15 @@ use crate::saga::records::{
     self, CANCELLED, Cancelled, DEAD_LETTERED, DeadLetter, FIRED, Fired, PROCESSED, Processed,
     SCHEDULED, Scheduled,
 };
+use crate::saga::status::{ActiveGuard, lock};
 use crate::saga::{
-    Clock, CommandBus, CommandContext, DispatchErrorKind, EventRef, Failure, Saga, SystemClock,
+    Clock, CommandBus, CommandContext, DispatchErrorKind, EventRef, Failure, Saga, SagaError,
+    SagaMonitor, SagaOptions, SagaStatus, SystemClock,
 };
 use crate::{
-    AppendError, EventStore, ExpectedRevision, NewEvent, Position, ReadAllOptions, ReadError,
-    ReadStreamOptions, RecordedEvent, StreamName, SubscribeFrom, SubscriptionError,
+    EventStore, ExpectedRevision, NewEvent, Position, ReadAllOptions, ReadError, ReadStreamOptions,
+    RecordedEvent, StreamName, SubscribeFrom,
 };
-
-/// Why a saga runner stopped. Restarting it resumes from its recorded position; what
-/// it had dispatched is dispatched again with the same ids, which writes nothing new.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SagaError {
-    /// The saga's name is not valid.
-    #[error("invalid saga name {name:?}: use 1 to 100 ASCII letters, digits, `_`, `-` or `.`")]
-    InvalidName {
-        /// The refused name.
-        name: String,
-    },
-    /// Reading the store failed.
-    #[error(
-        "saga {saga}: reading the event store failed: {source}; restart the runner once the store is back"
-    )]
-    Read {
-        /// The saga.
-        saga: String,
-        /// The failure.
-        #[source]
-        source: ReadError,
-    },
-    /// The subscription failed.
-    #[error(
-        "saga {saga}: its subscription failed: {source}; restart the runner once the store is back"
-    )]
-    Subscription {
-        /// The saga.
-        saga: String,
-        /// The failure.
-        #[source]
-        source: SubscriptionError,
-    },
-    /// Writing one of the saga's records (position, schedule, dead letter) failed.
-    #[error(
-        "saga {saga}: storing its {what} failed: {source}; restart the runner once the store is back"
-    )]
-    Append {
-        /// The saga.
-        saga: String,
-        /// Which record.
-        what: &'static str,
-        /// The failure.
-        #[source]
-        source: AppendError,
-    },
-    /// The saga's [`RunnerLock`] is held by another runner, or was lost while running.
-    #[error(
-        "saga {saga}: {reason}; run one runner per saga (restart this one to wait for the lock)"
-    )]
-    LockLost {
-        /// The saga.
-        saga: String,
-        /// What happened.
-        reason: String,
-    },
-    /// The saga's [`RunnerLock`] failed.
-    #[error("saga {saga}: its lock failed: {source}")]
-    Lock {
-        /// The saga.
-        saga: String,
-        /// The failure.
-        #[source]
-        source: HandlerError,
-    },
-    /// One of the saga's stored records does not decode (for a schedule: its command
-    /// type changed incompatibly).
-    #[error(
-        "saga {saga}: a stored record does not decode: {message}; keep the command type backward compatible, or move the saga to a new name"
-    )]
-    Corrupt {
-        /// The saga.
-        saga: String,
-        /// What failed.
-        message: String,
-    },
-}
-
-/// How a [`SagaRunner`] behaves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SagaOptions {
-    /// How many times an event (or a due schedule) is tried before it goes to the
-    /// dead-letter stream. Default 3.
-    pub max_attempts: u32,
-    /// The pause before a retry, multiplied by the attempt number. Default 100 ms.
-    pub retry_delay: Duration,
-    /// The position is recorded after every event that made the saga act, and after
-    /// this many events in a row that did not. Default 1000.
-    pub quiet_checkpoint_every: u32,
-    /// The most events taken from the subscription at once. Default 256.
-    pub batch_size: usize,
-    /// Start from the first event instead of the recorded position (a replay: every
-    /// dispatch repeats with the same ids, so nothing new is written).
-    pub from_start: bool,
-    /// How often a runner whose [`RunnerLock`] is held elsewhere tries again.
-    /// Default 500 ms.
-    pub lock_retry: Duration,
-}
-
-impl Default for SagaOptions {
-    fn default() -> Self {
-        Self {
-            max_attempts: 3,
-            retry_delay: Duration::from_millis(100),
-            quiet_checkpoint_every: 1000,
-            batch_size: 256,
-            from_start: false,
-            lock_retry: Duration::from_millis(500),
-        }
-    }
-}
-
-/// What a saga runner has done, from [`SagaMonitor::status`].
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SagaStatus {
-    /// Whether the runner is following the store.
-    pub active: bool,
-    /// Whether the runner waits for its [`RunnerLock`].
-    pub waiting_for_lock: bool,
-    /// The position of the last event handled.
-    pub position: Option<Position>,
-    /// Events handled by this runner.
-    pub events_handled: u64,
-    /// Commands dispatched successfully (compensations included).
-    pub commands_dispatched: u64,
-    /// Commands rejected (each then compensated).
-    pub commands_rejected: u64,
-    /// Events and schedules moved to the dead-letter stream.
-    pub dead_letters: u64,
-    /// Schedules waiting for their time.
-    pub schedules_pending: usize,
-    /// Schedules dispatched by this runner.
-    pub schedules_fired: u64,
-}
-
-/// Watches a saga runner. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct SagaMonitor(Arc<Mutex<SagaStatus>>);
-
-impl SagaMonitor {
-    /// The runner's status now.
-    pub fn status(&self) -> SagaStatus {
-        lock(&self.0).clone()
-    }
-}
-
-fn lock(status: &Mutex<SagaStatus>) -> MutexGuard<'_, SagaStatus> {
-    status.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-struct ActiveGuard(Arc<Mutex<SagaStatus>>);
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        let mut status = lock(&self.0);
-        status.active = false;
-        status.waiting_for_lock = false;
-    }
-}
 
 #[derive(Debug, Clone)]
 struct Pending<C> {
