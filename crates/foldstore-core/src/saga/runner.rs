@@ -65,6 +65,58 @@ enum Attempt {
 /// Run one runner per saga at a time: give it a [`RunnerLock`]
 /// ([`SagaRunner::lock`]) when it runs in several processes, and only the holder
 /// works while the others wait.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use async_trait::async_trait;
+/// use foldstore_core::projection::HandlerError;
+/// use foldstore_core::saga::{CommandBus, CommandContext, DispatchError, Reaction, Saga, SagaOptions, SagaRunner};
+/// use foldstore_core::{EventStore, ExpectedRevision, InMemoryStore, NewEvent, RecordedEvent, StreamName};
+///
+/// struct Greeter;
+/// impl Saga for Greeter {
+///     type Command = String;
+///     fn name(&self) -> &str { "greeter" }
+///     fn react(&self, e: &RecordedEvent) -> Result<Reaction<String>, HandlerError> {
+///         Ok(match e.event_type.as_str() {
+///             "Joined" => Reaction::new().command(format!("greet {}", e.stream.id())),
+///             _ => Reaction::new(),
+///         })
+///     }
+/// }
+///
+/// #[derive(Default)]
+/// struct Outbox(Mutex<Vec<(String, CommandContext)>>);
+/// #[async_trait]
+/// impl CommandBus<String> for Outbox {
+///     async fn dispatch(&self, command: String, context: CommandContext) -> Result<(), DispatchError> {
+///         self.0.lock().unwrap().push((command, context));
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = Arc::new(InMemoryStore::new());
+/// let member = StreamName::new("member-ada")?;
+/// store.append(&member, ExpectedRevision::Any, vec![NewEvent::json("Joined", &())?]).await?;
+///
+/// let mut runner = SagaRunner::new(store.clone(), Greeter, Outbox::default())?;
+/// runner.catch_up().await?;
+/// // A second runner resumes after the recorded position: nothing is dispatched again.
+/// let mut again = SagaRunner::new(store.clone(), Greeter, Outbox::default())?;
+/// again.catch_up().await?;
+///
+/// let sent = runner.bus().0.lock().unwrap().clone();
+/// assert_eq!(sent.len(), 1);
+/// let (command, context) = &sent[0];
+/// assert_eq!(command, "greet ada");
+/// let joined = store.read_stream(&member, Default::default()).await?;
+/// assert_eq!(context.causation_id, joined[0].id);
+/// assert!(again.bus().0.lock().unwrap().is_empty());
+/// # Ok(())
+/// # }
+/// ```
 pub struct SagaRunner<S: Saga, B> {
     store: Arc<dyn EventStore>,
     lock: Option<Box<dyn RunnerLock>>,
