@@ -17,7 +17,10 @@
 //! compare-and-set on the previous checkpoint (read `FOR UPDATE`).
 //!
 //! The read model's database may be the event store's or another one; positions are
-//! stored as `numeric(39,0)` (they are 128-bit on PostgreSQL).
+//! stored as `numeric(39,0)` (they are 128-bit on PostgreSQL). In the event store's
+//! cluster, an open batch transaction holds back what `$all` readers see, like any
+//! writing transaction (`docs/semantics.md` §5): keep batches short. Between batches
+//! the connection is outside any transaction.
 
 use async_trait::async_trait;
 use foldstore_core::projection::{
