@@ -127,7 +127,7 @@ fn build(store: Arc<dyn EventStore>, config: ServerConfig) -> (Router, Arc<watch
         metrics: Arc::new(metrics::Metrics::new()),
         catalog: Arc::new(catalog::Catalog::default()),
     };
-    let router = routes::router(state.clone())
+    let router = routes::router()
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -33,6 +33,6 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
 }
 
 /// The router of every route, without fallbacks and layers (see `build` in `lib.rs`).
-pub(crate) fn router(_state: AppState) -> Router<AppState> {
+pub(crate) fn router() -> Router<AppState> {
     api().split_for_parts().0
 }

@@ -33,7 +33,7 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::QueryParams;
 use crate::handlers::{StreamPath, filter};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SubscriberGuard};
 use crate::openapi::Problem;
 use crate::wire::event_json;
 
@@ -137,6 +137,8 @@ fn events(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
     let (tx, rx) = mpsc::channel::<Delivery>(state.config.sse_buffer.max(1));
     let (too_slow_tx, too_slow_rx) = oneshot::channel::<()>();
+    // Counted from here, before the response head is sent, until the task ends.
+    let subscriber = state.metrics.subscriber();
     tokio::spawn(pull(
         subscription,
         id,
@@ -144,6 +146,7 @@ fn events(
         too_slow_tx,
         state.config.slow_client_timeout,
         state.metrics.clone(),
+        subscriber,
     ));
     let mut shutdown = state.shutdown.subscribe();
     let stopped = async move {
@@ -202,8 +205,8 @@ async fn pull(
     too_slow: oneshot::Sender<()>,
     stall: std::time::Duration,
     metrics: Arc<Metrics>,
+    _subscriber: SubscriberGuard,
 ) {
-    let _subscriber = metrics.subscriber();
     loop {
         let item = tokio::select! {
             item = subscription.next() => item,
