@@ -5,7 +5,8 @@
 //! - `live_tail_shows_an_appended_event_without_a_reload`: the acceptance test
 //!   for the UI: open the live tail, append through the API, see the event appear;
 //! - `every_page_renders_and_screenshots`: opens every page at a desktop and a narrow
-//!   width, checks each rendered without a script error, and saves screenshots. With
+//!   width and in the dark colour scheme, checks each rendered without an error, and
+//!   saves screenshots. With
 //!   `FOLDSTORE_SCREENSHOTS=1` they go to `docs/screenshots/` (see
 //!   `scripts/screenshots.sh`), else to a temporary folder.
 //!
@@ -69,23 +70,26 @@ impl Driver {
         Self { child, port }
     }
 
-    /// Connects a headless browser session at `width` x `height`.
-    async fn session(&self, width: u32, height: u32) -> Client {
+    /// Connects a headless browser session at `width` x `height`, in the dark colour
+    /// scheme when `dark`.
+    async fn session(&self, width: u32, height: u32, dark: bool) -> Client {
+        let mut args = vec![
+            "--headless=new".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--disable-dev-shm-usage".to_owned(),
+            "--hide-scrollbars".to_owned(),
+            "--force-device-scale-factor=1".to_owned(),
+            format!("--window-size={width},{height}"),
+        ];
+        if dark {
+            args.push("--force-dark-mode".to_owned());
+            args.push("--blink-settings=preferredColorScheme=0".to_owned());
+        }
         let mut caps = Capabilities::new();
         caps.insert(
             "goog:chromeOptions".into(),
-            json!({
-                "binary": CHROMIUM,
-                "args": [
-                    "--headless=new",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-dev-shm-usage",
-                    "--hide-scrollbars",
-                    "--force-device-scale-factor=1",
-                    format!("--window-size={width},{height}"),
-                ],
-            }),
+            json!({"binary": CHROMIUM, "args": args}),
         );
         let url = format!("http://127.0.0.1:{}", self.port);
         // chromedriver takes a moment to listen; it is an outside process, so poll.
@@ -142,7 +146,7 @@ async fn live_tail_shows_an_appended_event_without_a_reload() {
     }
     let (server, _dir) = sqlite_server().await;
     let driver = Driver::start();
-    let client = driver.session(1280, 900).await;
+    let client = driver.session(1280, 900, false).await;
 
     client.goto(&server.url("/#/tail")).await.unwrap();
     client
@@ -264,14 +268,30 @@ async fn every_page_renders_and_screenshots() {
     let position = last["position"].as_str().unwrap().to_owned();
     let driver = Driver::start();
 
-    for (suffix, width, height) in [("desktop", 1280, 860), ("narrow", 390, 844)] {
-        let client = driver.session(width, height).await;
+    for (suffix, width, height, dark) in [
+        ("desktop", 1280, 860, false),
+        ("narrow", 390, 844, false),
+        ("dark", 1280, 860, true),
+    ] {
+        let client = driver.session(width, height, dark).await;
         let pages = [
             ("dashboard", "/".to_owned()),
             ("streams", "/streams".to_owned()),
             ("stream", "/streams/order-1041".to_owned()),
             ("event", format!("/events/{position}")),
         ];
+        let scheme = client
+            .execute(
+                "return matchMedia('(prefers-color-scheme: dark)').matches;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            scheme,
+            json!(dark),
+            "the colour scheme of the {suffix} session"
+        );
         for (name, hash) in &pages {
             client
                 .goto(&server.url(&format!("/#{hash}")))
@@ -337,7 +357,7 @@ async fn every_page_renders_and_screenshots() {
         client.close().await.unwrap();
     }
     for name in ["dashboard", "streams", "stream", "event", "tail"] {
-        for suffix in ["desktop", "narrow"] {
+        for suffix in ["desktop", "narrow", "dark"] {
             assert!(dir.join(format!("{name}-{suffix}.png")).exists());
         }
     }

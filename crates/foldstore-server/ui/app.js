@@ -295,6 +295,11 @@
       const page = await api("/streams/" + encodeURIComponent(name) + qs({ direction: "backwards", limit: PAGE, from }));
       const events = page.events;
       const newest = from === null;
+      if (!events.length && !newest) {
+        // Past the newest event (the stream is shorter than "Newer" assumed).
+        location.replace(streamHref(name));
+        return;
+      }
       badge.replaceChildren(events.length
         ? "Revisions " + events[events.length - 1].revision + "–" + events[0].revision + (newest ? " (newest first)" : "")
         : "No events");
