@@ -188,4 +188,61 @@ pub trait EventStore: Send + Sync {
         stream: &StreamName,
         from: SubscribeStreamFrom,
     ) -> Result<EventSubscription, ReadError>;
+
+    /// The names of the streams that were ever written whose names start with
+    /// `prefix` (empty: every stream), in byte order, after `after` (exclusive), at
+    /// most `limit` of them. Deleted and tombstoned streams are listed too: read a
+    /// stream to learn its state.
+    ///
+    /// The default implementation scans `$all` (with the prefix as a filter), so it is
+    /// correct on every backend but costs a read of every matching event; backends
+    /// with a table of streams answer from it instead.
+    ///
+    /// ```
+    /// use foldstore_core::{EventStore, ExpectedRevision, InMemoryStore, NewEvent, StreamName};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = InMemoryStore::new();
+    /// for name in ["order-2", "order-1", "user-1"] {
+    ///     let event = NewEvent::json("Created", &serde_json::json!({}))?;
+    ///     store.append(&StreamName::new(name)?, ExpectedRevision::Any, vec![event]).await?;
+    /// }
+    /// let names = store.list_streams("order-", None, 10).await?;
+    /// let names: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
+    /// assert_eq!(names, ["order-1", "order-2"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&StreamName>,
+        limit: usize,
+    ) -> Result<Vec<StreamName>, ReadError> {
+        const PAGE: usize = 1000;
+        let mut names = std::collections::BTreeSet::new();
+        let mut from = None;
+        loop {
+            let mut filter = EventFilter::all();
+            if !prefix.is_empty() {
+                filter.stream_prefix = Some(prefix.to_owned());
+            }
+            let mut options = ReadAllOptions::forwards().max_count(PAGE).filter(filter);
+            options.from = from;
+            let page = self.read_all(options).await?;
+            let Some(last) = page.last() else { break };
+            from = Some(last.position.next());
+            let full = page.len() == PAGE;
+            for event in page {
+                if after.is_none_or(|a| event.stream.as_str() > a.as_str()) {
+                    names.insert(event.stream);
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(names.into_iter().take(limit).collect())
+    }
 }

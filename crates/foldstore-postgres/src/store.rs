@@ -826,6 +826,44 @@ impl EventStore for PostgresStore {
         self.delete(stream, expected, true).await
     }
 
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&StreamName>,
+        limit: usize,
+    ) -> Result<Vec<StreamName>, ReadError> {
+        let s = &self.shared().sql.schema;
+        let conn = self.conn().await?;
+        // Byte order whatever the database's collation, as the trait promises.
+        let rows = conn
+            .query(
+                &format!(
+                    "SELECT name FROM {s}.streams
+                     WHERE starts_with(name, $1) AND name COLLATE \"C\" > $2
+                       AND last_revision IS NOT NULL
+                     ORDER BY name COLLATE \"C\" LIMIT $3"
+                ),
+                &[
+                    &prefix,
+                    &after.map_or("", |a| a.as_str()),
+                    &i64::try_from(limit).unwrap_or(i64::MAX),
+                ],
+            )
+            .await
+            .map_err(|e| backend(e, Effect::None))?;
+        rows.iter()
+            .map(|row| {
+                let name: String = row.try_get(0).map_err(incompatible)?;
+                StreamName::new(name).map_err(|e| {
+                    ReadError::from(BackendError::new(
+                        BackendErrorKind::Internal,
+                        format!("a stored stream name is invalid: {e}"),
+                    ))
+                })
+            })
+            .collect()
+    }
+
     async fn stream_metadata(
         &self,
         stream: &StreamName,
@@ -1026,6 +1064,15 @@ impl EventStore for Live {
         expected: ExpectedRevision,
     ) -> Result<(), DeleteError> {
         self.0.tombstone_stream(stream, expected).await
+    }
+
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&StreamName>,
+        limit: usize,
+    ) -> Result<Vec<StreamName>, ReadError> {
+        self.0.list_streams(prefix, after, limit).await
     }
 
     async fn stream_metadata(

@@ -102,6 +102,8 @@ fn title(code: &str) -> &'static str {
         "method_not_allowed" => "Method not allowed",
         "backend_unavailable" => "The store is unavailable",
         "outcome_unknown" => "The outcome is unknown",
+        "invalid_cloudevent" => "Invalid CloudEvent",
+        "subscriber_too_slow" => "The subscriber did not keep up",
         _ => "Internal error",
     }
 }

@@ -12,11 +12,14 @@ use foldstore_core::{
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::IntoParams;
 
 use crate::AppState;
+use crate::cloudevents::AppendInput;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, QueryParams};
-use crate::wire::{AppendAnswer, AppendBody, page_json, parse_expected};
+use crate::openapi::{Health, Problem, StreamMetadataDoc};
+use crate::wire::{AppendAnswer, AppendBody, WirePage, page, parse_expected};
 
 /// Events per page when `limit` is not given.
 pub(crate) const DEFAULT_LIMIT: usize = 100;
@@ -68,6 +71,15 @@ fn split_page(events: &mut Vec<RecordedEvent>, limit: usize) -> Option<RecordedE
 }
 
 /// `GET /health`.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The store answers", body = Health),
+        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json")
+    )
+)]
 pub(crate) async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let head = state.store.head_position().await?;
     Ok(Json(
@@ -75,32 +87,78 @@ pub(crate) async fn health(State(state): State<AppState>) -> Result<Json<Value>,
     ))
 }
 
-/// `POST /streams/{stream}`.
+/// `POST /streams/{stream}`: a JSON append, or a CloudEvents 1.0 batch
+/// (`application/cloudevents-batch+json`, see `cloudevents.rs`).
+#[utoipa::path(
+    post,
+    path = "/streams/{stream}",
+    tag = "streams",
+    params(
+        ("stream" = String, Path, description = "The stream name"),
+        ("expected_revision" = Option<String>, Query, description = "CloudEvents batches only: any (the default), no_stream, stream_exists or a revision")
+    ),
+    request_body(
+        description = "An append (`application/json`), or a CloudEvents 1.0 batch (`application/cloudevents-batch+json`)",
+        content(
+            (AppendBody = "application/json"),
+            (Vec<crate::cloudevents::CloudEventDoc> = "application/cloudevents-batch+json")
+        )
+    ),
+    responses(
+        (status = 200, description = "Appended (or already stored: appends are idempotent by event id)", body = AppendAnswer),
+        (status = 400, description = "Invalid body, event or CloudEvent; nothing was written", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Wrong expected revision, or an event id stored elsewhere", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The stream was tombstoned", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body or the append is too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Neither JSON nor a CloudEvents batch", body = Problem, content_type = "application/problem+json")
+    )
+)]
 pub(crate) async fn append(
     State(state): State<AppState>,
     StreamPath(stream): StreamPath,
-    JsonBody(body): JsonBody<AppendBody>,
+    AppendInput { expected, events }: AppendInput,
 ) -> Result<Json<AppendAnswer>, ApiError> {
-    let (expected, events) = body.into_parts()?;
-    let result = state.store.append(&stream, expected, events).await?;
-    Ok(Json(result.into()))
+    let count = events.len();
+    let started = std::time::Instant::now();
+    let result = state.store.append(&stream, expected, events).await;
+    state
+        .metrics
+        .record_append(started.elapsed(), count, result.is_ok());
+    Ok(Json(result?.into()))
 }
 
 /// Query of `GET /streams/{stream}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct StreamReadQuery {
+    /// The first revision to read (inclusive); the start or the end by direction.
     from: Option<u64>,
+    /// `forwards` (the default) or `backwards`.
+    #[param(value_type = Option<String>)]
     direction: Option<Direction>,
+    /// Events per page, 1 to 1000 (default 100).
     limit: Option<usize>,
 }
 
 /// `GET /streams/{stream}`.
+#[utoipa::path(
+    get,
+    path = "/streams/{stream}",
+    tag = "streams",
+    params(("stream" = String, Path, description = "The stream name"), StreamReadQuery),
+    responses(
+        (status = 200, description = "A page of the stream's events; `next` is the revision of the next page", body = WirePage),
+        (status = 400, description = "Invalid stream name or query", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The stream does not exist", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The stream was tombstoned", body = Problem, content_type = "application/problem+json")
+    )
+)]
 pub(crate) async fn read_stream(
     State(state): State<AppState>,
     StreamPath(stream): StreamPath,
     QueryParams(q): QueryParams<StreamReadQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WirePage>, ApiError> {
     let limit = check_limit(q.limit)?;
     let mut options = match q.direction.unwrap_or_default() {
         Direction::Forwards => ReadStreamOptions::forwards(),
@@ -110,19 +168,29 @@ pub(crate) async fn read_stream(
     options.from = q.from;
     let mut events = state.store.read_stream(&stream, options).await?;
     let next = split_page(&mut events, limit).map(|e| json!(e.revision));
-    Ok(Json(page_json(&events, next)))
+    Ok(Json(page(&events, next)))
 }
 
 /// Query of `GET /all`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct AllReadQuery {
+    /// The first position to read (inclusive), as a read returned it.
+    #[param(value_type = Option<String>)]
     from: Option<Position>,
+    /// `forwards` (the default) or `backwards`.
+    #[param(value_type = Option<String>)]
     direction: Option<Direction>,
+    /// Events per page, 1 to 1000 (default 100).
     limit: Option<usize>,
+    /// Only streams of this category (`category-...`).
     category: Option<String>,
+    /// Only these event types, comma-separated.
     #[serde(rename = "type")]
+    #[param(rename = "type")]
     event_type: Option<String>,
+    /// Only streams whose name starts with this.
     prefix: Option<String>,
 }
 
@@ -158,7 +226,7 @@ async fn read_global(
     direction: Option<Direction>,
     limit: Option<usize>,
     filter: EventFilter,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WirePage>, ApiError> {
     let limit = check_limit(limit)?;
     let mut options = match direction.unwrap_or_default() {
         Direction::Forwards => ReadAllOptions::forwards(),
@@ -168,35 +236,63 @@ async fn read_global(
     options.from = from;
     let mut events = state.store.read_all(options.filter(filter)).await?;
     let next = split_page(&mut events, limit).map(|e| json!(e.position.to_string()));
-    Ok(Json(page_json(&events, next)))
+    Ok(Json(page(&events, next)))
 }
 
 /// `GET /all`.
+#[utoipa::path(
+    get,
+    path = "/all",
+    tag = "global",
+    params(AllReadQuery),
+    responses(
+        (status = 200, description = "A page of `$all`; `next` is the position of the next page", body = WirePage),
+        (status = 400, description = "Invalid query", body = Problem, content_type = "application/problem+json")
+    )
+)]
 pub(crate) async fn read_all(
     State(state): State<AppState>,
     QueryParams(q): QueryParams<AllReadQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WirePage>, ApiError> {
     let filter = filter(q.category, q.event_type.as_deref(), q.prefix)?;
     read_global(&state, q.from, q.direction, q.limit, filter).await
 }
 
 /// Query of `GET /categories/{category}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct CategoryReadQuery {
+    /// The first position to read (inclusive), as a read returned it.
+    #[param(value_type = Option<String>)]
     from: Option<Position>,
+    /// `forwards` (the default) or `backwards`.
+    #[param(value_type = Option<String>)]
     direction: Option<Direction>,
+    /// Events per page, 1 to 1000 (default 100).
     limit: Option<usize>,
+    /// This consumer's index in its group, below `group_size`.
     group_member: Option<u32>,
+    /// How many consumers share the category.
     group_size: Option<u32>,
 }
 
 /// `GET /categories/{category}`.
+#[utoipa::path(
+    get,
+    path = "/categories/{category}",
+    tag = "global",
+    params(("category" = String, Path, description = "The category: streams named `category-...`"), CategoryReadQuery),
+    responses(
+        (status = 200, description = "A page of the category's events in global order", body = WirePage),
+        (status = 400, description = "Invalid category or query", body = Problem, content_type = "application/problem+json")
+    )
+)]
 pub(crate) async fn read_category(
     State(state): State<AppState>,
     Path(category): Path<String>,
     QueryParams(q): QueryParams<CategoryReadQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WirePage>, ApiError> {
     let mut filter = EventFilter::category(category)?;
     match (q.group_member, q.group_size) {
         (None, None) => {}
@@ -213,15 +309,29 @@ pub(crate) async fn read_category(
 }
 
 /// Query of `DELETE /streams/{stream}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct DeleteQuery {
+    /// `true`: the stream can never be written again.
     #[serde(default)]
     tombstone: bool,
+    /// any (the default), no_stream, stream_exists or a revision.
     expected_revision: Option<String>,
 }
 
 /// `DELETE /streams/{stream}`: soft delete, or tombstone with `?tombstone=true`.
+#[utoipa::path(
+    delete,
+    path = "/streams/{stream}",
+    tag = "streams",
+    params(("stream" = String, Path, description = "The stream name"), DeleteQuery),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 409, description = "Wrong expected revision", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The stream was tombstoned", body = Problem, content_type = "application/problem+json")
+    )
+)]
 pub(crate) async fn delete_stream(
     State(state): State<AppState>,
     StreamPath(stream): StreamPath,
@@ -240,6 +350,16 @@ pub(crate) async fn delete_stream(
 }
 
 /// `GET /streams/{stream}/metadata`: `{}` when none was set.
+#[utoipa::path(
+    get,
+    path = "/streams/{stream}/metadata",
+    tag = "streams",
+    params(("stream" = String, Path, description = "The stream name")),
+    responses(
+        (status = 200, description = "The stream's metadata", body = StreamMetadataDoc),
+        (status = 410, description = "The stream was tombstoned", body = Problem, content_type = "application/problem+json")
+    )
+)]
 pub(crate) async fn get_metadata(
     State(state): State<AppState>,
     StreamPath(stream): StreamPath,
@@ -249,6 +369,18 @@ pub(crate) async fn get_metadata(
 }
 
 /// `PUT /streams/{stream}/metadata`: replaces the metadata.
+#[utoipa::path(
+    put,
+    path = "/streams/{stream}/metadata",
+    tag = "streams",
+    params(("stream" = String, Path, description = "The stream name")),
+    request_body(content = StreamMetadataDoc, content_type = "application/json"),
+    responses(
+        (status = 204, description = "Replaced"),
+        (status = 400, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The stream was tombstoned", body = Problem, content_type = "application/problem+json")
+    )
+)]
 pub(crate) async fn put_metadata(
     State(state): State<AppState>,
     StreamPath(stream): StreamPath,
@@ -263,7 +395,7 @@ pub(crate) async fn not_found() -> Response {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such endpoint: see the API's routes (/streams/{stream}, /all, /categories/{category}, /health)",
+        "no such endpoint: see the API's routes in /openapi.json",
     )
     .into_response()
 }

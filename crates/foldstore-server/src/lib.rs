@@ -18,11 +18,19 @@
 //! Every error is an RFC 9457 problem (`application/problem+json`) with a stable
 //! `code`; see [`error`].
 
+mod catalog;
+mod cloudevents;
 pub mod error;
 mod extract;
 mod handlers;
+mod metrics;
+mod openapi;
+mod routes;
 mod sse;
+mod ui;
 mod wire;
+
+pub use openapi::openapi;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,7 +38,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::get;
 use foldstore_core::EventStore;
 use tokio::sync::watch;
 
@@ -42,6 +49,11 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// How often an idle live subscription gets a heartbeat comment.
     pub heartbeat: Duration,
+    /// How many events a live subscription holds for a client that is not reading.
+    pub sse_buffer: usize,
+    /// How long a live subscription waits for a client that does not read while its
+    /// buffer is full before it sends an `error` event (`subscriber_too_slow`) and ends.
+    pub slow_client_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +61,8 @@ impl Default for ServerConfig {
         Self {
             body_limit: 32 * 1024 * 1024,
             heartbeat: Duration::from_secs(15),
+            sse_buffer: 256,
+            slow_client_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -65,6 +79,18 @@ impl ServerConfig {
         self.heartbeat = interval;
         self
     }
+
+    /// Sets how many events a live subscription holds for a client (at least 1).
+    pub fn sse_buffer(mut self, events: usize) -> Self {
+        self.sse_buffer = events.max(1);
+        self
+    }
+
+    /// Sets how long a live subscription waits on a client that does not read.
+    pub fn slow_client_timeout(mut self, timeout: Duration) -> Self {
+        self.slow_client_timeout = timeout;
+        self
+    }
 }
 
 /// What every handler sees.
@@ -74,13 +100,19 @@ struct AppState {
     config: ServerConfig,
     /// Set to `true` when the server shuts down: live subscriptions end on it.
     shutdown: Arc<watch::Sender<bool>>,
+    /// Counters and histograms served at `/metrics`.
+    metrics: Arc<metrics::Metrics>,
+    /// The stream count shown on the dashboard, cached (see `catalog`).
+    catalog: Arc<catalog::Catalog>,
 }
 
 /// The HTTP API over `store`.
 ///
 /// Routes: `POST`/`GET`/`DELETE /streams/{stream}`, `GET`/`PUT
 /// /streams/{stream}/metadata`, `GET /streams/{stream}/subscribe`, `GET /all`, `GET
-/// /all/subscribe`, `GET /categories/{category}`, `GET /health`.
+/// /all/subscribe`, `GET /categories/{category}`, `GET /health`, `GET /metrics`,
+/// `GET /api/stats`, `GET /api/streams`, `GET /openapi.json` (every route is in
+/// [`openapi()`]), and the web UI at `/`.
 pub fn app(store: Arc<dyn EventStore>, config: ServerConfig) -> Router {
     build(store, config).0
 }
@@ -92,25 +124,16 @@ fn build(store: Arc<dyn EventStore>, config: ServerConfig) -> (Router, Arc<watch
         store,
         config,
         shutdown: shutdown.clone(),
+        metrics: Arc::new(metrics::Metrics::new()),
+        catalog: Arc::new(catalog::Catalog::default()),
     };
-    let router = Router::new()
-        .route("/health", get(handlers::health))
-        .route(
-            "/streams/{stream}",
-            get(handlers::read_stream)
-                .post(handlers::append)
-                .delete(handlers::delete_stream),
-        )
-        .route(
-            "/streams/{stream}/metadata",
-            get(handlers::get_metadata).put(handlers::put_metadata),
-        )
-        .route("/streams/{stream}/subscribe", get(sse::subscribe_stream))
-        .route("/all", get(handlers::read_all))
-        .route("/all/subscribe", get(sse::subscribe_all))
-        .route("/categories/{category}", get(handlers::read_category))
+    let router = routes::router()
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track_requests,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state);
     (router, shutdown)

@@ -6,11 +6,17 @@
 //! duplicate. A failure ends the stream with an `event: error` whose data is a problem
 //! body.
 //!
-//! Memory stays bounded per client: the core's subscription is pulled, and the
-//! response body is pulled by the connection as the socket drains. A slow client only
-//! falls behind and catches up from the store's pages; nothing is buffered for it.
+//! Memory stays bounded per client. A task pulls the core's subscription (which reads
+//! the store page by page) into a channel of `ServerConfig::sse_buffer` events; the
+//! response body drains the channel as the socket takes it. A client that falls
+//! behind catches up from the store's pages. A client that stops reading fills the
+//! channel: when it stays full for `ServerConfig::slow_client_timeout`, the task drops
+//! the subscription and the body sends an `error` event with the code
+//! `subscriber_too_slow` and ends, so the client can reconnect with `Last-Event-ID`
+//! and catch up from the store.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -20,12 +26,19 @@ use foldstore_core::{
 };
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
+use tokio::sync::{mpsc, oneshot};
+use utoipa::IntoParams;
 
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::QueryParams;
 use crate::handlers::{StreamPath, filter};
+use crate::metrics::{Metrics, SubscriberGuard};
+use crate::openapi::Problem;
 use crate::wire::event_json;
+
+/// The stable code of the `error` event sent to a client that stopped reading.
+pub(crate) const TOO_SLOW: &str = "subscriber_too_slow";
 
 /// The `Last-Event-ID` header, if any.
 fn last_event_id(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
@@ -39,13 +52,20 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
 }
 
 /// Query of `GET /all/subscribe`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct AllSubscribeQuery {
+    /// `start` (the default), `end` (new events only), or a position (inclusive).
+    /// A `Last-Event-ID` header takes precedence.
     from: Option<String>,
+    /// Only streams of this category (`category-...`).
     category: Option<String>,
+    /// Only these event types, comma-separated.
     #[serde(rename = "type")]
+    #[param(rename = "type")]
     event_type: Option<String>,
+    /// Only streams whose name starts with this.
     prefix: Option<String>,
 }
 
@@ -101,34 +121,142 @@ fn stream_start(headers: &HeaderMap, from: Option<&str>) -> Result<SubscribeStre
     }
 }
 
-/// The SSE body: events, then an error event if the subscription fails; it ends when
-/// the server shuts down.
+/// What the pulling task hands the body.
+struct Delivery {
+    event: Event,
+    /// When the store committed the event, for the delivery-lag histogram.
+    recorded_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The SSE body: events, then an error event if the subscription fails or the client
+/// is too slow; it ends when the server shuts down.
 fn events(
     state: &AppState,
     subscription: EventSubscription,
     id: fn(&RecordedEvent) -> String,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
+    let (tx, rx) = mpsc::channel::<Delivery>(state.config.sse_buffer.max(1));
+    let (too_slow_tx, too_slow_rx) = oneshot::channel::<()>();
+    // Counted from here, before the response head is sent, until the task ends.
+    let subscriber = state.metrics.subscriber();
+    tokio::spawn(pull(
+        subscription,
+        id,
+        tx,
+        too_slow_tx,
+        state.config.slow_client_timeout,
+        state.metrics.clone(),
+        subscriber,
+    ));
     let mut shutdown = state.shutdown.subscribe();
     let stopped = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     };
-    let stream = subscription
-        .map(move |item| {
-            Ok(match item {
-                Ok(e) => Event::default()
-                    .id(id(&e))
-                    .event("event")
-                    .data(event_json(&e).to_string()),
-                Err(err) => Event::default()
-                    .event("error")
-                    .data(ApiError::from(err).body().to_string()),
-            })
-        })
-        .take_until(Box::pin(stopped));
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(state.config.heartbeat))
+    let lag = state.metrics.lag_tracker();
+    // The state is `None` once the too-slow event was sent: the body then ends, and
+    // the events still in the channel are dropped (the client resumes after the last
+    // one it received).
+    let body = futures::stream::unfold(Some((rx, Some(too_slow_rx), lag)), |state| async move {
+        let (mut rx, mut too_slow, lag) = state?;
+        let delivery = match too_slow.take() {
+            Some(mut signal) => tokio::select! {
+                biased;
+                fired = &mut signal => {
+                    if fired.is_ok() {
+                        return Some((Ok(too_slow_event()), None));
+                    }
+                    rx.recv().await
+                }
+                d = rx.recv() => {
+                    too_slow = Some(signal);
+                    d
+                }
+            },
+            None => rx.recv().await,
+        };
+        let delivery = delivery?;
+        if let Some(at) = delivery.recorded_at {
+            lag.delivered(at);
+        }
+        Some((Ok(delivery.event), Some((rx, too_slow, lag))))
+    })
+    .take_until(Box::pin(stopped));
+    Sse::new(body).keep_alive(KeepAlive::new().interval(state.config.heartbeat))
+}
+
+/// The `error` event of a client that stopped reading.
+fn too_slow_event() -> Event {
+    let problem = ApiError::new(
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        TOO_SLOW,
+        "this client did not read events fast enough and was disconnected: reconnect with Last-Event-ID to catch up from the store",
+    );
+    Event::default()
+        .event("error")
+        .data(problem.body().to_string())
+}
+
+/// Pulls the subscription into the channel until the client goes away, the
+/// subscription ends, or the client stops reading for `stall` with the channel full.
+async fn pull(
+    mut subscription: EventSubscription,
+    id: fn(&RecordedEvent) -> String,
+    tx: mpsc::Sender<Delivery>,
+    too_slow: oneshot::Sender<()>,
+    stall: std::time::Duration,
+    metrics: Arc<Metrics>,
+    _subscriber: SubscriberGuard,
+) {
+    loop {
+        let item = tokio::select! {
+            item = subscription.next() => item,
+            () = tx.closed() => return,
+        };
+        let (delivery, last) = match item {
+            None => return,
+            Some(Ok(e)) => (
+                Delivery {
+                    event: Event::default()
+                        .id(id(&e))
+                        .event("event")
+                        .data(event_json(&e).to_string()),
+                    recorded_at: Some(e.recorded_at),
+                },
+                false,
+            ),
+            Some(Err(err)) => (
+                Delivery {
+                    event: Event::default()
+                        .event("error")
+                        .data(ApiError::from(err).body().to_string()),
+                    recorded_at: None,
+                },
+                true,
+            ),
+        };
+        match tokio::time::timeout(stall, tx.send(delivery)).await {
+            Ok(Ok(())) if !last => {}
+            Ok(_) => return,
+            Err(_) => {
+                metrics.slow_client_disconnected();
+                let _ = too_slow.send(());
+                return;
+            }
+        }
+    }
 }
 
 /// `GET /all/subscribe`.
+#[utoipa::path(
+    get,
+    path = "/all/subscribe",
+    tag = "live",
+    params(AllSubscribeQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this position (sent by a reconnecting EventSource)")),
+    responses(
+        (status = 200, description = "Server-sent events: `event` (data: an event, id: its position), `error` (data: a problem; `subscriber_too_slow` when the client did not read), heartbeat comments", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Invalid query or Last-Event-ID", body = Problem, content_type = "application/problem+json")
+    )
+)]
 pub(crate) async fn subscribe_all(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -141,13 +269,26 @@ pub(crate) async fn subscribe_all(
 }
 
 /// Query of `GET /streams/{stream}/subscribe`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct StreamSubscribeQuery {
+    /// `start` (the default), `end` (new events only), or a revision (inclusive).
     from: Option<String>,
 }
 
 /// `GET /streams/{stream}/subscribe`.
+#[utoipa::path(
+    get,
+    path = "/streams/{stream}/subscribe",
+    tag = "live",
+    params(("stream" = String, Path, description = "The stream name"), StreamSubscribeQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this revision")),
+    responses(
+        (status = 200, description = "Server-sent events: `event` (id: the revision), `error`, heartbeat comments", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Invalid stream name, query or Last-Event-ID", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The stream was tombstoned", body = Problem, content_type = "application/problem+json")
+    )
+)]
 pub(crate) async fn subscribe_stream(
     State(state): State<AppState>,
     StreamPath(stream): StreamPath,

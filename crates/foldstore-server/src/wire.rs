@@ -8,22 +8,23 @@ use foldstore_core::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::ApiError;
 
 /// `expected_revision` in a body: `"any"`, `"no_stream"`, `"stream_exists"` or a
 /// revision.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(untagged)]
-enum WireExpected {
+pub(crate) enum WireExpected {
     Named(NamedExpected),
     Exact(u64),
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-enum NamedExpected {
+pub(crate) enum NamedExpected {
     Any,
     NoStream,
     StreamExists,
@@ -55,7 +56,7 @@ pub(crate) fn parse_expected(text: &str) -> Result<ExpectedRevision, ApiError> {
 }
 
 /// The body of `POST /streams/{stream}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AppendBody {
     expected_revision: WireExpected,
@@ -63,18 +64,21 @@ pub(crate) struct AppendBody {
 }
 
 /// One event of an append.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct EventBody {
+pub(crate) struct EventBody {
+    /// The event id; a random one when absent. Retrying with the same ids is idempotent.
     #[serde(default)]
     id: Option<Uuid>,
     #[serde(rename = "type")]
     event_type: String,
+    /// Any JSON, or a base64 string when `content_type` is not JSON.
     data: Value,
     /// The data's media type; JSON when absent. Other types carry `data` as base64.
     #[serde(default)]
     content_type: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Map<String, Value>>,
 }
 
@@ -119,10 +123,44 @@ impl EventBody {
 }
 
 /// The answer to an append.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct AppendAnswer {
+    /// The stream's revision after the append: the `expected_revision` of the next.
     next_expected_revision: u64,
+    /// The position of the last event appended, as a decimal string.
+    #[schema(value_type = String)]
     position: Position,
+}
+
+/// A recorded event, as reads and subscriptions send it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct WireEvent {
+    id: Uuid,
+    stream: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    /// 0-based, gapless within the stream.
+    revision: u64,
+    /// The place in `$all`, as a decimal string.
+    position: String,
+    /// JSON when the content type is JSON, else a base64 string.
+    data: Value,
+    /// The data's media type, present only when it is not JSON.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_type: Option<String>,
+    #[schema(value_type = Object)]
+    metadata: Map<String, Value>,
+    recorded_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A page of events.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct WirePage {
+    events: Vec<WireEvent>,
+    /// The `from` of the following page (a revision for streams, a position string
+    /// for `$all` and categories); absent at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<Value>,
 }
 
 impl From<AppendResult> for AppendAnswer {
@@ -134,43 +172,40 @@ impl From<AppendResult> for AppendAnswer {
     }
 }
 
-/// A recorded event as JSON: `data` is JSON when the content type is JSON, else a
+/// A recorded event as sent: `data` is JSON when the content type is JSON, else a
 /// base64 string beside `content_type`.
-pub(crate) fn event_json(e: &RecordedEvent) -> Value {
-    let mut object = Map::new();
-    object.insert("id".into(), json!(e.id));
-    object.insert("stream".into(), json!(e.stream.as_str()));
-    object.insert("type".into(), json!(e.event_type));
-    object.insert("revision".into(), json!(e.revision));
-    object.insert("position".into(), json!(e.position.to_string()));
+pub(crate) fn wire_event(e: &RecordedEvent) -> WireEvent {
     let json_data = if is_json(&e.content_type) {
         serde_json::from_slice::<Value>(&e.data).ok()
     } else {
         None
     };
-    match json_data {
-        Some(data) => {
-            object.insert("data".into(), data);
-        }
-        None => {
-            object.insert("data".into(), json!(BASE64.encode(&e.data)));
-            object.insert("content_type".into(), json!(e.content_type));
-        }
+    let (data, content_type) = match json_data {
+        Some(data) => (data, None),
+        None => (json!(BASE64.encode(&e.data)), Some(e.content_type.clone())),
+    };
+    WireEvent {
+        id: e.id,
+        stream: e.stream.as_str().to_owned(),
+        event_type: e.event_type.clone(),
+        revision: e.revision,
+        position: e.position.to_string(),
+        data,
+        content_type,
+        metadata: e.metadata.to_map(),
+        recorded_at: e.recorded_at,
     }
-    object.insert("metadata".into(), Value::Object(e.metadata.to_map()));
-    object.insert("recorded_at".into(), json!(e.recorded_at));
-    Value::Object(object)
+}
+
+/// A recorded event as JSON (see [`wire_event`]).
+pub(crate) fn event_json(e: &RecordedEvent) -> Value {
+    serde_json::to_value(wire_event(e)).unwrap_or(Value::Null)
 }
 
 /// A page of events; `next` is the `from` of the following page, absent at the end.
-pub(crate) fn page_json(events: &[RecordedEvent], next: Option<Value>) -> Value {
-    let mut object = Map::new();
-    object.insert(
-        "events".into(),
-        Value::Array(events.iter().map(event_json).collect()),
-    );
-    if let Some(next) = next {
-        object.insert("next".into(), next);
+pub(crate) fn page(events: &[RecordedEvent], next: Option<Value>) -> WirePage {
+    WirePage {
+        events: events.iter().map(wire_event).collect(),
+        next,
     }
-    Value::Object(object)
 }

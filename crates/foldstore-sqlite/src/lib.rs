@@ -490,6 +490,20 @@ impl EventStore for SqliteStore {
         self.delete(stream, expected, true).await
     }
 
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&StreamName>,
+        limit: usize,
+    ) -> Result<Vec<StreamName>, ReadError> {
+        let prefix = prefix.to_owned();
+        let after = after.map(|a| a.as_str().to_owned());
+        self.inner
+            .readers
+            .run(move |rc| reader::list_streams(rc, &prefix, after.as_deref(), limit))
+            .await
+    }
+
     async fn stream_metadata(
         &self,
         stream: &StreamName,

@@ -522,3 +522,40 @@ pub(crate) fn stream_metadata(
         Some((false, json)) => Ok(parse_metadata(json)?),
     }
 }
+
+/// Streams with at least one event whose names start with `prefix`, in byte order
+/// (SQLite's BINARY collation compares UTF-8 bytes, as Rust's `str` does), after
+/// `after`; from the `streams` table and its unique index on `name`.
+pub(crate) fn list_streams(
+    rc: &mut ReadConn,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<StreamName>, ReadError> {
+    let mut stmt = rc
+        .conn
+        .prepare_cached(
+            "SELECT name FROM streams s
+             WHERE name >= ?1 AND substr(name, 1, length(?1)) = ?1 AND name > ?2
+               AND EXISTS (SELECT 1 FROM events e WHERE e.stream_id = s.stream_id)
+             ORDER BY name LIMIT ?3",
+        )
+        .map_err(sql("listing streams"))?;
+    let rows = stmt
+        .query_map(params![prefix, after.unwrap_or(""), limit_of(limit)], |r| {
+            r.get::<_, String>(0)
+        })
+        .map_err(sql("listing streams"))?;
+    let mut names = Vec::new();
+    for row in rows {
+        let name = row.map_err(sql("listing streams"))?;
+        let name = StreamName::new(name).map_err(|e| {
+            BackendError::new(
+                BackendErrorKind::Internal,
+                format!("a stored stream name is invalid: {e}"),
+            )
+        })?;
+        names.push(name);
+    }
+    Ok(names)
+}

@@ -1532,6 +1532,69 @@ pub async fn read_all_filters_by_stream_prefix<S: TestStore>(store: S) {
     }
 }
 
+/// `EventStore::list_streams`: every stream with an event, deleted and tombstoned ones
+/// too, in byte order, by plain prefix, after a name, at most `limit`; a stream with
+/// only metadata has no event and is not listed.
+pub async fn list_streams_names_written_streams_in_byte_order<S: TestStore>(store: S) {
+    let rule = "list_streams lists written streams by prefix in byte order";
+    for s in [
+        "pre-2", "pre-10", "Pre-1", "p_e-1", "pXe-1", "prefix-1", "z-1",
+    ] {
+        append(&store, &name(s), ExpectedRevision::Any, events(1)).await;
+    }
+    store
+        .delete_stream(&name("pre-10"), ExpectedRevision::Any)
+        .await
+        .expect("delete");
+    store
+        .tombstone_stream(&name("z-1"), ExpectedRevision::Any)
+        .await
+        .expect("tombstone");
+    store
+        .set_stream_metadata(&name("pre-meta"), StreamMetadata::default())
+        .await
+        .expect("metadata");
+    let list = |prefix: &'static str, after: Option<&'static str>, limit: usize| {
+        let store = store.clone();
+        async move {
+            let after = after.map(name);
+            store
+                .list_streams(prefix, after.as_ref(), limit)
+                .await
+                .expect("list_streams")
+                .into_iter()
+                .map(|n| n.as_str().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        list("", None, 100).await,
+        [
+            "Pre-1", "pXe-1", "p_e-1", "pre-10", "pre-2", "prefix-1", "z-1"
+        ],
+        "{rule}"
+    );
+    assert_eq!(
+        list("pre", None, 100).await,
+        ["pre-10", "pre-2", "prefix-1"],
+        "{rule}"
+    );
+    assert_eq!(list("pre-", None, 100).await, ["pre-10", "pre-2"], "{rule}");
+    assert_eq!(
+        list("p_", None, 100).await,
+        ["p_e-1"],
+        "{rule}: `_` is no wildcard"
+    );
+    assert_eq!(
+        list("pre", Some("pre-10"), 100).await,
+        ["pre-2", "prefix-1"],
+        "{rule}"
+    );
+    assert_eq!(list("", Some("pre-2"), 1).await, ["prefix-1"], "{rule}");
+    assert_eq!(list("", None, 2).await, ["Pre-1", "pXe-1"], "{rule}");
+    assert!(list("nothing", None, 10).await.is_empty(), "{rule}");
+}
+
 /// §4: the category filter keeps streams whose category (part before the first `-`)
 /// equals it exactly, case-sensitively.
 pub async fn read_all_filters_by_category<S: TestStore>(store: S) {
@@ -3256,6 +3319,7 @@ macro_rules! __foldstore_for_each_case {
             read_all_from_position_is_inclusive,
             read_all_max_count_limits_the_result,
             read_all_filters_by_stream_prefix,
+            list_streams_names_written_streams_in_byte_order,
             read_all_filters_by_category,
             read_all_filters_by_event_types,
             read_all_filters_combine,
