@@ -136,19 +136,21 @@ BEGIN
                AND (v_types IS NULL OR e.event_type = ANY (v_types))
              ORDER BY t.tx, t.seq
              LIMIT 1;
-            IF FOUND AND (match_tx IS NULL OR (v_tx, v_seq) < (match_tx, match_seq)) THEN
+            IF v_tx IS NOT NULL AND (match_tx IS NULL OR (v_tx, v_seq) < (match_tx, match_seq)) THEN
                 match_tx := v_tx;
                 match_seq := v_seq;
             END IF;
         ELSE
             FOREACH v_type IN ARRAY v_types LOOP
-                SELECT e.tx, e.seq INTO v_tx, v_seq
-                  FROM events e
-                 WHERE e.event_type = v_type
-                   AND (e.tx, e.seq) > (p_after_tx, p_after_seq)
-                 ORDER BY e.tx, e.seq
-                 LIMIT 1;
-                IF FOUND AND (match_tx IS NULL OR (v_tx, v_seq) < (match_tx, match_seq)) THEN
+                -- Planned for this type (EXECUTE): the planner walks events_type for a
+                -- rare type and the global order for a common one; a cached generic
+                -- plan would pick one of the two for every type.
+                EXECUTE 'SELECT e.tx, e.seq FROM events e
+                          WHERE e.event_type = $1 AND (e.tx, e.seq) > ($2, $3)
+                          ORDER BY e.tx, e.seq LIMIT 1'
+                   INTO v_tx, v_seq
+                  USING v_type, p_after_tx, p_after_seq;
+                IF v_tx IS NOT NULL AND (match_tx IS NULL OR (v_tx, v_seq) < (match_tx, match_seq)) THEN
                     match_tx := v_tx;
                     match_seq := v_seq;
                 END IF;
