@@ -240,6 +240,9 @@ pub struct Loaded<S> {
     pub events_folded: u64,
 }
 
+/// A load, the revision of the watched event if seen, and the latest snapshot's revision.
+type LoadResult<S> = (Loaded<S>, Option<u64>, Option<u64>);
+
 /// Encodes and stores snapshots of one state type.
 struct Snapshots<S> {
     store: Arc<dyn SnapshotStore>,
@@ -351,7 +354,7 @@ where
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (loaded, found) = self.load_inner(stream, first_id).await?;
+            let (loaded, found, snapshot_at) = self.load_inner(stream, first_id).await?;
             if let Some(revision) = found {
                 return self.stored_outcome(stream, ctx, revision, attempt).await;
             }
@@ -384,8 +387,14 @@ where
             let new_events = ctx.encode(&events)?;
             match self.store.append(stream, expected, new_events).await {
                 Ok(result) => {
-                    self.after_append(stream, loaded, &events, result.next_expected_revision)
-                        .await;
+                    self.after_append(
+                        stream,
+                        loaded,
+                        snapshot_at,
+                        &events,
+                        result.next_expected_revision,
+                    )
+                    .await;
                     return Ok(CommandOutcome {
                         events,
                         next_expected_revision: Some(result.next_expected_revision),
@@ -424,12 +433,13 @@ where
     }
 
     /// Loads the state; also reports the revision of the event with id `watch`, if it
-    /// is among the events read.
+    /// is among the events read, and the revision of the latest snapshot (saved by
+    /// this load, or the one it started from).
     async fn load_inner(
         &self,
         stream: &StreamName,
         watch: Option<Uuid>,
-    ) -> Result<(Loaded<D::State>, Option<u64>), CommandError<D::Error>> {
+    ) -> Result<LoadResult<D::State>, CommandError<D::Error>> {
         let mut start = self.load_snapshot(stream).await;
         let (state, snapshot_revision, stale, loaded_revision, folded, found) = 'load: loop {
             let (mut state, snapshot_revision, stale) = start;
@@ -472,7 +482,7 @@ where
                             snapshot_revision: None,
                             events_folded: 0,
                         };
-                        return Ok((loaded, None));
+                        return Ok((loaded, None, None));
                     }
                     Err(e) => return Err(e.into()),
                 };
@@ -507,12 +517,14 @@ where
             snapshot_revision,
             events_folded: folded,
         };
+        let mut snapshot_at = loaded.snapshot_revision;
         if let (Some(s), Some(revision)) = (&self.snapshots, loaded.revision)
             && (stale || s.policy.is_due(folded))
         {
             self.save_snapshot(stream, &loaded.state, revision).await;
+            snapshot_at = Some(revision);
         }
-        Ok((loaded, found))
+        Ok((loaded, found, snapshot_at))
     }
 
     /// The snapshot's state and revision if it is usable; `stale` when one exists but
@@ -564,11 +576,12 @@ where
         &self,
         stream: &StreamName,
         loaded: Loaded<D::State>,
+        snapshot_at: Option<u64>,
         events: &[D::Event],
         revision: u64,
     ) {
         let Some(s) = &self.snapshots else { return };
-        let base = loaded.snapshot_revision.map_or(0, |r| r + 1);
+        let base = snapshot_at.map_or(0, |r| r + 1);
         if !s.policy.is_due(revision + 1 - base) {
             return;
         }
