@@ -366,6 +366,17 @@ async fn every_page_renders_and_screenshots() {
                 .await
                 .unwrap();
             assert_eq!(errors, json!(0), "page {name} shows an error");
+            let overflow = client
+                .execute(
+                    "return document.documentElement.scrollWidth - window.innerWidth;",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            assert!(
+                overflow.as_i64().unwrap() <= 0,
+                "page {name} scrolls sideways at {width} pixels ({overflow} too wide)"
+            );
             screenshot(&client, &dir, &format!("{name}-{suffix}")).await;
         }
 
