@@ -196,6 +196,55 @@ async fn live_tail_shows_an_appended_event_without_a_reload() {
     assert_eq!(same, json!(42), "the page was reloaded");
     let count = client.find(Locator::Id("tail-count")).await.unwrap();
     assert_eq!(count.text().await.unwrap(), "1 event");
+
+    // The tail of one stream (the stream page's link) shows that stream only.
+    client
+        .execute(
+            "location.hash = '#/tail?stream=order-7'; return null;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    rendered(&client, "/tail?stream=order-7").await;
+    client
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css("#tail-status.live"))
+        .await
+        .expect("the stream tail connects");
+    let other = server
+        .append("order-70", json!([{"type": "OrderPlaced", "data": {}}]))
+        .await;
+    let mine = server
+        .append("order-7", json!([{"type": "OrderPaid", "data": {}}]))
+        .await;
+    let selector = format!(
+        "#tail-list li.event[data-position=\"{}\"]",
+        mine["position"].as_str().unwrap()
+    );
+    client
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css(&selector))
+        .await
+        .expect("the stream's event appears");
+    let rows = client
+        .execute(
+            "return Array.from(document.querySelectorAll('#tail-list li.event')).map(e => e.dataset.position);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        json!([mine["position"]]),
+        "only order-7's event, not order-70's ({other})"
+    );
+    let same = client
+        .execute("return window.__sameDocument;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(same, json!(42), "the page was reloaded");
     client.close().await.unwrap();
 }
 
@@ -317,6 +366,17 @@ async fn every_page_renders_and_screenshots() {
                 .await
                 .unwrap();
             assert_eq!(errors, json!(0), "page {name} shows an error");
+            let overflow = client
+                .execute(
+                    "return document.documentElement.scrollWidth - window.innerWidth;",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            assert!(
+                overflow.as_i64().unwrap() <= 0,
+                "page {name} scrolls sideways at {width} pixels ({overflow} too wide)"
+            );
             screenshot(&client, &dir, &format!("{name}-{suffix}")).await;
         }
 

@@ -289,7 +289,7 @@
     view.replaceChildren(
       h("div.page-head", null,
         h("div", null, h("div.crumbs", null, h("a", { href: "#/streams" }, "Streams"), " / "), h("h1", null, name), h("p.sub", null, badge)),
-        h("div.toolbar", null, h("a", { href: "#/tail" + qs({ prefix: name }) }, "Tail this stream live"))),
+        h("div.toolbar", null, h("a", { href: "#/tail" + qs({ stream: name }) }, "Tail this stream live"))),
       body);
     try {
       const page = await api("/streams/" + encodeURIComponent(name) + qs({ direction: "backwards", limit: PAGE, from }));
@@ -348,6 +348,7 @@
   }
 
   function tail(params) {
+    const only = params.get("stream"); // one stream instead of filtered $all
     const filters = { category: params.get("category") || "", type: params.get("type") || "", prefix: params.get("prefix") || "" };
     const inputs = {
       category: h("input.grow", { type: "text", id: "tail-category", placeholder: "Category", value: filters.category, "aria-label": "Category" }),
@@ -373,10 +374,12 @@
     } }, inputs.category, inputs.prefix, inputs.type, h("button.primary", { type: "submit" }, "Apply"));
     view.replaceChildren(
       h("div.page-head", null,
-        h("div", null, h("h1", null, "Live tail"), h("p.sub", null, "New events in $all as they are committed.")),
+        h("div", null, h("h1", null, "Live tail"),
+          h("p.sub", null, only ? ["New events in ", h("a", { href: streamHref(only) }, only), " as they are committed · ", h("a", { href: "#/tail" }, "all streams")]
+            : "New events in $all as they are committed.")),
         h("div.toolbar", null, counter, status, pauseBtn,
           h("button", { type: "button", onclick: () => { list.replaceChildren(); count = 0; counter.textContent = "0 events"; list.before(empty); } }, "Clear"))),
-      form, problem, h("div.card", null, empty, list));
+      only ? null : form, problem, h("div.card", null, empty, list));
 
     function setStatus(kind, text) {
       status.className = "pill " + kind;
@@ -390,7 +393,9 @@
       counter.textContent = fmtNumber(count) + (count === 1 ? " event" : " events");
     }
 
-    const source = new EventSource("/all/subscribe" + qs({ from: "end", category: filters.category, prefix: filters.prefix, type: filters.type }));
+    const source = new EventSource(only
+      ? "/streams/" + encodeURIComponent(only) + "/subscribe" + qs({ from: "end" })
+      : "/all/subscribe" + qs({ from: "end", category: filters.category, prefix: filters.prefix, type: filters.type }));
     source.addEventListener("open", () => { problem.replaceChildren(); setStatus(paused ? "paused" : "live", paused ? "Paused" : "Live"); });
     source.addEventListener("event", (msg) => {
       let e;
