@@ -18,11 +18,15 @@
 //! Every error is an RFC 9457 problem (`application/problem+json`) with a stable
 //! `code`; see [`error`].
 
+pub mod auth;
 pub mod error;
 mod extract;
 mod handlers;
 mod sse;
+mod tls;
 mod wire;
+
+pub use tls::{TlsConfig, TlsError, serve_tls};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -42,6 +46,8 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// How often an idle live subscription gets a heartbeat comment.
     pub heartbeat: Duration,
+    /// The accepted bearer tokens; `None` (the default) needs none. See [`auth`].
+    pub tokens: Option<Arc<auth::Tokens>>,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +55,7 @@ impl Default for ServerConfig {
         Self {
             body_limit: 32 * 1024 * 1024,
             heartbeat: Duration::from_secs(15),
+            tokens: None,
         }
     }
 }
@@ -57,6 +64,12 @@ impl ServerConfig {
     /// Sets the body limit.
     pub fn body_limit(mut self, bytes: usize) -> Self {
         self.body_limit = bytes;
+        self
+    }
+
+    /// Requires one of `tokens` on every request but the public ones (see [`auth`]).
+    pub fn tokens(mut self, tokens: auth::Tokens) -> Self {
+        self.tokens = Some(Arc::new(tokens));
         self
     }
 
@@ -82,10 +95,17 @@ struct AppState {
 /// /streams/{stream}/metadata`, `GET /streams/{stream}/subscribe`, `GET /all`, `GET
 /// /all/subscribe`, `GET /categories/{category}`, `GET /health`.
 pub fn app(store: Arc<dyn EventStore>, config: ServerConfig) -> Router {
-    build(store, config).0
+    build(store, config, false).0
 }
 
-fn build(store: Arc<dyn EventStore>, config: ServerConfig) -> (Router, Arc<watch::Sender<bool>>) {
+/// The router and the shutdown switch of its live subscriptions; `tls` marks session
+/// cookies `Secure`.
+fn build(
+    store: Arc<dyn EventStore>,
+    config: ServerConfig,
+    tls: bool,
+) -> (Router, Arc<watch::Sender<bool>>) {
+    let tokens = config.tokens.clone();
     let shutdown = Arc::new(watch::Sender::new(false));
     let body_limit = config.body_limit;
     let state = AppState {
@@ -113,6 +133,10 @@ fn build(store: Arc<dyn EventStore>, config: ServerConfig) -> (Router, Arc<watch
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state);
+    let router = match tokens {
+        Some(tokens) => auth::protect(router, tokens, tls),
+        None => router,
+    };
     (router, shutdown)
 }
 
@@ -124,7 +148,7 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (router, stop) = build(store, config);
+    let (router, stop) = build(store, config, false);
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             shutdown.await;
