@@ -145,6 +145,8 @@ loopback needs --tokens-file (make tokens with `foldstore token create`) or
   foldstore bench append-batch
   foldstore bench read-all --events 200000
   foldstore bench subscribe-latency --concurrency 16 --rate 5000
+  foldstore bench http-append --concurrency 64 --json
+  foldstore bench sse-fanout --concurrency 1000 --rate 100 --json
   foldstore bench append-1 --concurrency 64 --json --database postgres://user@host:5432/db
 
 Workloads and their defaults (--events):
@@ -156,6 +158,13 @@ Workloads and their defaults (--events):
   read-stream        fill one 10,000-event stream, read it whole 200 times
   subscribe-latency  a live $all subscriber while appenders run at half the measured
                      maximum rate (or --rate) for about 8 s; append-to-delivery latency
+  http-append        in-process append-1 (the baseline), then the same one-event appends
+                     from --concurrency keep-alive HTTP clients to an in-process server on
+                     a free loopback port (100,000 events); reports the ratio and the load
+                     generator's CPU share
+  sse-fanout         --concurrency SSE subscribers to a `foldstore serve` child process
+                     on a fresh SQLite store while one writer appends --rate events/s
+                     (100) for --events events (1,000); delivery latency, server RSS
 
 Without --database each run uses a fresh database in a new directory ./bench-<random>/
 (removed afterwards), and measures the baselines (fsync rate, raw SQLite inserts) in that
@@ -234,6 +243,10 @@ pub(crate) enum Workload {
     ReadStream,
     /// A live subscriber to `$all` while appenders run at half the maximum rate.
     SubscribeLatency,
+    /// One-event appends through the HTTP API of an in-process server.
+    HttpAppend,
+    /// Many server-sent-event subscribers to one `foldstore serve` process.
+    SseFanout,
 }
 
 impl Workload {
@@ -245,6 +258,8 @@ impl Workload {
             Workload::ReadAll => "read-all",
             Workload::ReadStream => "read-stream",
             Workload::SubscribeLatency => "subscribe-latency",
+            Workload::HttpAppend => "http-append",
+            Workload::SseFanout => "sse-fanout",
         }
     }
 }

@@ -3,9 +3,11 @@
 //! PostgreSQL.
 
 mod baseline;
+mod http;
 mod load;
 mod machine;
 mod payload;
+mod procstat;
 mod report;
 mod workloads;
 
@@ -206,6 +208,8 @@ async fn measure(
         }
         Workload::ReadStream => workloads::read_stream(&store, params).await,
         Workload::SubscribeLatency => workloads::subscribe_latency(&store, params).await,
+        Workload::HttpAppend => http::http_append(&store, params).await,
+        Workload::SseFanout => http::sse_fanout(&dir.path, params).await,
     };
     backend::close(store).await?;
     let mut outcome = outcome?;
