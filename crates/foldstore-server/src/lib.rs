@@ -21,6 +21,7 @@
 pub mod auth;
 pub mod error;
 mod extract;
+mod fanout;
 mod handlers;
 mod sse;
 mod tls;
@@ -107,6 +108,8 @@ fn build(
 ) -> (Router, Arc<watch::Sender<bool>>) {
     let tokens = config.tokens.clone();
     let shutdown = Arc::new(watch::Sender::new(false));
+    // `$all` subscriptions share one live tail instead of a store read each per commit.
+    let store = fanout::LiveTail::wrap(store, shutdown.subscribe());
     let body_limit = config.body_limit;
     let state = AppState {
         store,

@@ -370,7 +370,8 @@ async fn import(
                     _ => importer.any_revision,
                 }
         });
-        if !follows || batch.len() >= batch_size || batch_bytes >= BATCH_BYTES {
+        let size = pending.event.data.len() + pending.event.metadata.as_str().len();
+        if !follows || batch.len() >= batch_size || batch_bytes + size > BATCH_BYTES {
             importer.flush(&stream, std::mem::take(&mut batch)).await?;
             batch_bytes = 0;
             progress.set_message(format!(
@@ -379,7 +380,7 @@ async fn import(
             ));
         }
         stream = line_stream;
-        batch_bytes += pending.event.data.len();
+        batch_bytes += size;
         batch.push(pending);
     }
     importer.flush(&stream, batch).await
