@@ -172,6 +172,13 @@ impl Endpoint {
             Endpoint::Remote(r) => {
                 let from = match from {
                     StartAt::Start => "start".to_owned(),
+                    // `$all` from the current head, as a position: should the first
+                    // connection drop before any event arrives, the reconnect then
+                    // resumes from the same place instead of from a later "end".
+                    StartAt::End if stream.is_none() => match r.head_position().await? {
+                        Some(head) => head.next().to_string(),
+                        None => "start".to_owned(),
+                    },
                     StartAt::End => "end".to_owned(),
                     StartAt::At(n) => n.to_string(),
                 };
