@@ -8,8 +8,8 @@
 
 use foldstore_core::{
     AppendError, AppendResult, EventFilter, EventStore, EventSubscription, ExpectedRevision,
-    NewEvent, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamName,
-    SubscribeFrom,
+    NewEvent, Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamName,
+    SubscribeFrom, SubscribeStreamFrom,
 };
 use foldstore_postgres::{PostgresOptions, PostgresStore};
 use foldstore_sqlite::{SqliteOptions, SqliteStore};
@@ -151,6 +151,42 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.subscribe_to_all(from, filter).await,
             Store::Postgres(p) => p.subscribe_to_all(from, filter).await,
+        }
+    }
+
+    /// [`EventStore::subscribe_to_stream`].
+    pub(crate) async fn subscribe_to_stream(
+        &self,
+        stream: &StreamName,
+        from: SubscribeStreamFrom,
+    ) -> Result<EventSubscription, ReadError> {
+        match self {
+            Store::Sqlite(s) => s.subscribe_to_stream(stream, from).await,
+            Store::Postgres(p) => p.subscribe_to_stream(stream, from).await,
+        }
+    }
+
+    /// [`EventStore::delete_stream`], or [`EventStore::tombstone_stream`].
+    pub(crate) async fn delete(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        tombstone: bool,
+    ) -> Result<(), CliError> {
+        let result = match (self, tombstone) {
+            (Store::Sqlite(s), false) => s.delete_stream(stream, expected).await,
+            (Store::Sqlite(s), true) => s.tombstone_stream(stream, expected).await,
+            (Store::Postgres(p), false) => p.delete_stream(stream, expected).await,
+            (Store::Postgres(p), true) => p.tombstone_stream(stream, expected).await,
+        };
+        result.map(|_| ()).map_err(CliError::from)
+    }
+
+    /// [`EventStore::head_position`].
+    pub(crate) async fn head_position(&self) -> Result<Option<Position>, ReadError> {
+        match self {
+            Store::Sqlite(s) => s.head_position().await,
+            Store::Postgres(p) => p.head_position().await,
         }
     }
 }

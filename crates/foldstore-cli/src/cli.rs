@@ -15,12 +15,23 @@ use uuid::Uuid;
   foldstore append account-42 --type Opened --data '{\"owner\":\"ada\"}'
   foldstore read account-42
   foldstore read '$all' --category account --limit 10
+  foldstore tail '$all' --category account
+  foldstore --server http://127.0.0.1:2113 --token \"$TOKEN\" read account-42
+  foldstore export --output backup.ndjson && foldstore --data-dir ./copy import backup.ndjson
   foldstore bench append-1 --concurrency 64 --json
-  foldstore --database postgres://app@127.0.0.1:5432/app --pg-schema billing read '$all'")]
+  foldstore --database postgres://app@127.0.0.1:5432/app --pg-schema billing read '$all'
+
+Data commands (append, read, tail, delete, export, import) open the store directly
+(--data-dir, --database), or talk to a running server with --server. A SQLite store
+is locked by the process that has it open: while `foldstore serve` runs on it, use
+--server.")]
 pub(crate) struct Cli {
     /// Where the store lives; see `--help` for the database options.
     #[command(flatten)]
     pub(crate) store: StoreArgs,
+    /// A running server to talk to instead of opening the store.
+    #[command(flatten)]
+    pub(crate) remote: RemoteArgs,
     /// What to do.
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -53,6 +64,28 @@ pub(crate) struct StoreArgs {
     pub(crate) pg_schema: Option<String>,
 }
 
+/// A running server (`--server`), instead of opening the store in this process.
+#[derive(Debug, Args)]
+pub(crate) struct RemoteArgs {
+    /// URL of a running `foldstore serve` (such as http://127.0.0.1:2113): data
+    /// commands go through its HTTP API instead of opening the store.
+    #[arg(long, global = true, env = "FOLDSTORE_SERVER", value_name = "URL")]
+    pub(crate) server: Option<String>,
+    /// Bearer token for --server (from `foldstore token create`). Prefer the
+    /// environment variable: command lines are visible to other users.
+    #[arg(
+        long,
+        global = true,
+        env = "FOLDSTORE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub(crate) token: Option<String>,
+    /// A PEM certificate to trust for an https --server (a self-signed one).
+    #[arg(long, global = true, env = "FOLDSTORE_CA_CERT", value_name = "FILE")]
+    pub(crate) ca_cert: Option<PathBuf>,
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
@@ -77,17 +110,34 @@ JSON data is printed as JSON under \"data\"; other content types as \"data_base6
 For a stream, --from is a revision; for $all it is a position. Quote `$all` in
 shells that expand `$`.")]
     Read(ReadArgs),
+    /// Follow a stream or `$all` live, printing each event as a JSON line.
+    #[command(after_help = crate::commands::tail::EXAMPLES)]
+    Tail(crate::commands::tail::TailArgs),
+    /// Delete a stream: soft (it can be written again), or tombstone (never again).
+    #[command(after_help = crate::commands::delete::EXAMPLES)]
+    Delete(crate::commands::delete::DeleteArgs),
+    /// Write `$all` or one stream as NDJSON, to a file or standard output.
+    #[command(after_help = crate::commands::export::EXAMPLES)]
+    Export(crate::commands::export::ExportArgs),
+    /// Append the events of an NDJSON export, idempotently and resumably.
+    #[command(after_help = crate::commands::import::EXAMPLES)]
+    Import(crate::commands::import::ImportArgs),
+    /// Make bearer tokens for `serve --tokens-file`.
+    #[command(subcommand)]
+    Token(crate::commands::token::TokenCommand),
     /// Serve the HTTP API (JSON, and live subscriptions as server-sent events).
     #[command(after_help = "Examples:
   foldstore serve
   foldstore serve --port 8080 --data-dir /var/lib/foldstore
   foldstore --database postgres://app@127.0.0.1:5432/app serve
+  foldstore serve --bind 0.0.0.0 --tokens-file tokens.txt --tls-cert cert.pem --tls-key key.pem
   foldstore serve --bind 0.0.0.0 --insecure
 
 Serves on http://127.0.0.1:2113 by default and prints the URL. Ctrl-C stops it
 gracefully: requests in flight finish, live subscriptions end, the store closes.
-There is no authentication yet, so binding to an address other than loopback needs
---insecure.")]
+Without --tokens-file no token is needed, so binding to an address other than
+loopback needs --tokens-file (make tokens with `foldstore token create`) or
+--insecure. With --tls-cert and --tls-key it serves HTTPS.")]
     Serve(ServeArgs),
     /// Measure the store with a workload, next to same-run baselines of the disk.
     #[command(after_help = "Examples:
@@ -95,6 +145,8 @@ There is no authentication yet, so binding to an address other than loopback nee
   foldstore bench append-batch
   foldstore bench read-all --events 200000
   foldstore bench subscribe-latency --concurrency 16 --rate 5000
+  foldstore bench http-append --concurrency 64 --json
+  foldstore bench sse-fanout --concurrency 1000 --rate 100 --json
   foldstore bench append-1 --concurrency 64 --json --database postgres://user@host:5432/db
 
 Workloads and their defaults (--events):
@@ -109,6 +161,13 @@ Workloads and their defaults (--events):
   rehydrate          build a 100,000-event stream and a 100-event stream, load each
                      through the command handler with snapshots every 100 events
                      (median of 25 loads): large_stream_ms, small_stream_ms
+  http-append        in-process append-1 (the baseline), then the same one-event appends
+                     from --concurrency keep-alive HTTP clients to an in-process server on
+                     a free loopback port (100,000 events); reports the ratio and the load
+                     generator's CPU share
+  sse-fanout         --concurrency SSE subscribers to a `foldstore serve` child process
+                     on a fresh SQLite store while one writer appends --rate events/s
+                     (100) for --events events (1,000); delivery latency, server RSS
 
 Without --database each run uses a fresh database in a new directory ./bench-<random>/
 (removed afterwards), and measures the baselines (fsync rate, raw SQLite inserts) in that
@@ -193,6 +252,10 @@ pub(crate) enum Workload {
     /// Load a state through the command handler: a long stream with snapshots
     /// against a short one.
     Rehydrate,
+    /// One-event appends through the HTTP API of an in-process server.
+    HttpAppend,
+    /// Many server-sent-event subscribers to one `foldstore serve` process.
+    SseFanout,
 }
 
 impl Workload {
@@ -205,6 +268,8 @@ impl Workload {
             Workload::ReadStream => "read-stream",
             Workload::SubscribeLatency => "subscribe-latency",
             Workload::Rehydrate => "rehydrate",
+            Workload::HttpAppend => "http-append",
+            Workload::SseFanout => "sse-fanout",
         }
     }
 }
@@ -284,6 +349,25 @@ pub(crate) struct ServeArgs {
     /// The largest request body, in MiB.
     #[arg(long, default_value_t = 32, value_name = "MIB")]
     pub(crate) body_limit_mib: usize,
+    /// Require bearer tokens listed (hashed) in this file; see `foldstore token create`.
+    #[arg(long, env = "FOLDSTORE_TOKENS_FILE", value_name = "FILE")]
+    pub(crate) tokens_file: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(
+        long,
+        env = "FOLDSTORE_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "FOLDSTORE_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub(crate) tls_key: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use foldstore_core::{
-    AppendError, InvalidMetadata, InvalidStreamName, ReadError, SubscriptionError,
+    AppendError, DeleteError, InvalidMetadata, InvalidStreamName, ReadError, SubscriptionError,
 };
 
 use crate::database_url::DatabaseUrlError;
@@ -84,6 +84,41 @@ pub(crate) enum CliError {
     /// Ctrl-C.
     #[error("interrupted")]
     Interrupted,
+    /// A delete was refused or failed.
+    #[error(transparent)]
+    Delete(#[from] DeleteError),
+    /// The server answered with a problem.
+    #[error("the server refused ({status} {code}): {detail}")]
+    Remote {
+        /// The HTTP status.
+        status: u16,
+        /// The problem's stable code.
+        code: String,
+        /// What to fix, as the server says.
+        detail: String,
+        /// The whole problem body (for members such as `actual`).
+        body: serde_json::Value,
+    },
+    /// The server could not be reached or the connection broke.
+    #[error(
+        "could not talk to the server at {server}: {source}; is `foldstore serve` running there (check --server)?"
+    )]
+    Unreachable {
+        /// The `--server` URL.
+        server: String,
+        /// The failure.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The server's answer, or a file being imported, is not what foldstore writes.
+    #[error("{0}")]
+    Protocol(String),
+    /// The tokens file given to `serve` cannot be used.
+    #[error(transparent)]
+    TokensFile(#[from] foldstore_server::auth::TokensFileError),
+    /// The TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] foldstore_server::TlsError),
 }
 
 impl CliError {

@@ -7,7 +7,9 @@ mod bench;
 mod cli;
 mod commands;
 mod database_url;
+mod endpoint;
 mod error;
+mod remote;
 
 use std::process::ExitCode;
 
@@ -47,9 +49,20 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, database_on_command_line: bool) -> Result<(), CliError> {
+    if cli.remote.server.is_some() && matches!(cli.command, Command::Serve(_) | Command::Bench(_)) {
+        return Err(CliError::Usage(
+            "--server (or FOLDSTORE_SERVER) is for the data commands: serve and bench run a store themselves".to_owned(),
+        ));
+    }
+    let (store, remote) = (&cli.store, &cli.remote);
     match cli.command {
-        Command::Append(args) => commands::append::run(&cli.store, args).await,
-        Command::Read(args) => commands::read::run(&cli.store, args).await,
+        Command::Append(args) => commands::append::run(store, remote, args).await,
+        Command::Read(args) => commands::read::run(store, remote, args).await,
+        Command::Tail(args) => commands::tail::run(store, remote, args).await,
+        Command::Delete(args) => commands::delete::run(store, remote, args).await,
+        Command::Export(args) => commands::export::run(store, remote, args).await,
+        Command::Import(args) => commands::import::run(store, remote, args).await,
+        Command::Token(command) => commands::token::run(command),
         Command::Serve(args) => commands::serve::run(&cli.store, args).await,
         Command::BenchSubscriber(args) => {
             bench::cross_process::run_subscriber(&cli.store, args).await

@@ -18,19 +18,23 @@
 //! Every error is an RFC 9457 problem (`application/problem+json`) with a stable
 //! `code`; see [`error`].
 
+pub mod auth;
 mod catalog;
 mod cloudevents;
 pub mod error;
 mod extract;
+mod fanout;
 mod handlers;
 mod metrics;
 mod openapi;
 mod routes;
 mod sse;
+mod tls;
 mod ui;
 mod wire;
 
 pub use openapi::openapi;
+pub use tls::{TlsConfig, TlsError, serve_tls};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -54,6 +58,8 @@ pub struct ServerConfig {
     /// How long a live subscription waits for a client that does not read while its
     /// buffer is full before it sends an `error` event (`subscriber_too_slow`) and ends.
     pub slow_client_timeout: Duration,
+    /// The accepted bearer tokens; `None` (the default) needs none. See [`auth`].
+    pub tokens: Option<Arc<auth::Tokens>>,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +69,7 @@ impl Default for ServerConfig {
             heartbeat: Duration::from_secs(15),
             sse_buffer: 256,
             slow_client_timeout: Duration::from_secs(10),
+            tokens: None,
         }
     }
 }
@@ -71,6 +78,12 @@ impl ServerConfig {
     /// Sets the body limit.
     pub fn body_limit(mut self, bytes: usize) -> Self {
         self.body_limit = bytes;
+        self
+    }
+
+    /// Requires one of `tokens` on every request but the public ones (see [`auth`]).
+    pub fn tokens(mut self, tokens: auth::Tokens) -> Self {
+        self.tokens = Some(Arc::new(tokens));
         self
     }
 
@@ -114,11 +127,20 @@ struct AppState {
 /// `GET /api/stats`, `GET /api/streams`, `GET /openapi.json` (every route is in
 /// [`openapi()`]), and the web UI at `/`.
 pub fn app(store: Arc<dyn EventStore>, config: ServerConfig) -> Router {
-    build(store, config).0
+    build(store, config, false).0
 }
 
-fn build(store: Arc<dyn EventStore>, config: ServerConfig) -> (Router, Arc<watch::Sender<bool>>) {
+/// The router and the shutdown switch of its live subscriptions; `tls` marks session
+/// cookies `Secure`.
+fn build(
+    store: Arc<dyn EventStore>,
+    config: ServerConfig,
+    tls: bool,
+) -> (Router, Arc<watch::Sender<bool>>) {
+    let tokens = config.tokens.clone();
     let shutdown = Arc::new(watch::Sender::new(false));
+    // `$all` subscriptions share one live tail instead of a store read each per commit.
+    let store = fanout::LiveTail::wrap(store, shutdown.subscribe());
     let body_limit = config.body_limit;
     let state = AppState {
         store,
@@ -136,6 +158,10 @@ fn build(store: Arc<dyn EventStore>, config: ServerConfig) -> (Router, Arc<watch
         ))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state);
+    let router = match tokens {
+        Some(tokens) => auth::protect(router, tokens, tls),
+        None => router,
+    };
     (router, shutdown)
 }
 
@@ -147,7 +173,7 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (router, stop) = build(store, config);
+    let (router, stop) = build(store, config, false);
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             shutdown.await;

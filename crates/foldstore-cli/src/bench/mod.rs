@@ -4,9 +4,11 @@
 
 mod baseline;
 pub(crate) mod cross_process;
+mod http;
 mod load;
 mod machine;
 mod payload;
+mod procstat;
 mod rehydrate;
 mod report;
 mod workloads;
@@ -222,6 +224,8 @@ async fn measure(
         Workload::ReadStream => workloads::read_stream(&store, params).await,
         Workload::SubscribeLatency => workloads::subscribe_latency(&store, location, params).await,
         Workload::Rehydrate => rehydrate::rehydrate(&store, params).await,
+        Workload::HttpAppend => http::http_append(&store, params).await,
+        Workload::SseFanout => http::sse_fanout(&dir.path, params).await,
     };
     backend::close(store).await?;
     let mut outcome = outcome?;

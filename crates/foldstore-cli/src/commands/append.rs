@@ -4,13 +4,17 @@ use std::io::{IsTerminal, Read};
 
 use foldstore_core::{Metadata, NewEvent, StreamName};
 
-use super::{Access, open_store};
-use crate::backend;
-use crate::cli::{AppendArgs, StoreArgs};
+use super::Access;
+use crate::cli::{AppendArgs, RemoteArgs, StoreArgs};
+use crate::endpoint::Endpoint;
 use crate::error::CliError;
 
 /// Runs `foldstore append`.
-pub(crate) async fn run(store_args: &StoreArgs, args: AppendArgs) -> Result<(), CliError> {
+pub(crate) async fn run(
+    store_args: &StoreArgs,
+    remote: &RemoteArgs,
+    args: AppendArgs,
+) -> Result<(), CliError> {
     let stream = StreamName::new(args.stream.as_str())?;
     let data = event_data(&args)?;
     let mut event = NewEvent::raw(args.event_type, data, args.content_type);
@@ -20,11 +24,11 @@ pub(crate) async fn run(store_args: &StoreArgs, args: AppendArgs) -> Result<(), 
     if let Some(metadata) = &args.metadata {
         event = event.with_metadata(Metadata::from_json(metadata)?);
     }
-    let store = open_store(store_args, Access::Create).await?;
-    let result = store
+    let endpoint = Endpoint::open(store_args, remote, Access::Create).await?;
+    let result = endpoint
         .append(&stream, args.expected_revision, vec![event])
         .await;
-    backend::close(store).await?;
+    endpoint.close().await?;
     let result = result?;
     let json = serde_json::to_string(&result)
         .map_err(|e| CliError::io("could not print the result", std::io::Error::other(e)))?;

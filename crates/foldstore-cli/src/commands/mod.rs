@@ -1,8 +1,14 @@
-//! The store commands (`append`, `read`, `serve`) and opening the store they work on.
+//! The store commands (`append`, `read`, `tail`, `delete`, `export`, `import`,
+//! `serve`, `token`) and opening the store they work on.
 
 pub(crate) mod append;
+pub(crate) mod delete;
+pub(crate) mod export;
+pub(crate) mod import;
 pub(crate) mod read;
 pub(crate) mod serve;
+pub(crate) mod tail;
+pub(crate) mod token;
 
 use crate::backend::{self, Durability, Store};
 use crate::cli::StoreArgs;

@@ -4,25 +4,28 @@ use std::io::Write;
 
 use foldstore_core::rules::is_json;
 use foldstore_core::{
-    Direction, EventFilter, Position, ReadAllOptions, ReadStreamOptions, RecordedEvent, StreamName,
-    validate_category,
+    Direction, EventFilter, Position, RecordedEvent, StreamName, validate_category,
 };
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Access, open_store};
-use crate::backend::{self, Store};
-use crate::cli::{ReadArgs, StoreArgs};
+use super::Access;
+use crate::cli::{ReadArgs, RemoteArgs, StoreArgs};
+use crate::endpoint::Endpoint;
 use crate::error::CliError;
 
 /// The name that reads the global log.
-const ALL: &str = "$all";
+pub(crate) const ALL: &str = "$all";
 
 /// Events fetched per read.
 const PAGE: usize = 1000;
 
 /// Runs `foldstore read`.
-pub(crate) async fn run(store_args: &StoreArgs, args: ReadArgs) -> Result<(), CliError> {
+pub(crate) async fn run(
+    store_args: &StoreArgs,
+    remote: &RemoteArgs,
+    args: ReadArgs,
+) -> Result<(), CliError> {
     let target = if args.stream == ALL {
         let mut filter = EventFilter::all().with_types(args.event_types.clone());
         if let Some(category) = &args.category {
@@ -39,9 +42,9 @@ pub(crate) async fn run(store_args: &StoreArgs, args: ReadArgs) -> Result<(), Cl
         }
         Target::Stream(StreamName::new(args.stream.as_str())?)
     };
-    let store = open_store(store_args, Access::Existing).await?;
-    let result = read(&store, &target, &args).await;
-    backend::close(store).await?;
+    let endpoint = Endpoint::open(store_args, remote, Access::Existing).await?;
+    let result = read(&endpoint, &target, &args).await;
+    endpoint.close().await?;
     result
 }
 
@@ -53,7 +56,7 @@ enum Target {
     Stream(StreamName),
 }
 
-async fn read(store: &Store, target: &Target, args: &ReadArgs) -> Result<(), CliError> {
+async fn read(store: &Endpoint, target: &Target, args: &ReadArgs) -> Result<(), CliError> {
     let direction = if args.backwards {
         Direction::Backwards
     } else {
@@ -65,23 +68,20 @@ async fn read(store: &Store, target: &Target, args: &ReadArgs) -> Result<(), Cli
         let page_size = left.min(PAGE);
         let page = match target {
             Target::All(filter) => {
-                let mut opts = ReadAllOptions::forwards()
-                    .max_count(page_size)
-                    .filter(filter.clone());
-                opts.direction = direction;
-                opts.from = from.map(Position::new);
-                store.read_all(opts).await?
+                store
+                    .read_all(from.map(Position::new), direction, page_size, filter)
+                    .await?
             }
             Target::Stream(stream) => {
-                let mut opts = ReadStreamOptions::forwards().max_count(page_size);
-                opts.direction = direction;
-                opts.from = match from {
+                let from = match from {
                     Some(f) => Some(u64::try_from(f).map_err(|_| {
                         CliError::Usage(format!("--from {f} is not a stream revision"))
                     })?),
                     None => None,
                 };
-                store.read_stream(stream, opts).await?
+                store
+                    .read_stream(stream, from, direction, page_size)
+                    .await?
             }
         };
         let Some(last) = page.last() else { break };
@@ -115,7 +115,7 @@ async fn read(store: &Store, target: &Target, args: &ReadArgs) -> Result<(), Cli
 }
 
 /// Writes to stdout; `Ok(false)` when the reader went away (`| head`).
-fn write_stdout(bytes: &[u8]) -> Result<bool, CliError> {
+pub(crate) fn write_stdout(bytes: &[u8]) -> Result<bool, CliError> {
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
         Ok(()) => Ok(true),
@@ -126,7 +126,7 @@ fn write_stdout(bytes: &[u8]) -> Result<bool, CliError> {
 
 /// One NDJSON line.
 #[derive(Serialize)]
-struct EventLine<'a> {
+pub(crate) struct EventLine<'a> {
     position: Position,
     stream: &'a str,
     revision: u64,
@@ -144,7 +144,8 @@ struct EventLine<'a> {
 }
 
 impl<'a> EventLine<'a> {
-    fn new(e: &'a RecordedEvent) -> Self {
+    /// The line of `e`.
+    pub(crate) fn new(e: &'a RecordedEvent) -> Self {
         // JSON is re-serialized rather than copied so that a pretty-printed payload
         // cannot break the one-event-per-line format.
         let data = if is_json(&e.content_type) {

@@ -14,12 +14,20 @@ use crate::error::CliError;
 
 /// Runs `foldstore serve`.
 pub(crate) async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), CliError> {
-    if !args.bind.is_loopback() && !args.insecure {
+    let tokens = match &args.tokens_file {
+        Some(path) => Some(foldstore_server::auth::Tokens::load(path)?),
+        None => None,
+    };
+    if !args.bind.is_loopback() && !args.insecure && tokens.is_none() {
         return Err(CliError::Usage(format!(
-            "refusing to serve on {}: the server has no authentication yet, so anyone who can reach it could read and write every stream. Bind to loopback (the default, 127.0.0.1), or pass --insecure if that is what you want",
+            "refusing to serve on {} without tokens: anyone who can reach it could read and write every stream. Bind to loopback (the default, 127.0.0.1), give --tokens-file (make tokens with `foldstore token create`), or pass --insecure if that is what you want",
             args.bind
         )));
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(foldstore_server::TlsConfig::from_pem_files(cert, key)?),
+        _ => None,
+    };
     let body_limit = args
         .body_limit_mib
         .checked_mul(1024 * 1024)
@@ -42,17 +50,31 @@ pub(crate) async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), C
         Store::Sqlite(s) => Arc::new(s.clone()),
         Store::Postgres(p) => Arc::new(p.clone()),
     };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     println!(
-        "foldstore serving the {} store on http://{local}/ (Ctrl-C stops)",
+        "foldstore serving the {} store on {scheme}://{local}/ (Ctrl-C stops)",
         store.backend_name()
     );
-    if args.insecure && !args.bind.is_loopback() {
+    if tokens.is_none() && args.insecure && !args.bind.is_loopback() {
         eprintln!(
             "warning: --insecure: no authentication, anyone who can reach {local} can read and write"
         );
     }
-    let config = ServerConfig::default().body_limit(body_limit);
-    let served = foldstore_server::serve(listener, dyn_store, config, shutdown_signal()).await;
+    if tokens.is_some() && tls.is_none() && !args.bind.is_loopback() {
+        eprintln!(
+            "warning: tokens cross the network in clear text without TLS: give --tls-cert and --tls-key"
+        );
+    }
+    let mut config = ServerConfig::default().body_limit(body_limit);
+    if let Some(tokens) = tokens {
+        config = config.tokens(tokens);
+    }
+    let served = match tls {
+        Some(tls) => {
+            foldstore_server::serve_tls(listener, tls, dyn_store, config, shutdown_signal()).await
+        }
+        None => foldstore_server::serve(listener, dyn_store, config, shutdown_signal()).await,
+    };
     // The server has stopped and dropped its handles: finish queued writes and close.
     let closed = backend::close(store).await;
     served.map_err(|e| CliError::io("the server failed", e))?;
