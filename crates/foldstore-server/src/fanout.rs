@@ -228,6 +228,15 @@ impl EventStore for LiveTail {
         self.0.inner.read_query(query, options).await
     }
 
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&StreamName>,
+        limit: usize,
+    ) -> Result<Vec<StreamName>, ReadError> {
+        self.0.inner.list_streams(prefix, after, limit).await
+    }
+
     async fn read_stream(
         &self,
         stream: &StreamName,
@@ -310,6 +319,36 @@ impl EventStore for RingView {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, AppendError> {
         self.0.inner.append(stream, expected, events).await
+    }
+
+    async fn append_if(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> Result<AppendResult, AppendError> {
+        self.0
+            .inner
+            .append_if(stream, expected, events, condition)
+            .await
+    }
+
+    async fn read_query(
+        &self,
+        query: &Query,
+        options: ReadQueryOptions,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        self.0.inner.read_query(query, options).await
+    }
+
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&StreamName>,
+        limit: usize,
+    ) -> Result<Vec<StreamName>, ReadError> {
+        self.0.inner.list_streams(prefix, after, limit).await
     }
 
     async fn read_stream(
