@@ -19,8 +19,8 @@ use serde_json::{Map, json};
 
 use foldstore_core::decider::Decider;
 use foldstore_core::{
-    CommandHandler, DomainEvent, EventStore, ExpectedRevision, InMemoryStore, SnapshotPolicy,
-    SnapshotState, SnapshotStore, StreamName,
+    CommandHandler, DomainEvent, EventStore, ExpectedRevision, SnapshotPolicy, SnapshotState,
+    SnapshotStore, StreamName,
 };
 
 use super::report::{Outcome, sorted_ms};
@@ -83,10 +83,12 @@ fn event_store(store: &Store) -> Arc<dyn EventStore> {
     }
 }
 
-/// Where snapshots are kept. Change to the backend's own store once it implements
-/// `SnapshotStore`.
-fn snapshot_store(_store: &Store) -> (Arc<dyn SnapshotStore>, &'static str) {
-    (Arc::new(InMemoryStore::new()), "in-memory")
+/// Where snapshots are kept: the backend itself, next to the events.
+fn snapshot_store(store: &Store) -> (Arc<dyn SnapshotStore>, &'static str) {
+    match store {
+        Store::Sqlite(s) => (Arc::new(s.clone()), "sqlite"),
+        Store::Postgres(p) => (Arc::new(p.clone()), "postgres"),
+    }
 }
 
 fn bench_err(what: &str) -> impl Fn(String) -> CliError + '_ {
