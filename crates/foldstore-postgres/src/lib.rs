@@ -51,6 +51,7 @@
 //! reads while the server is away and go on from their last position.
 
 mod error;
+mod locks;
 mod options;
 mod pg;
 mod schema;

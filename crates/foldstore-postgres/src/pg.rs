@@ -103,7 +103,7 @@ pub(crate) fn stream_name(name: String) -> Result<StreamName, BackendError> {
 /// is selected by id (names are resolved through the store's name cache, which saves a
 /// join per event).
 pub(crate) const EVENT_COLUMNS: &str = "e.tx, e.seq, e.id, e.stream_id, e.event_type, e.revision, \
-     e.data, e.content_type, e.metadata, e.recorded_at";
+     e.data, e.content_type, e.metadata, e.recorded_at, e.tags";
 
 fn column<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> Result<T, BackendError> {
     row.try_get(index).map_err(|e| {
@@ -131,6 +131,7 @@ pub(crate) fn event_from_row(row: &Row, stream: StreamName) -> Result<RecordedEv
     let content_type: String = column(row, 7)?;
     let metadata: String = column(row, 8)?;
     let recorded_at: DateTime<Utc> = column(row, 9)?;
+    let tags: Option<Vec<String>> = column(row, 10)?;
     Ok(RecordedEvent {
         id,
         stream,
@@ -141,7 +142,7 @@ pub(crate) fn event_from_row(row: &Row, stream: StreamName) -> Result<RecordedEv
         content_type,
         metadata: Metadata::from_trusted_json(metadata),
         recorded_at,
-        tags: Vec::new(), // DCB: stored by the tags table (schema v2)
+        tags: tags.unwrap_or_default(),
     })
 }
 

@@ -11,7 +11,10 @@ use crate::error::{ConnectError, Effect, backend};
 use crate::pg::Xid8;
 
 /// The migrations, in order: version `i + 1` is `MIGRATIONS[i]`.
-const MIGRATIONS: &[&str] = &[include_str!("../sql/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../sql/0001_initial.sql"),
+    include_str!("../sql/0002_dcb_and_snapshots.sql"),
+];
 
 /// The newest schema version this build knows.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::Utc;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use foldstore_core::dcb::{AppendCondition, Query, ReadQueryOptions};
 use foldstore_core::rules::{StreamState, Visibility, check_delete, validate_events};
+use foldstore_core::snapshot::{Snapshot, SnapshotError, SnapshotStore, validate_state_type};
 use foldstore_core::subscription::{CommitNotifier, subscribe_all, subscribe_stream};
 use foldstore_core::{
     AppendError, AppendResult, BackendError, BackendErrorKind, DeleteError, Direction, EventFilter,
@@ -23,6 +25,7 @@ use tokio_postgres::NoTls;
 use tokio_postgres::types::{Json, ToSql, Type};
 
 use crate::error::{ConnectError, Effect, backend};
+use crate::locks::matches_everything;
 use crate::pg::{EVENT_COLUMNS, Xid8, event_from_row, split, to_i64, to_u64};
 use crate::schema::{check_schema_name, check_transaction_ids, migrate};
 use crate::writer::{Request, writer};
@@ -35,6 +38,7 @@ const NAME_CACHE_LIMIT: usize = 200_000;
 pub(crate) struct Sql {
     schema: String,
     pub(crate) append: String,
+    pub(crate) lock_keys: String,
     pub(crate) xmin: String,
     pub(crate) head: String,
     pub(crate) poll: String,
@@ -51,9 +55,12 @@ impl Sql {
             schema: s.clone(),
             append: format!(
                 "SELECT written, first_revision, tx, last_seq, last_revision, deleted_before, \
-                 tombstoned, stored_streams, stored_revisions, stored_txs, stored_seqs \
-                 FROM {s}.append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                 tombstoned, stored_streams, stored_revisions, stored_txs, stored_seqs, \
+                 condition_tx, condition_seq \
+                 FROM {s}.append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+                 $14, $15, $16, $17, $18)"
             ),
+            lock_keys: format!("SELECT {s}.lock_keys($1, $2)"),
             xmin: "SELECT pg_snapshot_xmin(pg_current_snapshot())".to_owned(),
             head: format!(
                 "SELECT tx, seq FROM {s}.events \
@@ -394,6 +401,94 @@ impl PostgresStore {
         Ok(events)
     }
 
+    /// A Dynamic Consistency Boundary read below the visibility horizon, like
+    /// [`PostgresStore::read_all_visible`]: one member of a `UNION` of `(tx, seq)`
+    /// pairs per query item, each served by an index (`event_tags` for items with
+    /// tags, `events_type` for items with types only); a query matching everything is
+    /// a range read of the global order.
+    async fn read_query_visible(
+        &self,
+        query: &Query,
+        options: &ReadQueryOptions,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        let limit = options.limit.unwrap_or(usize::MAX);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let s = &self.shared().sql.schema;
+        let mut params: Vec<(Box<dyn ToSql + Sync + Send>, Type)> = Vec::new();
+        let mut bind = |value: Box<dyn ToSql + Sync + Send>, ty: Type| {
+            params.push((value, ty));
+            format!("${}", params.len())
+        };
+        let (after_tx, after_seq) = options.after.map_or((Xid8(0), 0), |p| split(p, false));
+        let after = format!(
+            "({}, {})",
+            bind(Box::new(after_tx), Type::XID8),
+            bind(Box::new(after_seq), Type::INT8)
+        );
+        let mut sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM {s}.events e \
+             WHERE e.tx < pg_snapshot_xmin(pg_current_snapshot())"
+        );
+        if matches_everything(query) {
+            sql.push_str(&format!(" AND (e.tx, e.seq) > {after}"));
+        } else {
+            let mut members = Vec::with_capacity(query.items.len());
+            for item in &query.items {
+                let mut tags: Vec<String> = item.tags.clone();
+                tags.sort();
+                tags.dedup();
+                let member = match tags.first() {
+                    Some(first) => {
+                        let first = bind(Box::new(first.clone()), Type::TEXT);
+                        let all = bind(Box::new(tags), Type::TEXT_ARRAY);
+                        let mut m = format!(
+                            "SELECT t.tx, t.seq FROM {s}.event_tags t \
+                             JOIN {s}.events x ON x.tx = t.tx AND x.seq = t.seq \
+                             WHERE t.tag = {first} AND (t.tx, t.seq) > {after} \
+                             AND x.tags @> {all}"
+                        );
+                        if !item.types.is_empty() {
+                            let types = bind(Box::new(item.types.clone()), Type::TEXT_ARRAY);
+                            m.push_str(&format!(" AND x.event_type = ANY({types})"));
+                        }
+                        m
+                    }
+                    None => {
+                        let types = bind(Box::new(item.types.clone()), Type::TEXT_ARRAY);
+                        format!(
+                            "SELECT x.tx, x.seq FROM {s}.events x \
+                             WHERE x.event_type = ANY({types}) AND (x.tx, x.seq) > {after}"
+                        )
+                    }
+                };
+                members.push(member);
+            }
+            sql.push_str(&format!(
+                " AND (e.tx, e.seq) IN ({})",
+                members.join(" UNION ")
+            ));
+        }
+        let limit = bind(Box::new(to_i64(limit as u64)), Type::INT8);
+        sql.push_str(&format!(" ORDER BY e.tx, e.seq LIMIT {limit}"));
+        let conn = self.conn().await?;
+        let refs: Vec<(&(dyn ToSql + Sync), Type)> = params
+            .iter()
+            .map(|(p, t)| (p.as_ref() as &(dyn ToSql + Sync), t.clone()))
+            .collect();
+        let rows = conn
+            .query_typed(&sql, &refs)
+            .await
+            .map_err(|e| backend(e, Effect::None))?;
+        let names = self.stream_names(&conn, &rows).await?;
+        let mut events = Vec::with_capacity(rows.len());
+        for (row, name) in rows.iter().zip(names) {
+            events.push(event_from_row(row, name)?);
+        }
+        Ok(events)
+    }
+
     /// The stream names of event rows, from the name cache; names it lacks are read in
     /// one query. (A stream's name never changes, so the cache needs no invalidation.)
     async fn stream_names(
@@ -559,20 +654,24 @@ fn state_from(
     })
 }
 
-#[async_trait]
-impl EventStore for PostgresStore {
-    async fn append(
+impl PostgresStore {
+    async fn append_with(
         &self,
         stream: &StreamName,
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
+        condition: Option<AppendCondition>,
     ) -> Result<AppendResult, AppendError> {
         validate_events(&events, &self.shared().options.limits)?;
+        if let Some(c) = &condition {
+            c.fail_if_events_match.validate()?;
+        }
         let (reply, answer) = oneshot::channel();
         let request = Request {
             stream: stream.clone(),
             expected,
             events,
+            condition,
             reply,
             races: 0,
         };
@@ -587,6 +686,39 @@ impl EventStore for PostgresStore {
                 "the store shut down while the append was in flight: retry with the same ids",
             ))
         })?
+    }
+}
+
+#[async_trait]
+impl EventStore for PostgresStore {
+    async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, AppendError> {
+        self.append_with(stream, expected, events, None).await
+    }
+
+    async fn append_if(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> Result<AppendResult, AppendError> {
+        self.append_with(stream, expected, events, Some(condition))
+            .await
+    }
+
+    async fn read_query(
+        &self,
+        query: &Query,
+        options: ReadQueryOptions,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        query.validate()?;
+        self.wait_for_own_writes().await?;
+        self.read_query_visible(query, &options).await
     }
 
     async fn read_stream(
@@ -848,6 +980,25 @@ impl EventStore for Live {
         self.0.append(stream, expected, events).await
     }
 
+    async fn append_if(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> Result<AppendResult, AppendError> {
+        self.0.append_if(stream, expected, events, condition).await
+    }
+
+    async fn read_query(
+        &self,
+        query: &Query,
+        options: ReadQueryOptions,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        self.retry(|| self.0.read_query_visible(query, &options))
+            .await
+    }
+
     async fn read_stream(
         &self,
         stream: &StreamName,
@@ -910,5 +1061,78 @@ impl EventStore for Live {
         from: SubscribeStreamFrom,
     ) -> Result<EventSubscription, ReadError> {
         self.0.subscribe_to_stream(stream, from).await
+    }
+}
+
+/// Snapshots live in the schema's `snapshots` table, written with the same commit
+/// durability as events (the server's `synchronous_commit`).
+#[async_trait]
+impl SnapshotStore for PostgresStore {
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), SnapshotError> {
+        validate_state_type(&snapshot.state_type)?;
+        let s = &self.shared().sql.schema;
+        let conn = self.conn().await?;
+        // Replaced only as foldstore_core::snapshot::should_replace says: another
+        // schema version, or a revision at or after the stored one.
+        conn.execute(
+            &format!(
+                "INSERT INTO {s}.snapshots \
+                   (stream, state_type, schema_version, revision, data, recorded_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (stream, state_type) DO UPDATE SET \
+                   schema_version = EXCLUDED.schema_version, revision = EXCLUDED.revision, \
+                   data = EXCLUDED.data, recorded_at = EXCLUDED.recorded_at \
+                 WHERE {s}.snapshots.schema_version <> EXCLUDED.schema_version \
+                    OR EXCLUDED.revision >= {s}.snapshots.revision"
+            ),
+            &[
+                &snapshot.stream.as_str(),
+                &snapshot.state_type,
+                &i64::from(snapshot.schema_version),
+                &to_i64(snapshot.revision),
+                &&snapshot.data[..],
+                &snapshot.recorded_at,
+            ],
+        )
+        .await
+        .map_err(|e| backend(e, Effect::Unknown))?;
+        Ok(())
+    }
+
+    async fn load_snapshot(
+        &self,
+        stream: &StreamName,
+        state_type: &str,
+    ) -> Result<Option<Snapshot>, SnapshotError> {
+        validate_state_type(state_type)?;
+        let s = &self.shared().sql.schema;
+        let conn = self.conn().await?;
+        let row = conn
+            .query_opt(
+                &format!(
+                    "SELECT schema_version, revision, data, recorded_at FROM {s}.snapshots \
+                     WHERE stream = $1 AND state_type = $2"
+                ),
+                &[&stream.as_str(), &state_type],
+            )
+            .await
+            .map_err(|e| backend(e, Effect::None))?;
+        let Some(row) = row else { return Ok(None) };
+        let schema_version: i64 = row.try_get(0).map_err(incompatible)?;
+        let revision: i64 = row.try_get(1).map_err(incompatible)?;
+        let data: Vec<u8> = row.try_get(2).map_err(incompatible)?;
+        Ok(Some(Snapshot {
+            stream: stream.clone(),
+            state_type: state_type.to_owned(),
+            schema_version: u32::try_from(schema_version).map_err(|_| {
+                BackendError::new(
+                    BackendErrorKind::Incompatible,
+                    format!("a stored snapshot has schema version {schema_version}"),
+                )
+            })?,
+            revision: to_u64(revision, "snapshot revision")?,
+            data: data.into(),
+            recorded_at: row.try_get(3).map_err(incompatible)?,
+        }))
     }
 }

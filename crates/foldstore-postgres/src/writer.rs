@@ -6,8 +6,13 @@
 //! them) and sends, pipelined in one round trip:
 //!
 //! ```text
-//! BEGIN; SELECT append(...); SELECT append(...); ...; COMMIT
+//! BEGIN; SELECT lock_keys(...); SELECT append(...); SELECT append(...); ...; COMMIT
 //! ```
+//!
+//! `lock_keys` takes the transaction's advisory locks for conditional appends (see
+//! [`crate::locks`]), all at once and sorted, before any stream row is locked. A batch
+//! whose appends need more than [`MAX_LOCK_KEYS`] keys is split into several
+//! transactions.
 //!
 //! `append` never raises for a refused append: it writes nothing and returns the facts
 //! that [`foldstore_core::rules::plan_append`] decides on. So a statement fails only
@@ -27,6 +32,7 @@ use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
 
+use foldstore_core::dcb::AppendCondition;
 use foldstore_core::rules::{AppendPlan, StoredId, StreamState, plan_append};
 use foldstore_core::{
     AppendError, AppendResult, BackendError, BackendErrorKind, ExpectedRevision, NewEvent,
@@ -40,7 +46,8 @@ use uuid::Uuid;
 use crate::error::{
     Effect, backend, is_duplicate_id, is_in_failed_transaction, is_transient_conflict,
 };
-use crate::pg::{Xid8, position, to_i64, to_u64};
+use crate::locks::{LockSet, matches_everything};
+use crate::pg::{Xid8, position, split, to_i64, to_u64};
 use crate::store::Shared;
 
 /// An append waiting for a writer.
@@ -48,6 +55,8 @@ pub(crate) struct Request {
     pub(crate) stream: StreamName,
     pub(crate) expected: ExpectedRevision,
     pub(crate) events: Vec<NewEvent>,
+    /// Checked in the batch's transaction after the expected revision (DCB).
+    pub(crate) condition: Option<AppendCondition>,
     pub(crate) reply: oneshot::Sender<Result<AppendResult, AppendError>>,
     /// Times this append ran into a race and was run again.
     pub(crate) races: u32,
@@ -59,6 +68,13 @@ pub(crate) struct Request {
 const MAX_RACES: u32 = 3;
 /// How often a batch is run again after a deadlock or serialization failure.
 const MAX_CONFLICTS: u32 = 5;
+/// Statements of a batch before its first `append`: `BEGIN` and `lock_keys`.
+const STEPS_BEFORE_APPENDS: usize = 2;
+
+/// Joins the tags or types of one event or query item for the SQL functions; tags and
+/// types hold no control characters, so `chr(31)` cannot occur in them.
+const SEPARATOR: &str = "\u{1f}";
+
 /// The most bytes of event data one batch gathers before it is sent.
 const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
@@ -124,8 +140,43 @@ enum Attempt {
     Broken(BackendError),
 }
 
+/// The most advisory-lock keys one transaction takes (unless a single append needs
+/// more): a batch with more is split into transactions, so that no group commit fills
+/// PostgreSQL's shared lock table (`max_locks_per_transaction` per connection).
+const MAX_LOCK_KEYS: usize = 256;
+
+/// The advisory locks `request` takes (see [`crate::locks`]).
+fn locks_of(schema: &str, request: &Request, set: &mut LockSet) {
+    set.writer(schema, &request.events);
+    if let Some(c) = &request.condition {
+        set.condition(schema, &c.fail_if_events_match);
+    }
+}
+
 async fn commit_batch(shared: &Shared, mut pending: Vec<Request>) {
     pending.sort_by(|a, b| a.stream.cmp(&b.stream));
+    // Split by lock keys, keeping the stream order within and across transactions.
+    let schema = &shared.options.schema;
+    let mut chunks: Vec<Vec<Request>> = Vec::new();
+    let mut keys = LockSet::default();
+    for request in pending {
+        let mut with = LockSet::default();
+        locks_of(schema, &request, &mut with);
+        locks_of(schema, &request, &mut keys);
+        match chunks.last_mut() {
+            Some(chunk) if keys.len() <= MAX_LOCK_KEYS => chunk.push(request),
+            _ => {
+                keys = with;
+                chunks.push(vec![request]);
+            }
+        }
+    }
+    for chunk in chunks {
+        commit_chunk(shared, chunk).await;
+    }
+}
+
+async fn commit_chunk(shared: &Shared, mut pending: Vec<Request>) {
     let mut conflicts = 0;
     while !pending.is_empty() {
         let conn = match shared.pool.get().await {
@@ -139,7 +190,11 @@ async fn commit_batch(shared: &Shared, mut pending: Vec<Request>) {
             Ok(stmt) => stmt,
             Err(e) => return fail_all(pending, &backend(e, Effect::None)),
         };
-        match attempt(shared, &conn, &stmt, &pending).await {
+        let lock = match conn.prepare_cached(&shared.sql.lock_keys).await {
+            Ok(stmt) => stmt,
+            Err(e) => return fail_all(pending, &backend(e, Effect::None)),
+        };
+        match attempt(shared, &conn, &stmt, &lock, &pending).await {
             Attempt::Committed(decisions) => {
                 // Record the acknowledged transactions before answering, so that a
                 // caller's next read of `$all` waits for them.
@@ -215,6 +270,13 @@ fn fail_all(pending: Vec<Request>, error: &BackendError) {
 
 /// The parameters of one `append` call.
 struct Params<'a> {
+    tags: Vec<Option<String>>,
+    cond: bool,
+    cond_all: bool,
+    cond_after_tx: Xid8,
+    cond_after_seq: i64,
+    cond_types: Vec<Option<String>>,
+    cond_tags: Vec<Option<String>>,
     stream: &'a str,
     category: &'a str,
     group_hash: i64,
@@ -237,7 +299,31 @@ impl<'a> Params<'a> {
             ExpectedRevision::Exact(n) => (3, to_i64(n)),
         };
         let events = &request.events;
+        let joined = |values: &[String]| -> Option<String> {
+            (!values.is_empty()).then(|| values.join(SEPARATOR))
+        };
+        let (cond, cond_all, (cond_after_tx, cond_after_seq), cond_types, cond_tags) =
+            match &request.condition {
+                None => (false, false, (Xid8(0), 0), Vec::new(), Vec::new()),
+                Some(c) => {
+                    let q = &c.fail_if_events_match;
+                    (
+                        true,
+                        matches_everything(q),
+                        c.after.map_or((Xid8(0), 0), |p| split(p, false)),
+                        q.items.iter().map(|i| joined(&i.types)).collect(),
+                        q.items.iter().map(|i| joined(&i.tags)).collect(),
+                    )
+                }
+            };
         Self {
+            tags: events.iter().map(|e| joined(&e.tags)).collect(),
+            cond,
+            cond_all,
+            cond_after_tx,
+            cond_after_seq,
+            cond_types,
+            cond_tags,
             stream: request.stream.as_str(),
             category: request.stream.category(),
             group_hash: to_i64(group_hash(request.stream.id())),
@@ -252,7 +338,7 @@ impl<'a> Params<'a> {
         }
     }
 
-    fn refs(&self) -> [&(dyn ToSql + Sync); 11] {
+    fn refs(&self) -> [&(dyn ToSql + Sync); 18] {
         [
             &self.stream,
             &self.category,
@@ -265,6 +351,13 @@ impl<'a> Params<'a> {
             &self.content_types,
             &self.datas,
             &self.metadatas,
+            &self.tags,
+            &self.cond,
+            &self.cond_all,
+            &self.cond_after_tx,
+            &self.cond_after_seq,
+            &self.cond_types,
+            &self.cond_tags,
         ]
     }
 }
@@ -308,13 +401,24 @@ async fn attempt(
     shared: &Shared,
     conn: &deadpool_postgres::Object,
     stmt: &Statement,
+    lock: &Statement,
     pending: &[Request],
 ) -> Attempt {
     let params: Vec<Params<'_>> = pending.iter().map(Params::of).collect();
+    let mut locks = LockSet::default();
+    for request in pending {
+        locks_of(&shared.options.schema, request, &mut locks);
+    }
+    let (keys, exclusive) = locks.arrays();
     let delay = shared.options.test_commit_delay;
-    let mut steps: Vec<Step<'_>> = Vec::with_capacity(params.len() + 2);
+    let mut steps: Vec<Step<'_>> = Vec::with_capacity(params.len() + 3);
     steps.push(Box::pin(async {
         conn.batch_execute("BEGIN").await.map(|()| None)
+    }));
+    // Every advisory lock of the transaction, sorted, before any stream row is locked.
+    let (keys, exclusive) = (&keys, &exclusive);
+    steps.push(Box::pin(async move {
+        conn.execute(lock, &[keys, exclusive]).await.map(|_| None)
     }));
     for p in &params {
         steps.push(Box::pin(async move {
@@ -353,17 +457,20 @@ async fn attempt(
         if delay.is_some() {
             let _ = conn.batch_execute("ROLLBACK").await;
         }
-        if i == 0 || is_transient_conflict(&error) {
+        if i < STEPS_BEFORE_APPENDS || is_transient_conflict(&error) {
             return Attempt::Conflict(error);
         }
         return Attempt::Failed {
-            index: i - 1,
+            index: i - STEPS_BEFORE_APPENDS,
             error,
         };
     }
 
     let mut decisions = Vec::with_capacity(pending.len());
-    for (request, result) in pending.iter().zip(results.into_iter().skip(1)) {
+    for (request, result) in pending
+        .iter()
+        .zip(results.into_iter().skip(STEPS_BEFORE_APPENDS))
+    {
         let decision = match result {
             Ok(Some(row)) => decide(request, &row),
             _ => Err(BackendError::new(
@@ -454,6 +561,8 @@ fn decide(request: &Request, row: &Row) -> Result<Decision, BackendError> {
             _ => None,
         });
     }
+    let condition_tx: Option<Xid8> = row.try_get("condition_tx").map_err(decode)?;
+    let condition_seq: Option<i64> = row.try_get("condition_seq").map_err(decode)?;
     match plan_append(
         &request.stream,
         request.expected,
@@ -463,7 +572,13 @@ fn decide(request: &Request, row: &Row) -> Result<Decision, BackendError> {
     ) {
         Err(e) => Ok(Decision::Refused(e)),
         Ok(AppendPlan::AlreadyStored(result)) => Ok(Decision::Done(result)),
-        Ok(AppendPlan::Write { .. }) => Ok(Decision::Race),
+        // The expected revision held, and the condition found a match.
+        Ok(AppendPlan::Write { .. }) => match (condition_tx, condition_seq) {
+            (Some(tx), Some(seq)) => Ok(Decision::Refused(AppendError::ConditionFailed {
+                position: position(tx, seq),
+            })),
+            _ => Ok(Decision::Race),
+        },
     }
 }
 

@@ -96,6 +96,7 @@
 //! happens; `tests/crash.rs` kills a writing process over and over to check it.
 
 mod error;
+mod query;
 mod reader;
 mod schema;
 mod writer;
@@ -108,7 +109,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
+use foldstore_core::dcb::{AppendCondition, Query, ReadQueryOptions};
 use foldstore_core::rules::validate_events;
+use foldstore_core::snapshot::{Snapshot, SnapshotError, SnapshotStore, validate_state_type};
 use foldstore_core::subscription::{CommitNotifier, subscribe_all, subscribe_stream};
 use foldstore_core::{
     AppendError, AppendResult, BackendError, BackendErrorKind, DeleteError, EventFilter,
@@ -412,15 +415,31 @@ impl EventStore for SqliteStore {
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, AppendError> {
-        validate_events(&events, &self.inner.limits)?;
-        let (reply, answer) = oneshot::channel();
-        self.send(Request::Append {
-            stream: stream.clone(),
-            expected,
-            events,
-            reply,
-        })?;
-        answer.await.map_err(|_| self.writer_gone())?
+        self.append_with(stream, expected, events, None).await
+    }
+
+    async fn append_if(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> Result<AppendResult, AppendError> {
+        self.append_with(stream, expected, events, Some(condition))
+            .await
+    }
+
+    async fn read_query(
+        &self,
+        query: &Query,
+        options: ReadQueryOptions,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        query.validate()?;
+        let query = query.clone();
+        self.inner
+            .readers
+            .run(move |rc| reader::read_query(rc, &query, &options))
+            .await
     }
 
     async fn read_stream(
@@ -518,6 +537,28 @@ impl EventStore for SqliteStore {
 }
 
 impl SqliteStore {
+    async fn append_with(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: Option<AppendCondition>,
+    ) -> Result<AppendResult, AppendError> {
+        validate_events(&events, &self.inner.limits)?;
+        if let Some(c) = &condition {
+            c.fail_if_events_match.validate()?;
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Append {
+            stream: stream.clone(),
+            expected,
+            events,
+            condition,
+            reply,
+        })?;
+        answer.await.map_err(|_| self.writer_gone())?
+    }
+
     async fn delete(
         &self,
         stream: &StreamName,
@@ -532,5 +573,33 @@ impl SqliteStore {
             reply,
         })?;
         answer.await.map_err(|_| self.writer_gone())?
+    }
+}
+
+/// Snapshots live in the same file, in the `snapshots` table. A save goes through the
+/// writer like an append: it is acknowledged after its commit, with the store's
+/// [`Durability`].
+#[async_trait]
+impl SnapshotStore for SqliteStore {
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), SnapshotError> {
+        validate_state_type(&snapshot.state_type)?;
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::SaveSnapshot { snapshot, reply })?;
+        answer.await.map_err(|_| self.writer_gone())?
+    }
+
+    async fn load_snapshot(
+        &self,
+        stream: &StreamName,
+        state_type: &str,
+    ) -> Result<Option<Snapshot>, SnapshotError> {
+        validate_state_type(state_type)?;
+        let (stream, state_type) = (stream.clone(), state_type.to_owned());
+        self.inner
+            .readers
+            .run(move |rc| {
+                reader::load_snapshot(rc, &stream, &state_type).map_err(SnapshotError::from)
+            })
+            .await
     }
 }

@@ -7,12 +7,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use foldstore_core::dcb::{Query, ReadQueryOptions};
 use foldstore_core::rules::{StreamState, Visibility};
+use foldstore_core::snapshot::Snapshot;
 use foldstore_core::{
     BackendError, BackendErrorKind, Direction, JSON, Metadata, MetadataError, Position,
     ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamMetadata, StreamName,
 };
-use rusqlite::types::{Value, ValueRef};
+use rusqlite::types::{Type, Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
@@ -108,7 +110,16 @@ impl Readers {
 
 /// The event columns, in the order [`decode`] reads them.
 const EVENT_COLUMNS: &str = "e.position, e.stream_id, e.revision, e.id_hi, e.id_lo, \
-     e.event_type, e.content_type, e.data, e.metadata, e.recorded_at";
+     e.event_type, e.content_type, e.data, e.metadata, e.recorded_at, e.tags";
+
+/// An event's tags from the `tags` column (a JSON array, NULL for none).
+fn decode_tags(json: Option<&str>) -> rusqlite::Result<Vec<String>> {
+    match json {
+        None => Ok(Vec::new()),
+        Some(j) => serde_json::from_str(j)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(10, Type::Text, Box::new(e))),
+    }
+}
 
 fn decode(row: &Row<'_>, stream: StreamName) -> rusqlite::Result<RecordedEvent> {
     let position: i64 = row.get(0)?;
@@ -135,7 +146,7 @@ fn decode(row: &Row<'_>, stream: StreamName) -> rusqlite::Result<RecordedEvent> 
         content_type: content_type.unwrap_or_else(|| JSON.to_owned()),
         metadata: Metadata::from_trusted_json(row.get(8)?),
         recorded_at: DateTime::from_timestamp_micros(recorded_at).unwrap_or_default(),
-        tags: Vec::new(), // DCB: stored by the tags table (schema v2)
+        tags: decode_tags(row.get::<_, Option<String>>(10)?.as_deref())?,
     })
 }
 
@@ -247,14 +258,14 @@ pub(crate) fn read_stream(
     let (sql_text, bound) = match options.direction {
         Direction::Forwards => (
             "SELECT e.position, e.stream_id, e.revision, e.id_hi, e.id_lo, e.event_type, \
-             e.content_type, e.data, e.metadata, e.recorded_at FROM events e \
+             e.content_type, e.data, e.metadata, e.recorded_at, e.tags FROM events e \
              WHERE e.stream_id = ?1 AND e.revision >= ?2 AND e.revision >= ?3 \
              AND e.recorded_at >= ?4 ORDER BY e.revision LIMIT ?5",
             options.from.map_or(0, clamp_u64),
         ),
         Direction::Backwards => (
             "SELECT e.position, e.stream_id, e.revision, e.id_hi, e.id_lo, e.event_type, \
-             e.content_type, e.data, e.metadata, e.recorded_at FROM events e \
+             e.content_type, e.data, e.metadata, e.recorded_at, e.tags FROM events e \
              WHERE e.stream_id = ?1 AND e.revision <= ?2 AND e.revision >= ?3 \
              AND e.recorded_at >= ?4 ORDER BY e.revision DESC LIMIT ?5",
             options.from.map_or(i64::MAX, clamp_u64),
@@ -379,11 +390,22 @@ pub(crate) fn read_all(
     let mut rows = stmt
         .query(rusqlite::params_from_iter(values))
         .map_err(sql("reading $all"))?;
-    let mut out = Vec::with_capacity(options.max_count.min(1024));
+    Ok(collect(conn, names, &mut rows, options.max_count)?)
+}
+
+/// Decodes event rows selected with [`EVENT_COLUMNS`], resolving stream names through
+/// the connection's name cache.
+fn collect(
+    conn: &Connection,
+    names: &mut HashMap<i64, StreamName>,
+    rows: &mut rusqlite::Rows<'_>,
+    expected: usize,
+) -> Result<Vec<RecordedEvent>, BackendError> {
+    let mut out = Vec::with_capacity(expected.min(1024));
     if names.len() > NAME_CACHE_LIMIT {
         names.clear();
     }
-    while let Some(r) = rows.next().map_err(sql("reading $all"))? {
+    while let Some(r) = rows.next().map_err(sql("reading events"))? {
         let stream_id: i64 = r.get(1).map_err(sql("decoding an event"))?;
         let stream = match names.get(&stream_id) {
             Some(name) => name.clone(),
@@ -402,6 +424,80 @@ pub(crate) fn read_all(
         out.push(decode(r, stream).map_err(sql("decoding an event"))?);
     }
     Ok(out)
+}
+
+/// A Dynamic Consistency Boundary read: the events matching `query` after
+/// `options.after`, in position order, through the tag and type indexes (see
+/// [`crate::query`]); a query matching everything is a range read of the log.
+pub(crate) fn read_query(
+    rc: &mut ReadConn,
+    query: &Query,
+    options: &ReadQueryOptions,
+) -> Result<Vec<RecordedEvent>, ReadError> {
+    let limit = options.limit.unwrap_or(usize::MAX);
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let ReadConn { conn, names } = rc;
+    let after = options.after.map_or(0, |p| p.to_i64().unwrap_or(i64::MAX));
+    let mut values = Vec::new();
+    let q = match crate::query::positions(query, after, false, &mut values) {
+        None => {
+            values.push(Value::Integer(after));
+            format!("SELECT {EVENT_COLUMNS} FROM events AS e WHERE e.position > ?1")
+        }
+        Some(union) => {
+            format!("SELECT {EVENT_COLUMNS} FROM events AS e WHERE e.position IN ({union})")
+        }
+    };
+    values.push(Value::Integer(limit_of(limit)));
+    let q = format!("{q} ORDER BY e.position LIMIT ?{}", values.len());
+    let mut stmt = conn
+        .prepare_cached(&q)
+        .map_err(sql("preparing a query read"))?;
+    let mut rows = stmt
+        .query(rusqlite::params_from_iter(values))
+        .map_err(sql("reading a query"))?;
+    Ok(collect(conn, names, &mut rows, limit)?)
+}
+
+/// The stored snapshot of `stream` and `state_type`, if any.
+pub(crate) fn load_snapshot(
+    rc: &mut ReadConn,
+    stream: &StreamName,
+    state_type: &str,
+) -> Result<Option<Snapshot>, BackendError> {
+    let row = rc
+        .conn
+        .prepare_cached(
+            "SELECT schema_version, revision, data, recorded_at FROM snapshots \
+             WHERE stream = ?1 AND state_type = ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![stream.as_str(), state_type], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(sql("reading a snapshot"))?;
+    let Some((schema_version, revision, data, recorded_at)) = row else {
+        return Ok(None);
+    };
+    Ok(Some(Snapshot {
+        stream: stream.clone(),
+        state_type: state_type.to_owned(),
+        schema_version: u32::try_from(schema_version)
+            .map_err(|_| incompatible(format!("snapshot schema version {schema_version}")))?,
+        revision: u64::try_from(revision)
+            .map_err(|_| incompatible(format!("negative snapshot revision {revision}")))?,
+        data: Bytes::from(data),
+        recorded_at: DateTime::from_timestamp_micros(recorded_at).unwrap_or_default(),
+    }))
 }
 
 pub(crate) fn stream_metadata(

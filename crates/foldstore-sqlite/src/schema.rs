@@ -8,7 +8,10 @@ use crate::{Durability, OpenError, SqliteOptions};
 
 /// The schema versions, in order: entry `i` migrates a file from version `i` to `i + 1`.
 /// Version 0 is an empty file.
-const MIGRATIONS: &[&str] = &[include_str!("sql/schema_v1.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("sql/schema_v1.sql"),
+    include_str!("sql/schema_v2.sql"),
+];
 
 /// The newest schema version this build writes and reads.
 pub(crate) const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -22,7 +22,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use foldstore_core::dcb::AppendCondition;
 use foldstore_core::rules::{AppendPlan, StoredId, StreamState, check_delete, plan_append};
+use foldstore_core::snapshot::{Snapshot, SnapshotError};
 use foldstore_core::subscription::CommitNotifier;
 use foldstore_core::{
     AppendError, AppendResult, BackendError, BackendErrorKind, DeleteError, ExpectedRevision, JSON,
@@ -41,7 +43,13 @@ pub(crate) enum Request {
         stream: StreamName,
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
+        /// Checked after the expected revision, in the batch's transaction.
+        condition: Option<AppendCondition>,
         reply: oneshot::Sender<Result<AppendResult, AppendError>>,
+    },
+    SaveSnapshot {
+        snapshot: Snapshot,
+        reply: oneshot::Sender<Result<(), SnapshotError>>,
     },
     Delete {
         stream: StreamName,
@@ -69,6 +77,7 @@ enum Outcome {
     Append(Result<AppendResult, AppendError>),
     Delete(Result<(), DeleteError>),
     Metadata(Result<(), MetadataError>),
+    Snapshot,
 }
 
 impl Request {
@@ -91,6 +100,12 @@ impl Request {
             }
             (Request::SetMetadata { reply, .. }, Ok(Outcome::Metadata(r))) => {
                 let _ = reply.send(r);
+            }
+            (Request::SaveSnapshot { reply, .. }, Ok(Outcome::Snapshot)) => {
+                let _ = reply.send(Ok(()));
+            }
+            (Request::SaveSnapshot { reply, .. }, Err(e)) => {
+                let _ = reply.send(Err(e.into()));
             }
             (Request::Append { reply, .. }, Err(e)) => {
                 let _ = reply.send(Err(e.into()));
@@ -676,9 +691,18 @@ impl Writer {
                     stream,
                     expected,
                     events,
+                    condition,
                     ..
                 } => {
-                    let r = append(conn, cache, stream, *expected, events, now_us)?;
+                    let r = append(
+                        conn,
+                        cache,
+                        stream,
+                        *expected,
+                        events,
+                        condition.as_ref(),
+                        now_us,
+                    )?;
                     *changed |= r.is_ok();
                     Outcome::Append(r)
                 }
@@ -698,6 +722,10 @@ impl Writer {
                     let r = set_metadata(conn, cache, stream, metadata)?;
                     *changed |= r.is_ok();
                     Outcome::Metadata(r)
+                }
+                Request::SaveSnapshot { snapshot, .. } => {
+                    save_snapshot(conn, snapshot)?;
+                    Outcome::Snapshot
                 }
                 Request::Synchronous { .. } | Request::Close { .. } => {
                     return Err(internal("a control request reached a batch"));
@@ -727,12 +755,18 @@ fn stream_name(conn: &Connection, stream_id: i64) -> SqlResult<StreamName> {
 
 /// One append, inside the batch's transaction. The outer error fails the batch; the
 /// inner one refuses this append only.
+///
+/// The checks run in the order `EventStore::append_if` documents: a retry of a stored
+/// append returns its first result without checking `condition`; then the expected
+/// revision; then `condition`, on this transaction, which holds every earlier append
+/// of the batch. All of them run before the first insert, so a refusal writes nothing.
 fn append(
     conn: &Connection,
     cache: &mut Cache,
     stream: &StreamName,
     expected: ExpectedRevision,
     events: &[NewEvent],
+    condition: Option<&AppendCondition>,
     now_us: i64,
 ) -> SqlResult<Result<AppendResult, AppendError>> {
     let cached = cache.stream(conn, stream)?;
@@ -783,6 +817,11 @@ fn append(
         Ok(AppendPlan::AlreadyStored(result)) => return Ok(Ok(result)),
         Ok(AppendPlan::Write { first_revision }) => first_revision,
     };
+    if let Some(c) = condition
+        && let Some(position) = first_match(conn, c)?
+    {
+        return Ok(Err(AppendError::ConditionFailed { position }));
+    }
     let target = match cached {
         Some(c) => c,
         None => cache.ensure_stream(conn, stream)?,
@@ -800,7 +839,8 @@ fn append(
             for e in chunk {
                 let (hi, lo) = split_id(e.id);
                 let content_type = (e.content_type != JSON).then_some(e.content_type.as_str());
-                let row: [&dyn rusqlite::ToSql; 11] = [
+                let tags = tags_json(&e.tags)?;
+                let row: [&dyn rusqlite::ToSql; 12] = [
                     &position,
                     &target.id,
                     &to_i64(revision)?,
@@ -812,6 +852,7 @@ fn append(
                     &&e.data[..],
                     &e.metadata.as_str(),
                     &now_us,
+                    &tags,
                 ];
                 for value in row {
                     index += 1;
@@ -823,6 +864,16 @@ fn append(
                 revision += 1;
             }
             insert.raw_execute().map_err(sql("inserting events"))?;
+        }
+        let mut tag = conn
+            .prepare_cached("INSERT OR IGNORE INTO event_tags (tag, position) VALUES (?1, ?2)")
+            .map_err(sql("preparing the tag insert"))?;
+        let first_position = position - events.len() as i64;
+        for (offset, e) in events.iter().enumerate() {
+            for t in &e.tags {
+                tag.execute(params![t, first_position + offset as i64])
+                    .map_err(sql("inserting a tag"))?;
+            }
         }
     }
     cache.next_position = Some(position);
@@ -849,19 +900,73 @@ fn insert_sql(rows: usize) -> &'static str {
             .map(|n| {
                 let mut q = String::from(
                     "INSERT INTO events (position, stream_id, revision, category_id, id_hi, \
-                     id_lo, event_type, content_type, data, metadata, recorded_at) VALUES ",
+                     id_lo, event_type, content_type, data, metadata, recorded_at, tags) VALUES ",
                 );
                 for i in 0..n {
                     if i > 0 {
                         q.push_str(", ");
                     }
-                    q.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                    q.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
                 }
                 q
             })
             .collect()
     });
     &all[rows.clamp(1, INSERT_CHUNK) - 1]
+}
+
+/// An event's tags as stored in `events.tags`: a JSON array, NULL when there are none.
+fn tags_json(tags: &[String]) -> SqlResult<Option<String>> {
+    if tags.is_empty() {
+        return Ok(None);
+    }
+    serde_json::to_string(tags)
+        .map(Some)
+        .map_err(|e| internal(&format!("tags did not serialize: {e}")))
+}
+
+/// The first position after the condition's `after` of an event matching its query,
+/// seen from the batch's transaction (so earlier appends of the batch count).
+fn first_match(conn: &Connection, condition: &AppendCondition) -> SqlResult<Option<Position>> {
+    let after = condition
+        .after
+        .map_or(0, |p| p.to_i64().unwrap_or(i64::MAX));
+    let (q, values) = crate::query::first_match(&condition.fail_if_events_match, after);
+    let found: Option<i64> = conn
+        .prepare_cached(&q)
+        .and_then(|mut s| s.query_row(rusqlite::params_from_iter(values), |r| r.get(0)))
+        .map_err(sql("checking an append condition"))?;
+    found
+        .map(|p| Ok(Position::new(u128::from(to_u64(p)?))))
+        .transpose()
+}
+
+/// Saves a snapshot, inside the batch's transaction. The row is replaced only when
+/// `foldstore_core::snapshot::should_replace` says so: another schema version, or a
+/// revision at or after the stored one.
+fn save_snapshot(conn: &Connection, snapshot: &Snapshot) -> SqlResult<()> {
+    let revision = to_i64(snapshot.revision)?;
+    conn.prepare_cached(
+        "INSERT INTO snapshots (stream, state_type, schema_version, revision, data, recorded_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+         ON CONFLICT (stream, state_type) DO UPDATE SET \
+           schema_version = excluded.schema_version, revision = excluded.revision, \
+           data = excluded.data, recorded_at = excluded.recorded_at \
+         WHERE snapshots.schema_version <> excluded.schema_version \
+            OR excluded.revision >= snapshots.revision",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            snapshot.stream.as_str(),
+            snapshot.state_type,
+            i64::from(snapshot.schema_version),
+            revision,
+            &snapshot.data[..],
+            snapshot.recorded_at.timestamp_micros(),
+        ])
+    })
+    .map_err(sql("saving a snapshot"))?;
+    Ok(())
 }
 
 /// A soft delete or a tombstone, inside the batch's transaction.
@@ -966,6 +1071,7 @@ mod tests {
             stream: StreamName::new(stream).unwrap(),
             expected,
             events,
+            condition: None,
             reply,
         };
         (request, rx)
@@ -1193,6 +1299,7 @@ mod tests {
             &stream,
             ExpectedRevision::NoStream,
             &[event("A")],
+            None,
             0,
         )
         .unwrap()
@@ -1202,6 +1309,59 @@ mod tests {
         assert_eq!(w.shared.head.load(Ordering::Acquire), 0);
         w.conn.execute_batch("COMMIT").unwrap();
         assert_eq!(count(&reader), 1);
+    }
+
+    /// Conditional appends in one batch: each condition is checked in the batch's
+    /// transaction in arrival order, so a claim sees the claim before it in the same
+    /// batch; a failing condition refuses only its own append.
+    #[test]
+    fn conditional_appends_in_one_batch_see_earlier_ones_and_fail_alone() {
+        use foldstore_core::dcb::{Query, QueryItem};
+
+        let mut f = fixture();
+        let claim = Query::from_items([QueryItem::new().tags(["seat:1"])]);
+        let conditional = |stream: &str, tag: &str, query: &Query| {
+            let (reply, rx) = oneshot::channel();
+            let request = Request::Append {
+                stream: StreamName::new(stream).unwrap(),
+                expected: ExpectedRevision::Any,
+                events: vec![event("Claimed").with_tags([tag])],
+                condition: Some(AppendCondition::new(query.clone(), None)),
+                reply,
+            };
+            (request, rx)
+        };
+        let answers = run_batch(
+            &mut f.writer,
+            vec![
+                append_request("n-1", ExpectedRevision::Any, vec![event("Noted")]),
+                conditional("a-1", "seat:1", &claim),
+                conditional("b-1", "seat:1", &claim),
+                append_request("n-1", ExpectedRevision::Exact(0), vec![event("Noted")]),
+                conditional(
+                    "c-1",
+                    "seat:2",
+                    &Query::from_items([QueryItem::new().tags(["seat:2"])]),
+                ),
+            ],
+        );
+        let first = answers[1].as_ref().unwrap();
+        assert_eq!(first.position, Position::new(2));
+        match &answers[2] {
+            Err(AppendError::ConditionFailed { position }) => assert_eq!(*position, first.position),
+            other => panic!("expected ConditionFailed, got {other:?}"),
+        }
+        assert!(
+            answers[0].is_ok() && answers[3].is_ok() && answers[4].is_ok(),
+            "{answers:?}"
+        );
+        assert_eq!(count_events(&f.writer), 4);
+        let tags: i64 = f
+            .writer
+            .conn
+            .query_row("SELECT count(*) FROM event_tags", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tags, 2, "the refused claim left no tag row");
     }
 
     #[test]

@@ -203,3 +203,119 @@ async fn schema_v1_file_opens_and_reads_back() {
     assert!(next.position > all[6].position);
     store.close().await.unwrap();
 }
+
+/// A version 1 file is migrated to version 2 on open: every event is kept (with no
+/// tags), and the new features work on it: tagged appends, query reads through the tag
+/// index, conditions and snapshots. The migration is stored, so a reopen does nothing.
+#[tokio::test]
+async fn schema_v1_file_migrates_to_v2_and_keeps_its_events() {
+    use foldstore_core::dcb::{AppendCondition, Query, QueryItem, ReadQueryOptions};
+    use foldstore_core::{AppendError, Snapshot, SnapshotStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    std::fs::copy(fixture(), &path).expect("tests/fixtures/schema_v1.db is checked in");
+    let version = |path: &Path| -> u32 {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(version(&path), 1, "the fixture is a version 1 file");
+    let store = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap();
+    let all = store.read_all(ReadAllOptions::forwards()).await.unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.id).collect::<Vec<_>>(),
+        (1..=7).map(id).collect::<Vec<_>>()
+    );
+    assert!(
+        all.iter().all(|e| e.tags.is_empty()),
+        "old events have no tags"
+    );
+    let everything = store
+        .read_query(&Query::all(), ReadQueryOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(everything, all, "Query::all reads the migrated log");
+    let by_type = store
+        .read_query(
+            &Query::from_items([QueryItem::new().types(["Placed"])]),
+            ReadQueryOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        by_type.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [id(4), id(6)],
+        "the type index covers events written before the migration"
+    );
+
+    let q = Query::from_items([QueryItem::new().tags(["account:1"])]);
+    let written = store
+        .append_if(
+            &name("account-1"),
+            ExpectedRevision::Exact(2),
+            vec![
+                NewEvent::json("Deposited", &5)
+                    .unwrap()
+                    .with_tags(["account:1"]),
+            ],
+            AppendCondition::new(q.clone(), None),
+        )
+        .await
+        .unwrap();
+    let again = store
+        .append_if(
+            &name("account-1"),
+            ExpectedRevision::Exact(3),
+            vec![
+                NewEvent::json("Deposited", &6)
+                    .unwrap()
+                    .with_tags(["account:1"]),
+            ],
+            AppendCondition::new(q.clone(), None),
+        )
+        .await;
+    assert!(
+        matches!(again, Err(AppendError::ConditionFailed { position }) if position == written.position),
+        "{again:?}"
+    );
+    store
+        .save_snapshot(Snapshot::new(
+            name("account-1"),
+            "Balance",
+            1,
+            3,
+            b"9".to_vec(),
+        ))
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+
+    assert_eq!(version(&path), 2, "the migration is stored");
+    let store = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap();
+    let tagged = store.read_query(&q, ReadQueryOptions::new()).await.unwrap();
+    assert_eq!(tagged.len(), 1);
+    assert_eq!(tagged[0].tags, ["account:1"]);
+    assert_eq!(
+        store
+            .load_snapshot(&name("account-1"), "Balance")
+            .await
+            .unwrap()
+            .map(|s| s.revision),
+        Some(3)
+    );
+    assert_eq!(
+        store
+            .read_all(ReadAllOptions::forwards())
+            .await
+            .unwrap()
+            .len(),
+        8
+    );
+    store.close().await.unwrap();
+}

@@ -98,7 +98,7 @@ async fn a_file_from_a_newer_foldstore_is_refused() {
         Err(e @ OpenError::NewerSchema { found: 99, .. }) => {
             let message = e.to_string();
             assert!(
-                message.contains("written by a newer foldstore (schema v99, this build reads up to v1): upgrade foldstore"),
+                message.contains("written by a newer foldstore (schema v99, this build reads up to v2): upgrade foldstore"),
                 "{message}"
             );
         }
@@ -388,4 +388,61 @@ async fn category_reads_and_consumer_groups() {
             && !plan.iter().any(|p| p.contains("TEMP B-TREE")),
         "{plan:?}"
     );
+}
+
+/// Tags, the tag index and snapshots are in the file: after a restart, reads return
+/// the tags, query reads and conditions find the tagged events, and the snapshots load.
+#[tokio::test]
+async fn tags_and_snapshots_survive_a_restart() {
+    use foldstore_core::dcb::{AppendCondition, Query, QueryItem, ReadQueryOptions};
+    use foldstore_core::{Snapshot, SnapshotStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("foldstore.db");
+    let store = open(&path).await;
+    let q = Query::from_items([QueryItem::new().tags(["course:c1"]).types(["Enrolled"])]);
+    let first = store
+        .append_if(
+            &name("course-c1"),
+            ExpectedRevision::NoStream,
+            vec![event("Enrolled").with_tags(["course:c1", "student:1"])],
+            AppendCondition::new(q.clone(), None),
+        )
+        .await
+        .unwrap();
+    store
+        .save_snapshot(Snapshot::new(
+            name("course-c1"),
+            "Seats",
+            2,
+            0,
+            b"{}".to_vec(),
+        ))
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+
+    let store = open(&path).await;
+    let got = store.read_query(&q, ReadQueryOptions::new()).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].tags, ["course:c1", "student:1"]);
+    let again = store
+        .append_if(
+            &name("course-c1"),
+            ExpectedRevision::Any,
+            vec![event("Enrolled").with_tags(["course:c1", "student:2"])],
+            AppendCondition::new(q, None),
+        )
+        .await;
+    assert!(
+        matches!(again, Err(AppendError::ConditionFailed { position }) if position == first.position),
+        "{again:?}"
+    );
+    let snapshot = store
+        .load_snapshot(&name("course-c1"), "Seats")
+        .await
+        .unwrap()
+        .expect("the snapshot survived");
+    assert_eq!((snapshot.schema_version, snapshot.revision), (2, 0));
+    store.close().await.unwrap();
 }

@@ -12,6 +12,10 @@ use futures::StreamExt;
 use uuid::Uuid;
 
 use super::TestStore;
+
+mod dcb;
+mod snapshots;
+
 use crate::{
     AppendError, AppendResult, ConsumerGroup, CurrentRevision, DeleteError, EventFilter,
     EventSubscription, ExpectedRevision, InvalidEvent, InvalidStreamName, JSON, Metadata,
@@ -19,6 +23,8 @@ use crate::{
     StreamMetadata, StreamName, SubscribeFrom, SubscribeStreamFrom, SubscriptionError, group_hash,
     validate_category,
 };
+pub use dcb::*;
+pub use snapshots::*;
 
 /// How long a subscription may take to deliver an event that is already committed.
 const WAIT: Duration = Duration::from_secs(10);
@@ -3304,6 +3310,34 @@ macro_rules! __foldstore_for_each_case {
             concurrent_refused_appends_do_not_affect_others,
             concurrent_no_stream_appends_let_exactly_one_win,
             concurrent_identical_retries_write_once,
+            dcb_tags_round_trip_on_reads,
+            dcb_tags_round_trip_on_subscriptions,
+            dcb_query_item_types_are_alternatives,
+            dcb_query_item_tags_must_all_be_present,
+            dcb_query_item_without_types_matches_any_type,
+            dcb_query_items_are_alternatives,
+            dcb_query_all_matches_every_event,
+            dcb_read_query_includes_deleted_and_tombstoned_streams,
+            dcb_read_query_after_is_exclusive,
+            dcb_read_query_limit_pages_through_matches,
+            dcb_invalid_tags_on_events_are_refused,
+            dcb_invalid_tags_in_queries_are_refused,
+            dcb_condition_passes_when_nothing_matches_after,
+            dcb_condition_fails_with_the_first_matching_position,
+            dcb_condition_ignores_events_that_do_not_match,
+            dcb_condition_without_after_is_a_uniqueness_check,
+            dcb_condition_on_query_all_fails_on_any_later_event,
+            dcb_retry_of_a_conditional_append_returns_the_first_result,
+            dcb_condition_is_checked_after_the_expected_revision,
+            dcb_concurrent_failing_conditions_do_not_affect_neighbours,
+            dcb_concurrent_unique_claims_let_exactly_one_win,
+            dcb_concurrent_claims_never_exceed_a_limited_pool,
+            snapshot_missing_loads_none,
+            snapshot_save_then_load_round_trips,
+            snapshot_older_revision_never_replaces_a_newer_one,
+            snapshot_of_another_schema_version_replaces,
+            snapshot_streams_and_state_types_are_separate,
+            snapshot_invalid_state_type_is_refused,
         );
     };
 }
@@ -3326,7 +3360,12 @@ mod tests {
     /// every backend runs every case.
     #[test]
     fn every_case_is_expanded_by_the_macro() {
-        let source = include_str!("cases.rs");
+        let source = [
+            include_str!("cases.rs"),
+            include_str!("cases/dcb.rs"),
+            include_str!("cases/snapshots.rs"),
+        ]
+        .concat();
         let defined: Vec<&str> = source
             .lines()
             .filter_map(|l| l.strip_prefix("pub async fn "))

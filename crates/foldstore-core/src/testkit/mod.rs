@@ -38,7 +38,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::EventStore;
+use crate::{EventStore, SnapshotStore};
 
 pub mod cases;
 pub mod model;
@@ -50,10 +50,11 @@ pub use proptest;
 #[doc(hidden)]
 pub use tokio;
 
-/// What the kit needs of a store: an [`EventStore`] that can be cloned into tasks.
-pub trait TestStore: EventStore + Clone + Send + Sync + 'static {}
+/// What the kit needs of a store: an [`EventStore`] and [`SnapshotStore`] that can be
+/// cloned into tasks.
+pub trait TestStore: EventStore + SnapshotStore + Clone + Send + Sync + 'static {}
 
-impl<T: EventStore + Clone + Send + Sync + 'static> TestStore for T {}
+impl<T: EventStore + SnapshotStore + Clone + Send + Sync + 'static> TestStore for T {}
 
 /// How long one case may run before it fails instead of hanging.
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(120);
