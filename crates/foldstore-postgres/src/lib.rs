@@ -54,6 +54,7 @@ mod error;
 mod locks;
 mod options;
 mod pg;
+pub mod projection;
 mod schema;
 mod store;
 mod watch;

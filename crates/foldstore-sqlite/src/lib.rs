@@ -96,6 +96,7 @@
 //! happens; `tests/crash.rs` kills a writing process over and over to check it.
 
 mod error;
+pub mod projection;
 mod query;
 mod reader;
 mod schema;

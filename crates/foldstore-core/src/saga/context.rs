@@ -1,0 +1,81 @@
+//! What a dispatched command carries: correlation, causation and a deterministic id
+//! seed.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{Metadata, RecordedEvent};
+
+/// The namespace of every id a saga derives (UUIDv5), fixed forever: changing it would
+/// make replays after an upgrade write new events.
+const NAMESPACE: Uuid = Uuid::from_u128(0x6c1f_0f7e_3b2a_4d7c_9e51_2a8b_0d4f_66a1);
+
+/// A deterministic id: the UUIDv5 of the parts, joined with NUL bytes. The same parts
+/// give the same id in every process and version.
+pub(crate) fn derive_id(parts: &[&str]) -> Uuid {
+    Uuid::new_v5(&NAMESPACE, parts.join("\0").as_bytes())
+}
+
+/// Where a saga's command comes from, handed to [`crate::saga::CommandBus::dispatch`].
+///
+/// `id_seed` is derived from the saga's name, the triggering event's id and the step,
+/// so a replay of the same event (after a restart, or a retry) dispatches the same
+/// command with the same seed. Give the events the command appends the ids
+/// [`CommandContext::event_id`] returns: the store recognises the replayed append as a
+/// retry and writes nothing (see the idempotency rule in `docs/semantics.md`).
+///
+/// ```
+/// use foldstore_core::saga::CommandContext;
+/// use uuid::Uuid;
+///
+/// let trigger = Uuid::now_v7();
+/// let a = CommandContext::derived("shipping", trigger, trigger, "command", 0);
+/// let b = CommandContext::derived("shipping", trigger, trigger, "command", 0);
+/// assert_eq!(a.event_id(0), b.event_id(0));
+/// assert_ne!(a.event_id(0), a.event_id(1));
+/// assert_eq!(a.metadata().causation_id(), Some(trigger));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandContext {
+    /// The saga that dispatched the command.
+    pub saga: String,
+    /// The correlation id: the triggering event's correlation id, or its id when it
+    /// has none.
+    pub correlation_id: Uuid,
+    /// The causation id: the id of the event that triggered the command.
+    pub causation_id: Uuid,
+    /// A deterministic seed for the ids of whatever the command writes.
+    pub id_seed: Uuid,
+}
+
+impl CommandContext {
+    /// A context whose seed is derived from the saga, the trigger and the step
+    /// (`kind` names the kind of step, `step` numbers it).
+    pub fn derived(saga: &str, correlation_id: Uuid, trigger: Uuid, kind: &str, step: u32) -> Self {
+        Self {
+            saga: saga.to_owned(),
+            correlation_id,
+            causation_id: trigger,
+            id_seed: derive_id(&[saga, &trigger.to_string(), kind, &step.to_string()]),
+        }
+    }
+
+    /// The context of step `step` of the reaction to `event`.
+    pub(crate) fn for_event(saga: &str, event: &RecordedEvent, kind: &str, step: u32) -> Self {
+        let correlation = event.metadata.correlation_id().unwrap_or(event.id);
+        Self::derived(saga, correlation, event.id, kind, step)
+    }
+
+    /// The id of the `index`-th event the command writes: the same on every replay.
+    pub fn event_id(&self, index: u32) -> Uuid {
+        Uuid::new_v5(&self.id_seed, &index.to_be_bytes())
+    }
+
+    /// Metadata carrying the correlation and causation ids, for the events the
+    /// command writes.
+    pub fn metadata(&self) -> Metadata {
+        Metadata::new()
+            .with_correlation_id(self.correlation_id)
+            .with_causation_id(self.causation_id)
+    }
+}
