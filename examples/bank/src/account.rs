@@ -1,17 +1,19 @@
-//! One bank account as a decider: commands, events, state, and the pure
-//! `decide`/`evolve` pair. No I/O.
+//! One bank account as a decider ([`AccountDecider`]): commands, events, state, and
+//! the pure `decide`/`evolve` pair. No I/O.
 //!
 //! The same events serve both designs. In the aggregate design they live in the stream
-//! `account-<n>`; in the DCB design they live in transfer streams and carry the tag
-//! `account:<n>`. Every event names its account in its data, so the invariant checker
-//! reads both designs the same way.
+//! `account-<n>`; in the DCB design they live in transfer streams. Either way they carry
+//! the tag `account:<n>` (from `#[event(tag = "account")]`) and name their account in
+//! their data, so the invariant checker reads both designs the same way.
 
 use std::collections::HashSet;
 
+use foldstore_core::DomainEvent;
+use foldstore_core::decider::Decider;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// An account number.
+/// An account number. Displays as the bare number, which is what its tag carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct AccountId(pub u32);
 
@@ -30,17 +32,17 @@ impl AccountId {
 
 impl std::fmt::Display for AccountId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "account {}", self.0)
+        write!(f, "{}", self.0)
     }
 }
 
 /// What happened to an account. Amounts are in cents.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "data")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, DomainEvent)]
 pub enum AccountEvent {
     /// The account was opened with an initial balance.
     Opened {
         /// The account.
+        #[event(tag = "account")]
         account: AccountId,
         /// Its first balance.
         balance: u64,
@@ -48,6 +50,7 @@ pub enum AccountEvent {
     /// Money left the account for a transfer.
     Debited {
         /// The account.
+        #[event(tag = "account")]
         account: AccountId,
         /// How much.
         amount: u64,
@@ -57,6 +60,7 @@ pub enum AccountEvent {
     /// Money arrived for a transfer, or came back when a transfer was compensated.
     Credited {
         /// The account.
+        #[event(tag = "account")]
         account: AccountId,
         /// How much.
         amount: u64,
@@ -68,6 +72,7 @@ pub enum AccountEvent {
     /// The account was frozen: no money leaves it and none arrives, except refunds.
     Frozen {
         /// The account.
+        #[event(tag = "account")]
         account: AccountId,
     },
 }
@@ -76,16 +81,6 @@ pub enum AccountEvent {
 pub const ACCOUNT_EVENT_TYPES: [&str; 4] = ["Opened", "Debited", "Credited", "Frozen"];
 
 impl AccountEvent {
-    /// The stored event type.
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            AccountEvent::Opened { .. } => "Opened",
-            AccountEvent::Debited { .. } => "Debited",
-            AccountEvent::Credited { .. } => "Credited",
-            AccountEvent::Frozen { .. } => "Frozen",
-        }
-    }
-
     /// The account the event belongs to.
     pub fn account(&self) -> AccountId {
         match self {
@@ -106,33 +101,26 @@ impl AccountEvent {
         }
     }
 
-    /// The event as stored: its type and its JSON data (the variant's fields).
-    pub fn to_new_event(&self) -> foldstore_core::NewEvent {
-        let value = serde_json::to_value(self).expect("account events serialize");
-        let data = value.get("data").cloned().unwrap_or_default();
-        foldstore_core::NewEvent::json(self.event_type(), &data).expect("JSON serializes")
-    }
-
     /// Reads an account event back, or `None` when `event` is not one.
-    pub fn from_recorded(event: &foldstore_core::RecordedEvent) -> Option<AccountEvent> {
-        if !ACCOUNT_EVENT_TYPES.contains(&event.event_type.as_str()) {
-            return None;
-        }
-        let data: serde_json::Value = event.json().ok()?;
-        serde_json::from_value(serde_json::json!({ "type": event.event_type, "data": data })).ok()
+    pub fn decode(event: &foldstore_core::RecordedEvent) -> Option<AccountEvent> {
+        AccountEvent::from_recorded(event).ok()
     }
 }
 
-/// What can be asked of an account.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What can be asked of an account. Every command names its account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AccountCommand {
     /// Open it with a balance.
     Open {
+        /// The account.
+        account: AccountId,
         /// The first balance.
         balance: u64,
     },
     /// Take money out for a transfer.
     Debit {
+        /// The account.
+        account: AccountId,
         /// How much.
         amount: u64,
         /// The transfer.
@@ -140,6 +128,8 @@ pub enum AccountCommand {
     },
     /// Put money in for a transfer.
     Credit {
+        /// The account.
+        account: AccountId,
         /// How much.
         amount: u64,
         /// The transfer.
@@ -148,13 +138,31 @@ pub enum AccountCommand {
     /// Give back the money a failed transfer debited. Accepted even when frozen, so
     /// compensation can always finish.
     Refund {
+        /// The account.
+        account: AccountId,
         /// How much.
         amount: u64,
         /// The transfer.
         transfer: Uuid,
     },
     /// Freeze it.
-    Freeze,
+    Freeze {
+        /// The account.
+        account: AccountId,
+    },
+}
+
+impl AccountCommand {
+    /// The account the command is for.
+    pub fn account(&self) -> AccountId {
+        match self {
+            AccountCommand::Open { account, .. }
+            | AccountCommand::Debit { account, .. }
+            | AccountCommand::Credit { account, .. }
+            | AccountCommand::Refund { account, .. }
+            | AccountCommand::Freeze { account } => *account,
+        }
+    }
 }
 
 /// Why an account refused a command.
@@ -162,16 +170,18 @@ pub enum AccountCommand {
 #[non_exhaustive]
 pub enum AccountError {
     /// The account was never opened.
-    #[error("{0} is not open: open it before moving money")]
+    #[error("account {0} is not open: open it before moving money")]
     NotOpen(AccountId),
     /// The account is already open.
-    #[error("{0} is already open: pick another account number")]
+    #[error("account {0} is already open: pick another account number")]
     AlreadyOpen(AccountId),
     /// The account is frozen.
-    #[error("{0} is frozen: no money moves in or out until it is unfrozen")]
+    #[error("account {0} is frozen: no money moves in or out until it is unfrozen")]
     Frozen(AccountId),
     /// The debit would make the balance negative.
-    #[error("{account} holds {balance} cents, less than the {amount} asked for: ask for less")]
+    #[error(
+        "account {account} holds {balance} cents, less than the {amount} asked for: ask for less"
+    )]
     InsufficientFunds {
         /// The account.
         account: AccountId,
@@ -183,10 +193,8 @@ pub enum AccountError {
 }
 
 /// What an account remembers to decide.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Account {
-    /// The account.
-    pub id: AccountId,
     /// Whether it was opened.
     pub open: bool,
     /// Its balance in cents.
@@ -205,17 +213,6 @@ enum Step {
 }
 
 impl Account {
-    /// The state before any event.
-    pub fn initial(id: AccountId) -> Self {
-        Self {
-            id,
-            open: false,
-            balance: 0,
-            frozen: false,
-            applied: HashSet::new(),
-        }
-    }
-
     /// Applies one event.
     pub fn evolve(mut self, event: &AccountEvent) -> Self {
         match event {
@@ -245,36 +242,21 @@ impl Account {
     }
 
     /// Decides what a command does. An empty list means "already done".
-    ///
-    /// ```
-    /// use bank::account::{Account, AccountCommand, AccountError, AccountEvent, AccountId};
-    ///
-    /// let id = AccountId(7);
-    /// let opened = Account::initial(id).evolve(&AccountEvent::Opened { account: id, balance: 100 });
-    /// let transfer = uuid::Uuid::nil();
-    /// let too_much = AccountCommand::Debit { amount: 101, transfer };
-    /// assert!(matches!(opened.decide(&too_much), Err(AccountError::InsufficientFunds { .. })));
-    /// let ok = AccountCommand::Debit { amount: 100, transfer };
-    /// assert_eq!(opened.decide(&ok).unwrap().len(), 1);
-    /// ```
     pub fn decide(&self, command: &AccountCommand) -> Result<Vec<AccountEvent>, AccountError> {
-        let account = self.id;
-        if let AccountCommand::Open { balance } = command {
+        let account = command.account();
+        if let AccountCommand::Open { balance, .. } = *command {
             if self.open {
                 return Err(AccountError::AlreadyOpen(account));
             }
-            return Ok(vec![AccountEvent::Opened {
-                account,
-                balance: *balance,
-            }]);
+            return Ok(vec![AccountEvent::Opened { account, balance }]);
         }
         if !self.open {
             return Err(AccountError::NotOpen(account));
         }
         match *command {
             AccountCommand::Open { .. } => unreachable!("handled above"),
-            AccountCommand::Freeze if self.frozen => Ok(vec![]),
-            AccountCommand::Freeze => Ok(vec![AccountEvent::Frozen { account }]),
+            AccountCommand::Freeze { .. } if self.frozen => Ok(vec![]),
+            AccountCommand::Freeze { .. } => Ok(vec![AccountEvent::Frozen { account }]),
             AccountCommand::Debit { transfer, .. }
                 if self.applied.contains(&(transfer, Step::Debit)) =>
             {
@@ -300,18 +282,24 @@ impl Account {
                     amount,
                 })
             }
-            AccountCommand::Debit { amount, transfer } => Ok(vec![AccountEvent::Debited {
+            AccountCommand::Debit {
+                amount, transfer, ..
+            } => Ok(vec![AccountEvent::Debited {
                 account,
                 amount,
                 transfer,
             }]),
-            AccountCommand::Credit { amount, transfer } => Ok(vec![AccountEvent::Credited {
+            AccountCommand::Credit {
+                amount, transfer, ..
+            } => Ok(vec![AccountEvent::Credited {
                 account,
                 amount,
                 transfer,
                 refund: false,
             }]),
-            AccountCommand::Refund { amount, transfer } => Ok(vec![AccountEvent::Credited {
+            AccountCommand::Refund {
+                amount, transfer, ..
+            } => Ok(vec![AccountEvent::Credited {
                 account,
                 amount,
                 transfer,
@@ -321,83 +309,142 @@ impl Account {
     }
 }
 
+/// The account decider, for the toolkit's command handler: one account stream is one
+/// [`Account`].
+///
+/// ```
+/// use bank::account::{AccountCommand, AccountDecider, AccountError, AccountEvent, AccountId};
+/// use foldstore_core::decider::{Decider, fold};
+///
+/// let account = AccountId(7);
+/// let state = fold(&AccountDecider, &[AccountEvent::Opened { account, balance: 100 }]);
+/// let transfer = uuid::Uuid::nil();
+/// let too_much = AccountCommand::Debit { account, amount: 101, transfer };
+/// assert!(matches!(
+///     AccountDecider.decide(&too_much, &state),
+///     Err(AccountError::InsufficientFunds { .. })
+/// ));
+/// let ok = AccountCommand::Debit { account, amount: 100, transfer };
+/// assert_eq!(AccountDecider.decide(&ok, &state).unwrap().len(), 1);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AccountDecider;
+
+impl Decider for AccountDecider {
+    type Command = AccountCommand;
+    type Event = AccountEvent;
+    type State = Account;
+    type Error = AccountError;
+
+    fn initial_state(&self) -> Account {
+        Account::default()
+    }
+
+    fn decide(
+        &self,
+        command: &AccountCommand,
+        state: &Account,
+    ) -> Result<Vec<AccountEvent>, AccountError> {
+        state.decide(command)
+    }
+
+    fn evolve(&self, state: Account, event: &AccountEvent) -> Account {
+        state.evolve(event)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use foldstore_core::testing::DeciderSpec;
+
     use super::*;
 
-    fn open(balance: u64) -> Account {
-        let id = AccountId(1);
-        Account::initial(id).evolve(&AccountEvent::Opened {
-            account: id,
+    const A: AccountId = AccountId(1);
+    const T: Uuid = Uuid::from_u128(1);
+
+    fn opened(balance: u64) -> AccountEvent {
+        AccountEvent::Opened {
+            account: A,
             balance,
-        })
+        }
+    }
+
+    fn debit(amount: u64) -> AccountCommand {
+        AccountCommand::Debit {
+            account: A,
+            amount,
+            transfer: T,
+        }
     }
 
     #[test]
     fn a_debit_that_would_go_negative_is_refused() {
-        let t = Uuid::from_u128(1);
-        let err = open(10)
-            .decide(&AccountCommand::Debit {
-                amount: 11,
-                transfer: t,
-            })
-            .unwrap_err();
-        assert!(matches!(
-            err,
-            AccountError::InsufficientFunds {
+        DeciderSpec::new(AccountDecider)
+            .given([opened(10)])
+            .when(debit(11))
+            .then_error(AccountError::InsufficientFunds {
+                account: A,
                 balance: 10,
                 amount: 11,
-                ..
-            }
-        ));
+            });
     }
 
     #[test]
     fn a_repeated_step_changes_nothing() {
-        let t = Uuid::from_u128(1);
-        let cmd = AccountCommand::Debit {
+        let debited = AccountEvent::Debited {
+            account: A,
             amount: 4,
-            transfer: t,
+            transfer: T,
         };
-        let acc = open(10);
-        let events = acc.decide(&cmd).unwrap();
-        let acc = events.iter().fold(acc, Account::evolve);
-        assert_eq!(acc.balance, 6);
-        assert_eq!(acc.decide(&cmd).unwrap(), vec![]);
+        DeciderSpec::new(AccountDecider)
+            .given([opened(10)])
+            .when(debit(4))
+            .then([debited.clone()]);
+        DeciderSpec::new(AccountDecider)
+            .given([opened(10), debited])
+            .when(debit(4))
+            .then([]);
     }
 
     #[test]
     fn frozen_refuses_transfers_but_takes_refunds() {
-        let t = Uuid::from_u128(1);
-        let acc = open(10).evolve(&AccountEvent::Frozen {
-            account: AccountId(1),
-        });
-        let credit = AccountCommand::Credit {
-            amount: 1,
-            transfer: t,
-        };
-        assert_eq!(acc.decide(&credit), Err(AccountError::Frozen(AccountId(1))));
-        let refund = AccountCommand::Refund {
-            amount: 1,
-            transfer: t,
-        };
-        assert_eq!(acc.decide(&refund).unwrap().len(), 1);
+        let frozen = AccountEvent::Frozen { account: A };
+        DeciderSpec::new(AccountDecider)
+            .given([opened(10), frozen.clone()])
+            .when(AccountCommand::Credit {
+                account: A,
+                amount: 1,
+                transfer: T,
+            })
+            .then_error(AccountError::Frozen(A));
+        DeciderSpec::new(AccountDecider)
+            .given([opened(10), frozen])
+            .when(AccountCommand::Refund {
+                account: A,
+                amount: 1,
+                transfer: T,
+            })
+            .then([AccountEvent::Credited {
+                account: A,
+                amount: 1,
+                transfer: T,
+                refund: true,
+            }]);
     }
 
     #[test]
-    fn events_round_trip_through_the_store_format() {
+    fn events_are_stored_with_their_account_tag() {
         let e = AccountEvent::Credited {
             account: AccountId(3),
             amount: 5,
             transfer: Uuid::from_u128(9),
             refund: true,
         };
-        let new = e.to_new_event();
+        let new = e.to_new_event().unwrap();
         assert_eq!(new.event_type, "Credited");
+        assert_eq!(new.tags, ["account:3"]);
         let data: serde_json::Value = serde_json::from_slice(&new.data).unwrap();
         assert_eq!(data["amount"], 5);
-        let back: AccountEvent =
-            serde_json::from_value(serde_json::json!({"type": "Credited", "data": data})).unwrap();
-        assert_eq!(back, e);
+        assert_eq!(AccountEvent::decode_data("Credited", &new.data).unwrap(), e);
     }
 }

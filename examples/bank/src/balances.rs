@@ -30,7 +30,7 @@ pub struct Balances {
 impl Balances {
     /// Applies one event of `$all`; events that are not account events are skipped.
     pub fn apply(&mut self, event: &RecordedEvent) {
-        if let Some(e) = AccountEvent::from_recorded(event) {
+        if let Some(e) = AccountEvent::decode(event) {
             *self.balances.entry(e.account()).or_default() += e.delta();
             self.position = Some(event.position);
         }

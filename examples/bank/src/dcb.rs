@@ -1,68 +1,206 @@
-//! The DCB design: no account streams and no saga. A transfer reads a decision model
-//! built from the events tagged with either account, decides with the same account
-//! decider, and appends the debit (tagged `account:<from>`) and the credit (tagged
-//! `account:<to>`) in one append, on condition that no event tagged with either account
-//! was stored after the position the model read. A lost race re-reads and decides again.
+//! The DCB design, on the toolkit's [`DecisionHandler`]: no account streams and no
+//! saga. A transfer reads a decision model folded from the events tagged with either
+//! account, decides with the same account rules ([`Ledger`]), and appends the debit
+//! (tagged `account:<from>`), the credit (tagged `account:<to>`) and
+//! `TransferCompleted` in one append, on condition that no event tagged with either
+//! account was stored after the position the model read. A lost race re-reads and
+//! decides again.
 //!
-//! Events go into small streams that only group them: `transfer-<id>` (so a retried
-//! transfer is an idempotent append), `opening-<n>` and `freezing-<n>`.
+//! Events go into small streams that only group them: `transfer-<id>`, `opening-<n>`
+//! and `freezing-<n>`.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
-use foldstore_core::dcb::{AppendCondition, Query, QueryItem, ReadQueryOptions};
+use foldstore_core::dcb::{Query, QueryItem};
+use foldstore_core::decider::Decider;
 use foldstore_core::{
-    AppendError, EventStore, ExpectedRevision, Metadata, NewEvent, Position, ReadError, StreamName,
+    CommandContext, CommandError, DecisionHandler, DecodeError, DomainEvent, EventStore,
+    ExpectedRevision, StreamName, deterministic_event_id,
 };
-
 use uuid::Uuid;
 
 use crate::account::{Account, AccountCommand, AccountError, AccountEvent, AccountId};
-use crate::handler::backoff;
+use crate::handler::retry_policy;
 use crate::ids;
 use crate::transfer::{self, Outcome, TransferEvent, TransferRequest};
 
-/// Why a DCB command was not carried out.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum DcbError {
-    /// The account refused it; nothing was written.
-    #[error("refused: {0}")]
-    Rejected(#[from] AccountError),
-    /// Reading the decision model failed.
-    #[error("could not read the decision model: {0}")]
-    Read(#[from] ReadError),
-    /// The append failed for a reason other than a lost race.
-    #[error("could not append: {0}")]
-    Append(#[from] AppendError),
-    /// Other writers won every attempt.
-    #[error("{attempts} attempts all lost to concurrent writers: retry later")]
-    TooManyConflicts {
-        /// How many attempts were made.
-        attempts: u32,
-    },
+/// Any event the DCB design writes: an account event or a transfer event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LedgerEvent {
+    /// Something happened to an account.
+    Account(AccountEvent),
+    /// A transfer ended.
+    Transfer(TransferEvent),
 }
 
-/// The bank, DCB style.
+impl DomainEvent for LedgerEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            LedgerEvent::Account(e) => e.event_type(),
+            LedgerEvent::Transfer(e) => e.event_type(),
+        }
+    }
+
+    fn schema_version(&self) -> u32 {
+        match self {
+            LedgerEvent::Account(e) => e.schema_version(),
+            LedgerEvent::Transfer(e) => e.schema_version(),
+        }
+    }
+
+    fn event_types() -> &'static [(&'static str, u32)] {
+        static TYPES: OnceLock<Vec<(&'static str, u32)>> = OnceLock::new();
+        TYPES.get_or_init(|| {
+            let accounts = AccountEvent::event_types().iter();
+            accounts
+                .chain(TransferEvent::event_types())
+                .copied()
+                .collect()
+        })
+    }
+
+    fn tags(&self) -> Vec<String> {
+        match self {
+            LedgerEvent::Account(e) => e.tags(),
+            LedgerEvent::Transfer(e) => e.tags(),
+        }
+    }
+
+    fn encode_data(&self) -> Result<Vec<u8>, serde_json::Error> {
+        match self {
+            LedgerEvent::Account(e) => e.encode_data(),
+            LedgerEvent::Transfer(e) => e.encode_data(),
+        }
+    }
+
+    fn decode_data(event_type: &str, data: &[u8]) -> Result<Self, DecodeError> {
+        if AccountEvent::current_version(event_type).is_some() {
+            AccountEvent::decode_data(event_type, data).map(LedgerEvent::Account)
+        } else {
+            TransferEvent::decode_data(event_type, data).map(LedgerEvent::Transfer)
+        }
+    }
+}
+
+/// What the DCB bank is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LedgerCommand {
+    /// Open an account.
+    Open {
+        /// The account.
+        account: AccountId,
+        /// Its first balance.
+        balance: u64,
+    },
+    /// Freeze an account.
+    Freeze {
+        /// The account.
+        account: AccountId,
+    },
+    /// Move money between two accounts.
+    Transfer(TransferRequest),
+}
+
+/// The DCB decider: its state is every account the query covered, so one decision
+/// can span two accounts.
+///
+/// ```
+/// use bank::account::{AccountError, AccountEvent, AccountId};
+/// use bank::dcb::{Ledger, LedgerCommand, LedgerEvent};
+/// use bank::transfer::TransferRequest;
+/// use foldstore_core::testing::DeciderSpec;
+///
+/// let (a, b) = (AccountId(1), AccountId(2));
+/// let r = TransferRequest { id: uuid::Uuid::from_u128(1), from: a, to: b, amount: 80 };
+/// DeciderSpec::new(Ledger)
+///     .given([
+///         LedgerEvent::Account(AccountEvent::Opened { account: a, balance: 50 }),
+///         LedgerEvent::Account(AccountEvent::Opened { account: b, balance: 0 }),
+///     ])
+///     .when(LedgerCommand::Transfer(r))
+///     .then_error(AccountError::InsufficientFunds { account: a, balance: 50, amount: 80 });
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ledger;
+
+impl Decider for Ledger {
+    type Command = LedgerCommand;
+    type Event = LedgerEvent;
+    type State = BTreeMap<AccountId, Account>;
+    type Error = AccountError;
+
+    fn initial_state(&self) -> Self::State {
+        BTreeMap::new()
+    }
+
+    fn decide(
+        &self,
+        command: &LedgerCommand,
+        state: &Self::State,
+    ) -> Result<Vec<LedgerEvent>, AccountError> {
+        let decide = |command: AccountCommand| {
+            let account = state.get(&command.account()).cloned().unwrap_or_default();
+            account.decide(&command)
+        };
+        let events = match *command {
+            LedgerCommand::Open { account, balance } => {
+                decide(AccountCommand::Open { account, balance })?
+            }
+            LedgerCommand::Freeze { account } => decide(AccountCommand::Freeze { account })?,
+            LedgerCommand::Transfer(r) => {
+                let mut events = decide(AccountCommand::Debit {
+                    account: r.from,
+                    amount: r.amount,
+                    transfer: r.id,
+                })?;
+                events.extend(decide(AccountCommand::Credit {
+                    account: r.to,
+                    amount: r.amount,
+                    transfer: r.id,
+                })?);
+                if events.is_empty() {
+                    return Ok(vec![]);
+                }
+                let mut events: Vec<LedgerEvent> =
+                    events.into_iter().map(LedgerEvent::Account).collect();
+                events.push(LedgerEvent::Transfer(TransferEvent::TransferCompleted {
+                    id: r.id,
+                }));
+                return Ok(events);
+            }
+        };
+        Ok(events.into_iter().map(LedgerEvent::Account).collect())
+    }
+
+    fn evolve(&self, mut state: Self::State, event: &LedgerEvent) -> Self::State {
+        if let LedgerEvent::Account(e) = event {
+            let account = state.remove(&e.account()).unwrap_or_default();
+            state.insert(e.account(), account.evolve(e));
+        }
+        state
+    }
+}
+
+/// Why a DCB command was not carried out.
+pub type DcbError = CommandError<AccountError>;
+
+/// The bank, DCB style. Cheap to clone.
 #[derive(Clone)]
 pub struct DcbBank {
     store: Arc<dyn EventStore>,
-    max_attempts: u32,
+    handler: Arc<DecisionHandler<Ledger>>,
     conflicts: Arc<AtomicU64>,
 }
 
-/// A decision model: the accounts a query covers, and the position it was read at.
-struct Model {
-    accounts: Vec<Account>,
-    after: Option<Position>,
-}
-
 impl DcbBank {
-    /// A bank over `store`; each command is tried at most 200 times.
+    /// A bank over `store`, with [`retry_policy`].
     pub fn new(store: Arc<dyn EventStore>) -> Self {
+        let handler = DecisionHandler::new(store.clone(), Ledger).with_retry(retry_policy());
         Self {
             store,
-            max_attempts: 200,
+            handler: Arc::new(handler),
             conflicts: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -77,152 +215,67 @@ impl DcbBank {
         Query::from_items(accounts.iter().map(|a| QueryItem::new().tags([a.tag()])))
     }
 
-    /// Reads the decision model for `accounts`.
-    async fn model(&self, accounts: &[AccountId]) -> Result<Model, ReadError> {
-        // The head is read first: every event at or below it is visible to the query
-        // read that follows, so nothing matching can hide at or below `after`.
-        let head = self.store.head_position().await?;
-        let events = self
-            .store
-            .read_query(&Self::query(accounts), ReadQueryOptions::new())
-            .await?;
-        let last = events.last().map(|e| e.position);
-        let mut states: Vec<Account> = accounts.iter().map(|a| Account::initial(*a)).collect();
-        for event in events.iter().filter_map(AccountEvent::from_recorded) {
-            if let Some(i) = accounts.iter().position(|a| *a == event.account()) {
-                let state = std::mem::replace(&mut states[i], Account::initial(accounts[i]));
-                states[i] = state.evolve(&event);
-            }
-        }
-        Ok(Model {
-            accounts: states,
-            after: head.max(last),
-        })
-    }
-
-    /// Decides `decide` on the model of `accounts` and appends its events to `stream`
-    /// (followed by `outcome`) under the model's condition, retrying lost races. Event ids derive from `parent`
-    /// and each event's step name. Returns the events appended (none when the decision
-    /// made none).
-    async fn run<F>(
+    async fn run(
         &self,
         accounts: &[AccountId],
         stream: &StreamName,
-        parent: Uuid,
-        outcome: Option<TransferEvent>,
-        decide: F,
-    ) -> Result<Vec<AccountEvent>, DcbError>
-    where
-        F: Fn(&[Account]) -> Result<Vec<(AccountEvent, &'static str)>, AccountError>,
-    {
-        for attempt in 0..self.max_attempts {
-            let model = self.model(accounts).await?;
-            let decided = decide(&model.accounts)?;
-            if decided.is_empty() {
-                return Ok(vec![]);
-            }
-            let metadata = Metadata::new().with_correlation_id(parent);
-            let mut new: Vec<NewEvent> = decided
-                .iter()
-                .map(|(e, step)| {
-                    e.to_new_event()
-                        .with_id(ids::derive(parent, step))
-                        .with_tags([e.account().tag()])
-                        .with_metadata(metadata.clone())
-                })
-                .collect();
-            if let Some(outcome) = &outcome {
-                new.push(
-                    outcome
-                        .to_new_event()
-                        .with_id(ids::derive(parent, outcome.event_type()))
-                        .with_metadata(metadata.clone()),
-                );
-            }
-            let condition = AppendCondition::new(Self::query(accounts), model.after);
-            match self
-                .store
-                .append_if(stream, ExpectedRevision::Any, new, condition)
-                .await
-            {
-                Ok(_) => return Ok(decided.into_iter().map(|(e, _)| e).collect()),
-                Err(AppendError::ConditionFailed { .. }) => {
-                    self.conflicts.fetch_add(1, Ordering::Relaxed);
-                    backoff(attempt).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(DcbError::TooManyConflicts {
-            attempts: self.max_attempts,
-        })
+        command: &LedgerCommand,
+        seed: Uuid,
+    ) -> Result<Vec<LedgerEvent>, DcbError> {
+        let ctx = CommandContext::new()
+            .correlation_id(seed)
+            .causation_id(seed)
+            .id_seed(seed);
+        let outcome = self
+            .handler
+            .handle(&Self::query(accounts), stream, command, &ctx)
+            .await?;
+        self.conflicts.fetch_add(
+            u64::from(outcome.attempts.saturating_sub(1)),
+            Ordering::Relaxed,
+        );
+        Ok(outcome.events)
     }
 
-    /// Opens `account` with `balance`; fails if it was opened before.
+    /// Opens `account` with `balance`; refused if it was opened before.
     pub async fn open(&self, account: AccountId, balance: u64) -> Result<(), DcbError> {
-        let stream = StreamName::new(format!("opening-{}", account.0)).expect("valid name");
-        let parent = Uuid::from_u128(u128::from(account.0));
-        self.run(&[account], &stream, parent, None, |s| {
-            let events = s[0].decide(&AccountCommand::Open { balance })?;
-            Ok(events.into_iter().map(|e| (e, "opened")).collect())
-        })
-        .await?;
+        let stream = StreamName::new(format!("opening-{}", account.0)).expect("a valid name");
+        let seed = ids::derive(Uuid::from_u128(u128::from(account.0)), "open");
+        let command = LedgerCommand::Open { account, balance };
+        self.run(&[account], &stream, &command, seed).await?;
         Ok(())
     }
 
     /// Freezes `account`.
     pub async fn freeze(&self, account: AccountId) -> Result<(), DcbError> {
-        let stream = StreamName::new(format!("freezing-{}", account.0)).expect("valid name");
-        let parent = Uuid::from_u128(u128::from(account.0));
-        self.run(&[account], &stream, parent, None, |s| {
-            let events = s[0].decide(&AccountCommand::Freeze)?;
-            Ok(events.into_iter().map(|e| (e, "frozen")).collect())
-        })
-        .await?;
+        let stream = StreamName::new(format!("freezing-{}", account.0)).expect("a valid name");
+        let seed = ids::derive(Uuid::from_u128(u128::from(account.0)), "freeze");
+        let command = LedgerCommand::Freeze { account };
+        self.run(&[account], &stream, &command, seed).await?;
         Ok(())
     }
 
     /// Moves money in one conditional append (the debit, the credit and
-    /// `TransferCompleted`), or records `TransferFailed` when an
-    /// account refuses (nothing moves then).
+    /// `TransferCompleted`), or records `TransferFailed` when an account refuses
+    /// (nothing moves then).
     pub async fn transfer(&self, request: &TransferRequest) -> Result<Outcome, DcbError> {
         let id = request.id;
         let stream = transfer::stream(id);
         let accounts = [request.from, request.to];
-        let moved = self
-            .run(
-                &accounts,
-                &stream,
-                id,
-                Some(TransferEvent::TransferCompleted { id }),
-                |s| {
-                    let debit = s[0].decide(&AccountCommand::Debit {
-                        amount: request.amount,
-                        transfer: id,
-                    })?;
-                    let credit = s[1].decide(&AccountCommand::Credit {
-                        amount: request.amount,
-                        transfer: id,
-                    })?;
-                    let debit = debit.into_iter().map(|e| (e, "debit"));
-                    Ok(debit
-                        .chain(credit.into_iter().map(|e| (e, "credit")))
-                        .collect())
-                },
-            )
-            .await;
-        match moved {
+        let command = LedgerCommand::Transfer(*request);
+        match self.run(&accounts, &stream, &command, id).await {
             Ok(_) => Ok(Outcome::Completed),
-            Err(DcbError::Rejected(reason)) => {
+            Err(CommandError::Rejected(reason)) => {
                 let failed = TransferEvent::TransferFailed {
                     id,
                     reason: reason.to_string(),
-                }
-                .to_new_event()
-                .with_id(ids::derive(id, "failed"))
-                .with_metadata(Metadata::new().with_correlation_id(id));
+                };
+                let event = failed
+                    .to_new_event()
+                    .map_err(CommandError::Encode)?
+                    .with_id(deterministic_event_id(ids::derive(id, "failed"), 0));
                 self.store
-                    .append(&stream, ExpectedRevision::NoStream, vec![failed])
+                    .append(&stream, ExpectedRevision::NoStream, vec![event])
                     .await?;
                 Ok(Outcome::Failed)
             }

@@ -1,60 +1,74 @@
-//! The command handler of the aggregate design: load an account stream, decide, append
-//! with the `Exact` revision it read, and on a conflict read again and decide again.
+//! The aggregate design's command handling, on the toolkit's
+//! [`CommandHandler`]: load a stream, decide, append with the `Exact` revision read,
+//! and on a conflict read, decide and append again.
 //!
-//! Event ids come from the command id, so a command handled twice appends nothing the
-//! second time, and correlation and causation ids go into every event's metadata.
+//! With a [`CommandContext::id_seed`], the events' ids derive from the seed, so a
+//! command handled twice (a saga replaying) appends nothing the second time; the
+//! context's correlation and causation ids go into every event's metadata.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use foldstore_core::{
-    AppendError, EventStore, ExpectedRevision, Metadata, ReadError, ReadStreamOptions,
+use foldstore_core::{CommandContext, CommandError, CommandHandler, EventStore, RetryPolicy};
+
+use crate::account::{
+    Account, AccountCommand, AccountDecider, AccountError, AccountEvent, AccountId,
 };
-use uuid::Uuid;
+use crate::transfer::{self, TransferCommand, TransferDecider, TransferError, TransferEvent};
 
-use crate::account::{Account, AccountCommand, AccountError, AccountEvent, AccountId};
-use crate::ids;
+/// A failed account command.
+pub type AccountCommandError = CommandError<AccountError>;
+/// A failed transfer command.
+pub type TransferCommandError = CommandError<TransferError>;
 
-/// Why a command was not carried out.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum HandleError {
-    /// The account refused it; nothing was written.
-    #[error("refused: {0}")]
-    Rejected(#[from] AccountError),
-    /// Reading the account failed.
-    #[error("could not load the account: {0}")]
-    Read(#[from] ReadError),
-    /// Appending failed for a reason other than a conflict.
-    #[error("could not append: {0}")]
-    Append(#[from] AppendError),
-    /// Other writers won every attempt.
-    #[error(
-        "{account}: {attempts} attempts all lost to concurrent writers: retry later or raise the attempt limit"
-    )]
-    TooManyConflicts {
-        /// The account.
-        account: AccountId,
-        /// How many attempts were made.
-        attempts: u32,
-    },
+/// The retry policy of the bank's handlers: under the scenario's contention a command
+/// may lose many races in a row, so it gets up to 100 attempts, with short waits.
+pub fn retry_policy() -> RetryPolicy {
+    RetryPolicy::default()
+        .max_attempts(100)
+        .base_delay(Duration::from_millis(1))
+        .max_delay(Duration::from_millis(20))
 }
 
-/// Handles account commands against a store, retrying on conflicts.
+/// Command handlers for account streams (`account-<n>`) and transfer streams
+/// (`transfer-<id>`). Cheap to clone.
+///
+/// ```
+/// use std::sync::Arc;
+/// use bank::account::{AccountCommand, AccountId};
+/// use bank::handler::AggregateBank;
+/// use foldstore_core::CommandContext;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let bank = AggregateBank::new(Arc::new(foldstore_core::InMemoryStore::new()));
+/// let account = AccountId(1);
+/// bank.account(&AccountCommand::Open { account, balance: 50 }, &CommandContext::new()).await?;
+/// let debit = AccountCommand::Debit { account, amount: 80, transfer: uuid::Uuid::nil() };
+/// let refused = bank.account(&debit, &CommandContext::new()).await.unwrap_err();
+/// assert!(refused.is_rejected());
+/// assert_eq!(bank.load_account(account).await?.balance, 50);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
-pub struct AccountHandler {
-    store: Arc<dyn EventStore>,
-    max_attempts: u32,
+pub struct AggregateBank {
+    accounts: Arc<CommandHandler<AccountDecider>>,
+    transfers: Arc<CommandHandler<TransferDecider>>,
     conflicts: Arc<AtomicU64>,
 }
 
-impl AccountHandler {
-    /// A handler that tries each command at most 200 times.
+impl AggregateBank {
+    /// Handlers over `store`, with [`retry_policy`].
     pub fn new(store: Arc<dyn EventStore>) -> Self {
         Self {
-            store,
-            max_attempts: 200,
+            accounts: Arc::new(
+                CommandHandler::new(store.clone(), AccountDecider).with_retry(retry_policy()),
+            ),
+            transfers: Arc::new(
+                CommandHandler::new(store, TransferDecider).with_retry(retry_policy()),
+            ),
             conflicts: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -64,86 +78,42 @@ impl AccountHandler {
         self.conflicts.load(Ordering::Relaxed)
     }
 
-    /// Loads `account`'s state and the revision to expect on the next append.
-    pub async fn load(&self, account: AccountId) -> Result<(Account, ExpectedRevision), ReadError> {
-        let stream = account.stream();
-        match self
-            .store
-            .read_stream(&stream, ReadStreamOptions::forwards())
-            .await
-        {
-            Ok(events) => {
-                let expected = events.last().map_or(ExpectedRevision::NoStream, |e| {
-                    ExpectedRevision::Exact(e.revision)
-                });
-                let state = events
-                    .iter()
-                    .filter_map(AccountEvent::from_recorded)
-                    .fold(Account::initial(account), |s, e| s.evolve(&e));
-                Ok((state, expected))
-            }
-            Err(ReadError::StreamNotFound { .. }) => {
-                Ok((Account::initial(account), ExpectedRevision::NoStream))
-            }
-            Err(e) => Err(e),
-        }
+    fn count(&self, attempts: u32) {
+        self.conflicts
+            .fetch_add(u64::from(attempts.saturating_sub(1)), Ordering::Relaxed);
     }
 
-    /// Carries out `command` on `account`: returns the events it appended (none when the
-    /// command had already been carried out).
-    ///
-    /// `command_id` must be the same each time the same command is sent: the events'
-    /// ids derive from it. `correlation` is copied into the events' metadata.
-    pub async fn handle(
+    /// Handles an account command on its account's stream; returns the events it
+    /// appended (or, on a replay, found).
+    pub async fn account(
         &self,
-        account: AccountId,
         command: &AccountCommand,
-        command_id: Uuid,
-        correlation: Uuid,
-    ) -> Result<Vec<AccountEvent>, HandleError> {
-        let stream = account.stream();
-        for attempt in 0..self.max_attempts {
-            let (state, expected) = self.load(account).await?;
-            let events = state.decide(command)?;
-            if events.is_empty() {
-                return Ok(events);
-            }
-            let metadata = Metadata::new()
-                .with_correlation_id(correlation)
-                .with_causation_id(command_id);
-            let new = events
-                .iter()
-                .enumerate()
-                .map(|(i, e)| {
-                    e.to_new_event()
-                        .with_id(ids::derive(command_id, &i.to_string()))
-                        .with_metadata(metadata.clone())
-                })
-                .collect();
-            match self.store.append(&stream, expected, new).await {
-                Ok(_) => return Ok(events),
-                Err(AppendError::WrongExpectedRevision { .. }) => {
-                    self.conflicts.fetch_add(1, Ordering::Relaxed);
-                    backoff(attempt).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(HandleError::TooManyConflicts {
-            account,
-            attempts: self.max_attempts,
-        })
+        ctx: &CommandContext,
+    ) -> Result<Vec<AccountEvent>, AccountCommandError> {
+        let outcome = self
+            .accounts
+            .handle(&command.account().stream(), command, ctx)
+            .await?;
+        self.count(outcome.attempts);
+        Ok(outcome.events)
     }
-}
 
-/// Waits a little longer after each lost attempt (yield first, then up to 8 ms, with
-/// jitter so that the losers do not collide again in step).
-pub(crate) async fn backoff(attempt: u32) {
-    if attempt < 2 {
-        tokio::task::yield_now().await;
-        return;
+    /// Handles a transfer command on its transfer's stream.
+    pub async fn transfer(
+        &self,
+        command: &TransferCommand,
+        ctx: &CommandContext,
+    ) -> Result<Vec<TransferEvent>, TransferCommandError> {
+        let outcome = self
+            .transfers
+            .handle(&transfer::stream(command.id()), command, ctx)
+            .await?;
+        self.count(outcome.attempts);
+        Ok(outcome.events)
     }
-    let cap_us = 250u64 << attempt.min(5);
-    let us = rand::random_range(cap_us / 2..=cap_us);
-    tokio::time::sleep(Duration::from_micros(us)).await;
+
+    /// An account's current state.
+    pub async fn load_account(&self, account: AccountId) -> Result<Account, AccountCommandError> {
+        Ok(self.accounts.load(&account.stream()).await?.state)
+    }
 }

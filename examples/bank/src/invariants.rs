@@ -213,20 +213,16 @@ pub async fn check(
     for_each_event(store, |event: &RecordedEvent| {
         verdict.events += 1;
         verdict.balances.apply(event);
-        if let Some(e) = AccountEvent::from_recorded(event) {
+        if let Some(e) = AccountEvent::decode(event) {
             all.apply(&e, event.position, "$all", &mut violations);
             if let AccountEvent::Debited { transfer, .. }
             | AccountEvent::Credited { transfer, .. } = &e
             {
                 by_transfer.entry(*transfer).or_default().push(e.clone());
             }
-        } else if let Some(t) = TransferEvent::from_recorded(event) {
-            let outcome = match t {
-                TransferEvent::TransferCompleted { .. } => Outcome::Completed,
-                TransferEvent::TransferFailed { .. } => Outcome::Failed,
-                TransferEvent::TransferCompensated { .. } => Outcome::Compensated,
-                _ => return,
-            };
+        } else if let Some(t) = TransferEvent::decode(event)
+            && let Some(outcome) = t.outcome()
+        {
             outcomes.entry(t.id()).or_default().push(outcome);
         }
     })
@@ -340,6 +336,6 @@ async fn account_history(
     };
     Ok(events
         .iter()
-        .filter_map(|e| AccountEvent::from_recorded(e).map(|a| (a, e.position)))
+        .filter_map(|e| AccountEvent::decode(e).map(|a| (a, e.position)))
         .collect())
 }

@@ -1,247 +1,281 @@
-//! The aggregate design's transfer saga (process manager): it reacts to
-//! `TransferRequested` by debiting the source, then crediting the target, and
-//! compensates (refunds the source) when the target refuses.
+//! The aggregate design's transfer saga (process manager), on the toolkit's
+//! [`Saga`] runtime: it reacts to `TransferRequested` by debiting the source, then to
+//! `TransferDebited` by crediting the target, and compensates when a step is refused.
 //!
-//! Its progress lives in the transfer stream itself (`TransferDebited`, then one
-//! outcome), and every event it causes has an id derived from the transfer id and the
-//! step, so reacting to the same request twice (after a restart, or a replay) appends
-//! nothing new and ends in the same outcome.
+//! | event               | commands, in order                          | if the account refuses            |
+//! |---------------------|---------------------------------------------|-----------------------------------|
+//! | `TransferRequested` | debit the source; record `TransferDebited`  | record `TransferFailed`           |
+//! | `TransferDebited`   | credit the target; record `TransferCompleted` | refund the source; record `TransferCompensated` |
 //!
-//! [`SagaWorkers`] runs the saga as a consumer group: member `m` of `n` follows the
-//! transfer streams that hash to it, so `n` transfers run at once and their account
-//! commands contend, which the command handler resolves by retrying.
+//! The saga is a pure function of the event. Its progress lives in the transfer stream
+//! (written through the [`crate::transfer::TransferDecider`], which refuses steps out of
+//! order), and the [`SagaRunner`] dispatches every command with an id seed derived from
+//! the triggering event, so a replay (after a restart) appends nothing new.
+//!
+//! [`SagaWorkers`] runs `n` runners side by side, each a consumer-group member that
+//! follows the transfer streams hashing to it, so `n` transfers run at once and their
+//! account commands contend, which the command handler resolves by retrying.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use foldstore_core::{
-    AppendError, ConsumerGroup, EventFilter, EventStore, ExpectedRevision, Metadata, ReadError,
-    ReadStreamOptions, SubscribeFrom, SubscriptionError,
+use async_trait::async_trait;
+use foldstore_core::projection::{HandlerError, Stopper};
+use foldstore_core::saga::{
+    CommandBus, CommandContext as SagaContext, DispatchError, Failure, Reaction, Saga, SagaError,
+    SagaMonitor, SagaRunner,
 };
-use futures::StreamExt;
-use tokio::sync::watch;
+use foldstore_core::{
+    CommandContext, CommandError, ConsumerGroup, DomainEvent, EventFilter, EventStore,
+    RecordedEvent,
+};
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
-use uuid::Uuid;
 
 use crate::account::AccountCommand;
-use crate::handler::{AccountHandler, HandleError};
-use crate::ids;
-use crate::transfer::{self, Outcome, TransferEvent, TransferRequest};
+use crate::handler::AggregateBank;
+use crate::transfer::{TransferCommand, TransferEvent, TransferRequest};
 
-/// Why the saga could not finish a step.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SagaError {
-    /// An account command failed for a reason other than a refusal.
-    #[error("an account command failed: {0}")]
-    Command(#[from] HandleError),
-    /// The transfer stream could not be read.
-    #[error("could not read the transfer stream: {0}")]
-    Read(#[from] ReadError),
-    /// The transfer stream could not be written.
-    #[error("could not record the transfer's progress: {0}")]
-    Append(#[from] AppendError),
-    /// The subscription ended with an error.
-    #[error("the saga's subscription failed: {0}")]
-    Subscription(#[from] SubscriptionError),
+/// What the transfer saga dispatches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BankCommand {
+    /// An account command, with the transfer it serves (compensation needs it).
+    Account {
+        /// The command.
+        command: AccountCommand,
+        /// The transfer.
+        request: TransferRequest,
+    },
+    /// A step recorded in the transfer stream.
+    Transfer(TransferCommand),
 }
 
-/// The transfer saga.
-#[derive(Clone)]
+/// The transfer saga; `member` of `size` when several run side by side.
+///
+/// ```
+/// use bank::account::{AccountCommand, AccountId};
+/// use bank::saga::{BankCommand, TransferSaga};
+/// use bank::transfer::{TransferCommand, TransferRequest, stream};
+/// use foldstore_core::saga::{DispatchError, SagaSpec, recorded_event};
+///
+/// let r = TransferRequest { id: uuid::Uuid::from_u128(1), from: AccountId(1), to: AccountId(2), amount: 5 };
+/// let debited = recorded_event(stream(r.id).as_str(), "TransferDebited", &r);
+/// let credit = BankCommand::Account {
+///     command: AccountCommand::Credit { account: AccountId(2), amount: 5, transfer: r.id },
+///     request: r,
+/// };
+/// let refund = BankCommand::Account {
+///     command: AccountCommand::Refund { account: AccountId(1), amount: 5, transfer: r.id },
+///     request: r,
+/// };
+/// SagaSpec::for_saga(TransferSaga::new())
+///     .when(debited)
+///     .then_commands(vec![
+///         credit.clone(),
+///         BankCommand::Transfer(TransferCommand::Complete { id: r.id }),
+///     ])
+///     // The target refuses the credit: refund the source, then record it.
+///     .then_compensates(credit, DispatchError::rejected("frozen"), vec![
+///         refund,
+///         BankCommand::Transfer(TransferCommand::Compensate { id: r.id, reason: "frozen".into() }),
+///     ]);
+/// ```
+#[derive(Debug, Clone)]
 pub struct TransferSaga {
-    store: Arc<dyn EventStore>,
-    accounts: AccountHandler,
+    name: String,
+    group: Option<ConsumerGroup>,
+}
+
+impl Default for TransferSaga {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl TransferSaga {
-    /// A saga sending its commands through `accounts`.
-    pub fn new(store: Arc<dyn EventStore>, accounts: AccountHandler) -> Self {
-        Self { store, accounts }
+    /// The saga, alone: it follows every transfer stream.
+    pub fn new() -> Self {
+        Self {
+            name: "transfer".to_owned(),
+            group: None,
+        }
     }
 
-    /// Asks for a transfer: appends `TransferRequested` to its stream. Asking twice
-    /// for the same transfer is an idempotent retry.
-    pub async fn request(&self, request: TransferRequest) -> Result<(), AppendError> {
-        let event = TransferEvent::TransferRequested(request)
-            .to_new_event()
-            .with_id(ids::derive(request.id, "requested"))
-            .with_metadata(Metadata::new().with_correlation_id(request.id));
-        self.store
-            .append(
-                &transfer::stream(request.id),
-                ExpectedRevision::NoStream,
-                vec![event],
-            )
-            .await?;
-        Ok(())
+    /// Member `member` of `size` sagas sharing the transfer streams (each has its own
+    /// name, so its own position).
+    pub fn member(group: ConsumerGroup) -> Self {
+        Self {
+            name: format!("transfer.{}-of-{}", group.member, group.size),
+            group: Some(group),
+        }
+    }
+}
+
+impl Saga for TransferSaga {
+    type Command = BankCommand;
+
+    fn name(&self) -> &str {
+        &self.name
     }
 
-    /// Carries a requested transfer to its outcome, from wherever it stopped.
-    pub async fn react(&self, request: &TransferRequest) -> Result<Outcome, SagaError> {
-        let stream = transfer::stream(request.id);
-        let events = self
-            .store
-            .read_stream(&stream, ReadStreamOptions::forwards())
-            .await?;
-        let mut revision = events.last().map_or(0, |e| e.revision);
-        let mut debited = false;
-        for e in events.iter().filter_map(TransferEvent::from_recorded) {
-            match e {
-                TransferEvent::TransferDebited { .. } => debited = true,
-                TransferEvent::TransferCompleted { .. } => return Ok(Outcome::Completed),
-                TransferEvent::TransferFailed { .. } => return Ok(Outcome::Failed),
-                TransferEvent::TransferCompensated { .. } => return Ok(Outcome::Compensated),
-                TransferEvent::TransferRequested(_) => {}
-            }
+    fn filter(&self) -> EventFilter {
+        let filter = EventFilter::category("transfer")
+            .expect("a valid category")
+            .with_types(["TransferRequested", "TransferDebited"]);
+        match self.group {
+            Some(group) => filter.with_consumer_group(group),
+            None => filter,
         }
-        let id = request.id;
-        if !debited {
-            let debit = AccountCommand::Debit {
-                amount: request.amount,
-                transfer: id,
-            };
-            match self
-                .accounts
-                .handle(request.from, &debit, ids::derive(id, "debit"), id)
-                .await
-            {
-                Ok(_) => {}
-                Err(HandleError::Rejected(reason)) => {
-                    let failed = TransferEvent::TransferFailed {
-                        id,
-                        reason: reason.to_string(),
-                    };
-                    self.record(id, &mut revision, failed, "failed").await?;
-                    return Ok(Outcome::Failed);
-                }
-                Err(e) => return Err(e.into()),
-            }
-            self.record(
-                id,
-                &mut revision,
-                TransferEvent::TransferDebited { id },
-                "debited",
-            )
-            .await?;
-        }
-        let credit = AccountCommand::Credit {
-            amount: request.amount,
-            transfer: id,
-        };
-        match self
-            .accounts
-            .handle(request.to, &credit, ids::derive(id, "credit"), id)
-            .await
-        {
-            Ok(_) => {
-                let done = TransferEvent::TransferCompleted { id };
-                self.record(id, &mut revision, done, "completed").await?;
-                Ok(Outcome::Completed)
-            }
-            Err(HandleError::Rejected(reason)) => {
-                let refund = AccountCommand::Refund {
-                    amount: request.amount,
-                    transfer: id,
+    }
+
+    fn react(&self, event: &RecordedEvent) -> Result<Reaction<BankCommand>, HandlerError> {
+        let account = |command, request| BankCommand::Account { command, request };
+        Ok(match TransferEvent::from_recorded(event)? {
+            TransferEvent::TransferRequested(r) => {
+                let debit = AccountCommand::Debit {
+                    account: r.from,
+                    amount: r.amount,
+                    transfer: r.id,
                 };
-                self.accounts
-                    .handle(request.from, &refund, ids::derive(id, "refund"), id)
-                    .await?;
-                let compensated = TransferEvent::TransferCompensated {
-                    id,
-                    reason: reason.to_string(),
-                };
-                self.record(id, &mut revision, compensated, "compensated")
-                    .await?;
-                Ok(Outcome::Compensated)
+                Reaction::new()
+                    .command(account(debit, r))
+                    .command(BankCommand::Transfer(TransferCommand::RecordDebited(r)))
             }
-            Err(e) => Err(e.into()),
-        }
+            TransferEvent::TransferDebited(r) => {
+                let credit = AccountCommand::Credit {
+                    account: r.to,
+                    amount: r.amount,
+                    transfer: r.id,
+                };
+                Reaction::new()
+                    .command(account(credit, r))
+                    .command(BankCommand::Transfer(TransferCommand::Complete {
+                        id: r.id,
+                    }))
+            }
+            _ => Reaction::new(),
+        })
     }
 
-    /// Appends one progress event to the transfer stream, after `revision`.
-    async fn record(
-        &self,
-        id: Uuid,
-        revision: &mut u64,
-        event: TransferEvent,
-        step: &str,
-    ) -> Result<(), AppendError> {
-        let new = event
-            .to_new_event()
-            .with_id(ids::derive(id, step))
-            .with_metadata(
-                Metadata::new()
-                    .with_correlation_id(id)
-                    .with_causation_id(ids::derive(id, "requested")),
-            );
-        let result = self
-            .store
-            .append(
-                &transfer::stream(id),
-                ExpectedRevision::Exact(*revision),
-                vec![new],
-            )
-            .await?;
-        *revision = result.next_expected_revision;
+    fn compensate(&self, failure: &Failure<BankCommand>) -> Vec<BankCommand> {
+        let reason = failure.error.message.clone();
+        match &failure.command {
+            BankCommand::Account {
+                command: AccountCommand::Debit { .. },
+                request,
+            } => vec![BankCommand::Transfer(TransferCommand::Fail {
+                id: request.id,
+                reason,
+            })],
+            BankCommand::Account {
+                command: AccountCommand::Credit { .. },
+                request,
+            } => vec![
+                BankCommand::Account {
+                    command: AccountCommand::Refund {
+                        account: request.from,
+                        amount: request.amount,
+                        transfer: request.id,
+                    },
+                    request: *request,
+                },
+                BankCommand::Transfer(TransferCommand::Compensate {
+                    id: request.id,
+                    reason,
+                }),
+            ],
+            // A refused transfer step means the transfer already ended: nothing to undo.
+            _ => vec![],
+        }
+    }
+}
+
+/// Dispatches the saga's commands to the bank's command handlers.
+#[derive(Clone)]
+pub struct BankBus(pub AggregateBank);
+
+fn dispatch_error<E: std::fmt::Display + std::fmt::Debug>(e: CommandError<E>) -> DispatchError {
+    match e.rejection() {
+        Some(reason) => DispatchError::rejected(reason.to_string()),
+        None => DispatchError::transient(e.to_string()),
+    }
+}
+
+#[async_trait]
+impl CommandBus<BankCommand> for BankBus {
+    async fn dispatch(&self, command: BankCommand, saga: SagaContext) -> Result<(), DispatchError> {
+        let ctx = CommandContext::new()
+            .correlation_id(saga.correlation_id)
+            .causation_id(saga.causation_id)
+            .id_seed(saga.id_seed);
+        match command {
+            BankCommand::Account { command, .. } => {
+                self.0
+                    .account(&command, &ctx)
+                    .await
+                    .map_err(dispatch_error)?;
+            }
+            BankCommand::Transfer(command) => {
+                self.0
+                    .transfer(&command, &ctx)
+                    .await
+                    .map_err(dispatch_error)?;
+            }
+        }
         Ok(())
     }
 }
 
-/// Saga workers running as a consumer group over the `transfer` category.
+/// Transfer saga runners side by side, as a consumer group over the transfer streams.
 pub struct SagaWorkers {
-    stop: watch::Sender<bool>,
+    stopper: Stopper,
     tasks: JoinSet<Result<(), SagaError>>,
-    handled: Arc<AtomicU64>,
+    monitors: Vec<SagaMonitor>,
 }
 
 impl SagaWorkers {
-    /// Starts `size` workers (at least 1), each following its share of the transfer
-    /// streams from the start of `$all`.
-    pub fn spawn(store: Arc<dyn EventStore>, saga: TransferSaga, size: u32) -> Self {
+    /// Starts `size` runners (at least 1), each following its share of the transfer
+    /// streams from its recorded position.
+    pub fn spawn(
+        store: Arc<dyn EventStore>,
+        bank: AggregateBank,
+        size: u32,
+    ) -> Result<Self, SagaError> {
         let size = size.max(1);
-        let (stop, stopped) = watch::channel(false);
-        let handled = Arc::new(AtomicU64::new(0));
+        let stopper = Stopper::new();
         let mut tasks = JoinSet::new();
+        let mut monitors = Vec::new();
         for member in 0..size {
-            let (store, saga, handled) = (store.clone(), saga.clone(), handled.clone());
-            let mut stopped = stopped.clone();
-            tasks.spawn(async move {
-                let group = ConsumerGroup::new(member, size).map_err(SagaError::Read)?;
-                let filter = EventFilter::category("transfer")?
-                    .with_types(["TransferRequested"])
-                    .with_consumer_group(group);
-                let mut events = store.subscribe_to_all(SubscribeFrom::Start, filter).await?;
-                loop {
-                    let next = tokio::select! {
-                        next = events.next() => next,
-                        _ = stopped.wait_for(|s| *s) => return Ok(()),
-                    };
-                    let Some(event) = next else { return Ok(()) };
-                    let event = event?;
-                    if let Some(TransferEvent::TransferRequested(request)) =
-                        TransferEvent::from_recorded(&event)
-                    {
-                        saga.react(&request).await?;
-                        handled.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            });
+            let group = ConsumerGroup::new(member, size).expect("member < size");
+            let mut runner = SagaRunner::new(
+                store.clone(),
+                TransferSaga::member(group),
+                BankBus(bank.clone()),
+            )?;
+            monitors.push(runner.monitor());
+            let signal = stopper.signal();
+            tasks.spawn(async move { runner.run(signal).await });
         }
-        Self {
-            stop,
+        Ok(Self {
+            stopper,
             tasks,
-            handled,
-        }
+            monitors,
+        })
     }
 
-    /// How many requests the workers have carried to an outcome.
-    pub fn handled(&self) -> u64 {
-        self.handled.load(Ordering::Relaxed)
+    /// Each runner's status.
+    pub fn statuses(&self) -> Vec<foldstore_core::saga::SagaStatus> {
+        self.monitors.iter().map(SagaMonitor::status).collect()
     }
 
-    /// Stops the workers and returns the first error any of them hit.
+    /// Events moved to the dead-letter streams so far (each is a stuck transfer).
+    pub fn dead_letters(&self) -> u64 {
+        self.monitors.iter().map(|m| m.status().dead_letters).sum()
+    }
+
+    /// Stops the runners (each finishes the event it is handling) and returns the
+    /// first error any of them stopped with.
     pub async fn stop(mut self) -> Result<(), SagaError> {
-        let _ = self.stop.send(true);
+        self.stopper.stop();
         let mut first = Ok(());
         while let Some(joined) = self.tasks.join_next().await {
             if let Ok(Err(e)) = joined

@@ -7,7 +7,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use foldstore_core::{AppendError, EventFilter, EventStore, ReadError, SubscribeFrom};
+use foldstore_core::saga::SagaError;
+use foldstore_core::{
+    AppendError, CommandContext, CommandError, EventFilter, EventStore, ReadError, SubscribeFrom,
+};
 use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -16,14 +19,16 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::Design;
-use crate::account::{AccountCommand, AccountId};
+use crate::account::{AccountCommand, AccountError, AccountId};
 use crate::balances::{Balances, BalancesProjection};
-use crate::dcb::{DcbBank, DcbError};
-use crate::handler::{AccountHandler, HandleError};
+use crate::dcb::DcbBank;
+use crate::handler::AggregateBank;
 use crate::ids;
 use crate::invariants::{self, Expected, Verdict, Violation};
-use crate::saga::{SagaError, SagaWorkers, TransferSaga};
-use crate::transfer::{Outcome, TransferEvent, TransferRequest};
+use crate::saga::SagaWorkers;
+use crate::transfer::{
+    OUTCOME_TYPES, Outcome, TransferCommand, TransferError, TransferEvent, TransferRequest,
+};
 
 /// How a run is shaped.
 #[derive(Debug, Clone)]
@@ -57,7 +62,7 @@ impl Config {
             frozen_at_start: vec![3, 42, 97],
             frozen_during: vec![10, 50, 90],
             saga_workers: 16,
-            drain_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(30),
         }
     }
 
@@ -84,12 +89,12 @@ pub struct Report {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ScenarioError {
-    /// An account command failed.
+    /// An account command (or a DCB command) failed.
     #[error("account command failed: {0}")]
-    Command(#[from] HandleError),
-    /// A DCB command failed.
-    #[error("DCB command failed: {0}")]
-    Dcb(#[from] DcbError),
+    Account(#[from] CommandError<AccountError>),
+    /// A transfer command failed.
+    #[error("transfer command failed: {0}")]
+    Transfer(#[from] CommandError<TransferError>),
     /// The saga failed.
     #[error("saga failed: {0}")]
     Saga(#[from] SagaError),
@@ -141,9 +146,8 @@ pub async fn run_bank_scenario(
     config: &Config,
 ) -> Result<Report, ScenarioError> {
     let mut projection = BalancesProjection::start(store.clone()).await?;
-    let handler = AccountHandler::new(store.clone());
+    let bank = AggregateBank::new(store.clone());
     let dcb = DcbBank::new(store.clone());
-    let saga = TransferSaga::new(store.clone(), handler.clone());
 
     let mut expected = Expected::default();
     for n in 0..config.accounts {
@@ -152,24 +156,23 @@ pub async fn run_bank_scenario(
         expected.opening.insert(account, balance);
         match design {
             Design::Aggregates => {
-                let command = AccountCommand::Open { balance };
+                let command = AccountCommand::Open { account, balance };
                 let id = Uuid::from_u64_pair(config.seed, u64::from(n));
-                handler.handle(account, &command, id, id).await?;
+                bank.account(&command, &context(id)).await?;
             }
             Design::Dcb => dcb.open(account, balance).await?,
         }
     }
     let freeze = {
-        let (handler, dcb) = (handler.clone(), dcb.clone());
+        let (bank, dcb) = (bank.clone(), dcb.clone());
         move |n: u32| {
-            let (handler, dcb) = (handler.clone(), dcb.clone());
+            let (bank, dcb) = (bank.clone(), dcb.clone());
             async move {
                 let account = AccountId(n);
                 match design {
                     Design::Aggregates => {
                         let id = ids::derive(Uuid::from_u128(u128::from(n)), "freeze");
-                        handler
-                            .handle(account, &AccountCommand::Freeze, id, id)
+                        bank.account(&AccountCommand::Freeze { account }, &context(id))
                             .await?;
                     }
                     Design::Dcb => dcb.freeze(account).await?,
@@ -185,9 +188,9 @@ pub async fn run_bank_scenario(
     let workers = match design {
         Design::Aggregates => Some(SagaWorkers::spawn(
             store.clone(),
-            saga.clone(),
+            bank.clone(),
             config.saga_workers,
-        )),
+        )?),
         Design::Dcb => None,
     };
 
@@ -214,7 +217,7 @@ pub async fn run_bank_scenario(
     let start = Arc::new(Barrier::new(config.tasks));
     let mut tasks = JoinSet::new();
     for (task, mine) in requests.into_iter().enumerate() {
-        let (start, saga, dcb, freeze) = (start.clone(), saga.clone(), dcb.clone(), freeze.clone());
+        let (start, bank, dcb, freeze) = (start.clone(), bank.clone(), dcb.clone(), freeze.clone());
         let frozen_during = config.frozen_during.clone();
         tasks.spawn(async move {
             start.wait().await;
@@ -226,7 +229,13 @@ pub async fn run_bank_scenario(
                     }
                 }
                 match design {
-                    Design::Aggregates => saga.request(request).await?,
+                    Design::Aggregates => {
+                        let ctx = CommandContext::new()
+                            .correlation_id(request.id)
+                            .id_seed(ids::derive(request.id, "request"));
+                        bank.transfer(&TransferCommand::Request(request), &ctx)
+                            .await?;
+                    }
                     Design::Dcb => {
                         dcb.transfer(&request).await?;
                     }
@@ -253,7 +262,7 @@ pub async fn run_bank_scenario(
         .ok_or(ScenarioError::ReadModelStopped)?;
     projection.stop();
     let verdict = invariants::check(&*store, design, &expected).await?;
-    let conflicts = handler.conflicts() + dcb.conflicts();
+    let conflicts = bank.conflicts() + dcb.conflicts();
     Ok(Report {
         design,
         verdict,
@@ -269,17 +278,13 @@ async fn wait_for_outcomes(
     timeout: Duration,
 ) -> Result<(), ScenarioError> {
     let mut missing: HashMap<Uuid, ()> = transfers.iter().map(|t| (t.id, ())).collect();
-    let filter = EventFilter::category("transfer")?.with_types([
-        "TransferCompleted",
-        "TransferFailed",
-        "TransferCompensated",
-    ]);
+    let filter = EventFilter::category("transfer")?.with_types(OUTCOME_TYPES);
     let mut events = store.subscribe_to_all(SubscribeFrom::Start, filter).await?;
     let waited = tokio::time::timeout(timeout, async {
         while !missing.is_empty() {
             match events.next().await {
                 Some(Ok(e)) => {
-                    if let Some(t) = TransferEvent::from_recorded(&e) {
+                    if let Some(t) = TransferEvent::decode(&e) {
                         missing.remove(&t.id());
                     }
                 }
@@ -334,4 +339,12 @@ impl Report {
         );
         counts
     }
+}
+
+/// A context whose event ids derive from `id`.
+fn context(id: Uuid) -> CommandContext {
+    CommandContext::new()
+        .correlation_id(id)
+        .causation_id(id)
+        .id_seed(id)
 }

@@ -5,14 +5,14 @@ use bank::Design;
 use bank::account::{AccountEvent, AccountId};
 use bank::invariants::{self, Expected, Violation};
 use bank::transfer::{self, Outcome, TransferEvent, TransferRequest};
-use foldstore_core::{EventStore, ExpectedRevision, InMemoryStore};
+use foldstore_core::{DomainEvent, EventStore, ExpectedRevision, InMemoryStore};
 use uuid::Uuid;
 
 const A: AccountId = AccountId(1);
 const B: AccountId = AccountId(2);
 
 async fn write(store: &InMemoryStore, account: AccountId, events: &[AccountEvent]) {
-    let new = events.iter().map(AccountEvent::to_new_event).collect();
+    let new = events.iter().map(|e| e.to_new_event().unwrap()).collect();
     store
         .append(&account.stream(), ExpectedRevision::Any, new)
         .await
@@ -24,7 +24,7 @@ async fn outcome(store: &InMemoryStore, event: TransferEvent) {
         .append(
             &transfer::stream(event.id()),
             ExpectedRevision::Any,
-            vec![event.to_new_event()],
+            vec![event.to_new_event().unwrap()],
         )
         .await
         .unwrap();
