@@ -1,15 +1,17 @@
 //! The balances read model: every account's balance, folded from the account events
-//! in `$all`. [`BalancesProjection`] keeps one current from a subscription;
+//! in `$all`. [`BalancesProjection`] keeps one current with the toolkit's projection
+//! runner;
 //! [`Balances::rebuild`] folds `$all` again from zero, independently, to check it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use foldstore_core::{
-    EventFilter, EventStore, Position, ReadAllOptions, ReadError, RecordedEvent, SubscribeFrom,
-    SubscriptionError,
+use async_trait::async_trait;
+use foldstore_core::projection::{
+    Checkpointed, HandlerError, InMemoryCheckpointStore, Projection, ProjectionError,
+    ProjectionRunner, Stopper,
 };
-use futures::StreamExt;
+use foldstore_core::{EventFilter, EventStore, Position, ReadAllOptions, ReadError, RecordedEvent};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -67,31 +69,56 @@ pub async fn for_each_event(
     }
 }
 
-/// A balances read model kept current by a subscription to `$all` (account events
-/// only).
+/// The balances read model as a toolkit [`Projection`]: it applies account events
+/// and publishes each new state.
+pub struct BalancesModel {
+    state: watch::Sender<Balances>,
+}
+
+#[async_trait]
+impl Projection for BalancesModel {
+    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), HandlerError> {
+        self.state.send_modify(|b| b.apply(event));
+        Ok(())
+    }
+
+    async fn reset(&mut self) -> Result<(), HandlerError> {
+        self.state.send_replace(Balances::default());
+        Ok(())
+    }
+}
+
+/// The balances read model kept current by the toolkit's [`ProjectionRunner`]
+/// (account events of `$all`, checkpoint in memory).
 pub struct BalancesProjection {
     state: watch::Receiver<Balances>,
-    task: JoinHandle<Result<(), SubscriptionError>>,
+    stopper: Stopper,
+    task: JoinHandle<Result<(), ProjectionError>>,
 }
 
 impl BalancesProjection {
-    /// Starts following `$all` from its start.
-    pub async fn start(store: Arc<dyn EventStore>) -> Result<Self, ReadError> {
-        let filter = EventFilter::all().with_types(ACCOUNT_EVENT_TYPES);
-        let mut events = store.subscribe_to_all(SubscribeFrom::Start, filter).await?;
+    /// Starts the runner from the first event.
+    pub fn start(store: Arc<dyn EventStore>) -> Result<Self, ProjectionError> {
         let (tx, state) = watch::channel(Balances::default());
-        let task = tokio::spawn(async move {
-            while let Some(event) = events.next().await {
-                let event = event?;
-                tx.send_modify(|b| b.apply(&event));
-            }
-            Ok(())
-        });
-        Ok(Self { state, task })
+        let target = Checkpointed::new(
+            "balances",
+            BalancesModel { state: tx },
+            InMemoryCheckpointStore::new(),
+        )?;
+        let mut runner = ProjectionRunner::new(store, target)
+            .filter(EventFilter::all().with_types(ACCOUNT_EVENT_TYPES));
+        let stopper = Stopper::new();
+        let signal = stopper.signal();
+        let task = tokio::spawn(async move { runner.run(signal).await });
+        Ok(Self {
+            state,
+            stopper,
+            task,
+        })
     }
 
     /// Waits until every account event at or below `head` has been applied, and
-    /// returns the read model then. `None` when the subscription ended first.
+    /// returns the read model then. `None` when the runner stopped first.
     pub async fn caught_up(
         &mut self,
         head: Option<Position>,
@@ -112,9 +139,13 @@ impl BalancesProjection {
             .map(|b| b.clone())
     }
 
-    /// Stops the subscription.
-    pub fn stop(self) {
-        self.task.abort();
+    /// Stops the runner gracefully and returns how its run ended.
+    pub async fn stop(self) -> Result<(), ProjectionError> {
+        self.stopper.stop();
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(ProjectionError::storage("balances", e.to_string())),
+        }
     }
 }
 

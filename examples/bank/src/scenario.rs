@@ -118,7 +118,10 @@ pub enum ScenarioError {
     /// A task panicked.
     #[error("a transfer task panicked: {0}")]
     Panicked(String),
-    /// The read model's subscription ended before it caught up.
+    /// The balances projection failed.
+    #[error("the balances projection failed: {0}")]
+    Projection(#[from] foldstore_core::projection::ProjectionError),
+    /// The read model's runner ended before it caught up.
     #[error("the balances read model stopped before it caught up")]
     ReadModelStopped,
 }
@@ -145,7 +148,7 @@ pub async fn run_bank_scenario(
     design: Design,
     config: &Config,
 ) -> Result<Report, ScenarioError> {
-    let mut projection = BalancesProjection::start(store.clone()).await?;
+    let mut projection = BalancesProjection::start(store.clone())?;
     let bank = AggregateBank::new(store.clone());
     let dcb = DcbBank::new(store.clone());
 
@@ -260,7 +263,7 @@ pub async fn run_bank_scenario(
         .caught_up(head, &*store)
         .await
         .ok_or(ScenarioError::ReadModelStopped)?;
-    projection.stop();
+    projection.stop().await?;
     let verdict = invariants::check(&*store, design, &expected).await?;
     let conflicts = bank.conflicts() + dcb.conflicts();
     Ok(Report {
