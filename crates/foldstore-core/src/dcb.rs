@@ -9,7 +9,8 @@
 //! [`crate::AppendError::ConditionFailed`] if any event matching its query exists at a
 //! position after `after` (every position when `after` is `None`). A decision model is
 //! built by [`crate::EventStore::read_query`]; the position of the last event the model
-//! saw (or the store's head when it read nothing) becomes `after`.
+//! saw becomes `after` (when it read nothing: `None`, or a head position read *before*
+//! the query; a head read after it may include a matching event the model never saw).
 //!
 //! ```
 //! use foldstore_core::dcb::{Query, QueryItem};

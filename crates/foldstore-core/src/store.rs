@@ -5,10 +5,9 @@ use futures::stream::BoxStream;
 
 use crate::dcb::{AppendCondition, Query, ReadQueryOptions};
 use crate::{
-    AppendError, AppendResult, BackendError, BackendErrorKind, DeleteError, EventFilter,
-    ExpectedRevision, MetadataError, NewEvent, Position, ReadAllOptions, ReadError,
-    ReadStreamOptions, RecordedEvent, StreamMetadata, StreamName, SubscribeFrom,
-    SubscribeStreamFrom, SubscriptionError, validate_category,
+    AppendError, AppendResult, DeleteError, EventFilter, ExpectedRevision, MetadataError, NewEvent,
+    Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamMetadata,
+    StreamName, SubscribeFrom, SubscribeStreamFrom, SubscriptionError, validate_category,
 };
 
 /// A live stream of events: catch-up first, then new events as they commit.
@@ -59,37 +58,62 @@ pub trait EventStore: Send + Sync {
     /// that is already stored returns its first result (the condition is not checked
     /// again, since the stored events may match it themselves), the expected revision
     /// is checked, then the condition. Condition and write are atomic: no event that
-    /// matches can be committed between the check and the write.
+    /// matches can be committed between the check and the write. An invalid tag in
+    /// the condition's query is [`AppendError::InvalidTag`].
+    ///
+    /// Take `condition.after` from the last event the decision's [`read_query`]
+    /// returned, or `None` when it returned nothing (then any matching event fails the
+    /// append, which is also how a uniqueness check is written):
+    ///
+    /// [`read_query`]: EventStore::read_query
+    ///
+    /// ```
+    /// use foldstore_core::dcb::{AppendCondition, Query, QueryItem, ReadQueryOptions};
+    /// use foldstore_core::{AppendError, EventStore, ExpectedRevision, InMemoryStore, NewEvent, StreamName};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = InMemoryStore::new();
+    /// let seats = Query::from_items([QueryItem::new().types(["SeatClaimed"]).tags(["course:c1"])]);
+    ///
+    /// // Decide on what the query shows (here: a course of one seat)...
+    /// let seen = store.read_query(&seats, ReadQueryOptions::new()).await?;
+    /// assert!(seen.is_empty());
+    /// let after = seen.last().map(|e| e.position);
+    /// let claim = NewEvent::json("SeatClaimed", &"ada")?.with_tags(["course:c1", "student:ada"]);
+    /// let stream = StreamName::new("enrolment-ada")?;
+    /// store
+    ///     .append_if(&stream, ExpectedRevision::Any, vec![claim], AppendCondition::new(seats.clone(), after))
+    ///     .await?;
+    ///
+    /// // ...and a second decision made on the same, now outdated, view fails.
+    /// let late = NewEvent::json("SeatClaimed", &"bob")?.with_tags(["course:c1", "student:bob"]);
+    /// let r = store
+    ///     .append_if(&StreamName::new("enrolment-bob")?, ExpectedRevision::Any, vec![late], AppendCondition::new(seats, after))
+    ///     .await;
+    /// assert!(matches!(r, Err(AppendError::ConditionFailed { .. })));
+    /// # Ok(())
+    /// # }
+    /// ```
     async fn append_if(
         &self,
         stream: &StreamName,
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
         condition: AppendCondition,
-    ) -> Result<AppendResult, AppendError> {
-        let _ = (stream, expected, events, condition);
-        Err(BackendError::new(
-            BackendErrorKind::Incompatible,
-            "this backend does not support conditional appends yet",
-        )
-        .into())
-    }
+    ) -> Result<AppendResult, AppendError>;
 
     /// Reads the events matching `query` in global order (Dynamic Consistency
-    /// Boundary, see [`crate::dcb`]). Unlike stream reads, soft-deleted, truncated and
-    /// tombstoned streams' events are included, as in `$all`.
+    /// Boundary, see [`crate::dcb`]), strictly after `options.after`, at most
+    /// `options.limit`. Unlike stream reads, soft-deleted, truncated and tombstoned
+    /// streams' events are included, as in `$all`; it shows what `read_all` shows (on
+    /// PostgreSQL, events below the visibility horizon). An invalid tag in the query is
+    /// [`ReadError::InvalidTag`].
     async fn read_query(
         &self,
         query: &Query,
         options: ReadQueryOptions,
-    ) -> Result<Vec<RecordedEvent>, ReadError> {
-        let _ = (query, options);
-        Err(BackendError::new(
-            BackendErrorKind::Incompatible,
-            "this backend does not support query reads yet",
-        )
-        .into())
-    }
+    ) -> Result<Vec<RecordedEvent>, ReadError>;
 
     /// Reads a stream's visible events (soft-delete and metadata limits applied).
     ///

@@ -136,19 +136,21 @@ BEGIN
                AND (v_types IS NULL OR e.event_type = ANY (v_types))
              ORDER BY t.tx, t.seq
              LIMIT 1;
-            IF FOUND AND (match_tx IS NULL OR (v_tx, v_seq) < (match_tx, match_seq)) THEN
+            IF v_tx IS NOT NULL AND (match_tx IS NULL OR (v_tx, v_seq) < (match_tx, match_seq)) THEN
                 match_tx := v_tx;
                 match_seq := v_seq;
             END IF;
         ELSE
             FOREACH v_type IN ARRAY v_types LOOP
-                SELECT e.tx, e.seq INTO v_tx, v_seq
-                  FROM events e
-                 WHERE e.event_type = v_type
-                   AND (e.tx, e.seq) > (p_after_tx, p_after_seq)
-                 ORDER BY e.tx, e.seq
-                 LIMIT 1;
-                IF FOUND AND (match_tx IS NULL OR (v_tx, v_seq) < (match_tx, match_seq)) THEN
+                -- Planned for this type (EXECUTE): the planner walks events_type for a
+                -- rare type and the global order for a common one; a cached generic
+                -- plan would pick one of the two for every type.
+                EXECUTE 'SELECT e.tx, e.seq FROM events e
+                          WHERE e.event_type = $1 AND (e.tx, e.seq) > ($2, $3)
+                          ORDER BY e.tx, e.seq LIMIT 1'
+                   INTO v_tx, v_seq
+                  USING v_type, p_after_tx, p_after_seq;
+                IF v_tx IS NOT NULL AND (match_tx IS NULL OR (v_tx, v_seq) < (match_tx, match_seq)) THEN
                     match_tx := v_tx;
                     match_seq := v_seq;
                 END IF;
@@ -166,6 +168,8 @@ DROP FUNCTION append(text, text, bigint, bigint, smallint, bigint, uuid[], text[
 --
 -- p_tags: one element per event, its tags joined by chr(31), NULL for none.
 -- p_cond: whether a condition is given; p_cond_* are first_match's arguments.
+-- The new parameters have defaults, so a call with version 1's arguments appends
+-- untagged events without a condition.
 --
 -- The checks run in the documented order: an append whose ids are stored is a retry
 -- (facts returned; the condition is not checked); the expected revision (the stream
@@ -183,13 +187,13 @@ CREATE FUNCTION append(
     p_content_types     text[],
     p_datas             bytea[],
     p_metadatas         text[],
-    p_tags              text[],
-    p_cond              boolean,
-    p_cond_all          boolean,
-    p_cond_after_tx     xid8,
-    p_cond_after_seq    bigint,
-    p_cond_types        text[],
-    p_cond_tags         text[],
+    p_tags              text[]  DEFAULT NULL,
+    p_cond              boolean DEFAULT false,
+    p_cond_all          boolean DEFAULT false,
+    p_cond_after_tx     xid8    DEFAULT '0',
+    p_cond_after_seq    bigint  DEFAULT 0,
+    p_cond_types        text[]  DEFAULT NULL,
+    p_cond_tags         text[]  DEFAULT NULL,
     OUT written          boolean,
     OUT first_revision   bigint,
     OUT tx               xid8,

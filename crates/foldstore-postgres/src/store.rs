@@ -402,10 +402,12 @@ impl PostgresStore {
     }
 
     /// A Dynamic Consistency Boundary read below the visibility horizon, like
-    /// [`PostgresStore::read_all_visible`]: one member of a `UNION` of `(tx, seq)`
-    /// pairs per query item, each served by an index (`event_tags` for items with
-    /// tags, `events_type` for items with types only); a query matching everything is
-    /// a range read of the global order.
+    /// [`PostgresStore::read_all_visible`]. Each query item becomes index probes
+    /// (`event_tags` for an item with tags, `events_type` for each type of an item with
+    /// types only), each already filtered by `after`, the horizon and, with a limit,
+    /// cut at `limit` rows in global order; `UNION ALL` merges them and `DISTINCT ON`
+    /// drops events that several items match. A query matching everything is a range
+    /// read of the global order.
     async fn read_query_visible(
         &self,
         query: &Query,
@@ -427,51 +429,61 @@ impl PostgresStore {
             bind(Box::new(after_tx), Type::XID8),
             bind(Box::new(after_seq), Type::INT8)
         );
-        let mut sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM {s}.events e \
-             WHERE e.tx < pg_snapshot_xmin(pg_current_snapshot())"
-        );
-        if matches_everything(query) {
-            sql.push_str(&format!(" AND (e.tx, e.seq) > {after}"));
+        let limit = bind(Box::new(to_i64(limit as u64)), Type::INT8);
+        let cut = if options.limit.is_some() {
+            format!(" ORDER BY x.tx, x.seq LIMIT {limit}")
+        } else {
+            String::new()
+        };
+        let visible = "pg_snapshot_xmin(pg_current_snapshot())";
+        let sql = if matches_everything(query) {
+            format!(
+                "SELECT {EVENT_COLUMNS} FROM {s}.events e \
+                 WHERE e.tx < {visible} AND (e.tx, e.seq) > {after} \
+                 ORDER BY e.tx, e.seq LIMIT {limit}"
+            )
         } else {
             let mut members = Vec::with_capacity(query.items.len());
             for item in &query.items {
                 let mut tags: Vec<String> = item.tags.clone();
                 tags.sort();
                 tags.dedup();
-                let member = match tags.first() {
+                match tags.first() {
                     Some(first) => {
                         let first = bind(Box::new(first.clone()), Type::TEXT);
                         let all = bind(Box::new(tags), Type::TEXT_ARRAY);
                         let mut m = format!(
-                            "SELECT t.tx, t.seq FROM {s}.event_tags t \
+                            "SELECT x.* FROM {s}.event_tags t \
                              JOIN {s}.events x ON x.tx = t.tx AND x.seq = t.seq \
                              WHERE t.tag = {first} AND (t.tx, t.seq) > {after} \
-                             AND x.tags @> {all}"
+                             AND t.tx < {visible} AND x.tags @> {all}"
                         );
                         if !item.types.is_empty() {
                             let types = bind(Box::new(item.types.clone()), Type::TEXT_ARRAY);
                             m.push_str(&format!(" AND x.event_type = ANY({types})"));
                         }
-                        m
+                        members.push(format!("({m}{cut})"));
                     }
                     None => {
-                        let types = bind(Box::new(item.types.clone()), Type::TEXT_ARRAY);
-                        format!(
-                            "SELECT x.tx, x.seq FROM {s}.events x \
-                             WHERE x.event_type = ANY({types}) AND (x.tx, x.seq) > {after}"
-                        )
+                        let mut types = item.types.clone();
+                        types.sort();
+                        types.dedup();
+                        for t in types {
+                            let t = bind(Box::new(t), Type::TEXT);
+                            members.push(format!(
+                                "(SELECT x.* FROM {s}.events x WHERE x.event_type = {t} \
+                                 AND (x.tx, x.seq) > {after} AND x.tx < {visible}{cut})"
+                            ));
+                        }
                     }
-                };
-                members.push(member);
+                }
             }
-            sql.push_str(&format!(
-                " AND (e.tx, e.seq) IN ({})",
-                members.join(" UNION ")
-            ));
-        }
-        let limit = bind(Box::new(to_i64(limit as u64)), Type::INT8);
-        sql.push_str(&format!(" ORDER BY e.tx, e.seq LIMIT {limit}"));
+            format!(
+                "SELECT DISTINCT ON (e.tx, e.seq) {EVENT_COLUMNS} FROM ({}) e \
+                 ORDER BY e.tx, e.seq LIMIT {limit}",
+                members.join(" UNION ALL ")
+            )
+        };
         let conn = self.conn().await?;
         let refs: Vec<(&(dyn ToSql + Sync), Type)> = params
             .iter()

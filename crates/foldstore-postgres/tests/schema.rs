@@ -146,3 +146,119 @@ async fn bad_options_are_refused_with_a_remedy() {
     assert!(e.to_string().contains("check that it is running"), "{e}");
     assert!(started.elapsed() < std::time::Duration::from_secs(3));
 }
+
+/// A schema at version 1 (made by hand from `sql/0001_initial.sql`, events written by
+/// version 1's `append` function) is migrated to version 2 on connect and keeps its
+/// events, which then have no tags and are found by type queries; tagged appends,
+/// conditions and snapshots work on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_schema_migrates_and_keeps_its_events() {
+    use foldstore_core::dcb::{AppendCondition, Query, QueryItem, ReadQueryOptions};
+    use foldstore_core::{AppendError, ReadAllOptions, Snapshot, SnapshotStore, group_hash};
+
+    let Some(url) = common::test_url("a_version_1_schema_migrates_and_keeps_its_events") else {
+        return;
+    };
+    let schema = common::fresh_schema();
+    let _guard = common::SchemaGuard {
+        url: url.clone(),
+        schema: schema.clone(),
+    };
+    let mut client = raw(&url).await;
+    let tx = client.transaction().await.unwrap();
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA \"{schema}\"; SET LOCAL search_path TO \"{schema}\";
+         CREATE TABLE schema_version (version integer PRIMARY KEY,
+                                      applied_at timestamptz NOT NULL DEFAULT now());"
+    ))
+    .await
+    .unwrap();
+    tx.batch_execute(include_str!("../sql/0001_initial.sql"))
+        .await
+        .unwrap();
+    tx.batch_execute("INSERT INTO schema_version (version) VALUES (1)")
+        .await
+        .unwrap();
+    let stream = StreamName::new("old-1").unwrap();
+    let ids = [uuid::Uuid::now_v7(), uuid::Uuid::now_v7()];
+    let row = tx
+        .query_one(
+            "SELECT written FROM append($1, $2, $3, $4, 1::smallint, 0, $5, $6, $7, $8, $9)",
+            &[
+                &stream.as_str(),
+                &stream.category(),
+                &(group_hash(stream.id()) as i64),
+                &(group_hash(stream.category()) as i64),
+                &ids.to_vec(),
+                &vec!["Opened", "Renamed"],
+                &vec!["application/json"; 2],
+                &vec![b"{}".as_slice(); 2],
+                &vec!["{}"; 2],
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "version 1's append wrote");
+    tx.commit().await.unwrap();
+
+    let store = PostgresStore::connect(common::options(&url, &schema))
+        .await
+        .expect("a version 1 schema is migrated");
+    let versions: Vec<i32> = client
+        .query(
+            &format!("SELECT version FROM \"{schema}\".schema_version ORDER BY version"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, (1..=SCHEMA_VERSION).collect::<Vec<_>>());
+    let all = store.read_all(ReadAllOptions::forwards()).await.unwrap();
+    assert_eq!(all.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+    assert!(all.iter().all(|e| e.tags.is_empty()));
+    let renamed = store
+        .read_query(
+            &Query::from_items([QueryItem::new().types(["Renamed"])]),
+            ReadQueryOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(renamed.len(), 1);
+    assert_eq!(renamed[0].id, ids[1]);
+
+    let q = Query::from_items([QueryItem::new().tags(["old:1"])]);
+    store
+        .append_if(
+            &stream,
+            ExpectedRevision::Exact(1),
+            vec![NewEvent::json("Tagged", &()).unwrap().with_tags(["old:1"])],
+            AppendCondition::new(q.clone(), None),
+        )
+        .await
+        .unwrap();
+    let again = store
+        .append_if(
+            &stream,
+            ExpectedRevision::Exact(2),
+            vec![NewEvent::json("Tagged", &()).unwrap().with_tags(["old:1"])],
+            AppendCondition::new(q, None),
+        )
+        .await;
+    assert!(
+        matches!(again, Err(AppendError::ConditionFailed { .. })),
+        "{again:?}"
+    );
+    store
+        .save_snapshot(Snapshot::new(stream.clone(), "State", 1, 2, b"{}".to_vec()))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .load_snapshot(&stream, "State")
+            .await
+            .unwrap()
+            .is_some()
+    );
+}

@@ -48,7 +48,18 @@
 //!   store in the same process.
 //! - The schema is versioned (`PRAGMA user_version`) and migrated on open; a file written
 //!   by a newer foldstore is refused with [`OpenError::NewerSchema`]. The schema is in
-//!   `src/sql/schema_v1.sql`.
+//!   `src/sql/schema_v1.sql` and `src/sql/schema_v2.sql` (tags, the tag and type
+//!   indexes, snapshots).
+//! - **Dynamic Consistency Boundary**: an event's tags are stored on its row (returned
+//!   by every read) and in the `event_tags` index, so
+//!   [`read_query`](EventStore::read_query) walks only the index entries of each query
+//!   item's first tag (or, for items with types only, of its types), never the whole
+//!   log. [`append_if`](EventStore::append_if)'s condition is checked by the writer in
+//!   the batch's transaction, in arrival order, after the idempotency and
+//!   expected-revision checks: it sees the appends queued before it in the same group
+//!   commit, and a failing condition refuses only its own append.
+//! - **Snapshots** ([`SnapshotStore`]) are rows of the same file, saved through the
+//!   writer with the same durability as events.
 //! - The WAL is checkpointed by a background thread, off the commit path; when it has
 //!   grown past 8 MiB the writer finishes the job between two batches so that the WAL
 //!   restarts (SQLite only restarts it when a write begins with everything

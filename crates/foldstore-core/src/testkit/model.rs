@@ -12,6 +12,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::dcb::Query;
 use crate::{
     AppendError, ConsumerGroup, CurrentRevision, DeleteError, Direction, EventFilter,
     ExpectedRevision, InvalidEvent, MetadataError, NewEvent, ReadError, StreamMetadata, StreamName,
@@ -34,6 +35,8 @@ pub struct ModelEvent {
     pub content_type: String,
     /// The metadata, parsed.
     pub metadata: Map<String, Value>,
+    /// The tags, as given.
+    pub tags: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -115,6 +118,10 @@ pub enum Refusal {
     InvalidName,
     /// `ReadError::InvalidConsumerGroup`.
     InvalidConsumerGroup,
+    /// `AppendError::ConditionFailed` (which position it names is checked separately).
+    ConditionFailed,
+    /// `AppendError::InvalidTag` / `ReadError::InvalidTag`: a tag in a query.
+    InvalidTag,
     /// Anything else (a backend failure): never expected.
     Other(String),
 }
@@ -173,9 +180,8 @@ impl From<&AppendError> for Refusal {
             },
             AppendError::DuplicateEventId { .. } => Self::DuplicateEventId,
             AppendError::StreamTombstoned { .. } => Self::StreamTombstoned,
-            AppendError::ConditionFailed { .. } | AppendError::InvalidTag(_) => {
-                Self::Other(e.to_string())
-            }
+            AppendError::ConditionFailed { .. } => Self::ConditionFailed,
+            AppendError::InvalidTag(_) => Self::InvalidTag,
             AppendError::Backend(b) => Self::Other(b.to_string()),
         }
     }
@@ -188,7 +194,7 @@ impl From<&ReadError> for Refusal {
             ReadError::StreamTombstoned { .. } => Self::StreamTombstoned,
             ReadError::InvalidName(_) => Self::InvalidName,
             ReadError::InvalidConsumerGroup { .. } => Self::InvalidConsumerGroup,
-            ReadError::InvalidTag(_) => Self::Other(e.to_string()),
+            ReadError::InvalidTag(_) => Self::InvalidTag,
             ReadError::Backend(b) => Self::Other(b.to_string()),
         }
     }
@@ -261,6 +267,27 @@ fn content_type_is_json(content_type: &str) -> bool {
         .to_ascii_lowercase();
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// A tag the contract accepts: non-empty, at most 200 bytes, no control character.
+fn tag_ok(tag: &str) -> bool {
+    !tag.is_empty() && tag.len() <= 200 && !tag.chars().any(char::is_control)
+}
+
+fn query_tags_ok(query: &Query) -> bool {
+    query.items.iter().flat_map(|i| &i.tags).all(|t| tag_ok(t))
+}
+
+/// Whether `e` matches `query` (docs/semantics.md §10.2), written out again.
+fn query_matches(query: &Query, e: &ModelEvent) -> bool {
+    query.items.is_empty()
+        || query.items.iter().any(|item| {
+            (item.types.is_empty() || item.types.contains(&e.event_type))
+                && item
+                    .tags
+                    .iter()
+                    .all(|t| e.tags.iter().any(|have| have == t))
+        })
 }
 
 fn category(stream: &str) -> &str {
@@ -380,6 +407,9 @@ impl Model {
             if events[..index].iter().any(|earlier| earlier.id == e.id) {
                 return bad(InvalidKind::DuplicateIdInAppend);
             }
+            if e.tags.len() > 64 || !e.tags.iter().all(|t| tag_ok(t)) {
+                return bad(InvalidKind::Tag);
+            }
         }
         Ok(())
     }
@@ -392,6 +422,57 @@ impl Model {
         events: &[NewEvent],
     ) -> Result<ModelAppend, Refusal> {
         self.check_events(events)?;
+        self.append_checked(stream, expected, events, None)
+    }
+
+    /// Appends on condition that no event matching `query` is in the log after index
+    /// `after` (anywhere when `None`), following `docs/semantics.md` section 10.
+    pub fn append_if(
+        &mut self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: &[NewEvent],
+        query: &Query,
+        after: Option<usize>,
+    ) -> Result<ModelAppend, Refusal> {
+        self.check_events(events)?;
+        if !query_tags_ok(query) {
+            return Err(Refusal::InvalidTag);
+        }
+        self.append_checked(stream, expected, events, Some((query, after)))
+    }
+
+    /// The index of the first event after index `after` (all when `None`) matching
+    /// `query`.
+    pub fn first_match(&self, query: &Query, after: Option<usize>) -> Option<usize> {
+        let start = after.map_or(0, |a| a + 1);
+        (start..self.log.len()).find(|&i| query_matches(query, &self.log[i]))
+    }
+
+    /// The indexes of the events matching `query` after index `after`, at most `limit`.
+    pub fn read_query(
+        &self,
+        query: &Query,
+        after: Option<usize>,
+        limit: usize,
+    ) -> Result<Vec<usize>, Refusal> {
+        if !query_tags_ok(query) {
+            return Err(Refusal::InvalidTag);
+        }
+        let start = after.map_or(0, |a| a + 1);
+        Ok((start..self.log.len())
+            .filter(|&i| query_matches(query, &self.log[i]))
+            .take(limit)
+            .collect())
+    }
+
+    fn append_checked(
+        &mut self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: &[NewEvent],
+        condition: Option<(&Query, Option<usize>)>,
+    ) -> Result<ModelAppend, Refusal> {
         let s = self.streams.get(stream).cloned().unwrap_or_default();
         if s.tombstoned {
             return Err(Refusal::StreamTombstoned);
@@ -408,6 +489,11 @@ impl Model {
             if !expected_matches(expected, s.current()) {
                 return Err(wrong());
             }
+            if let Some((query, after)) = condition
+                && self.first_match(query, after).is_some()
+            {
+                return Err(Refusal::ConditionFailed);
+            }
             let mut revision = s.last.map_or(0, |l| l + 1);
             for e in events {
                 self.log.push(ModelEvent {
@@ -418,6 +504,7 @@ impl Model {
                     data: e.data.clone(),
                     content_type: e.content_type.clone(),
                     metadata: e.metadata.to_map(),
+                    tags: e.tags.clone(),
                 });
                 revision += 1;
             }

@@ -6,7 +6,11 @@
 //! types and data), stream reads (both directions, `from`, `max_count`), `$all` and
 //! category reads with filters and consumer groups, soft deletes, tombstones, metadata
 //! (`max_count`, `truncate_before`) and the head position, over four streams in two
-//! categories so that they collide. After every operation the store's whole `$all` is
+//! categories so that they collide; and the Dynamic Consistency Boundary: events carry
+//! random tags, conditional appends (`append_if`, also retried) and query reads use
+//! random queries (types OR, tags AND, items OR, `Query::all`, now and then an invalid
+//! tag) with random `after` positions, and a `ConditionFailed` must name the model's
+//! first match. After every operation the store's whole `$all` is
 //! compared with the model's log, and subscriptions opened before the first operation
 //! (to `$all`, to a category, to each stream) are pulled up to the new end: they must
 //! deliver the log live, in order, once, and a stream's must end with
@@ -32,6 +36,7 @@ use uuid::Uuid;
 
 use super::TestStore;
 use super::model::{Model, Refusal};
+use crate::dcb::{AppendCondition, Query, QueryItem, ReadQueryOptions};
 use crate::{
     AppendError, ConsumerGroup, CurrentRevision, Direction, EventFilter, EventSubscription,
     ExpectedRevision, JSON, Metadata, NewEvent, Position, ReadAllOptions, ReadStreamOptions,
@@ -43,6 +48,7 @@ const STREAMS: [&str; 4] = ["account-1", "account-2", "order-1", "order-1-b"];
 const TYPES: [&str; 3] = ["Opened", "Deposited", "Closed"];
 const PREFIXES: [&str; 5] = ["account-", "account-1", "order", "", "zzz"];
 const CATEGORIES: [&str; 3] = ["account", "order", "orders"];
+const TAGS: [&str; 3] = ["acct:1", "acct:2", "vip"];
 const MAX_OPS: usize = 30;
 const DEFAULT_CASES: u32 = 64;
 const SEQUENCE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -65,6 +71,23 @@ struct Ev {
     n: u8,
     binary: bool,
     meta: bool,
+    /// Which of [`TAGS`] it carries (bit `i` for tag `i`).
+    tags: u8,
+}
+
+/// A DCB query to generate: items of (types, tags) indexes; `bad_tag` adds an empty tag.
+#[derive(Debug, Clone)]
+struct Q {
+    items: Vec<(Vec<usize>, Vec<usize>)>,
+    bad_tag: bool,
+}
+
+/// A condition's or a query read's `after`.
+#[derive(Debug, Clone, Copy)]
+enum After {
+    Nothing,
+    Event(usize),
+    Head,
 }
 
 /// One thing wrong with an append.
@@ -77,6 +100,7 @@ enum Defect {
     BadJson,
     EmptyContentType,
     DuplicateId,
+    BadTag,
 }
 
 /// How a retry reuses the events of an earlier append attempt.
@@ -155,6 +179,39 @@ enum Op {
         stream: usize,
     },
     Head,
+    AppendIf {
+        stream: usize,
+        expected: Exp,
+        events: Vec<Ev>,
+        defect: Option<(Defect, usize)>,
+        query: Q,
+        after: After,
+    },
+    ReadQuery {
+        query: Q,
+        after: After,
+        limit: Option<usize>,
+    },
+}
+
+fn q() -> impl Strategy<Value = Q> {
+    let item = (
+        prop::collection::vec(0..TYPES.len(), 0..3),
+        prop::collection::vec(0..TAGS.len(), 0..3),
+    );
+    (
+        prop::collection::vec(item, 0..3),
+        prop::bool::weighted(0.05),
+    )
+        .prop_map(|(items, bad_tag)| Q { items, bad_tag })
+}
+
+fn after() -> impl Strategy<Value = After> {
+    prop_oneof![
+        2 => Just(After::Nothing),
+        3 => (0usize..64).prop_map(After::Event),
+        2 => Just(After::Head),
+    ]
 }
 
 fn exp() -> impl Strategy<Value = Exp> {
@@ -221,12 +278,14 @@ fn ev() -> impl Strategy<Value = Ev> {
         any::<u8>(),
         prop::bool::weighted(0.15),
         prop::bool::weighted(0.3),
+        prop_oneof![2 => Just(0u8), 3 => 0u8..8],
     )
-        .prop_map(|(ty, n, binary, meta)| Ev {
+        .prop_map(|(ty, n, binary, meta, tags)| Ev {
             ty,
             n,
             binary,
             meta,
+            tags,
         })
 }
 
@@ -239,6 +298,7 @@ fn defect() -> impl Strategy<Value = Option<(Defect, usize)>> {
         Just(Defect::BadJson),
         Just(Defect::EmptyContentType),
         Just(Defect::DuplicateId),
+        Just(Defect::BadTag),
     ];
     prop_oneof![8 => Just(None), 1 => (kind, 0usize..3).prop_map(Some)]
 }
@@ -276,6 +336,12 @@ fn op() -> impl Strategy<Value = Op> {
         ),
         1 => stream().prop_map(|stream| Op::GetMetadata { stream }),
         1 => Just(Op::Head),
+        6 => (stream(), exp(), prop::collection::vec(ev(), 1..3), defect(), q(), after()).prop_map(
+            |(stream, expected, events, defect, query, after)| Op::AppendIf { stream, expected, events, defect, query, after }
+        ),
+        4 => (q(), after(), max_count()).prop_map(
+            |(query, after, limit)| Op::ReadQuery { query, after, limit }
+        ),
     ]
 }
 
@@ -497,14 +563,24 @@ struct Harness<S> {
     model: Model,
     /// The store's position of each event of the model's log, learnt from `$all`.
     positions: Vec<Position>,
-    /// Every append attempted with events, for retries: stream, expectation, events.
-    attempts: Vec<(StreamName, ExpectedRevision, Vec<NewEvent>)>,
+    /// Every append attempted with events, for retries: stream, expectation, events,
+    /// and the condition of a conditional append.
+    attempts: Vec<(StreamName, ExpectedRevision, Vec<NewEvent>, Option<Cond>)>,
     next_id: u128,
     /// How often each operation ended how (printed with `FOLDSTORE_PROPTEST_STATS`).
     stats: BTreeMap<String, usize>,
 }
 
 type Check = Result<(), String>;
+
+/// A condition as the store and the model get it: the query, the store's `after` and
+/// the model's (a log index).
+#[derive(Debug, Clone)]
+struct Cond {
+    query: Query,
+    after: Option<Position>,
+    model_after: Option<usize>,
+}
 
 fn stream_name(i: usize) -> StreamName {
     StreamName::new(STREAMS[i]).expect("the model test's stream names are valid")
@@ -565,7 +641,34 @@ impl<S: TestStore> Harness<S> {
         if e.meta {
             event = event.with_metadata(Metadata::new().with("k", e.n));
         }
-        event.with_id(id)
+        let tags = (0..TAGS.len())
+            .filter(|i| e.tags & (1 << i) != 0)
+            .map(|i| TAGS[i]);
+        event.with_tags(tags).with_id(id)
+    }
+
+    fn query_of(q: &Q) -> Query {
+        let mut query = Query::from_items(q.items.iter().map(|(types, tags)| {
+            QueryItem::new()
+                .types(types.iter().map(|&t| TYPES[t]))
+                .tags(tags.iter().map(|&t| TAGS[t]))
+        }));
+        if q.bad_tag {
+            query = query.or(QueryItem::new().tags([""]));
+        }
+        query
+    }
+
+    /// The store's and the model's `after`.
+    fn after_of(&self, a: After) -> (Option<Position>, Option<usize>) {
+        let len = self.positions.len();
+        match a {
+            After::Nothing => (None, None),
+            // Below every position: the same as no `after`.
+            After::Event(_) | After::Head if len == 0 => (Some(Position::ZERO), None),
+            After::Event(k) => (Some(self.positions[k % len]), Some(k % len)),
+            After::Head => (Some(self.positions[len - 1]), Some(len - 1)),
+        }
     }
 
     fn position(&self, index: usize) -> Result<Position, String> {
@@ -608,7 +711,8 @@ impl<S: TestStore> Harness<S> {
                 && e.revision == m.revision
                 && e.data == m.data
                 && e.content_type == m.content_type
-                && e.metadata.to_map() == m.metadata;
+                && e.metadata.to_map() == m.metadata
+                && e.tags == m.tags;
             if !same {
                 return Err(format!("{what}: the store returned {e:?}, the model {m:?}"));
             }
@@ -650,17 +754,51 @@ impl<S: TestStore> Harness<S> {
         stream: StreamName,
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
+        cond: Option<Cond>,
     ) -> Check {
         if !events.is_empty() {
             self.attempts
-                .push((stream.clone(), expected, events.clone()));
+                .push((stream.clone(), expected, events.clone(), cond.clone()));
         }
-        let want = self.model.append(&stream, expected, &events);
+        let kind = if cond.is_some() {
+            "append_if"
+        } else {
+            "append"
+        };
+        let (want, first_match) = match &cond {
+            None => (self.model.append(&stream, expected, &events), None),
+            Some(c) => (
+                self.model
+                    .append_if(&stream, expected, &events, &c.query, c.model_after),
+                self.model.first_match(&c.query, c.model_after),
+            ),
+        };
         match &want {
-            Ok(m) if !m.wrote => *self.stats.entry("append: retry".to_owned()).or_default() += 1,
-            _ => self.note("append", &want),
+            Ok(m) if !m.wrote => {
+                *self.stats.entry(format!("{kind}: retry")).or_default() += 1;
+            }
+            _ => self.note(kind, &want),
         }
-        let got = self.store.append(&stream, expected, events.clone()).await;
+        let got = match &cond {
+            None => self.store.append(&stream, expected, events.clone()).await,
+            Some(c) => {
+                let condition = AppendCondition::new(c.query.clone(), c.after);
+                self.store
+                    .append_if(&stream, expected, events.clone(), condition)
+                    .await
+            }
+        };
+        if let (Err(Refusal::ConditionFailed), Err(AppendError::ConditionFailed { position })) =
+            (&want, &got)
+        {
+            let index = first_match.ok_or("the model found no match")?;
+            if *position != self.position(index)? {
+                return Err(format!(
+                    "ConditionFailed names position {position}, the first match after `after` is at {}",
+                    self.position(index)?
+                ));
+            }
+        }
         match (want, got) {
             (Ok(m), Ok(s)) => {
                 self.sync_log().await?;
@@ -734,15 +872,62 @@ impl<S: TestStore> Harness<S> {
                             batch[at].content_type = JSON.to_owned();
                         }
                         Defect::EmptyContentType => batch[at].content_type = String::new(),
+                        Defect::BadTag => batch[at].tags = vec!["a\tb".to_owned()],
                     }
                 }
-                self.append(name, expected, batch).await
+                self.append(name, expected, batch, None).await
+            }
+            Op::AppendIf {
+                stream,
+                expected,
+                events,
+                defect,
+                query,
+                after,
+            } => {
+                let name = stream_name(*stream);
+                let expected = self.resolve(&name, *expected);
+                let mut batch: Vec<NewEvent> = events.iter().map(|e| self.new_event(*e)).collect();
+                if let Some((Defect::BadTag, at)) = defect {
+                    let at = (*at).min(batch.len() - 1);
+                    batch[at].tags = vec![String::new()];
+                }
+                let (after, model_after) = self.after_of(*after);
+                let cond = Cond {
+                    query: Self::query_of(query),
+                    after,
+                    model_after,
+                };
+                self.append(name, expected, batch, Some(cond)).await
+            }
+            Op::ReadQuery {
+                query,
+                after,
+                limit,
+            } => {
+                let query = Self::query_of(query);
+                let (after, model_after) = self.after_of(*after);
+                let options = ReadQueryOptions {
+                    after,
+                    limit: *limit,
+                };
+                let want = self
+                    .model
+                    .read_query(&query, model_after, limit.unwrap_or(usize::MAX));
+                self.note("read_query", &want);
+                let got = self.store.read_query(&query, options.clone()).await;
+                let what = format!("read_query({query:?}, {options:?})");
+                match (want, got) {
+                    (Ok(m), Ok(s)) => self.compare_events(&what, &s, &m),
+                    (Err(m), Err(s)) => compare_refusals(&what, &m, Refusal::from(&s)),
+                    (m, s) => Err(format!("{what}: the model answers {m:?}, the store {s:?}")),
+                }
             }
             Op::Retry { of, how } => {
                 if self.attempts.is_empty() {
                     return Ok(());
                 }
-                let (stream, expected, mut events) =
+                let (stream, expected, mut events, cond) =
                     self.attempts[of % self.attempts.len()].clone();
                 let (stream, expected) = match how {
                     RetryHow::Same => (stream, expected),
@@ -758,6 +943,7 @@ impl<S: TestStore> Harness<S> {
                             n: 0,
                             binary: false,
                             meta: false,
+                            tags: 0,
                         });
                         events.push(extra);
                         (stream, expected)
@@ -771,7 +957,7 @@ impl<S: TestStore> Harness<S> {
                         (stream, expected)
                     }
                 };
-                self.append(stream, expected, events).await
+                self.append(stream, expected, events, cond).await
             }
             Op::ReadStream {
                 stream,
