@@ -528,3 +528,53 @@ async fn a_poisoned_event_is_dead_lettered_and_the_saga_moves_on() {
     replay.catch_up().await.unwrap();
     assert_eq!(all_count(&store).await, before);
 }
+
+#[tokio::test]
+async fn with_a_lock_one_runner_works_and_a_standby_takes_over() {
+    use foldstore_core::projection::InMemoryLocks;
+    let store = InMemoryStore::new();
+    let clock = ManualClock::starting_at(epoch());
+    let locks = InMemoryLocks::new();
+    let options = SagaOptions {
+        lock_retry: Duration::from_millis(5),
+        ..options()
+    };
+    let (first_bus, second_bus) = (Bus::new(&store), Bus::new(&store));
+    let mut first = runner(&store, first_bus.clone(), &clock)
+        .lock(locks.lock("fulfilment"))
+        .options(options.clone());
+    let mut second = runner(&store, second_bus.clone(), &clock)
+        .lock(locks.lock("fulfilment"))
+        .options(options);
+    let (first_monitor, second_monitor) = (first.monitor(), second.monitor());
+    let (stop_first, stop_second) = (Stopper::new(), Stopper::new());
+    let signal = stop_first.signal();
+    let first_task = tokio::spawn(async move { first.run(signal).await });
+    while !first_monitor.status().active {
+        tokio::task::yield_now().await;
+    }
+    let signal = stop_second.signal();
+    let second_task = tokio::spawn(async move { second.run(signal).await });
+    while !second_monitor.status().waiting_for_lock {
+        tokio::task::yield_now().await;
+    }
+    place(&store, "1", 10).await;
+    while first_bus.count() < 2 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(second_bus.count(), 0);
+    stop_first.stop();
+    first_task.await.unwrap().unwrap();
+    while !second_monitor.status().active {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    place(&store, "2", 10).await;
+    while second_bus.count() < 2 {
+        tokio::task::yield_now().await;
+    }
+    stop_second.stop();
+    second_task.await.unwrap().unwrap();
+    assert_eq!(effects(&store, "1").await, ["Reserve", "Charge"]);
+    assert_eq!(effects(&store, "2").await, ["Reserve", "Charge"]);
+    assert_eq!(second_bus.count(), 2, "the standby resumed after order 1");
+}

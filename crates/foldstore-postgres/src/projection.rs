@@ -17,10 +17,15 @@
 //! compare-and-set on the previous checkpoint (read `FOR UPDATE`).
 //!
 //! The read model's database may be the event store's or another one; positions are
-//! stored as `numeric(39,0)` (they are 128-bit on PostgreSQL).
+//! stored as `numeric(39,0)` (they are 128-bit on PostgreSQL). In the event store's
+//! cluster, an open batch transaction holds back what `$all` readers see, like any
+//! writing transaction (`docs/semantics.md` §5): keep batches short. Between batches
+//! the connection is outside any transaction.
 
 use async_trait::async_trait;
-use foldstore_core::projection::{HandlerError, ProjectionError, ProjectionTarget, validate_name};
+use foldstore_core::projection::{
+    HandlerError, ProjectionError, ProjectionTarget, RunnerLock, validate_name,
+};
 use foldstore_core::{Position, RecordedEvent};
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls, Transaction};
@@ -425,5 +430,105 @@ impl<P: PostgresProjection> ProjectionTarget for PostgresReadModel<P> {
         }
         .await;
         outcome.map_err(|e| self.connection_error(e))
+    }
+}
+
+/// A session advisory lock on a dedicated connection: the [`RunnerLock`] for
+/// PostgreSQL deployments. The server releases it when the session ends (the process
+/// died, the connection broke), and [`RunnerLock::is_held`] then turns false, so a
+/// saga runner holding it stops before its next event. Dropping it closes the session.
+///
+/// ```no_run
+/// use foldstore_core::projection::RunnerLock;
+/// use foldstore_postgres::projection::AdvisoryLock;
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let mut lock = AdvisoryLock::connect("postgres://app@127.0.0.1:5432/app", "saga:billing").await?;
+/// if lock.try_acquire().await? {
+///     // this process runs the billing saga
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub struct AdvisoryLock {
+    name: String,
+    key: i64,
+    client: Client,
+    connection: JoinHandle<()>,
+    held: bool,
+}
+
+impl std::fmt::Debug for AdvisoryLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdvisoryLock")
+            .field("name", &self.name)
+            .field("held", &self.is_held())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for AdvisoryLock {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
+}
+
+impl AdvisoryLock {
+    /// Opens a dedicated connection to `url` for the lock named `name` (any text; the
+    /// key is derived from it). The lock is not taken yet.
+    pub async fn connect(url: &str, name: &str) -> Result<Self, tokio_postgres::Error> {
+        let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+        let connection = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Self {
+            name: name.to_owned(),
+            key: lock_key("$lock", name),
+            client,
+            connection,
+            held: false,
+        })
+    }
+
+    /// The backend process id of the lock's session (to find it in
+    /// `pg_stat_activity`).
+    pub async fn backend_pid(&self) -> Result<i32, tokio_postgres::Error> {
+        Ok(self
+            .client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await?
+            .get(0))
+    }
+}
+
+#[async_trait]
+impl RunnerLock for AdvisoryLock {
+    async fn try_acquire(&mut self) -> Result<bool, HandlerError> {
+        if self.is_held() {
+            return Ok(true);
+        }
+        let row = self
+            .client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&self.key])
+            .await?;
+        self.held = row.try_get(0)?;
+        Ok(self.held)
+    }
+
+    fn is_held(&self) -> bool {
+        self.held && !self.client.is_closed()
+    }
+
+    async fn release(&mut self) -> Result<(), HandlerError> {
+        if !self.is_held() {
+            self.held = false;
+            return Ok(());
+        }
+        self.held = false;
+        self.client
+            .execute("SELECT pg_advisory_unlock($1)", &[&self.key])
+            .await?;
+        Ok(())
     }
 }

@@ -393,3 +393,41 @@ fn run_child(schema: &str) {
         runner.run(StopSignal::never()).await.unwrap();
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_advisory_lock_is_released_when_its_session_dies() {
+    use foldstore_core::projection::RunnerLock;
+    use foldstore_postgres::projection::AdvisoryLock;
+    let Some(url) = common::test_url("an_advisory_lock_is_released_when_its_session_dies") else {
+        return;
+    };
+    let name = format!("saga:test-{:016x}", rand::random::<u64>());
+    let mut first = AdvisoryLock::connect(&url, &name).await.unwrap();
+    let mut second = AdvisoryLock::connect(&url, &name).await.unwrap();
+    assert!(first.try_acquire().await.unwrap());
+    assert!(!second.try_acquire().await.unwrap());
+    first.release().await.unwrap();
+    assert!(second.try_acquire().await.unwrap());
+    assert!(!first.try_acquire().await.unwrap());
+
+    // The holder's session is terminated (its process died): the server releases the
+    // lock, the holder sees it no longer holds it, the other takes it.
+    let pid = second.backend_pid().await.unwrap();
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while second.is_held() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dead session still looks held"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(first.try_acquire().await.unwrap());
+}

@@ -27,7 +27,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use foldstore_core::projection::{HandlerError, ProjectionError, ProjectionTarget, validate_name};
+use foldstore_core::projection::{
+    HandlerError, ProjectionError, ProjectionTarget, RunnerLock, validate_name,
+};
 use foldstore_core::{Position, RecordedEvent};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
@@ -70,6 +72,81 @@ pub trait SqliteProjection: Send + 'static {
     /// Empties the read model, before a rebuild. Runs in the transaction that also
     /// removes the checkpoint.
     fn reset(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()>;
+}
+
+/// An exclusive OS file lock (`flock`, via `File::try_lock`) on a lock file: the
+/// [`RunnerLock`] for SQLite deployments. The OS releases it when the holding process
+/// dies, however it dies; dropping it releases it too. Read models hold one
+/// themselves; give one to a saga runner (`SagaRunner::lock(FileLock::new(..))`) to
+/// run the saga in several processes.
+///
+/// ```
+/// use foldstore_core::projection::RunnerLock;
+/// use foldstore_sqlite::projection::FileLock;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// # let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("billing-saga.lock");
+/// let (mut a, mut b) = (FileLock::new(&path), FileLock::new(&path));
+/// assert!(a.try_acquire().await?);
+/// assert!(!b.try_acquire().await?);
+/// a.release().await?;
+/// assert!(b.try_acquire().await?);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct FileLock {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl FileLock {
+    /// A lock on the file at `path` (created when first acquired), not yet taken.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            file: None,
+        }
+    }
+
+    /// The lock file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[async_trait]
+impl RunnerLock for FileLock {
+    async fn try_acquire(&mut self) -> Result<bool, HandlerError> {
+        if self.file.is_some() {
+            return Ok(true);
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.path)?;
+        match file.try_lock() {
+            Ok(()) => {
+                self.file = Some(file);
+                Ok(true)
+            }
+            Err(TryLockError::WouldBlock) => Ok(false),
+            Err(TryLockError::Error(e)) => Err(e.into()),
+        }
+    }
+
+    fn is_held(&self) -> bool {
+        self.file.is_some()
+    }
+
+    async fn release(&mut self) -> Result<(), HandlerError> {
+        // Closing the file releases the lock.
+        self.file = None;
+        Ok(())
+    }
 }
 
 struct Inner<P> {
@@ -124,16 +201,14 @@ struct Inner<P> {
 pub struct SqliteReadModel<P> {
     name: String,
     inner: Arc<Mutex<Inner<P>>>,
-    lock_path: PathBuf,
-    lock: Option<File>,
+    lock: FileLock,
 }
 
 impl<P> std::fmt::Debug for SqliteReadModel<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteReadModel")
             .field("name", &self.name)
-            .field("lock_path", &self.lock_path)
-            .field("locked", &self.lock.is_some())
+            .field("lock", &self.lock)
             .finish_non_exhaustive()
     }
 }
@@ -194,10 +269,9 @@ impl<P: SqliteProjection> SqliteReadModel<P> {
         let mut file_name = path.file_name().unwrap_or_default().to_os_string();
         file_name.push(format!(".{name}.projection-lock"));
         Ok(Self {
-            lock_path: path.with_file_name(file_name),
+            lock: FileLock::new(path.with_file_name(file_name)),
             name,
             inner: Arc::new(Mutex::new(Inner { conn, projection })),
-            lock: None,
         })
     }
 
@@ -210,12 +284,12 @@ impl<P: SqliteProjection> SqliteReadModel<P> {
 
     /// Whether this read model holds the projection's lock.
     pub fn is_locked(&self) -> bool {
-        self.lock.is_some()
+        self.lock.is_held()
     }
 
-    /// The lock file's path.
+    /// The lock file's path: `<database>.<projection>.projection-lock`.
     pub fn lock_path(&self) -> &Path {
-        &self.lock_path
+        self.lock.path()
     }
 
     async fn blocking<R: Send + 'static>(
@@ -229,12 +303,12 @@ impl<P: SqliteProjection> SqliteReadModel<P> {
     }
 
     async fn ensure_locked(&mut self) -> Result<(), ProjectionError> {
-        if self.lock.is_some() || self.try_acquire().await? {
+        if self.lock.is_held() || self.try_acquire().await? {
             Ok(())
         } else {
             Err(ProjectionError::LockLost {
                 name: self.name.clone(),
-                reason: format!("another runner holds {}", self.lock_path.display()),
+                reason: format!("another runner holds {}", self.lock.path().display()),
             })
         }
     }
@@ -247,29 +321,13 @@ impl<P: SqliteProjection> ProjectionTarget for SqliteReadModel<P> {
     }
 
     async fn try_acquire(&mut self) -> Result<bool, ProjectionError> {
-        if self.lock.is_some() {
-            return Ok(true);
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&self.lock_path)
-            .map_err(|e| ProjectionError::storage(&self.name, e))?;
-        match file.try_lock() {
-            Ok(()) => {
-                self.lock = Some(file);
-                Ok(true)
-            }
-            Err(TryLockError::WouldBlock) => Ok(false),
-            Err(TryLockError::Error(e)) => Err(ProjectionError::storage(&self.name, e)),
-        }
+        let acquired = self.lock.try_acquire().await;
+        acquired.map_err(|e| ProjectionError::storage(&self.name, e))
     }
 
     async fn release(&mut self) -> Result<(), ProjectionError> {
-        // Closing the file releases the lock.
-        self.lock = None;
-        Ok(())
+        let released = self.lock.release().await;
+        released.map_err(|e| ProjectionError::storage(&self.name, e))
     }
 
     async fn checkpoint(&mut self) -> Result<Option<Position>, ProjectionError> {

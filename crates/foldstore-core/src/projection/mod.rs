@@ -18,12 +18,16 @@
 
 mod checkpoint;
 mod error;
+mod lock;
+mod monitor;
 mod runner;
 mod stop;
 mod target;
 
 pub use checkpoint::{CheckpointError, CheckpointStore, InMemoryCheckpointStore};
 pub use error::{HandlerError, ProjectionError, validate_name};
-pub use runner::{Lag, ProjectionMonitor, ProjectionOptions, ProjectionRunner, ProjectionStatus};
+pub use lock::{InMemoryLock, InMemoryLocks, RunnerLock};
+pub use monitor::{Lag, ProjectionMonitor, ProjectionOptions, ProjectionStatus};
+pub use runner::ProjectionRunner;
 pub use stop::{StopSignal, Stopper};
 pub use target::{Checkpointed, Projection, ProjectionTarget};

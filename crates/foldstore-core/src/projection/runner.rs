@@ -1,149 +1,17 @@
 //! The projection runner: follows `$all` from a checkpoint and applies batches.
 
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::StreamExt;
 use futures::future::{Either, select};
 
-use crate::projection::{ProjectionError, ProjectionTarget, StopSignal};
-use crate::{EventFilter, EventStore, Position, ReadAllOptions, ReadError, SubscribeFrom};
-
-/// How a [`ProjectionRunner`] reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProjectionOptions {
-    /// Which events of `$all` the projection sees (every event by default).
-    pub filter: EventFilter,
-    /// The most events applied in one batch (one transaction of a SQL read model).
-    /// Default 256.
-    pub batch_size: usize,
-    /// How often a runner that does not hold the projection's lock tries again.
-    /// Default 500 ms.
-    pub lock_retry: Duration,
-}
-
-impl Default for ProjectionOptions {
-    fn default() -> Self {
-        Self {
-            filter: EventFilter::all(),
-            batch_size: 256,
-            lock_retry: Duration::from_millis(500),
-        }
-    }
-}
-
-/// What a runner has done so far, from [`ProjectionMonitor::status`].
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ProjectionStatus {
-    /// The projection's name.
-    pub name: String,
-    /// Whether the runner holds the projection and follows the store.
-    pub active: bool,
-    /// Whether the runner is waiting for another runner's lock.
-    pub waiting_for_lock: bool,
-    /// The checkpoint: the position of the last applied event.
-    pub checkpoint: Option<Position>,
-    /// The store's head, read after the last batch.
-    pub head: Option<Position>,
-    /// Events applied by this runner.
-    pub events_applied: u64,
-    /// Batches applied by this runner.
-    pub batches: u64,
-    /// When the last applied event was recorded in the store.
-    pub last_event_recorded_at: Option<DateTime<Utc>>,
-    /// When the runner last applied a batch (wall clock).
-    pub last_applied_at: Option<DateTime<Utc>>,
-}
-
-/// How far a projection is behind the store, from [`ProjectionMonitor::lag`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lag {
-    /// The projection's checkpoint.
-    pub checkpoint: Option<Position>,
-    /// The store's head when measured.
-    pub head: Option<Position>,
-    /// Events after the checkpoint that the projection will apply (those its filter
-    /// passes), counted up to the cap given to [`ProjectionMonitor::lag`].
-    pub events_behind: usize,
-    /// Whether `events_behind` reached the cap (there may be more).
-    pub capped: bool,
-    /// When the oldest event not yet applied was recorded: `now - this` is how long
-    /// the read model has been stale. `None` when caught up.
-    pub oldest_unapplied_at: Option<DateTime<Utc>>,
-}
-
-impl Lag {
-    /// How long the read model has been stale at `now` (zero when caught up).
-    pub fn time_behind(&self, now: DateTime<Utc>) -> chrono::Duration {
-        self.oldest_unapplied_at
-            .map_or(chrono::Duration::zero(), |t| {
-                (now - t).max(chrono::Duration::zero())
-            })
-    }
-}
-
-/// Watches a runner from elsewhere (a health endpoint, a test). Cheap to clone.
-#[derive(Clone)]
-pub struct ProjectionMonitor {
-    store: Arc<dyn EventStore>,
-    filter: EventFilter,
-    status: Arc<Mutex<ProjectionStatus>>,
-}
-
-impl std::fmt::Debug for ProjectionMonitor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProjectionMonitor")
-            .field("status", &self.status())
-            .finish_non_exhaustive()
-    }
-}
-
-impl ProjectionMonitor {
-    /// The runner's status now.
-    pub fn status(&self) -> ProjectionStatus {
-        lock(&self.status).clone()
-    }
-
-    /// Measures how far the projection is behind: counts the events after its
-    /// checkpoint that its filter passes, up to `cap` (a monitoring call reads at most
-    /// `cap` events), and finds when the oldest of them was recorded.
-    pub async fn lag(&self, cap: usize) -> Result<Lag, ReadError> {
-        let checkpoint = self.status().checkpoint;
-        let head = self.store.head_position().await?;
-        let mut options = ReadAllOptions::forwards()
-            .max_count(cap.max(1))
-            .filter(self.filter.clone());
-        options.from = checkpoint.map(Position::next);
-        let behind = if head.is_some() && head > checkpoint {
-            self.store.read_all(options).await?
-        } else {
-            Vec::new()
-        };
-        Ok(Lag {
-            checkpoint,
-            head,
-            events_behind: behind.len().min(cap),
-            capped: behind.len() >= cap.max(1),
-            oldest_unapplied_at: behind.first().map(|e| e.recorded_at),
-        })
-    }
-}
-
-fn lock(status: &Mutex<ProjectionStatus>) -> MutexGuard<'_, ProjectionStatus> {
-    status.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Clears `active` when a run ends, however it ends.
-struct ActiveGuard(Arc<Mutex<ProjectionStatus>>);
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        let mut status = lock(&self.0);
-        status.active = false;
-        status.waiting_for_lock = false;
-    }
-}
+use crate::projection::monitor::{ActiveGuard, lock};
+use crate::projection::{
+    ProjectionError, ProjectionMonitor, ProjectionOptions, ProjectionStatus, ProjectionTarget,
+    StopSignal,
+};
+use crate::{EventFilter, EventStore, Position, ReadAllOptions, SubscribeFrom};
 
 /// Runs a projection: reads its target's checkpoint, follows `$all` (through the
 /// filter) after it, and applies the events in batches, each batch recording the last
@@ -295,26 +163,50 @@ impl<T: ProjectionTarget> ProjectionRunner<T> {
     }
 
     /// Empties the read model and removes its checkpoint. Fails with
-    /// [`ProjectionError::LockLost`] if another runner holds the projection.
+    /// [`ProjectionError::LockLost`] if another runner holds the projection; the lock
+    /// is released again when it returns.
     pub async fn reset(&mut self) -> Result<(), ProjectionError> {
         self.acquire_once().await?;
+        let result = self.reset_holding().await;
+        self.released(result).await
+    }
+
+    /// Rebuilds the read model from the first event: [`ProjectionRunner::reset`], then
+    /// [`ProjectionRunner::catch_up`], holding the lock throughout.
+    pub async fn rebuild(&mut self) -> Result<(), ProjectionError> {
+        self.acquire_once().await?;
+        let result = match self.reset_holding().await {
+            Ok(()) => self.catch_up_holding().await,
+            Err(e) => Err(e),
+        };
+        self.released(result).await
+    }
+
+    /// Applies every event after the checkpoint up to the store's head as it is now,
+    /// then returns. Fails with [`ProjectionError::LockLost`] if another runner holds
+    /// the projection; the lock is released again when it returns.
+    pub async fn catch_up(&mut self) -> Result<(), ProjectionError> {
+        self.acquire_once().await?;
+        let result = self.catch_up_holding().await;
+        self.released(result).await
+    }
+
+    /// Releases the lock, keeping the first error.
+    async fn released(
+        &mut self,
+        result: Result<(), ProjectionError>,
+    ) -> Result<(), ProjectionError> {
+        let released = self.target.release().await;
+        result.and(released)
+    }
+
+    async fn reset_holding(&mut self) -> Result<(), ProjectionError> {
         self.target.reset().await?;
         lock(&self.status).checkpoint = None;
         Ok(())
     }
 
-    /// Rebuilds the read model from the first event: [`ProjectionRunner::reset`], then
-    /// [`ProjectionRunner::catch_up`].
-    pub async fn rebuild(&mut self) -> Result<(), ProjectionError> {
-        self.reset().await?;
-        self.catch_up().await
-    }
-
-    /// Applies every event after the checkpoint up to the store's head as it is now,
-    /// then returns. Fails with [`ProjectionError::LockLost`] if another runner holds
-    /// the projection.
-    pub async fn catch_up(&mut self) -> Result<(), ProjectionError> {
-        self.acquire_once().await?;
+    async fn catch_up_holding(&mut self) -> Result<(), ProjectionError> {
         let name = self.name();
         let read = |source| ProjectionError::Read {
             name: name.clone(),

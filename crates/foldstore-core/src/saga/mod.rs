@@ -17,17 +17,21 @@ mod bus;
 mod clock;
 mod context;
 mod definition;
+mod error;
 mod records;
 mod runner;
+mod status;
 mod testing;
 
 pub use bus::{CommandBus, DispatchError, DispatchErrorKind};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::CommandContext;
 pub use definition::{EventRef, Failure, Reaction, Saga, Schedule};
+pub use error::SagaError;
 pub use records::{
     DEAD_LETTER_CATEGORY, DEAD_LETTERED, DeadLetter, POSITION_CATEGORY, SCHEDULE_CATEGORY,
     dead_letter_stream,
 };
-pub use runner::{SagaError, SagaMonitor, SagaOptions, SagaRunner, SagaStatus};
+pub use runner::SagaRunner;
+pub use status::{SagaMonitor, SagaOptions, SagaStatus};
 pub use testing::{SagaSpec, recorded_event};

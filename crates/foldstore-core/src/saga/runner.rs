@@ -2,160 +2,28 @@
 //! its position and dead letters in the event store.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use futures::future::{Either, select};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::projection::{StopSignal, validate_name};
+use crate::projection::{HandlerError, RunnerLock, StopSignal, validate_name};
 use crate::saga::context::derive_id;
 use crate::saga::records::{
     self, CANCELLED, Cancelled, DEAD_LETTERED, DeadLetter, FIRED, Fired, PROCESSED, Processed,
     SCHEDULED, Scheduled,
 };
+use crate::saga::status::{ActiveGuard, lock};
 use crate::saga::{
-    Clock, CommandBus, CommandContext, DispatchErrorKind, EventRef, Failure, Saga, SystemClock,
+    Clock, CommandBus, CommandContext, DispatchErrorKind, EventRef, Failure, Saga, SagaError,
+    SagaMonitor, SagaOptions, SagaStatus, SystemClock,
 };
 use crate::{
-    AppendError, EventStore, ExpectedRevision, NewEvent, Position, ReadAllOptions, ReadError,
-    ReadStreamOptions, RecordedEvent, StreamName, SubscribeFrom, SubscriptionError,
+    EventStore, ExpectedRevision, NewEvent, Position, ReadAllOptions, ReadError, ReadStreamOptions,
+    RecordedEvent, StreamName, SubscribeFrom,
 };
-
-/// Why a saga runner stopped. Restarting it resumes from its recorded position; what
-/// it had dispatched is dispatched again with the same ids, which writes nothing new.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SagaError {
-    /// The saga's name is not valid.
-    #[error("invalid saga name {name:?}: use 1 to 100 ASCII letters, digits, `_`, `-` or `.`")]
-    InvalidName {
-        /// The refused name.
-        name: String,
-    },
-    /// Reading the store failed.
-    #[error(
-        "saga {saga}: reading the event store failed: {source}; restart the runner once the store is back"
-    )]
-    Read {
-        /// The saga.
-        saga: String,
-        /// The failure.
-        #[source]
-        source: ReadError,
-    },
-    /// The subscription failed.
-    #[error(
-        "saga {saga}: its subscription failed: {source}; restart the runner once the store is back"
-    )]
-    Subscription {
-        /// The saga.
-        saga: String,
-        /// The failure.
-        #[source]
-        source: SubscriptionError,
-    },
-    /// Writing one of the saga's records (position, schedule, dead letter) failed.
-    #[error(
-        "saga {saga}: storing its {what} failed: {source}; restart the runner once the store is back"
-    )]
-    Append {
-        /// The saga.
-        saga: String,
-        /// Which record.
-        what: &'static str,
-        /// The failure.
-        #[source]
-        source: AppendError,
-    },
-    /// One of the saga's stored records does not decode (for a schedule: its command
-    /// type changed incompatibly).
-    #[error(
-        "saga {saga}: a stored record does not decode: {message}; keep the command type backward compatible, or move the saga to a new name"
-    )]
-    Corrupt {
-        /// The saga.
-        saga: String,
-        /// What failed.
-        message: String,
-    },
-}
-
-/// How a [`SagaRunner`] behaves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SagaOptions {
-    /// How many times an event (or a due schedule) is tried before it goes to the
-    /// dead-letter stream. Default 3.
-    pub max_attempts: u32,
-    /// The pause before a retry, multiplied by the attempt number. Default 100 ms.
-    pub retry_delay: Duration,
-    /// The position is recorded after every event that made the saga act, and after
-    /// this many events in a row that did not. Default 1000.
-    pub quiet_checkpoint_every: u32,
-    /// The most events taken from the subscription at once. Default 256.
-    pub batch_size: usize,
-    /// Start from the first event instead of the recorded position (a replay: every
-    /// dispatch repeats with the same ids, so nothing new is written).
-    pub from_start: bool,
-}
-
-impl Default for SagaOptions {
-    fn default() -> Self {
-        Self {
-            max_attempts: 3,
-            retry_delay: Duration::from_millis(100),
-            quiet_checkpoint_every: 1000,
-            batch_size: 256,
-            from_start: false,
-        }
-    }
-}
-
-/// What a saga runner has done, from [`SagaMonitor::status`].
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SagaStatus {
-    /// Whether the runner is following the store.
-    pub active: bool,
-    /// The position of the last event handled.
-    pub position: Option<Position>,
-    /// Events handled by this runner.
-    pub events_handled: u64,
-    /// Commands dispatched successfully (compensations included).
-    pub commands_dispatched: u64,
-    /// Commands rejected (each then compensated).
-    pub commands_rejected: u64,
-    /// Events and schedules moved to the dead-letter stream.
-    pub dead_letters: u64,
-    /// Schedules waiting for their time.
-    pub schedules_pending: usize,
-    /// Schedules dispatched by this runner.
-    pub schedules_fired: u64,
-}
-
-/// Watches a saga runner. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct SagaMonitor(Arc<Mutex<SagaStatus>>);
-
-impl SagaMonitor {
-    /// The runner's status now.
-    pub fn status(&self) -> SagaStatus {
-        lock(&self.0).clone()
-    }
-}
-
-fn lock(status: &Mutex<SagaStatus>) -> MutexGuard<'_, SagaStatus> {
-    status.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-struct ActiveGuard(Arc<Mutex<SagaStatus>>);
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        lock(&self.0).active = false;
-    }
-}
 
 #[derive(Debug, Clone)]
 struct Pending<C> {
@@ -194,9 +62,64 @@ enum Attempt {
 ///   moves on; a command [`DispatchErrorKind::Rejected`] is compensated
 ///   ([`Saga::compensate`]).
 ///
-/// Run one runner per saga at a time.
+/// Run one runner per saga at a time: give it a [`RunnerLock`]
+/// ([`SagaRunner::lock`]) when it runs in several processes, and only the holder
+/// works while the others wait.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use async_trait::async_trait;
+/// use foldstore_core::projection::HandlerError;
+/// use foldstore_core::saga::{CommandBus, CommandContext, DispatchError, Reaction, Saga, SagaOptions, SagaRunner};
+/// use foldstore_core::{EventStore, ExpectedRevision, InMemoryStore, NewEvent, RecordedEvent, StreamName};
+///
+/// struct Greeter;
+/// impl Saga for Greeter {
+///     type Command = String;
+///     fn name(&self) -> &str { "greeter" }
+///     fn react(&self, e: &RecordedEvent) -> Result<Reaction<String>, HandlerError> {
+///         Ok(match e.event_type.as_str() {
+///             "Joined" => Reaction::new().command(format!("greet {}", e.stream.id())),
+///             _ => Reaction::new(),
+///         })
+///     }
+/// }
+///
+/// #[derive(Default)]
+/// struct Outbox(Mutex<Vec<(String, CommandContext)>>);
+/// #[async_trait]
+/// impl CommandBus<String> for Outbox {
+///     async fn dispatch(&self, command: String, context: CommandContext) -> Result<(), DispatchError> {
+///         self.0.lock().unwrap().push((command, context));
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = Arc::new(InMemoryStore::new());
+/// let member = StreamName::new("member-ada")?;
+/// store.append(&member, ExpectedRevision::Any, vec![NewEvent::json("Joined", &())?]).await?;
+///
+/// let mut runner = SagaRunner::new(store.clone(), Greeter, Outbox::default())?;
+/// runner.catch_up().await?;
+/// // A second runner resumes after the recorded position: nothing is dispatched again.
+/// let mut again = SagaRunner::new(store.clone(), Greeter, Outbox::default())?;
+/// again.catch_up().await?;
+///
+/// let sent = runner.bus().0.lock().unwrap().clone();
+/// assert_eq!(sent.len(), 1);
+/// let (command, context) = &sent[0];
+/// assert_eq!(command, "greet ada");
+/// let joined = store.read_stream(&member, Default::default()).await?;
+/// assert_eq!(context.causation_id, joined[0].id);
+/// assert!(again.bus().0.lock().unwrap().is_empty());
+/// # Ok(())
+/// # }
+/// ```
 pub struct SagaRunner<S: Saga, B> {
     store: Arc<dyn EventStore>,
+    lock: Option<Box<dyn RunnerLock>>,
     saga: S,
     bus: B,
     clock: Arc<dyn Clock>,
@@ -226,6 +149,7 @@ impl<S: Saga, B: CommandBus<S::Command>> SagaRunner<S, B> {
         }
         Ok(Self {
             store,
+            lock: None,
             saga,
             bus,
             clock: Arc::new(SystemClock),
@@ -243,6 +167,14 @@ impl<S: Saga, B: CommandBus<S::Command>> SagaRunner<S, B> {
         self
     }
 
+    /// Makes the runner take `lock` before it works (and check it still holds it
+    /// before each event and schedule), so that one runner of the saga is active
+    /// across processes.
+    pub fn lock(mut self, lock: impl RunnerLock + 'static) -> Self {
+        self.lock = Some(Box::new(lock));
+        self
+    }
+
     /// Sets the options.
     pub fn options(mut self, options: SagaOptions) -> Self {
         self.options = options;
@@ -257,6 +189,43 @@ impl<S: Saga, B: CommandBus<S::Command>> SagaRunner<S, B> {
     /// The bus.
     pub fn bus(&self) -> &B {
         &self.bus
+    }
+
+    fn lock_err(&self, source: HandlerError) -> SagaError {
+        SagaError::Lock {
+            saga: self.name.clone(),
+            source,
+        }
+    }
+
+    /// Whether the lock (if any) is held; takes it when free.
+    async fn try_lock(&mut self) -> Result<bool, SagaError> {
+        let Some(lock) = self.lock.as_mut() else {
+            return Ok(true);
+        };
+        if lock.is_held() {
+            return Ok(true);
+        }
+        let acquired = lock.try_acquire().await;
+        acquired.map_err(|e| self.lock_err(e))
+    }
+
+    fn check_held(&self) -> Result<(), SagaError> {
+        match &self.lock {
+            Some(lock) if !lock.is_held() => Err(SagaError::LockLost {
+                saga: self.name.clone(),
+                reason: "the runner lost its lock".to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn release(&mut self) -> Result<(), SagaError> {
+        let Some(lock) = self.lock.as_mut() else {
+            return Ok(());
+        };
+        let released = lock.release().await;
+        released.map_err(|e| self.lock_err(e))
     }
 
     fn read_err(&self, source: ReadError) -> SagaError {
@@ -558,6 +527,7 @@ impl<S: Saga, B: CommandBus<S::Command>> SagaRunner<S, B> {
         event: &RecordedEvent,
         quiet: &mut u32,
     ) -> Result<(), SagaError> {
+        self.check_held()?;
         let acted = self.handle(event).await?;
         *quiet = if acted { 0 } else { *quiet + 1 };
         if acted || *quiet >= self.options.quiet_checkpoint_every.max(1) {
@@ -593,6 +563,7 @@ impl<S: Saga, B: CommandBus<S::Command>> SagaRunner<S, B> {
             .collect();
         due.sort();
         for (_, schedule_id) in due {
+            self.check_held()?;
             let Some(pending) = self.pending.get(&schedule_id).cloned() else {
                 continue;
             };
@@ -661,8 +632,21 @@ impl<S: Saga, B: CommandBus<S::Command>> SagaRunner<S, B> {
     }
 
     /// Handles every event up to the store's head as it is now and fires the schedules
-    /// that are due, then returns.
+    /// that are due, then returns. With a [`RunnerLock`], fails with
+    /// [`SagaError::LockLost`] when another runner holds it.
     pub async fn catch_up(&mut self) -> Result<(), SagaError> {
+        if !self.try_lock().await? {
+            return Err(SagaError::LockLost {
+                saga: self.name.clone(),
+                reason: "another runner holds the saga's lock".to_owned(),
+            });
+        }
+        let result = self.catch_up_holding().await;
+        let released = self.release().await;
+        result.and(released)
+    }
+
+    async fn catch_up_holding(&mut self) -> Result<(), SagaError> {
         let mut position = self.start_position().await?;
         self.fire_due().await?;
         let head = self
@@ -696,11 +680,33 @@ impl<S: Saga, B: CommandBus<S::Command>> SagaRunner<S, B> {
         self.fire_due().await
     }
 
-    /// Follows the store until `stop` fires: reloads the schedules, resumes after the
-    /// recorded position, handles events as they come and fires schedules when due.
-    /// A stop lets the event being handled finish first.
-    pub async fn run(&mut self, mut stop: StopSignal) -> Result<(), SagaError> {
+    /// Follows the store until `stop` fires: takes the [`RunnerLock`] if it has one
+    /// (trying again every [`SagaOptions::lock_retry`]), reloads the schedules,
+    /// resumes after the recorded position, handles events as they come and fires
+    /// schedules when due. A stop lets the event being handled finish first; the lock
+    /// is released when it returns.
+    pub async fn run(&mut self, stop: StopSignal) -> Result<(), SagaError> {
         let _active = ActiveGuard(self.status.clone());
+        let result = self.run_holding(stop).await;
+        let released = self.release().await;
+        result.and(released)
+    }
+
+    async fn run_holding(&mut self, mut stop: StopSignal) -> Result<(), SagaError> {
+        loop {
+            if stop.is_stopped() {
+                return Ok(());
+            }
+            if self.try_lock().await? {
+                break;
+            }
+            lock(&self.status).waiting_for_lock = true;
+            let wait = Box::pin(tokio::time::sleep(self.options.lock_retry));
+            if let Either::Left(_) = select(Box::pin(stop.stopped()), wait).await {
+                return Ok(());
+            }
+        }
+        lock(&self.status).waiting_for_lock = false;
         let position = self.start_position().await?;
         lock(&self.status).active = true;
         let from = position.map_or(SubscribeFrom::Start, SubscribeFrom::After);
