@@ -26,3 +26,4 @@ bench append-batch-c10 append-batch --concurrency 10
 bench read-all read-all
 bench read-stream read-stream
 bench subscribe-latency subscribe-latency --concurrency 64
+bench rehydrate rehydrate

@@ -106,6 +106,9 @@ Workloads and their defaults (--events):
   read-stream        fill one 10,000-event stream, read it whole 200 times
   subscribe-latency  a live $all subscriber while appenders run at half the measured
                      maximum rate (or --rate) for about 8 s; append-to-delivery latency
+  rehydrate          build a 100,000-event stream and a 100-event stream, load each
+                     through the command handler with snapshots every 100 events
+                     (median of 25 loads): large_stream_ms, small_stream_ms
 
 Without --database each run uses a fresh database in a new directory ./bench-<random>/
 (removed afterwards), and measures the baselines (fsync rate, raw SQLite inserts) in that
@@ -187,6 +190,9 @@ pub(crate) enum Workload {
     ReadStream,
     /// A live subscriber to `$all` while appenders run at half the maximum rate.
     SubscribeLatency,
+    /// Load a state through the command handler: a long stream with snapshots
+    /// against a short one.
+    Rehydrate,
 }
 
 impl Workload {
@@ -198,6 +204,7 @@ impl Workload {
             Workload::ReadAll => "read-all",
             Workload::ReadStream => "read-stream",
             Workload::SubscribeLatency => "subscribe-latency",
+            Workload::Rehydrate => "rehydrate",
         }
     }
 }

@@ -240,6 +240,9 @@ pub struct Loaded<S> {
     pub events_folded: u64,
 }
 
+/// A load, the revision of the watched event if seen, and the latest snapshot's revision.
+type LoadResult<S> = (Loaded<S>, Option<u64>, Option<u64>);
+
 /// Encodes and stores snapshots of one state type.
 struct Snapshots<S> {
     store: Arc<dyn SnapshotStore>,
@@ -351,7 +354,7 @@ where
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (loaded, found) = self.load_inner(stream, first_id).await?;
+            let (loaded, found, snapshot_at) = self.load_inner(stream, first_id).await?;
             if let Some(revision) = found {
                 return self.stored_outcome(stream, ctx, revision, attempt).await;
             }
@@ -384,8 +387,14 @@ where
             let new_events = ctx.encode(&events)?;
             match self.store.append(stream, expected, new_events).await {
                 Ok(result) => {
-                    self.after_append(stream, loaded, &events, result.next_expected_revision)
-                        .await;
+                    self.after_append(
+                        stream,
+                        loaded,
+                        snapshot_at,
+                        &events,
+                        result.next_expected_revision,
+                    )
+                    .await;
                     return Ok(CommandOutcome {
                         events,
                         next_expected_revision: Some(result.next_expected_revision),
@@ -424,69 +433,98 @@ where
     }
 
     /// Loads the state; also reports the revision of the event with id `watch`, if it
-    /// is among the events read.
+    /// is among the events read, and the revision of the latest snapshot (saved by
+    /// this load, or the one it started from).
     async fn load_inner(
         &self,
         stream: &StreamName,
         watch: Option<Uuid>,
-    ) -> Result<(Loaded<D::State>, Option<u64>), CommandError<D::Error>> {
-        let (mut state, snapshot_revision, stale) = self.load_snapshot(stream).await;
-        let mut loaded_revision = snapshot_revision;
-        let mut from = snapshot_revision.map_or(0, |r| r + 1);
-        let mut folded = 0u64;
-        let mut found = None;
-        loop {
-            let page = match self
-                .store
-                .read_stream(
-                    stream,
-                    ReadStreamOptions::forwards()
-                        .from_revision(from)
-                        .max_count(PAGE),
-                )
-                .await
-            {
-                Ok(page) => page,
-                Err(ReadError::StreamNotFound { .. }) => {
-                    // Never written (or deleted): nothing to fold, snapshot or not.
-                    let loaded = Loaded {
-                        state: self.decider.initial_state(),
-                        revision: None,
-                        snapshot_revision: None,
-                        events_folded: 0,
-                    };
-                    return Ok((loaded, None));
+    ) -> Result<LoadResult<D::State>, CommandError<D::Error>> {
+        let mut start = self.load_snapshot(stream).await;
+        let (state, snapshot_revision, stale, loaded_revision, folded, found) = 'load: loop {
+            let (mut state, snapshot_revision, stale) = start;
+            let mut loaded_revision = snapshot_revision;
+            let mut from = snapshot_revision.map_or(0, |r| r + 1);
+            let mut folded = 0u64;
+            let mut found = None;
+            if let Some(r) = snapshot_revision {
+                // A snapshot older than the stream's first visible event predates a
+                // delete (or a truncation): a replay would not see what it folded, so
+                // neither may this load.
+                let first = self
+                    .store
+                    .read_stream(stream, ReadStreamOptions::forwards().max_count(1))
+                    .await;
+                if let Ok(first) = first
+                    && first.first().is_some_and(|e| e.revision > r)
+                {
+                    start = (self.decider.initial_state(), None, true);
+                    continue 'load;
                 }
-                Err(e) => return Err(e.into()),
-            };
-            let n = page.len();
-            for event in &page {
-                if Some(event.id) == watch && found.is_none() {
-                    found = Some(event.revision);
-                }
-                if let Some(e) = self.decode(event)? {
-                    state = self.decider.evolve(state, &e);
-                }
-                loaded_revision = Some(event.revision);
-                folded += 1;
             }
-            match page.last() {
-                Some(last) if n == PAGE => from = last.revision + 1,
-                _ => break,
+            loop {
+                let page = match self
+                    .store
+                    .read_stream(
+                        stream,
+                        ReadStreamOptions::forwards()
+                            .from_revision(from)
+                            .max_count(PAGE),
+                    )
+                    .await
+                {
+                    Ok(page) => page,
+                    Err(ReadError::StreamNotFound { .. }) => {
+                        // Never written (or deleted): nothing to fold, snapshot or not.
+                        let loaded = Loaded {
+                            state: self.decider.initial_state(),
+                            revision: None,
+                            snapshot_revision: None,
+                            events_folded: 0,
+                        };
+                        return Ok((loaded, None, None));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let n = page.len();
+                for event in &page {
+                    if Some(event.id) == watch && found.is_none() {
+                        found = Some(event.revision);
+                    }
+                    if let Some(e) = self.decode(event)? {
+                        state = self.decider.evolve(state, &e);
+                    }
+                    loaded_revision = Some(event.revision);
+                    folded += 1;
+                }
+                match page.last() {
+                    Some(last) if n == PAGE => from = last.revision + 1,
+                    _ => break,
+                }
             }
-        }
+            break (
+                state,
+                snapshot_revision,
+                stale,
+                loaded_revision,
+                folded,
+                found,
+            );
+        };
         let loaded = Loaded {
             state,
             revision: loaded_revision,
             snapshot_revision,
             events_folded: folded,
         };
+        let mut snapshot_at = loaded.snapshot_revision;
         if let (Some(s), Some(revision)) = (&self.snapshots, loaded.revision)
             && (stale || s.policy.is_due(folded))
         {
             self.save_snapshot(stream, &loaded.state, revision).await;
+            snapshot_at = Some(revision);
         }
-        Ok((loaded, found))
+        Ok((loaded, found, snapshot_at))
     }
 
     /// The snapshot's state and revision if it is usable; `stale` when one exists but
@@ -538,11 +576,12 @@ where
         &self,
         stream: &StreamName,
         loaded: Loaded<D::State>,
+        snapshot_at: Option<u64>,
         events: &[D::Event],
         revision: u64,
     ) {
         let Some(s) = &self.snapshots else { return };
-        let base = loaded.snapshot_revision.map_or(0, |r| r + 1);
+        let base = snapshot_at.map_or(0, |r| r + 1);
         if !s.policy.is_due(revision + 1 - base) {
             return;
         }

@@ -36,6 +36,19 @@
 //!
 //! The derive refuses serde attributes that would change how variants are named
 //! (`rename`, `rename_all`, `tag`, `untagged`...): name types with `#[event(name)]`.
+//!
+//! ```compile_fail
+//! #[derive(serde::Serialize, serde::Deserialize, foldstore_core::DomainEvent)]
+//! #[serde(rename_all = "snake_case")] // error: keep serde's default representation
+//! enum Ev { Opened }
+//! ```
+//!
+//! Two variants may not share a type name:
+//!
+//! ```compile_fail
+//! #[derive(serde::Serialize, serde::Deserialize, foldstore_core::DomainEvent)]
+//! enum Ev { Opened, #[event(name = "Opened")] Reopened }
+//! ```
 //! Stored events of an older version are brought up to date by [`crate::upcast`]
 //! before they are decoded.
 

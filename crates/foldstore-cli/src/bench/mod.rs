@@ -7,6 +7,7 @@ pub(crate) mod cross_process;
 mod load;
 mod machine;
 mod payload;
+mod rehydrate;
 mod report;
 mod workloads;
 
@@ -220,6 +221,7 @@ async fn measure(
         }
         Workload::ReadStream => workloads::read_stream(&store, params).await,
         Workload::SubscribeLatency => workloads::subscribe_latency(&store, location, params).await,
+        Workload::Rehydrate => rehydrate::rehydrate(&store, params).await,
     };
     backend::close(store).await?;
     let mut outcome = outcome?;

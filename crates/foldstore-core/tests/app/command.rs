@@ -153,3 +153,52 @@ async fn a_replayed_command_appends_nothing_and_returns_the_first_outcome() {
     );
     assert_eq!(handler.load(&stream()).await.unwrap().state.balance, 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_commands_never_lose_a_deposit() {
+    let store = Arc::new(InMemoryStore::new());
+    let handler = Arc::new(
+        CommandHandler::new(store.clone(), Bank).with_retry(
+            RetryPolicy::default()
+                .max_attempts(50)
+                .base_delay(Duration::from_micros(100)),
+        ),
+    );
+    handler
+        .handle(&stream(), &open("a"), &CommandContext::new())
+        .await
+        .unwrap();
+    let tasks = 8;
+    let barrier = Arc::new(tokio::sync::Barrier::new(tasks));
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let (handler, barrier) = (handler.clone(), barrier.clone());
+        handles.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let mut done = 0u64;
+            for _ in 0..10 {
+                match handler
+                    .handle(
+                        &stream(),
+                        &deposit("a", t as u64 + 1),
+                        &CommandContext::new(),
+                    )
+                    .await
+                {
+                    Ok(_) => done += t as u64 + 1,
+                    Err(CommandError::Conflict { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            done
+        }));
+    }
+    let mut deposited = 0;
+    for h in handles {
+        deposited += h.await.unwrap();
+    }
+    // Every acknowledged deposit is in the balance, and nothing else is.
+    let loaded = handler.load(&stream()).await.unwrap();
+    assert_eq!(loaded.state.balance, deposited);
+    assert!(deposited > 0);
+}

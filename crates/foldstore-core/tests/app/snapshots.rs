@@ -129,3 +129,42 @@ async fn a_replay_is_recognised_even_when_its_events_are_under_a_snapshot() {
     assert_eq!(again.next_expected_revision, Some(0));
     assert_eq!(h.load(&stream()).await.unwrap().revision, Some(5));
 }
+
+#[tokio::test]
+async fn a_snapshot_from_before_a_soft_delete_is_not_folded_into_the_new_stream() {
+    let store = Arc::new(InMemoryStore::new());
+    let h = handler(&store, 2);
+    h.handle(&stream(), &open("s"), &CommandContext::new())
+        .await
+        .unwrap();
+    deposits(&h, 3).await;
+    assert!(h.load(&stream()).await.unwrap().snapshot_revision.is_some());
+    store
+        .delete_stream(&stream(), ExpectedRevision::Any)
+        .await
+        .unwrap();
+    // Written again after the delete (revisions go on from 4), by a handler without
+    // snapshots, so the old snapshot is still the latest.
+    let plain = CommandHandler::new(store.clone(), Bank);
+    plain
+        .handle(&stream(), &open("s"), &CommandContext::new())
+        .await
+        .unwrap();
+    plain
+        .handle(&stream(), &deposit("s", 1), &CommandContext::new())
+        .await
+        .unwrap();
+    let old = store
+        .load_snapshot(&stream(), "Account")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(old.revision, 3);
+    let with_snapshots = h.load(&stream()).await.unwrap();
+    let replay = CommandHandler::new(store.clone(), Bank)
+        .load(&stream())
+        .await
+        .unwrap();
+    assert_eq!(with_snapshots.state, replay.state);
+    assert_eq!(replay.state.balance, 1);
+}
