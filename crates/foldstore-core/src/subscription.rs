@@ -8,15 +8,16 @@
 //! or doubled.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
 
 use futures::StreamExt;
 use tokio::sync::watch;
 
 use crate::{
-    EventFilter, EventStore, EventSubscription, Position, ReadAllOptions, ReadError,
-    ReadStreamOptions, RecordedEvent, StreamName, SubscribeFrom, SubscribeStreamFrom,
-    SubscriptionError,
+    BackendError, BackendErrorKind, EventFilter, EventStore, EventSubscription, Position,
+    ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamName, SubscribeFrom,
+    SubscribeStreamFrom, SubscriptionError,
 };
 
 /// How many events a subscription reads per page.
@@ -105,7 +106,7 @@ where
     Ok(futures::stream::unfold(state, next_all).boxed())
 }
 
-async fn next_all<S: EventStore>(
+async fn next_all<S: EventStore + Clone + 'static>(
     mut st: AllState<S>,
 ) -> Option<(Result<RecordedEvent, SubscriptionError>, AllState<S>)> {
     loop {
@@ -128,7 +129,7 @@ async fn next_all<S: EventStore>(
         let head = if st.filter.is_all() {
             None
         } else {
-            match st.store.head_position().await {
+            match detached(&st.store, |s| async move { s.head_position().await }).await {
                 Ok(h) => h,
                 Err(e) => return Some((fail(&mut st, e), st)),
             }
@@ -137,7 +138,7 @@ async fn next_all<S: EventStore>(
             .max_count(PAGE_SIZE)
             .filter(st.filter.clone());
         opts.from = st.after.map(Position::next);
-        match st.store.read_all(opts).await {
+        match detached(&st.store, move |s| async move { s.read_all(opts).await }).await {
             Ok(page) => {
                 let full = page.len() == PAGE_SIZE;
                 if let Some(last) = page.last() {
@@ -159,6 +160,36 @@ async fn next_all<S: EventStore>(
             }
             Err(e) => return Some((fail(&mut st, e), st)),
         }
+    }
+}
+
+/// Runs one read of a subscription to completion on a task of its own.
+///
+/// A subscription's consumer may stop polling it for a while (a saga dispatching a
+/// command, a projection writing its batch, a `select!` that took another branch). A
+/// read left pending inside it could meanwhile hold a place in the backend's connection
+/// pool (Tokio semaphores hand permits to queued waiters whether or not they are polled),
+/// and if the consumer's own work needs that pool, it waits forever. Detached, the read
+/// finishes and gives its connection back whatever the consumer does; its result (one
+/// page at most) waits for the next poll.
+async fn detached<S, T, F, Fut>(store: &S, read: F) -> Result<T, ReadError>
+where
+    S: Clone,
+    F: FnOnce(S) -> Fut,
+    Fut: Future<Output = Result<T, ReadError>> + Send + 'static,
+    T: Send + 'static,
+{
+    let fut = read(store.clone());
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return fut.await;
+    };
+    match runtime.spawn(fut).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(ReadError::Backend(BackendError::new(
+            BackendErrorKind::Unavailable,
+            "a subscription read was cancelled because the runtime is shutting down",
+        ))),
     }
 }
 
@@ -209,7 +240,7 @@ where
     Ok(futures::stream::unfold(state, next_in_stream).boxed())
 }
 
-async fn next_in_stream<S: EventStore>(
+async fn next_in_stream<S: EventStore + Clone + 'static>(
     mut st: StreamState<S>,
 ) -> Option<(Result<RecordedEvent, SubscriptionError>, StreamState<S>)> {
     loop {
@@ -222,7 +253,9 @@ async fn next_in_stream<S: EventStore>(
         st.listener.mark();
         let mut opts = ReadStreamOptions::forwards().max_count(PAGE_SIZE);
         opts.from = st.after.map(|r| r + 1);
-        let page = match st.store.read_stream(&st.stream, opts).await {
+        let stream = st.stream.clone();
+        let read = move |s: S| async move { s.read_stream(&stream, opts).await };
+        let page = match detached(&st.store, read).await {
             Ok(page) => page,
             Err(ReadError::StreamNotFound { .. }) => Vec::new(),
             Err(ReadError::StreamTombstoned { stream }) => {

@@ -10,16 +10,11 @@ use foldstore_sqlite::{SqliteOptions, SqliteStore};
 
 async fn run(design: Design) {
     let dir = tempfile::tempdir().expect("temporary directory");
-    // More readers than saga runners: a runner whose subscription has a read queued
-    // for a reader while the runner dispatches (which also reads) holds that reader,
-    // so with as many runners as readers they can all wait on each other. The toolkit's
-    // SagaRunner should not keep a read in flight while it dispatches; until it does,
-    // the pool must be larger than the number of runners.
-    let options = SqliteOptions {
-        readers: 24,
-        ..SqliteOptions::default()
-    };
-    let store = SqliteStore::open(dir.path().join("bank.db"), options)
+    // Default options on purpose: 16 saga runners share the 4 readers. A runner's
+    // subscription once kept a read queued for a reader while the runner dispatched
+    // commands that read too, and the runners hung waiting on each other; subscriptions
+    // now finish every read on a task of their own (foldstore_core::subscription).
+    let store = SqliteStore::open(dir.path().join("bank.db"), SqliteOptions::default())
         .await
         .expect("open the SQLite store");
     common::assert_bank_holds("sqlite", Arc::new(store.clone()), design).await;

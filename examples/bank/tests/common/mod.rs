@@ -116,7 +116,6 @@ pub async fn fresh_postgres(url: &str) -> (foldstore_postgres::PostgresStore, Sc
     };
     let options = foldstore_postgres::PostgresOptions::new(url)
         .schema(&schema)
-        .pool_size(24) // more than the 16 saga runners: see tests/sqlite.rs
         .connect_timeout(std::time::Duration::from_secs(5));
     let store = foldstore_postgres::PostgresStore::connect(options)
         .await
