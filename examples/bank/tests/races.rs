@@ -15,130 +15,48 @@ use bank::handler::AggregateBank;
 use bank::invariants::{self, Expected};
 use bank::saga::{BankBus, TransferSaga};
 use bank::transfer::{self, Outcome, TransferCommand, TransferRequest};
-use foldstore_core::dcb::{AppendCondition, Query, ReadQueryOptions};
+use foldstore_core::dcb::ReadQueryOptions;
 use foldstore_core::saga::{SagaOptions, SagaRunner};
+use foldstore_core::testkit::hooked::{AppendHook, HookedStore};
 use foldstore_core::{
-    AppendError, AppendResult, CommandContext, CommandError, DeleteError, EventFilter, EventStore,
-    EventSubscription, ExpectedRevision, InMemoryStore, MetadataError, NewEvent, Position,
-    ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamMetadata, StreamName,
-    SubscribeFrom, SubscribeStreamFrom,
+    CommandContext, CommandError, EventStore, InMemoryStore, ReadAllOptions, ReadStreamOptions,
+    RecordedEvent,
 };
 use tokio::sync::Barrier;
 use uuid::Uuid;
 
-/// Delegates to an in-memory store; once armed, the next two appends wait for each
-/// other.
-struct GatedStore {
-    inner: InMemoryStore,
-    gate: Barrier,
+/// The in-memory store whose appends pass a [`Gate`] first.
+type GatedStore = HookedStore<InMemoryStore, Gate>;
+
+fn gated_store() -> Arc<GatedStore> {
+    Arc::new(HookedStore::new(
+        InMemoryStore::new(),
+        Gate {
+            barrier: Barrier::new(2),
+            gated: AtomicUsize::new(2),
+        },
+    ))
+}
+
+/// Once armed, the next two appends (of either kind) wait for each other.
+struct Gate {
+    barrier: Barrier,
     gated: AtomicUsize,
 }
 
-impl GatedStore {
-    fn new() -> Arc<Self> {
-        Arc::new(Self {
-            inner: InMemoryStore::new(),
-            gate: Barrier::new(2),
-            gated: AtomicUsize::new(2),
-        })
-    }
-
-    /// From now on, the next two appends (of either kind) wait for each other.
+impl Gate {
     fn arm(&self) {
         self.gated.store(0, Ordering::SeqCst);
-    }
-
-    async fn pass(&self) {
-        let n = self.gated.fetch_add(1, Ordering::SeqCst);
-        if n < 2 {
-            self.gate.wait().await;
-        }
     }
 }
 
 #[async_trait]
-impl EventStore for GatedStore {
-    async fn append(
-        &self,
-        stream: &StreamName,
-        expected: ExpectedRevision,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendResult, AppendError> {
-        self.pass().await;
-        self.inner.append(stream, expected, events).await
-    }
-    async fn append_if(
-        &self,
-        stream: &StreamName,
-        expected: ExpectedRevision,
-        events: Vec<NewEvent>,
-        condition: AppendCondition,
-    ) -> Result<AppendResult, AppendError> {
-        self.pass().await;
-        self.inner
-            .append_if(stream, expected, events, condition)
-            .await
-    }
-    async fn read_query(
-        &self,
-        query: &Query,
-        options: ReadQueryOptions,
-    ) -> Result<Vec<RecordedEvent>, ReadError> {
-        self.inner.read_query(query, options).await
-    }
-    async fn read_stream(
-        &self,
-        stream: &StreamName,
-        options: ReadStreamOptions,
-    ) -> Result<Vec<RecordedEvent>, ReadError> {
-        self.inner.read_stream(stream, options).await
-    }
-    async fn read_all(&self, options: ReadAllOptions) -> Result<Vec<RecordedEvent>, ReadError> {
-        self.inner.read_all(options).await
-    }
-    async fn delete_stream(
-        &self,
-        stream: &StreamName,
-        expected: ExpectedRevision,
-    ) -> Result<(), DeleteError> {
-        self.inner.delete_stream(stream, expected).await
-    }
-    async fn tombstone_stream(
-        &self,
-        stream: &StreamName,
-        expected: ExpectedRevision,
-    ) -> Result<(), DeleteError> {
-        self.inner.tombstone_stream(stream, expected).await
-    }
-    async fn stream_metadata(
-        &self,
-        stream: &StreamName,
-    ) -> Result<Option<StreamMetadata>, MetadataError> {
-        self.inner.stream_metadata(stream).await
-    }
-    async fn set_stream_metadata(
-        &self,
-        stream: &StreamName,
-        metadata: StreamMetadata,
-    ) -> Result<(), MetadataError> {
-        self.inner.set_stream_metadata(stream, metadata).await
-    }
-    async fn head_position(&self) -> Result<Option<Position>, ReadError> {
-        self.inner.head_position().await
-    }
-    async fn subscribe_to_all(
-        &self,
-        from: SubscribeFrom,
-        filter: EventFilter,
-    ) -> Result<EventSubscription, ReadError> {
-        self.inner.subscribe_to_all(from, filter).await
-    }
-    async fn subscribe_to_stream(
-        &self,
-        stream: &StreamName,
-        from: SubscribeStreamFrom,
-    ) -> Result<EventSubscription, ReadError> {
-        self.inner.subscribe_to_stream(stream, from).await
+impl AppendHook<InMemoryStore> for Gate {
+    async fn before_append(&self, _inner: &InMemoryStore) {
+        let n = self.gated.fetch_add(1, Ordering::SeqCst);
+        if n < 2 {
+            self.barrier.wait().await;
+        }
     }
 }
 
@@ -171,10 +89,10 @@ async fn open(bank: &AggregateBank, accounts: &[(AccountId, u64)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregate_loser_of_a_race_re_decides_and_is_refused() {
-    let store = GatedStore::new();
+    let store = gated_store();
     let bank = AggregateBank::new(store.clone());
     open(&bank, &[(A, 100), (B, 0)]).await;
-    store.arm();
+    store.hook.arm();
     let debit = |n: u128| {
         let bank = bank.clone();
         async move {
@@ -214,12 +132,12 @@ async fn aggregate_loser_of_a_race_re_decides_and_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dcb_loser_of_a_race_re_decides_and_fails_cleanly() {
-    let store = GatedStore::new();
+    let store = gated_store();
     let bank = DcbBank::new(store.clone());
     bank.open(A, 100).await.unwrap();
     bank.open(B, 0).await.unwrap();
     bank.open(C, 0).await.unwrap();
-    store.arm();
+    store.hook.arm();
     let (to_b, to_c) = (request(10, A, B, 80), request(11, A, C, 80));
     let (first, second) = tokio::join!(bank.transfer(&to_b), bank.transfer(&to_c));
     let mut outcomes = [first.unwrap(), second.unwrap()];
@@ -240,11 +158,11 @@ async fn dcb_loser_of_a_race_re_decides_and_fails_cleanly() {
 async fn dcb_condition_covers_the_target_account_too() {
     // The transfer decides while B is open; B is frozen before the transfer appends.
     // Only B's tag changed, so only a condition over both accounts catches it.
-    let store = GatedStore::new();
+    let store = gated_store();
     let bank = DcbBank::new(store.clone());
     bank.open(A, 100).await.unwrap();
     bank.open(B, 0).await.unwrap();
-    store.arm();
+    store.hook.arm();
     let to_b = request(10, A, B, 30);
     let (moved, frozen) = tokio::join!(bank.transfer(&to_b), bank.freeze(B));
     frozen.unwrap();

@@ -63,7 +63,9 @@ async fn a_write_between_load_and_append_is_retried_on_the_new_state() {
         .unwrap();
 
     // Someone withdraws 8 just before our append of "withdraw 5".
-    store.sneak_in(&stream(), withdrawn("a", 8).to_new_event().unwrap());
+    store
+        .hook
+        .sneak_in(&stream(), withdrawn("a", 8).to_new_event().unwrap());
     let err = handler
         .handle(&stream(), &withdraw("a", 5), &ctx)
         .await
@@ -78,7 +80,9 @@ async fn a_write_between_load_and_append_is_retried_on_the_new_state() {
     );
     assert_eq!(all_events(&store).await.len(), 3);
 
-    store.sneak_in(&stream(), deposited("a", 1).to_new_event().unwrap());
+    store
+        .hook
+        .sneak_in(&stream(), deposited("a", 1).to_new_event().unwrap());
     let outcome = handler
         .handle(&stream(), &withdraw("a", 2), &ctx)
         .await
@@ -95,7 +99,9 @@ async fn conflicts_after_the_last_attempt_are_reported() {
     let ctx = CommandContext::new();
     handler.handle(&stream(), &open("a"), &ctx).await.unwrap();
     for _ in 0..3 {
-        store.sneak_in(&stream(), deposited("a", 1).to_new_event().unwrap());
+        store
+            .hook
+            .sneak_in(&stream(), deposited("a", 1).to_new_event().unwrap());
     }
     let err = handler
         .handle(&stream(), &deposit("a", 5), &ctx)
@@ -139,7 +145,7 @@ async fn a_replayed_command_appends_nothing_and_returns_the_first_outcome() {
         .handle(&stream(), &deposit("a", 1), &CommandContext::new())
         .await
         .unwrap();
-    let appends_before = *store.appends.lock().unwrap();
+    let appends_before = *store.hook.appends.lock().unwrap();
     let again = handler
         .handle(&stream(), &deposit("a", 5), &dep)
         .await
@@ -147,7 +153,7 @@ async fn a_replayed_command_appends_nothing_and_returns_the_first_outcome() {
     assert!(again.already_applied);
     assert_eq!(again.next_expected_revision, first.next_expected_revision);
     assert_eq!(
-        *store.appends.lock().unwrap(),
+        *store.hook.appends.lock().unwrap(),
         appends_before,
         "no append call"
     );

@@ -75,7 +75,7 @@ async fn a_matching_event_after_the_read_fails_the_condition_and_is_retried() {
     h.handle(&q, &s, &open("x"), &ctx).await.unwrap();
     h.handle(&q, &s, &deposit("x", 5), &ctx).await.unwrap();
     // A withdrawal in another stream sneaks in between our read and our append.
-    store.sneak_in(
+    store.hook.sneak_in(
         &StreamName::new("atm-1").unwrap(),
         withdrawn("x", 5).to_new_event().unwrap(),
     );
@@ -88,7 +88,7 @@ async fn a_matching_event_after_the_read_fails_the_condition_and_is_retried() {
         })
     );
     // An event outside the query does not fail the condition.
-    store.sneak_in(
+    store.hook.sneak_in(
         &StreamName::new("atm-1").unwrap(),
         deposited("other", 5).to_new_event().unwrap(),
     );
@@ -96,7 +96,9 @@ async fn a_matching_event_after_the_read_fails_the_condition_and_is_retried() {
     assert_eq!(outcome.attempts, 1);
     // Every attempt conflicting ends in Conflict.
     for _ in 0..2 {
-        store.sneak_in(&s, deposited("x", 1).to_new_event().unwrap());
+        store
+            .hook
+            .sneak_in(&s, deposited("x", 1).to_new_event().unwrap());
     }
     let err = h.handle(&q, &s, &deposit("x", 1), &ctx).await.unwrap_err();
     assert!(
@@ -128,12 +130,12 @@ async fn an_empty_read_conditions_on_the_head_and_a_replay_appends_nothing() {
         .handle(&account_query("x"), &s, &open("x"), &ctx)
         .await
         .unwrap();
-    let appends = *store.appends.lock().unwrap();
+    let appends = *store.hook.appends.lock().unwrap();
     let again = h
         .handle(&account_query("x"), &s, &open("x"), &ctx)
         .await
         .unwrap();
     assert!(again.already_applied);
     assert_eq!(again.position, first.position);
-    assert_eq!(*store.appends.lock().unwrap(), appends);
+    assert_eq!(*store.hook.appends.lock().unwrap(), appends);
 }
