@@ -25,6 +25,7 @@ pub mod error;
 mod extract;
 mod fanout;
 mod handlers;
+pub mod live_view;
 mod metrics;
 mod openapi;
 mod routes;
