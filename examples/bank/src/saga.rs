@@ -203,10 +203,7 @@ fn dispatch_error<E: std::fmt::Display + std::fmt::Debug>(e: CommandError<E>) ->
 #[async_trait]
 impl CommandBus<BankCommand> for BankBus {
     async fn dispatch(&self, command: BankCommand, saga: SagaContext) -> Result<(), DispatchError> {
-        let ctx = CommandContext::new()
-            .correlation_id(saga.correlation_id)
-            .causation_id(saga.causation_id)
-            .id_seed(saga.id_seed);
+        let ctx = CommandContext::from(&saga);
         match command {
             BankCommand::Account { command, .. } => {
                 self.0

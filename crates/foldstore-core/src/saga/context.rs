@@ -66,9 +66,11 @@ impl CommandContext {
         Self::derived(saga, correlation, event.id, kind, step)
     }
 
-    /// The id of the `index`-th event the command writes: the same on every replay.
+    /// The id of the `index`-th event the command writes: the same on every replay, and
+    /// the same id [`crate::CommandHandler`] gives that event when handed this context
+    /// (see [`crate::deterministic_event_id`]).
     pub fn event_id(&self, index: u32) -> Uuid {
-        Uuid::new_v5(&self.id_seed, &index.to_be_bytes())
+        crate::deterministic_event_id(self.id_seed, u64::from(index))
     }
 
     /// Metadata carrying the correlation and causation ids, for the events the
@@ -77,5 +79,43 @@ impl CommandContext {
         Metadata::new()
             .with_correlation_id(self.correlation_id)
             .with_causation_id(self.causation_id)
+    }
+}
+
+/// The command handler's context for a command a saga sends: the same correlation id,
+/// causation id and id seed, so the handler writes the ids [`CommandContext::event_id`]
+/// names and a replayed reaction appends nothing.
+impl From<&CommandContext> for crate::CommandContext {
+    fn from(saga: &CommandContext) -> Self {
+        crate::CommandContext::new()
+            .correlation_id(saga.correlation_id)
+            .causation_id(saga.causation_id)
+            .id_seed(saga.id_seed)
+    }
+}
+
+#[cfg(test)]
+mod handler_ids {
+    use super::CommandContext;
+
+    #[test]
+    fn a_saga_context_names_the_ids_the_command_handler_writes() {
+        let saga = CommandContext::derived(
+            "orders",
+            uuid::Uuid::from_u128(1),
+            uuid::Uuid::from_u128(2),
+            "send",
+            0,
+        );
+        let handler = crate::CommandContext::from(&saga);
+        let seed = handler.id_seed.expect("the seed travels");
+        for i in 0..3 {
+            assert_eq!(
+                saga.event_id(i),
+                crate::deterministic_event_id(seed, u64::from(i))
+            );
+        }
+        assert_eq!(handler.correlation_id, Some(saga.correlation_id));
+        assert_eq!(handler.causation_id, Some(saga.causation_id));
     }
 }
