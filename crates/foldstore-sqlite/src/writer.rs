@@ -865,14 +865,17 @@ fn append(
             }
             insert.raw_execute().map_err(sql("inserting events"))?;
         }
-        let mut tag = conn
-            .prepare_cached("INSERT OR IGNORE INTO event_tags (tag, position) VALUES (?1, ?2)")
-            .map_err(sql("preparing the tag insert"))?;
-        let first_position = position - events.len() as i64;
-        for (offset, e) in events.iter().enumerate() {
-            for t in &e.tags {
-                tag.execute(params![t, first_position + offset as i64])
-                    .map_err(sql("inserting a tag"))?;
+        // Most appends carry no tags: they skip the statement cache lookup.
+        if events.iter().any(|e| !e.tags.is_empty()) {
+            let mut tag = conn
+                .prepare_cached("INSERT OR IGNORE INTO event_tags (tag, position) VALUES (?1, ?2)")
+                .map_err(sql("preparing the tag insert"))?;
+            let first_position = position - events.len() as i64;
+            for (offset, e) in events.iter().enumerate() {
+                for t in &e.tags {
+                    tag.execute(params![t, first_position + offset as i64])
+                        .map_err(sql("inserting a tag"))?;
+                }
             }
         }
     }
