@@ -50,6 +50,7 @@
 //! ids, which is idempotent. The pool reconnects by itself; subscriptions retry their
 //! reads while the server is away and go on from their last position.
 
+mod batch;
 mod error;
 mod locks;
 mod options;

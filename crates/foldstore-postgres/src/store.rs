@@ -19,6 +19,7 @@ use foldstore_core::{
     ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamMetadata, StreamName,
     SubscribeFrom, SubscribeStreamFrom, group_hash,
 };
+use futures::TryStreamExt;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio_postgres::NoTls;
@@ -38,6 +39,7 @@ const NAME_CACHE_LIMIT: usize = 200_000;
 pub(crate) struct Sql {
     schema: String,
     pub(crate) append: String,
+    pub(crate) append_batch: String,
     pub(crate) lock_keys: String,
     pub(crate) xmin: String,
     pub(crate) head: String,
@@ -59,6 +61,11 @@ impl Sql {
                  condition_tx, condition_seq \
                  FROM {s}.append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
                  $14, $15, $16, $17, $18)"
+            ),
+            append_batch: format!(
+                "SELECT out_written, out_first_revision, out_tx, out_last_seq \
+                 FROM {s}.append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                 $13, $14, $15)"
             ),
             lock_keys: format!("SELECT {s}.lock_keys($1, $2)"),
             xmin: "SELECT pg_snapshot_xmin(pg_current_snapshot())".to_owned(),
@@ -389,16 +396,7 @@ impl PostgresStore {
             .iter()
             .map(|(p, t)| (p.as_ref() as &(dyn ToSql + Sync), t.clone()))
             .collect();
-        let rows = conn
-            .query_typed(&sql, &refs)
-            .await
-            .map_err(|e| backend(e, Effect::None))?;
-        let names = self.stream_names(&conn, &rows).await?;
-        let mut events = Vec::with_capacity(rows.len());
-        for (row, name) in rows.iter().zip(names) {
-            events.push(event_from_row(row, name)?);
-        }
-        Ok(events)
+        Ok(self.events_of(&conn, &sql, refs).await?)
     }
 
     /// A Dynamic Consistency Boundary read below the visibility horizon, like
@@ -489,16 +487,55 @@ impl PostgresStore {
             .iter()
             .map(|(p, t)| (p.as_ref() as &(dyn ToSql + Sync), t.clone()))
             .collect();
+        Ok(self.events_of(&conn, &sql, refs).await?)
+    }
+
+    /// Runs `sql` (selecting [`EVENT_COLUMNS`]) as an unnamed statement and decodes
+    /// its rows as they arrive, so that decoding overlaps with PostgreSQL producing
+    /// the rest of the page. Stream names come from the name cache; rows of streams it
+    /// lacks wait for one query of their names at the end.
+    async fn events_of(
+        &self,
+        conn: &deadpool_postgres::Object,
+        sql: &str,
+        params: Vec<(&(dyn ToSql + Sync), Type)>,
+    ) -> Result<Vec<RecordedEvent>, BackendError> {
         let rows = conn
-            .query_typed(&sql, &refs)
+            .query_typed_raw(sql, params)
             .await
             .map_err(|e| backend(e, Effect::None))?;
-        let names = self.stream_names(&conn, &rows).await?;
-        let mut events = Vec::with_capacity(rows.len());
-        for (row, name) in rows.iter().zip(names) {
-            events.push(event_from_row(row, name)?);
+        let mut rows = std::pin::pin!(rows);
+        let mut events: Vec<Option<RecordedEvent>> = Vec::new();
+        let mut unnamed: Vec<(usize, tokio_postgres::Row)> = Vec::new();
+        while let Some(row) = rows
+            .try_next()
+            .await
+            .map_err(|e| backend(e, Effect::None))?
+        {
+            let id = crate::pg::stream_id_of(&row)?;
+            let name = self
+                .shared()
+                .names
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&id)
+                .cloned();
+            match name {
+                Some(name) => events.push(Some(event_from_row(&row, name)?)),
+                None => {
+                    unnamed.push((events.len(), row));
+                    events.push(None);
+                }
+            }
         }
-        Ok(events)
+        if !unnamed.is_empty() {
+            let (slots, rows): (Vec<usize>, Vec<tokio_postgres::Row>) = unnamed.into_iter().unzip();
+            let names = self.stream_names(conn, &rows).await?;
+            for ((slot, row), name) in slots.into_iter().zip(&rows).zip(names) {
+                events[slot] = Some(event_from_row(row, name)?);
+            }
+        }
+        Ok(events.into_iter().flatten().collect())
     }
 
     /// The stream names of event rows, from the name cache; names it lacks are read in

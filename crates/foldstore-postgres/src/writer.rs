@@ -3,7 +3,15 @@
 //! A writer task takes the appends queued meanwhile (up to `max_batch`), orders them by
 //! stream name (a stable sort: one stream's appends keep their order; every process
 //! locks stream rows in the same order, so batches of two processes cannot deadlock on
-//! them) and sends, pipelined in one round trip:
+//! them) and writes them in two steps:
+//!
+//! 1. The fast path ([`crate::batch`]): every append without a condition, in one
+//!    transaction of a few `append_batch` calls. What it leaves unwritten (a stored
+//!    id, an expectation that does not hold) goes on to step 2.
+//! 2. The slow path, below: one `append` call per append, which returns the facts a
+//!    refusal is decided on. Conditional appends always take it.
+//!
+//! The slow path sends, pipelined in one round trip:
 //!
 //! ```text
 //! BEGIN; SELECT lock_keys(...); SELECT append(...); SELECT append(...); ...; COMMIT
@@ -43,6 +51,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 use uuid::Uuid;
 
+use crate::batch;
 use crate::error::{
     Effect, backend, is_duplicate_id, is_in_failed_transaction, is_transient_conflict,
 };
@@ -73,7 +82,7 @@ const STEPS_BEFORE_APPENDS: usize = 2;
 
 /// Joins the tags or types of one event or query item for the SQL functions; tags and
 /// types hold no control characters, so `chr(31)` cannot occur in them.
-const SEPARATOR: &str = "\u{1f}";
+pub(crate) const SEPARATOR: &str = "\u{1f}";
 
 /// The most bytes of event data one batch gathers before it is sent.
 const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
@@ -176,7 +185,99 @@ async fn commit_batch(shared: &Shared, mut pending: Vec<Request>) {
     }
 }
 
-async fn commit_chunk(shared: &Shared, mut pending: Vec<Request>) {
+/// Commits one transaction's worth of appends: those that [`batch::fits`] through the
+/// fast path first, then the rest (and whatever the fast path left unwritten) one
+/// `append` call each.
+async fn commit_chunk(shared: &Shared, pending: Vec<Request>) {
+    let (fast, slow): (Vec<Request>, Vec<Request>) = pending.into_iter().partition(batch::fits);
+    let mut rest = commit_fast(shared, fast).await;
+    if rest.is_empty() {
+        rest = slow;
+    } else if !slow.is_empty() {
+        rest.extend(slow);
+        // The slow path locks stream rows in name order too.
+        rest.sort_by(|a, b| a.stream.cmp(&b.stream));
+    }
+    if !rest.is_empty() {
+        commit_slow(shared, rest).await;
+    }
+}
+
+/// Runs `pending` through `append_batch`, answers the appends it wrote, and returns
+/// those left for the slow path: the unwritten ones, or all of them when the
+/// transaction rolled back.
+async fn commit_fast(shared: &Shared, pending: Vec<Request>) -> Vec<Request> {
+    if pending.is_empty() {
+        return pending;
+    }
+    let conn = match shared.pool.get().await {
+        Ok(conn) => conn,
+        Err(e) => {
+            fail_all(pending, &crate::error::pool(e));
+            return Vec::new();
+        }
+    };
+    let statements = async {
+        let stmt = conn.prepare_cached(&shared.sql.append_batch).await?;
+        let lock = conn.prepare_cached(&shared.sql.lock_keys).await?;
+        Ok::<_, tokio_postgres::Error>((stmt, lock))
+    };
+    let (stmt, lock) = match statements.await {
+        Ok(statements) => statements,
+        Err(e) => {
+            fail_all(pending, &backend(e, Effect::None));
+            return Vec::new();
+        }
+    };
+    let mut locks = LockSet::default();
+    for request in &pending {
+        locks_of(&shared.options.schema, request, &mut locks);
+    }
+    let (keys, exclusive) = locks.arrays();
+    let delay = shared.options.test_commit_delay;
+    match batch::attempt(&conn, &stmt, &lock, (&keys, &exclusive), &pending, delay).await {
+        batch::FastAttempt::Committed(outcomes) => {
+            // Record the acknowledged transaction before answering, so that a caller's
+            // next read of `$all` waits for it.
+            if let Some(tx) = outcomes
+                .iter()
+                .flatten()
+                .map(|r| crate::pg::tx_of(r.position))
+                .max()
+            {
+                shared.acknowledged(tx);
+            }
+            let mut rest = Vec::new();
+            for (request, outcome) in pending.into_iter().zip(outcomes) {
+                match outcome {
+                    Some(result) => {
+                        let _ = request.reply.send(Ok(result));
+                    }
+                    None => rest.push(request),
+                }
+            }
+            rest
+        }
+        batch::FastAttempt::RolledBack(error) => {
+            tracing::debug!(%error, "group commit fast path rolled back; running its appends one by one");
+            pending
+        }
+        batch::FastAttempt::Lost { error, effect } => {
+            // Do not give the connection back: its state is unknown.
+            let _ = deadpool_postgres::Object::take(conn);
+            fail_all(pending, &backend(error, effect));
+            Vec::new()
+        }
+        batch::FastAttempt::Broken(e) => {
+            fail_all(pending, &e);
+            Vec::new()
+        }
+    }
+}
+
+/// Runs `pending` one `append` call each in a transaction, again until every append
+/// has its answer.
+async fn commit_slow(shared: &Shared, mut pending: Vec<Request>) {
     let mut conflicts = 0;
     while !pending.is_empty() {
         let conn = match shared.pool.get().await {
@@ -362,13 +463,16 @@ impl<'a> Params<'a> {
     }
 }
 
-type Step<'a> =
-    Pin<Box<dyn Future<Output = Result<Option<Row>, tokio_postgres::Error>> + Send + 'a>>;
+/// One statement of a pipelined transaction, yielding `T`.
+pub(crate) type Step<'a, T = Option<Row>> =
+    Pin<Box<dyn Future<Output = Result<T, tokio_postgres::Error>> + Send + 'a>>;
 
 /// Runs `steps` pipelined: each is polled once, in order, which sends its messages
 /// (tokio-postgres sends a request on its first poll); then they are awaited in order.
-async fn pipelined(mut steps: Vec<Step<'_>>) -> Vec<Result<Option<Row>, tokio_postgres::Error>> {
-    let mut ready: Vec<Option<Result<Option<Row>, tokio_postgres::Error>>> =
+pub(crate) async fn pipelined<T>(
+    mut steps: Vec<Step<'_, T>>,
+) -> Vec<Result<T, tokio_postgres::Error>> {
+    let mut ready: Vec<Option<Result<T, tokio_postgres::Error>>> =
         steps.iter().map(|_| None).collect();
     poll_fn_once(|cx| {
         for (step, slot) in steps.iter_mut().zip(ready.iter_mut()) {
@@ -584,7 +688,7 @@ fn decide(request: &Request, row: &Row) -> Result<Decision, BackendError> {
 
 /// A pseudo-random duration below `max` (test hook only; not for anything that needs
 /// good randomness).
-fn random_below(max: Duration) -> Duration {
+pub(crate) fn random_below(max: Duration) -> Duration {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));

@@ -1,0 +1,339 @@
+//! The fast path of a group commit: every unconditional append of a batch in a few
+//! `append_batch` calls (schema version 3) instead of one `append` call each.
+//!
+//! ```text
+//! BEGIN; SELECT lock_keys(...); SELECT * FROM append_batch(<layer 1>); ...; COMMIT
+//! ```
+//!
+//! A layer holds at most one append per stream (`append_batch` needs distinct names):
+//! the first append of each stream goes into layer 1, the second into layer 2, and so
+//! on; the layers run in order in the same transaction, so a later append to a stream
+//! sees the earlier one's revision. `append_batch` writes an append or leaves it
+//! unwritten (a stored id, a tombstone, an expectation that does not hold); the
+//! unwritten ones, and every append of a batch whose transaction failed, go on to the
+//! slow path in [`crate::writer`], which runs `append` per append and learns from the
+//! facts it returns whether an append is a retry, a refusal or, as the stream changed
+//! in between, a success after all. Empty appends and conditional appends go to the
+//! slow path directly.
+
+use foldstore_core::{AppendResult, BackendError, BackendErrorKind, ExpectedRevision, group_hash};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Statement};
+use uuid::Uuid;
+
+use crate::error::{Effect, is_in_failed_transaction, is_transient_conflict};
+use crate::pg::{Xid8, position, to_i64, to_u64};
+use crate::writer::{Request, SEPARATOR, Step, pipelined, random_below};
+
+/// Statements of a batch before its first `append_batch`: `BEGIN` and `lock_keys`.
+const STEPS_BEFORE_LAYERS: usize = 2;
+
+/// How an attempt at the fast path ended.
+pub(crate) enum FastAttempt {
+    /// Committed. Per request, in order: its result when written, `None` when
+    /// `append_batch` left it unwritten.
+    Committed(Vec<Option<AppendResult>>),
+    /// The transaction rolled back on an SQL error (a concurrent append committed one
+    /// of the ids, a deadlock, a timeout): nothing was written.
+    RolledBack(tokio_postgres::Error),
+    /// The connection failed; `effect` says whether the batch may have committed.
+    Lost {
+        /// What the driver said.
+        error: tokio_postgres::Error,
+        /// Whether the transaction may have committed.
+        effect: Effect,
+    },
+    /// A row could not be decoded.
+    Broken(BackendError),
+}
+
+/// Whether `request` may take the fast path.
+pub(crate) fn fits(request: &Request) -> bool {
+    request.condition.is_none() && !request.events.is_empty()
+}
+
+/// The arguments of one `append_batch` call.
+#[derive(Default)]
+struct Layer<'a> {
+    /// Index in the batch of each of the layer's appends.
+    members: Vec<usize>,
+    streams: Vec<&'a str>,
+    categories: Vec<&'a str>,
+    group_hashes: Vec<i64>,
+    category_hashes: Vec<i64>,
+    kinds: Vec<i16>,
+    revisions: Vec<i64>,
+    counts: Vec<i32>,
+    event_appends: Vec<i32>,
+    event_offsets: Vec<i32>,
+    ids: Vec<Uuid>,
+    types: Vec<&'a str>,
+    content_types: Vec<&'a str>,
+    datas: Vec<&'a [u8]>,
+    metadatas: Vec<&'a str>,
+    tags: Vec<Option<String>>,
+}
+
+impl<'a> Layer<'a> {
+    fn push(&mut self, index: usize, request: &'a Request) {
+        let (kind, revision) = match request.expected {
+            ExpectedRevision::Any => (0, 0),
+            ExpectedRevision::NoStream => (1, 0),
+            ExpectedRevision::StreamExists => (2, 0),
+            ExpectedRevision::Exact(n) => (3, to_i64(n)),
+        };
+        self.members.push(index);
+        let append = i32::try_from(self.members.len()).unwrap_or(i32::MAX);
+        self.streams.push(request.stream.as_str());
+        self.categories.push(request.stream.category());
+        self.group_hashes
+            .push(to_i64(group_hash(request.stream.id())));
+        self.category_hashes
+            .push(to_i64(group_hash(request.stream.category())));
+        self.kinds.push(kind);
+        self.revisions.push(revision);
+        self.counts
+            .push(i32::try_from(request.events.len()).unwrap_or(i32::MAX));
+        for (offset, event) in request.events.iter().enumerate() {
+            self.event_appends.push(append);
+            self.event_offsets
+                .push(i32::try_from(offset).unwrap_or(i32::MAX));
+            self.ids.push(event.id);
+            self.types.push(event.event_type.as_str());
+            self.content_types.push(event.content_type.as_str());
+            self.datas.push(event.data.as_ref());
+            self.metadatas.push(event.metadata.as_str());
+            self.tags
+                .push((!event.tags.is_empty()).then(|| event.tags.join(SEPARATOR)));
+        }
+    }
+
+    fn refs(&self) -> [&(dyn ToSql + Sync); 15] {
+        [
+            &self.streams,
+            &self.categories,
+            &self.group_hashes,
+            &self.category_hashes,
+            &self.kinds,
+            &self.revisions,
+            &self.counts,
+            &self.event_appends,
+            &self.event_offsets,
+            &self.ids,
+            &self.types,
+            &self.content_types,
+            &self.datas,
+            &self.metadatas,
+            &self.tags,
+        ]
+    }
+}
+
+/// Splits `pending` (sorted by stream) into layers with one append per stream each.
+fn layers(pending: &[Request]) -> Vec<Layer<'_>> {
+    let mut layers: Vec<Layer<'_>> = Vec::new();
+    let mut depth = 0;
+    for (index, request) in pending.iter().enumerate() {
+        depth = match index.checked_sub(1).map(|i| &pending[i]) {
+            Some(previous) if previous.stream == request.stream => depth + 1,
+            _ => 0,
+        };
+        if layers.len() <= depth {
+            layers.push(Layer::default());
+        }
+        layers[depth].push(index, request);
+    }
+    layers
+}
+
+/// Runs `pending` (every one [`fits`], sorted by stream) through `append_batch` in one
+/// transaction, after `lock` took the batch's advisory locks (`keys`, `exclusive`).
+pub(crate) async fn attempt(
+    conn: &deadpool_postgres::Object,
+    stmt: &Statement,
+    lock: &Statement,
+    (keys, exclusive): (&Vec<i64>, &Vec<bool>),
+    pending: &[Request],
+    test_commit_delay: Option<std::time::Duration>,
+) -> FastAttempt {
+    let layers = layers(pending);
+    let mut steps: Vec<Step<'_, Vec<Row>>> = Vec::with_capacity(layers.len() + 3);
+    steps.push(Box::pin(async {
+        conn.batch_execute("BEGIN").await.map(|()| Vec::new())
+    }));
+    steps.push(Box::pin(async move {
+        conn.execute(lock, &[keys, exclusive])
+            .await
+            .map(|_| Vec::new())
+    }));
+    for layer in &layers {
+        steps.push(Box::pin(
+            async move { conn.query(stmt, &layer.refs()).await },
+        ));
+    }
+    if test_commit_delay.is_none() {
+        steps.push(Box::pin(async {
+            conn.batch_execute("COMMIT").await.map(|()| Vec::new())
+        }));
+    }
+    let mut results = pipelined(steps).await;
+    let commit = if test_commit_delay.is_none() {
+        results.pop()
+    } else {
+        None
+    };
+
+    if let Some(i) = results
+        .iter()
+        .position(|r| matches!(r, Err(e) if e.code().is_none()))
+        && let Err(error) = results.remove(i)
+    {
+        let effect = if test_commit_delay.is_none() {
+            Effect::Unknown
+        } else {
+            Effect::None
+        };
+        return FastAttempt::Lost { error, effect };
+    }
+    if let Some(i) = results
+        .iter()
+        .position(|r| matches!(r, Err(e) if !is_in_failed_transaction(e)))
+        && let Err(error) = results.remove(i)
+    {
+        if test_commit_delay.is_some() {
+            let _ = conn.batch_execute("ROLLBACK").await;
+        }
+        return FastAttempt::RolledBack(error);
+    }
+
+    let mut outcomes: Vec<Option<AppendResult>> = pending.iter().map(|_| None).collect();
+    for (layer, result) in layers
+        .iter()
+        .zip(results.into_iter().skip(STEPS_BEFORE_LAYERS))
+    {
+        let rows = result.unwrap_or_default();
+        if rows.len() != layer.members.len() {
+            return broken(
+                conn,
+                test_commit_delay,
+                BackendError::new(
+                    BackendErrorKind::Incompatible,
+                    format!(
+                        "append_batch returned {} rows for {} appends; is the schema from another foldstore version?",
+                        rows.len(),
+                        layer.members.len()
+                    ),
+                ),
+            )
+            .await;
+        }
+        for (&index, row) in layer.members.iter().zip(&rows) {
+            match decide(&pending[index], row) {
+                Ok(outcome) => outcomes[index] = outcome,
+                Err(e) => return broken(conn, test_commit_delay, e).await,
+            }
+        }
+    }
+
+    let commit = match commit {
+        Some(commit) => commit,
+        None => {
+            if let Some(max) = test_commit_delay {
+                tokio::time::sleep(random_below(max)).await;
+            }
+            conn.batch_execute("COMMIT").await.map(|()| Vec::new())
+        }
+    };
+    match commit {
+        Ok(_) => FastAttempt::Committed(outcomes),
+        Err(error) if error.code().is_some() && is_transient_conflict(&error) => {
+            FastAttempt::RolledBack(error)
+        }
+        Err(error) => FastAttempt::Lost {
+            error,
+            effect: Effect::Unknown,
+        },
+    }
+}
+
+/// A row that could not be read: roll back if `COMMIT` has not run yet, else the batch
+/// is written but its answers are unknown.
+async fn broken(
+    conn: &deadpool_postgres::Object,
+    test_commit_delay: Option<std::time::Duration>,
+    e: BackendError,
+) -> FastAttempt {
+    if test_commit_delay.is_some() {
+        let _ = conn.batch_execute("ROLLBACK").await;
+        return FastAttempt::Broken(e);
+    }
+    FastAttempt::Broken(BackendError::new(
+        BackendErrorKind::OutcomeUnknown,
+        format!("{e}; the batch was committed: retry with the same ids"),
+    ))
+}
+
+fn decode(e: tokio_postgres::Error) -> BackendError {
+    BackendError::new(
+        BackendErrorKind::Incompatible,
+        "append_batch returned an unexpected row; is the schema from another foldstore version?",
+    )
+    .with_source(e)
+}
+
+/// `append_batch`'s row for `request`: its result when written.
+fn decide(request: &Request, row: &Row) -> Result<Option<AppendResult>, BackendError> {
+    let written: bool = row.try_get(0).map_err(decode)?;
+    if !written {
+        return Ok(None);
+    }
+    let first: i64 = row.try_get(1).map_err(decode)?;
+    let tx: Xid8 = row.try_get(2).map_err(decode)?;
+    let last_seq: i64 = row.try_get(3).map_err(decode)?;
+    let n = request.events.len() as u64;
+    Ok(Some(AppendResult {
+        next_expected_revision: to_u64(first, "revision")? + n - 1,
+        position: position(tx, last_seq),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use foldstore_core::{NewEvent, StreamName};
+    use tokio::sync::oneshot;
+
+    fn request(stream: &str, events: usize) -> Request {
+        let (reply, _) = oneshot::channel();
+        Request {
+            stream: StreamName::new(stream).unwrap(),
+            expected: ExpectedRevision::Any,
+            events: (0..events)
+                .map(|_| NewEvent::raw("E", &b"{}"[..], foldstore_core::JSON))
+                .collect(),
+            condition: None,
+            reply,
+            races: 0,
+        }
+    }
+
+    #[test]
+    fn layers_hold_one_append_per_stream_in_batch_order() {
+        let pending = vec![
+            request("a-1", 2),
+            request("a-1", 1),
+            request("a-1", 1),
+            request("b-1", 3),
+            request("c-1", 1),
+            request("c-1", 1),
+        ];
+        let layers = layers(&pending);
+        let members: Vec<Vec<usize>> = layers.iter().map(|l| l.members.clone()).collect();
+        assert_eq!(members, vec![vec![0, 3, 4], vec![1, 5], vec![2]]);
+        // Events carry their append's 1-based index within the layer and their offset.
+        assert_eq!(layers[0].event_appends, vec![1, 1, 2, 2, 2, 3]);
+        assert_eq!(layers[0].event_offsets, vec![0, 1, 0, 1, 2, 0]);
+        assert_eq!(layers[0].streams, vec!["a-1", "b-1", "c-1"]);
+        assert_eq!(layers[1].event_appends, vec![1, 2]);
+    }
+}
