@@ -79,6 +79,7 @@ DECLARE
     v_first     bigint[] := array_fill(NULL::bigint, ARRAY[v_n]);
     v_last_seq  bigint[] := array_fill(NULL::bigint, ARRAY[v_n]);
     v_append    integer;
+    v_stored    uuid;
     v_id        bigint;
     v_value     bigint;
 BEGIN
@@ -86,12 +87,13 @@ BEGIN
     --    (A concurrent append that commits the same id after this check makes the
     --    insert below fail on events_id_unique; the caller then runs the whole group
     --    through append().)
-    FOR v_append IN
-        SELECT DISTINCT u.a
-          FROM unnest(p_ids, p_event_appends) AS u(id, a)
-          JOIN events e ON e.id = u.id
+    --    `id = ANY (..)` probes the id index once per id whatever the planner thinks of
+    --    the array's size (a join with unnest() could be planned as a scan of the
+    --    whole index).
+    FOR v_stored IN
+        SELECT e.id FROM events e WHERE e.id = ANY (p_ids)
     LOOP
-        v_blocked[v_append] := true;
+        v_blocked[p_event_appends[array_position(p_ids, v_stored)]] := true;
     END LOOP;
 
     -- 2. Lock or create each stream row, in byte order of the names, and move the
