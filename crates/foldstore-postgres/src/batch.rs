@@ -21,9 +21,10 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 use uuid::Uuid;
 
-use crate::error::{Effect, is_in_failed_transaction, is_transient_conflict};
+use crate::error::Effect;
 use crate::pg::{Xid8, position, to_i64, to_u64};
-use crate::writer::{Request, SEPARATOR, Step, pipelined, random_below};
+use crate::pipeline::{self, NotCommitted, Sent, Step};
+use crate::writer::{Request, SEPARATOR};
 
 /// Statements of a batch before its first `append_batch`: `BEGIN` and `lock_keys`.
 const STEPS_BEFORE_LAYERS: usize = 2;
@@ -156,11 +157,9 @@ pub(crate) async fn attempt(
     pending: &[Request],
     test_commit_delay: Option<std::time::Duration>,
 ) -> FastAttempt {
+    let delay = test_commit_delay;
     let layers = layers(pending);
-    let mut steps: Vec<Step<'_, Vec<Row>>> = Vec::with_capacity(layers.len() + 3);
-    steps.push(Box::pin(async {
-        conn.batch_execute("BEGIN").await.map(|()| Vec::new())
-    }));
+    let mut steps: Vec<Step<'_, Vec<Row>>> = Vec::with_capacity(layers.len() + 1);
     steps.push(Box::pin(async move {
         conn.execute(lock, &[keys, exclusive])
             .await
@@ -171,106 +170,44 @@ pub(crate) async fn attempt(
             async move { conn.query(stmt, &layer.refs()).await },
         ));
     }
-    if test_commit_delay.is_none() {
-        steps.push(Box::pin(async {
-            conn.batch_execute("COMMIT").await.map(|()| Vec::new())
-        }));
-    }
-    let mut results = pipelined(steps).await;
-    let commit = if test_commit_delay.is_none() {
-        results.pop()
-    } else {
-        None
+    let (outputs, commit) = match pipeline::send(conn, steps, delay).await {
+        Sent::Ran { outputs, commit } => (outputs, commit),
+        Sent::Lost { error, effect } => return FastAttempt::Lost { error, effect },
+        Sent::Failed { error, .. } => return FastAttempt::RolledBack(error),
     };
 
-    if let Some(i) = results
-        .iter()
-        .position(|r| matches!(r, Err(e) if e.code().is_none()))
-        && let Err(error) = results.remove(i)
-    {
-        let effect = if test_commit_delay.is_none() {
-            Effect::Unknown
-        } else {
-            Effect::None
-        };
-        return FastAttempt::Lost { error, effect };
-    }
-    if let Some(i) = results
-        .iter()
-        .position(|r| matches!(r, Err(e) if !is_in_failed_transaction(e)))
-        && let Err(error) = results.remove(i)
-    {
-        if test_commit_delay.is_some() {
-            let _ = conn.batch_execute("ROLLBACK").await;
-        }
-        return FastAttempt::RolledBack(error);
-    }
-
     let mut outcomes: Vec<Option<AppendResult>> = pending.iter().map(|_| None).collect();
-    for (layer, result) in layers
+    for (layer, rows) in layers
         .iter()
-        .zip(results.into_iter().skip(STEPS_BEFORE_LAYERS))
+        .zip(outputs.into_iter().skip(STEPS_BEFORE_LAYERS))
     {
-        let rows = result.unwrap_or_default();
         if rows.len() != layer.members.len() {
-            return broken(
-                conn,
-                test_commit_delay,
-                BackendError::new(
-                    BackendErrorKind::Incompatible,
-                    format!(
-                        "append_batch returned {} rows for {} appends; is the schema from another foldstore version?",
-                        rows.len(),
-                        layer.members.len()
-                    ),
+            let e = BackendError::new(
+                BackendErrorKind::Incompatible,
+                format!(
+                    "append_batch returned {} rows for {} appends; is the schema from another foldstore version?",
+                    rows.len(),
+                    layer.members.len()
                 ),
-            )
-            .await;
+            );
+            return FastAttempt::Broken(pipeline::unreadable(conn, delay, e).await);
         }
         for (&index, row) in layer.members.iter().zip(&rows) {
             match decide(&pending[index], row) {
                 Ok(outcome) => outcomes[index] = outcome,
-                Err(e) => return broken(conn, test_commit_delay, e).await,
+                Err(e) => return FastAttempt::Broken(pipeline::unreadable(conn, delay, e).await),
             }
         }
     }
 
-    let commit = match commit {
-        Some(commit) => commit,
-        None => {
-            if let Some(max) = test_commit_delay {
-                tokio::time::sleep(random_below(max)).await;
-            }
-            conn.batch_execute("COMMIT").await.map(|()| Vec::new())
-        }
-    };
-    match commit {
-        Ok(_) => FastAttempt::Committed(outcomes),
-        Err(error) if error.code().is_some() && is_transient_conflict(&error) => {
-            FastAttempt::RolledBack(error)
-        }
-        Err(error) => FastAttempt::Lost {
+    match pipeline::finish(conn, commit, delay).await {
+        Ok(()) => FastAttempt::Committed(outcomes),
+        Err(NotCommitted::Conflict(error)) => FastAttempt::RolledBack(error),
+        Err(NotCommitted::Lost(error)) => FastAttempt::Lost {
             error,
             effect: Effect::Unknown,
         },
     }
-}
-
-/// A row that could not be read: roll back if `COMMIT` has not run yet, else the batch
-/// is written but its answers are unknown.
-async fn broken(
-    conn: &deadpool_postgres::Object,
-    test_commit_delay: Option<std::time::Duration>,
-    e: BackendError,
-) -> FastAttempt {
-    if test_commit_delay.is_some() {
-        let _ = conn.batch_execute("ROLLBACK").await;
-        return FastAttempt::Broken(e);
-    }
-    FastAttempt::Broken(BackendError::new(
-        BackendErrorKind::OutcomeUnknown,
-        format!("{e}; the batch was committed: retry with the same ids"),
-    ))
 }
 
 fn decode(e: tokio_postgres::Error) -> BackendError {

@@ -55,6 +55,7 @@ mod error;
 mod locks;
 mod options;
 mod pg;
+mod pipeline;
 pub mod projection;
 mod schema;
 mod store;

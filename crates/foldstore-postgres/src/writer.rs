@@ -33,11 +33,7 @@
 //!
 //! Answers go out only after `COMMIT` returned.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::task::Poll;
 use std::time::Duration;
 
 use foldstore_core::dcb::AppendCondition;
@@ -52,11 +48,10 @@ use tokio_postgres::{Row, Statement};
 use uuid::Uuid;
 
 use crate::batch;
-use crate::error::{
-    Effect, backend, is_duplicate_id, is_in_failed_transaction, is_transient_conflict,
-};
+use crate::error::{Effect, backend, is_duplicate_id, is_transient_conflict};
 use crate::locks::{LockSet, matches_everything};
 use crate::pg::{Xid8, position, split, to_i64, to_u64};
+use crate::pipeline::{self, NotCommitted, Sent, Step};
 use crate::store::Shared;
 
 /// An append waiting for a writer.
@@ -463,44 +458,6 @@ impl<'a> Params<'a> {
     }
 }
 
-/// One statement of a pipelined transaction, yielding `T`.
-pub(crate) type Step<'a, T = Option<Row>> =
-    Pin<Box<dyn Future<Output = Result<T, tokio_postgres::Error>> + Send + 'a>>;
-
-/// Runs `steps` pipelined: each is polled once, in order, which sends its messages
-/// (tokio-postgres sends a request on its first poll); then they are awaited in order.
-pub(crate) async fn pipelined<T>(
-    mut steps: Vec<Step<'_, T>>,
-) -> Vec<Result<T, tokio_postgres::Error>> {
-    let mut ready: Vec<Option<Result<T, tokio_postgres::Error>>> =
-        steps.iter().map(|_| None).collect();
-    poll_fn_once(|cx| {
-        for (step, slot) in steps.iter_mut().zip(ready.iter_mut()) {
-            if let Poll::Ready(out) = step.as_mut().poll(cx) {
-                *slot = Some(out);
-            }
-        }
-    })
-    .await;
-    let mut out = Vec::with_capacity(steps.len());
-    for (step, slot) in steps.into_iter().zip(ready) {
-        out.push(match slot {
-            Some(done) => done,
-            None => step.await,
-        });
-    }
-    out
-}
-
-/// Runs `f` once with the task's context.
-async fn poll_fn_once(mut f: impl FnMut(&mut std::task::Context<'_>)) {
-    futures::future::poll_fn(|cx| {
-        f(cx);
-        Poll::Ready(())
-    })
-    .await;
-}
-
 async fn attempt(
     shared: &Shared,
     conn: &deadpool_postgres::Object,
@@ -515,10 +472,7 @@ async fn attempt(
     }
     let (keys, exclusive) = locks.arrays();
     let delay = shared.options.test_commit_delay;
-    let mut steps: Vec<Step<'_>> = Vec::with_capacity(params.len() + 3);
-    steps.push(Box::pin(async {
-        conn.batch_execute("BEGIN").await.map(|()| None)
-    }));
+    let mut steps: Vec<Step<'_, Option<Row>>> = Vec::with_capacity(params.len() + 1);
     // Every advisory lock of the transaction, sorted, before any stream row is locked.
     let (keys, exclusive) = (&keys, &exclusive);
     steps.push(Box::pin(async move {
@@ -529,92 +483,42 @@ async fn attempt(
             conn.query_one(stmt, &p.refs()).await.map(Some)
         }));
     }
-    if delay.is_none() {
-        steps.push(Box::pin(async {
-            conn.batch_execute("COMMIT").await.map(|()| None)
-        }));
-    }
-    let mut results = pipelined(steps).await;
-    let commit = if delay.is_none() { results.pop() } else { None };
-
-    // The connection broke: with COMMIT pipelined the batch may have committed.
-    if let Some(i) = results
-        .iter()
-        .position(|r| matches!(r, Err(e) if e.code().is_none()))
-        && let Err(error) = results.remove(i)
-    {
-        let effect = if delay.is_none() {
-            Effect::Unknown
-        } else {
-            Effect::None
-        };
-        return Attempt::Lost { error, effect };
-    }
-    // A statement failed: the transaction rolled back (the pipelined COMMIT became a
-    // rollback). Find the statement that failed first; those after it only say that
-    // the transaction had failed.
-    if let Some(i) = results
-        .iter()
-        .position(|r| matches!(r, Err(e) if !is_in_failed_transaction(e)))
-        && let Err(error) = results.remove(i)
-    {
-        if delay.is_some() {
-            let _ = conn.batch_execute("ROLLBACK").await;
+    let (outputs, commit) = match pipeline::send(conn, steps, delay).await {
+        Sent::Ran { outputs, commit } => (outputs, commit),
+        Sent::Lost { error, effect } => return Attempt::Lost { error, effect },
+        Sent::Failed { index, error } => {
+            if index < STEPS_BEFORE_APPENDS || is_transient_conflict(&error) {
+                return Attempt::Conflict(error);
+            }
+            return Attempt::Failed {
+                index: index - STEPS_BEFORE_APPENDS,
+                error,
+            };
         }
-        if i < STEPS_BEFORE_APPENDS || is_transient_conflict(&error) {
-            return Attempt::Conflict(error);
-        }
-        return Attempt::Failed {
-            index: i - STEPS_BEFORE_APPENDS,
-            error,
-        };
-    }
+    };
 
     let mut decisions = Vec::with_capacity(pending.len());
-    for (request, result) in pending
+    for (request, row) in pending
         .iter()
-        .zip(results.into_iter().skip(STEPS_BEFORE_APPENDS))
+        .zip(outputs.into_iter().skip(STEPS_BEFORE_APPENDS))
     {
-        let decision = match result {
-            Ok(Some(row)) => decide(request, &row),
-            _ => Err(BackendError::new(
+        let decision = match row {
+            Some(row) => decide(request, &row),
+            None => Err(BackendError::new(
                 BackendErrorKind::Internal,
                 "append returned no row",
             )),
         };
         match decision {
             Ok(d) => decisions.push(d),
-            Err(e) => {
-                if delay.is_some() {
-                    let _ = conn.batch_execute("ROLLBACK").await;
-                    return Attempt::Broken(e);
-                }
-                // COMMIT already ran: the batch is written but one row is unreadable.
-                return Attempt::Broken(BackendError::new(
-                    BackendErrorKind::OutcomeUnknown,
-                    format!("{e}; the batch was committed: retry with the same ids"),
-                ));
-            }
+            Err(e) => return Attempt::Broken(pipeline::unreadable(conn, delay, e).await),
         }
     }
 
-    let commit = match commit {
-        Some(commit) => commit,
-        None => {
-            if let Some(max) = delay {
-                tokio::time::sleep(random_below(max)).await;
-            }
-            conn.batch_execute("COMMIT").await.map(|()| None)
-        }
-    };
-    match commit {
-        Ok(_) => Attempt::Committed(decisions),
-        Err(error) if error.code().is_none() => Attempt::Lost {
-            error,
-            effect: Effect::Unknown,
-        },
-        Err(error) if is_transient_conflict(&error) => Attempt::Conflict(error),
-        Err(error) => Attempt::Lost {
+    match pipeline::finish(conn, commit, delay).await {
+        Ok(()) => Attempt::Committed(decisions),
+        Err(NotCommitted::Conflict(error)) => Attempt::Conflict(error),
+        Err(NotCommitted::Lost(error)) => Attempt::Lost {
             error,
             effect: Effect::Unknown,
         },
@@ -685,15 +589,3 @@ fn decide(request: &Request, row: &Row) -> Result<Decision, BackendError> {
         },
     }
 }
-
-/// A pseudo-random duration below `max` (test hook only; not for anything that needs
-/// good randomness).
-pub(crate) fn random_below(max: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX).max(1);
-    Duration::from_nanos(h.finish() % nanos)
-}
-
-static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
