@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use foldstore_core::projection::{HandlerError, Stopper};
 use foldstore_core::saga::{
-    CommandBus, CommandContext, DeadLetter, DispatchError, Failure, ManualClock, Reaction, Saga,
+    CommandBus, DeadLetter, DispatchContext, DispatchError, Failure, ManualClock, Reaction, Saga,
     SagaOptions, SagaRunner, SagaSpec, dead_letter_stream, recorded_event,
 };
 use foldstore_core::{
@@ -94,7 +94,7 @@ impl Saga for Fulfilment {
 #[derive(Clone)]
 struct Bus {
     store: InMemoryStore,
-    dispatched: Arc<Mutex<Vec<(Command, CommandContext)>>>,
+    dispatched: Arc<Mutex<Vec<(Command, DispatchContext)>>>,
     transient: Arc<Mutex<Option<String>>>,
     hang_at: Option<(usize, Arc<Notify>)>,
 }
@@ -118,7 +118,7 @@ impl CommandBus<Command> for Bus {
     async fn dispatch(
         &self,
         command: Command,
-        context: CommandContext,
+        context: DispatchContext,
     ) -> Result<(), DispatchError> {
         let n = {
             let mut d = self.dispatched.lock().unwrap();

@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use foldstore_core::projection::HandlerError;
 use foldstore_core::saga::{
-    CommandBus, CommandContext, DispatchError, ManualClock, Reaction, Saga, SagaOptions, SagaRunner,
+    CommandBus, DispatchContext, DispatchError, ManualClock, Reaction, Saga, SagaOptions,
+    SagaRunner,
 };
 use foldstore_core::{
     EventFilter, EventStore, ExpectedRevision, NewEvent, ReadAllOptions, ReadStreamOptions,
@@ -56,7 +57,7 @@ impl CommandBus<String> for Mailer {
     async fn dispatch(
         &self,
         command: String,
-        context: CommandContext,
+        context: DispatchContext,
     ) -> Result<(), DispatchError> {
         self.dispatched.lock().unwrap().push(command.clone());
         let user = command.rsplit(' ').next().unwrap_or_default();

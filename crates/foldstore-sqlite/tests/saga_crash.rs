@@ -24,7 +24,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use foldstore_core::projection::{HandlerError, StopSignal};
 use foldstore_core::saga::{
-    CommandBus, CommandContext, DispatchError, Reaction, Saga, SagaRunner, dead_letter_stream,
+    CommandBus, DispatchContext, DispatchError, Reaction, Saga, SagaRunner, dead_letter_stream,
 };
 use foldstore_core::{
     EventFilter, EventStore, ExpectedRevision, NewEvent, ReadAllOptions, ReadStreamOptions,
@@ -68,7 +68,7 @@ impl CommandBus<String> for Bus {
     async fn dispatch(
         &self,
         command: String,
-        context: CommandContext,
+        context: DispatchContext,
     ) -> Result<(), DispatchError> {
         let order = command.rsplit(' ').next().unwrap_or_default();
         let stream = StreamName::new(format!("effect-{order}")).unwrap();

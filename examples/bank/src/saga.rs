@@ -21,8 +21,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use foldstore_core::projection::{HandlerError, Stopper};
 use foldstore_core::saga::{
-    CommandBus, CommandContext as SagaContext, DispatchError, Failure, Reaction, Saga, SagaError,
-    SagaMonitor, SagaRunner,
+    CommandBus, DispatchContext, DispatchError, Failure, Reaction, Saga, SagaError, SagaMonitor,
+    SagaRunner,
 };
 use foldstore_core::{
     CommandContext, CommandError, ConsumerGroup, DomainEvent, EventFilter, EventStore,
@@ -202,7 +202,11 @@ fn dispatch_error<E: std::fmt::Display + std::fmt::Debug>(e: CommandError<E>) ->
 
 #[async_trait]
 impl CommandBus<BankCommand> for BankBus {
-    async fn dispatch(&self, command: BankCommand, saga: SagaContext) -> Result<(), DispatchError> {
+    async fn dispatch(
+        &self,
+        command: BankCommand,
+        saga: DispatchContext,
+    ) -> Result<(), DispatchError> {
         let ctx = CommandContext::from(&saga);
         match command {
             BankCommand::Account { command, .. } => {

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use crate::saga::CommandContext;
+use crate::saga::DispatchContext;
 
 /// Whether a failed dispatch is worth retrying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,13 +53,13 @@ impl DispatchError {
 /// command to its command handler).
 ///
 /// **Idempotence by seed.** The saga runner dispatches a command again after a restart
-/// or a retry, with the same [`CommandContext::id_seed`]. A dispatch must then have no
+/// or a retry, with the same [`DispatchContext::id_seed`]. A dispatch must then have no
 /// further effect: append the command's events with the ids
-/// [`CommandContext::event_id`] gives, and treat a replayed append as done (foldstore
+/// [`DispatchContext::event_id`] gives, and treat a replayed append as done (foldstore
 /// answers a repeated append of the same ids with the first result and writes
 /// nothing).
 #[async_trait]
 pub trait CommandBus<C>: Send + Sync {
     /// Executes `command`.
-    async fn dispatch(&self, command: C, context: CommandContext) -> Result<(), DispatchError>;
+    async fn dispatch(&self, command: C, context: DispatchContext) -> Result<(), DispatchError>;
 }

@@ -18,25 +18,30 @@ pub(crate) fn derive_id(parts: &[&str]) -> Uuid {
 
 /// Where a saga's command comes from, handed to [`crate::saga::CommandBus::dispatch`].
 ///
+/// A dispatch context always has its ids (they come from the triggering event) and
+/// names the saga; [`crate::CommandContext`], the command handler's, has optional ids
+/// and extra metadata. `CommandContext::from(&dispatch)` turns one into the other with
+/// the same ids, so a saga can hand its commands to a [`crate::CommandHandler`].
+///
 /// `id_seed` is derived from the saga's name, the triggering event's id and the step,
 /// so a replay of the same event (after a restart, or a retry) dispatches the same
 /// command with the same seed. Give the events the command appends the ids
-/// [`CommandContext::event_id`] returns: the store recognises the replayed append as a
+/// [`DispatchContext::event_id`] returns: the store recognises the replayed append as a
 /// retry and writes nothing (see the idempotency rule in `docs/semantics.md`).
 ///
 /// ```
-/// use foldstore_core::saga::CommandContext;
+/// use foldstore_core::saga::DispatchContext;
 /// use uuid::Uuid;
 ///
 /// let trigger = Uuid::now_v7();
-/// let a = CommandContext::derived("shipping", trigger, trigger, "command", 0);
-/// let b = CommandContext::derived("shipping", trigger, trigger, "command", 0);
+/// let a = DispatchContext::derived("shipping", trigger, trigger, "command", 0);
+/// let b = DispatchContext::derived("shipping", trigger, trigger, "command", 0);
 /// assert_eq!(a.event_id(0), b.event_id(0));
 /// assert_ne!(a.event_id(0), a.event_id(1));
 /// assert_eq!(a.metadata().causation_id(), Some(trigger));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CommandContext {
+pub struct DispatchContext {
     /// The saga that dispatched the command.
     pub saga: String,
     /// The correlation id: the triggering event's correlation id, or its id when it
@@ -48,7 +53,7 @@ pub struct CommandContext {
     pub id_seed: Uuid,
 }
 
-impl CommandContext {
+impl DispatchContext {
     /// A context whose seed is derived from the saga, the trigger and the step
     /// (`kind` names the kind of step, `step` numbers it).
     pub fn derived(saga: &str, correlation_id: Uuid, trigger: Uuid, kind: &str, step: u32) -> Self {
@@ -83,10 +88,10 @@ impl CommandContext {
 }
 
 /// The command handler's context for a command a saga sends: the same correlation id,
-/// causation id and id seed, so the handler writes the ids [`CommandContext::event_id`]
+/// causation id and id seed, so the handler writes the ids [`DispatchContext::event_id`]
 /// names and a replayed reaction appends nothing.
-impl From<&CommandContext> for crate::CommandContext {
-    fn from(saga: &CommandContext) -> Self {
+impl From<&DispatchContext> for crate::CommandContext {
+    fn from(saga: &DispatchContext) -> Self {
         crate::CommandContext::new()
             .correlation_id(saga.correlation_id)
             .causation_id(saga.causation_id)
@@ -96,11 +101,11 @@ impl From<&CommandContext> for crate::CommandContext {
 
 #[cfg(test)]
 mod handler_ids {
-    use super::CommandContext;
+    use super::DispatchContext;
 
     #[test]
     fn a_saga_context_names_the_ids_the_command_handler_writes() {
-        let saga = CommandContext::derived(
+        let saga = DispatchContext::derived(
             "orders",
             uuid::Uuid::from_u128(1),
             uuid::Uuid::from_u128(2),

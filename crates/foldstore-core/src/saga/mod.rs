@@ -3,7 +3,7 @@
 //! A [`Saga`] turns an event into a [`Reaction`]: commands to dispatch now, commands
 //! to dispatch later ([`Schedule`], for timeouts and reminders), and schedules to
 //! cancel. A [`SagaRunner`] follows `$all`, dispatches through the application's
-//! [`CommandBus`] with a [`CommandContext`] (correlation id, causation id = the
+//! [`CommandBus`] with a [`DispatchContext`] (correlation id, causation id = the
 //! triggering event's id, and a deterministic id seed), and keeps everything it must
 //! remember in the event store itself, under deterministic event ids, so that a restart
 //! resumes where it stopped and a replay writes nothing twice. Rejected commands are
@@ -25,7 +25,7 @@ mod testing;
 
 pub use bus::{CommandBus, DispatchError, DispatchErrorKind};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use context::CommandContext;
+pub use context::DispatchContext;
 pub use definition::{EventRef, Failure, Reaction, Saga, Schedule};
 pub use error::SagaError;
 pub use records::{

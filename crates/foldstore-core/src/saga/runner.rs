@@ -17,7 +17,7 @@ use crate::saga::records::{
 };
 use crate::saga::status::{ActiveGuard, lock};
 use crate::saga::{
-    Clock, CommandBus, CommandContext, DispatchErrorKind, EventRef, Failure, Saga, SagaError,
+    Clock, CommandBus, DispatchContext, DispatchErrorKind, EventRef, Failure, Saga, SagaError,
     SagaMonitor, SagaOptions, SagaStatus, SystemClock,
 };
 use crate::{
@@ -70,7 +70,7 @@ enum Attempt {
 /// use std::sync::{Arc, Mutex};
 /// use async_trait::async_trait;
 /// use foldstore_core::projection::HandlerError;
-/// use foldstore_core::saga::{CommandBus, CommandContext, DispatchError, Reaction, Saga, SagaOptions, SagaRunner};
+/// use foldstore_core::saga::{CommandBus, DispatchContext, DispatchError, Reaction, Saga, SagaOptions, SagaRunner};
 /// use foldstore_core::{EventStore, ExpectedRevision, InMemoryStore, NewEvent, RecordedEvent, StreamName};
 ///
 /// struct Greeter;
@@ -86,10 +86,10 @@ enum Attempt {
 /// }
 ///
 /// #[derive(Default)]
-/// struct Outbox(Mutex<Vec<(String, CommandContext)>>);
+/// struct Outbox(Mutex<Vec<(String, DispatchContext)>>);
 /// #[async_trait]
 /// impl CommandBus<String> for Outbox {
-///     async fn dispatch(&self, command: String, context: CommandContext) -> Result<(), DispatchError> {
+///     async fn dispatch(&self, command: String, context: DispatchContext) -> Result<(), DispatchError> {
 ///         self.0.lock().unwrap().push((command, context));
 ///         Ok(())
 ///     }
@@ -371,7 +371,7 @@ impl<S: Saga, B: CommandBus<S::Command>> SagaRunner<S, B> {
     async fn dispatch_or_compensate(
         &self,
         command: S::Command,
-        context: CommandContext,
+        context: DispatchContext,
         trigger: &EventRef,
         schedule: Option<&str>,
         compensation_kind: &str,
@@ -392,7 +392,7 @@ impl<S: Saga, B: CommandBus<S::Command>> SagaRunner<S, B> {
             schedule: schedule.map(str::to_owned),
         };
         for (j, compensation) in self.saga.compensate(&failure).into_iter().enumerate() {
-            let ctx = CommandContext::derived(
+            let ctx = DispatchContext::derived(
                 &self.name,
                 context.correlation_id,
                 trigger.id,
@@ -481,7 +481,7 @@ impl<S: Saga, B: CommandBus<S::Command>> SagaRunner<S, B> {
         }
         lock(&self.status).schedules_pending = self.pending.len();
         for (i, command) in reaction.commands.into_iter().enumerate() {
-            let context = CommandContext::for_event(&self.name, event, "command", i as u32);
+            let context = DispatchContext::for_event(&self.name, event, "command", i as u32);
             let outcome = self
                 .dispatch_or_compensate(
                     command,
@@ -572,7 +572,7 @@ impl<S: Saga, B: CommandBus<S::Command>> SagaRunner<S, B> {
             let mut attempts = 0;
             let error = loop {
                 attempts += 1;
-                let context = CommandContext::derived(
+                let context = DispatchContext::derived(
                     &self.name,
                     record.correlation_id,
                     record.trigger.id,
