@@ -23,6 +23,45 @@ use crate::{
 /// How many events a subscription reads per page.
 pub const PAGE_SIZE: usize = 512;
 
+/// What a `$all` subscription reads from: pages of the global order and its head.
+///
+/// Every [`EventStore`] is one. A wrapper that serves some pages from elsewhere (the
+/// server's shared live tail serves recent pages from memory) implements only this.
+///
+/// ```
+/// use foldstore_core::subscription::GlobalLog;
+/// use foldstore_core::{EventStore, ExpectedRevision, InMemoryStore, NewEvent, ReadAllOptions, StreamName};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = InMemoryStore::new();
+/// let stream = StreamName::new("cart-1")?;
+/// store.append(&stream, ExpectedRevision::Any, vec![NewEvent::json("Added", &1)?]).await?;
+/// let page = GlobalLog::read_page(&store, ReadAllOptions::forwards()).await?;
+/// assert_eq!(GlobalLog::head(&store).await?, Some(page[0].position));
+/// # Ok(())
+/// # }
+/// ```
+#[async_trait::async_trait]
+pub trait GlobalLog: Send + Sync {
+    /// A page of `$all`, as [`EventStore::read_all`] reads it.
+    async fn read_page(&self, options: ReadAllOptions) -> Result<Vec<RecordedEvent>, ReadError>;
+
+    /// The position of the last event, as [`EventStore::head_position`] says.
+    async fn head(&self) -> Result<Option<Position>, ReadError>;
+}
+
+#[async_trait::async_trait]
+impl<T: EventStore + ?Sized> GlobalLog for T {
+    async fn read_page(&self, options: ReadAllOptions) -> Result<Vec<RecordedEvent>, ReadError> {
+        self.read_all(options).await
+    }
+
+    async fn head(&self) -> Result<Option<Position>, ReadError> {
+        self.head_position().await
+    }
+}
+
 /// The writer side of the commit signal: a backend calls [`CommitNotifier::notify`]
 /// after each commit becomes visible to readers.
 #[derive(Debug, Clone)]
@@ -86,14 +125,14 @@ pub async fn subscribe_all<S>(
     filter: EventFilter,
 ) -> Result<EventSubscription, ReadError>
 where
-    S: EventStore + Clone + 'static,
+    S: GlobalLog + Clone + 'static,
 {
     filter.validate()?;
     let listener = commits.listen();
     let after = match from {
         SubscribeFrom::Start => None,
         SubscribeFrom::After(p) => Some(p),
-        SubscribeFrom::End => store.head_position().await?,
+        SubscribeFrom::End => store.head().await?,
     };
     let state = AllState {
         store,
@@ -106,7 +145,7 @@ where
     Ok(futures::stream::unfold(state, next_all).boxed())
 }
 
-async fn next_all<S: EventStore + Clone + 'static>(
+async fn next_all<S: GlobalLog + Clone + 'static>(
     mut st: AllState<S>,
 ) -> Option<(Result<RecordedEvent, SubscriptionError>, AllState<S>)> {
     loop {
@@ -129,7 +168,7 @@ async fn next_all<S: EventStore + Clone + 'static>(
         let head = if st.filter.is_all() {
             None
         } else {
-            match detached(&st.store, |s| async move { s.head_position().await }).await {
+            match detached(&st.store, |s| async move { s.head().await }).await {
                 Ok(h) => h,
                 Err(e) => return Some((fail(&mut st, e), st)),
             }
@@ -138,7 +177,7 @@ async fn next_all<S: EventStore + Clone + 'static>(
             .max_count(PAGE_SIZE)
             .filter(st.filter.clone());
         opts.from = st.after.map(Position::next);
-        match detached(&st.store, move |s| async move { s.read_all(opts).await }).await {
+        match detached(&st.store, move |s| async move { s.read_page(opts).await }).await {
             Ok(page) => {
                 let full = page.len() == PAGE_SIZE;
                 if let Some(last) = page.last() {

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use foldstore_core::dcb::{AppendCondition, Query, ReadQueryOptions};
-use foldstore_core::subscription::{CommitNotifier, subscribe_all};
+use foldstore_core::subscription::{CommitNotifier, GlobalLog, subscribe_all};
 use foldstore_core::{
     AppendError, AppendResult, DeleteError, Direction, EventFilter, EventStore, EventSubscription,
     ExpectedRevision, MetadataError, NewEvent, Position, ReadAllOptions, ReadError,
@@ -311,56 +311,9 @@ impl EventStore for LiveTail {
 }
 
 #[async_trait]
-impl EventStore for RingView {
-    async fn append(
-        &self,
-        stream: &StreamName,
-        expected: ExpectedRevision,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendResult, AppendError> {
-        self.0.inner.append(stream, expected, events).await
-    }
-
-    async fn append_if(
-        &self,
-        stream: &StreamName,
-        expected: ExpectedRevision,
-        events: Vec<NewEvent>,
-        condition: AppendCondition,
-    ) -> Result<AppendResult, AppendError> {
-        self.0
-            .inner
-            .append_if(stream, expected, events, condition)
-            .await
-    }
-
-    async fn read_query(
-        &self,
-        query: &Query,
-        options: ReadQueryOptions,
-    ) -> Result<Vec<RecordedEvent>, ReadError> {
-        self.0.inner.read_query(query, options).await
-    }
-
-    async fn list_streams(
-        &self,
-        prefix: &str,
-        after: Option<&StreamName>,
-        limit: usize,
-    ) -> Result<Vec<StreamName>, ReadError> {
-        self.0.inner.list_streams(prefix, after, limit).await
-    }
-
-    async fn read_stream(
-        &self,
-        stream: &StreamName,
-        options: ReadStreamOptions,
-    ) -> Result<Vec<RecordedEvent>, ReadError> {
-        self.0.inner.read_stream(stream, options).await
-    }
-
+impl GlobalLog for RingView {
     /// Forwards pages the ring covers come from the ring; others from the store.
-    async fn read_all(&self, options: ReadAllOptions) -> Result<Vec<RecordedEvent>, ReadError> {
+    async fn read_page(&self, options: ReadAllOptions) -> Result<Vec<RecordedEvent>, ReadError> {
         if options.direction == Direction::Forwards
             && let Ok(ring) = self.0.ring.read()
             && ring.covers(options.from)
@@ -370,61 +323,14 @@ impl EventStore for RingView {
         self.0.inner.read_all(options).await
     }
 
-    async fn delete_stream(
-        &self,
-        stream: &StreamName,
-        expected: ExpectedRevision,
-    ) -> Result<(), DeleteError> {
-        self.0.inner.delete_stream(stream, expected).await
-    }
-
-    async fn tombstone_stream(
-        &self,
-        stream: &StreamName,
-        expected: ExpectedRevision,
-    ) -> Result<(), DeleteError> {
-        self.0.inner.tombstone_stream(stream, expected).await
-    }
-
-    async fn stream_metadata(
-        &self,
-        stream: &StreamName,
-    ) -> Result<Option<StreamMetadata>, MetadataError> {
-        self.0.inner.stream_metadata(stream).await
-    }
-
-    async fn set_stream_metadata(
-        &self,
-        stream: &StreamName,
-        metadata: StreamMetadata,
-    ) -> Result<(), MetadataError> {
-        self.0.inner.set_stream_metadata(stream, metadata).await
-    }
-
     /// The ring's head: a filtered subscription may move up to it, never past what
     /// the ring has seen.
-    async fn head_position(&self) -> Result<Option<Position>, ReadError> {
+    async fn head(&self) -> Result<Option<Position>, ReadError> {
         let head = self.0.ring.read().ok().map(|ring| ring.head());
         match head {
             Some(head) => Ok(head),
             None => self.0.inner.head_position().await,
         }
-    }
-
-    async fn subscribe_to_all(
-        &self,
-        from: SubscribeFrom,
-        filter: EventFilter,
-    ) -> Result<EventSubscription, ReadError> {
-        subscribe_all(self.clone(), &self.0.commits, from, filter).await
-    }
-
-    async fn subscribe_to_stream(
-        &self,
-        stream: &StreamName,
-        from: SubscribeStreamFrom,
-    ) -> Result<EventSubscription, ReadError> {
-        self.0.inner.subscribe_to_stream(stream, from).await
     }
 }
 
