@@ -7,8 +7,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +14,7 @@ use async_trait::async_trait;
 use foldstore_core::projection::{
     HandlerError, ProjectionError, ProjectionOptions, ProjectionRunner, StopSignal, Stopper,
 };
+use foldstore_core::testkit::child::ChildTest;
 use foldstore_core::{
     EventStore, ExpectedRevision, NewEvent, Position, ReadAllOptions, RecordedEvent, StreamName,
 };
@@ -271,7 +270,6 @@ fn read_model_equals_its_checkpoint_after_every_sigkill() {
         .unwrap();
     let (store, guard) = runtime.block_on(common::fresh_store(&url));
     let _rm = read_model_schema(&url, &guard.schema);
-    let exe = std::env::current_exe().unwrap();
     let mut rng = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -301,36 +299,20 @@ fn read_model_equals_its_checkpoint_after_every_sigkill() {
                     .unwrap();
             }
         });
-        let mut child = Command::new(&exe)
-            .args([KILL_TEST, "--exact", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, &guard.schema)
-            .env("FOLDSTORE_TEST_POSTGRES_URL", &url)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdout = child.stdout.take().unwrap();
-        let (locked, locked_seen) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            let mut text = Vec::new();
-            let mut chunk = [0u8; 1024];
-            while let Ok(n) = stdout.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                text.extend_from_slice(&chunk[..n]);
-                if text.windows(6).any(|w| w == b"locked") {
-                    let _ = locked.send(());
-                }
-            }
-        });
-        locked_seen
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("child {kill} never took the projection lock"));
+        let child = ChildTest::spawn(
+            KILL_TEST,
+            &[
+                (CHILD_ENV, guard.schema.as_str()),
+                ("FOLDSTORE_TEST_POSTGRES_URL", url.as_str()),
+            ],
+            "locked",
+        );
+        assert!(
+            child.wait_for_marker(Duration::from_secs(30)),
+            "child {kill} never took the projection lock"
+        );
         std::thread::sleep(Duration::from_micros(next() % 60_000));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let _ = reader.join();
+        child.kill();
         let (checkpoint, head) = runtime.block_on(async {
             let all = store.read_all(ReadAllOptions::forwards()).await.unwrap();
             let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)

@@ -22,10 +22,10 @@
 //! starts a fresh file, so each check stays small.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
+use foldstore_core::testkit::child::ChildTest;
 use foldstore_core::{EventStore, ExpectedRevision, NewEvent, ReadAllOptions, StreamName};
 use foldstore_sqlite::{SqliteOptions, SqliteStore};
 use uuid::Uuid;
@@ -78,7 +78,6 @@ fn acknowledged_appends_survive_sigkill() {
         return;
     }
     let started = Instant::now();
-    let exe = std::env::current_exe().expect("the test binary's path");
     let dir = tempfile::tempdir().expect("a temporary directory");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -94,42 +93,16 @@ fn acknowledged_appends_survive_sigkill() {
             path = dir.path().join(format!("crash-{kill}.db"));
             acked.clear();
         }
-        let mut child = Command::new(&exe)
-            .args([TEST_NAME, "--exact", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, &path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the child");
-        let mut stdout = child.stdout.take().expect("the child's stdout");
-        let (first_ack, first_ack_seen) = std::sync::mpsc::channel();
-        let output = std::thread::spawn(move || {
-            let mut text = Vec::new();
-            let mut chunk = [0u8; 8192];
-            let mut told = false;
-            while let Ok(n) = stdout.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                text.extend_from_slice(&chunk[..n]);
-                if !told && text.windows(4).any(|w| w == b"ack ") {
-                    told = true;
-                    let _ = first_ack.send(());
-                }
-            }
-            String::from_utf8_lossy(&text).into_owned()
-        });
+        let child = ChildTest::spawn(TEST_NAME, &[(CHILD_ENV, &path)], "ack ");
         if kill % 2 == 0 {
             // Anywhere from the start: during process start, open and WAL recovery too.
             std::thread::sleep(Duration::from_millis(5 + rng.below(150)));
         } else {
             // While appends are certainly flowing.
-            let _ = first_ack_seen.recv_timeout(Duration::from_secs(10));
+            let _ = child.wait_for_marker(Duration::from_secs(10));
             std::thread::sleep(Duration::from_millis(rng.below(60)));
         }
-        child.kill().expect("SIGKILL the child");
-        child.wait().expect("reap the child");
-        let text = output.join().expect("the reader thread");
+        let text = child.kill();
         // Only whole lines: the kill may cut the last one.
         let complete = match text.rfind('\n') {
             Some(end) => &text[..end],

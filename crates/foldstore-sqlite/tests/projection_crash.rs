@@ -16,13 +16,12 @@
 
 mod projection_support;
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use foldstore_core::projection::{ProjectionRunner, ProjectionTarget, StopSignal};
+use foldstore_core::testkit::child::ChildTest;
 use foldstore_core::{
     EventStore, ExpectedRevision, NewEvent, Position, ReadAllOptions, StreamName,
 };
@@ -57,7 +56,6 @@ fn read_model_equals_a_rebuild_after_every_sigkill() {
         return;
     }
     let started = Instant::now();
-    let exe = std::env::current_exe().expect("the test binary's path");
     let dir = tempfile::tempdir().expect("a temporary directory");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -68,35 +66,13 @@ fn read_model_equals_a_rebuild_after_every_sigkill() {
     let mut mid_way = 0;
     for kill in 0..KILLS {
         runtime.block_on(append_round(dir.path(), &mut rng));
-        let mut child = Command::new(&exe)
-            .args([TEST_NAME, "--exact", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the child");
-        let mut stdout = child.stdout.take().expect("the child's stdout");
-        let (locked, locked_seen) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            let mut text = Vec::new();
-            let mut chunk = [0u8; 1024];
-            while let Ok(n) = stdout.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                text.extend_from_slice(&chunk[..n]);
-                if text.windows(6).any(|w| w == b"locked") {
-                    let _ = locked.send(());
-                }
-            }
-        });
-        locked_seen
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("child {kill} never took the projection lock"));
+        let child = ChildTest::spawn(TEST_NAME, &[(CHILD_ENV, dir.path())], "locked");
+        assert!(
+            child.wait_for_marker(Duration::from_secs(20)),
+            "child {kill} never took the projection lock"
+        );
         std::thread::sleep(Duration::from_micros(next(&mut rng) % 40_000));
-        child.kill().expect("SIGKILL the child");
-        child.wait().expect("reap the child");
-        let _ = reader.join();
+        child.kill();
         let (checkpoint, head) = runtime.block_on(check(dir.path(), kill));
         if checkpoint.is_some() && checkpoint < head {
             mid_way += 1;

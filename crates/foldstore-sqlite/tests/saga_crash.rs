@@ -15,9 +15,7 @@
 //! catches up once every timeout is due, and every order must have exactly one
 //! `reserve`, one `charge` and one `cancel`, and no dead letters.
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +24,7 @@ use foldstore_core::projection::{HandlerError, StopSignal};
 use foldstore_core::saga::{
     CommandBus, DispatchContext, DispatchError, Reaction, Saga, SagaRunner, dead_letter_stream,
 };
+use foldstore_core::testkit::child::ChildTest;
 use foldstore_core::{
     EventFilter, EventStore, ExpectedRevision, NewEvent, ReadAllOptions, ReadStreamOptions,
     RecordedEvent, StreamName,
@@ -103,7 +102,6 @@ fn each_command_takes_effect_once_across_sigkills() {
         run_child(Path::new(&path));
         return;
     }
-    let exe = std::env::current_exe().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.db");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -137,35 +135,13 @@ fn each_command_takes_effect_once_across_sigkills() {
             }
             store.close().await.unwrap();
         });
-        let mut child = Command::new(&exe)
-            .args([TEST_NAME, "--exact", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, &path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdout = child.stdout.take().unwrap();
-        let (started, started_seen) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            let mut text = Vec::new();
-            let mut chunk = [0u8; 1024];
-            while let Ok(n) = stdout.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                text.extend_from_slice(&chunk[..n]);
-                if text.windows(7).any(|w| w == b"started") {
-                    let _ = started.send(());
-                }
-            }
-        });
-        started_seen
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("child {kill} did not start"));
+        let child = ChildTest::spawn(TEST_NAME, &[(CHILD_ENV, &path)], "started");
+        assert!(
+            child.wait_for_marker(Duration::from_secs(20)),
+            "child {kill} did not start"
+        );
         std::thread::sleep(Duration::from_micros(next() % 80_000));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let _ = reader.join();
+        child.kill();
     }
     runtime.block_on(async {
         // Every timeout is due by now (or soon): finish in-process.

@@ -41,6 +41,7 @@ use std::time::Duration;
 use crate::{EventStore, SnapshotStore};
 
 pub mod cases;
+pub mod child;
 pub mod hooked;
 pub mod model;
 pub mod model_test;
