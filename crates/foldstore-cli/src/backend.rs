@@ -6,6 +6,8 @@
 //! [`foldstore_core::EventStore`] on it through `async_trait` would box one more
 //! future per call, on the benchmark's hot path.
 
+use std::time::Duration;
+
 use foldstore_core::{
     AppendError, AppendResult, EventFilter, EventStore, EventSubscription, ExpectedRevision,
     NewEvent, Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamName,
@@ -14,7 +16,7 @@ use foldstore_core::{
 use foldstore_postgres::{PostgresOptions, PostgresStore};
 use foldstore_sqlite::{SqliteOptions, SqliteStore};
 
-use crate::database_url::DatabaseLocation;
+use crate::database_url::{DatabaseLocation, PgTuning};
 use crate::error::CliError;
 
 /// The store the CLI works on.
@@ -63,12 +65,28 @@ pub(crate) async fn open(
             };
             Ok(Store::Sqlite(SqliteStore::open(path, options).await?))
         }
-        DatabaseLocation::Postgres { url, schema } => {
+        DatabaseLocation::Postgres {
+            url,
+            schema,
+            tuning,
+        } => {
             check_durability(location, durability)?;
-            let options = PostgresOptions::new(url.as_str()).schema(schema.as_str());
+            let options = postgres_options(url, schema, *tuning);
             Ok(Store::Postgres(PostgresStore::connect(options).await?))
         }
     }
+}
+
+/// The store's options for a PostgreSQL location.
+fn postgres_options(url: &str, schema: &str, tuning: PgTuning) -> PostgresOptions {
+    let mut options = PostgresOptions::new(url).schema(schema);
+    if let Some(size) = tuning.pool_size {
+        options = options.pool_size(size);
+    }
+    if let Some(ms) = tuning.statement_timeout_ms {
+        options = options.statement_timeout((ms > 0).then(|| Duration::from_millis(ms)));
+    }
+    options
 }
 
 /// Refuses a durability setting the backend at `location` cannot honour.
@@ -188,5 +206,37 @@ impl Store {
             Store::Sqlite(s) => s.head_position().await,
             Store::Postgres(p) => p.head_position().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tuning_reaches_the_postgres_options() {
+        let defaults = postgres_options("postgres://h/db", "s", PgTuning::default());
+        let tuned = postgres_options(
+            "postgres://h/db",
+            "s",
+            PgTuning {
+                pool_size: Some(40),
+                statement_timeout_ms: Some(1500),
+            },
+        );
+        assert_eq!(tuned.schema, "s");
+        assert_eq!(tuned.pool_size, 40);
+        assert_eq!(tuned.statement_timeout, Some(Duration::from_millis(1500)));
+        assert_ne!(defaults.pool_size, 40);
+        let server_setting = postgres_options(
+            "postgres://h/db",
+            "s",
+            PgTuning {
+                pool_size: None,
+                statement_timeout_ms: Some(0),
+            },
+        );
+        assert_eq!(server_setting.statement_timeout, None);
+        assert_eq!(server_setting.pool_size, defaults.pool_size);
     }
 }

@@ -62,6 +62,35 @@ pub(crate) struct StoreArgs {
     /// (default `foldstore`). Lower-case letters, digits and `_`, at most 40 bytes.
     #[arg(long, global = true, value_name = "SCHEMA")]
     pub(crate) pg_schema: Option<String>,
+    /// PostgreSQL only: the most connections the store opens (appends, reads and
+    /// subscriptions share them; default 16, at least 3).
+    #[arg(
+        long,
+        global = true,
+        env = "FOLDSTORE_PG_POOL_SIZE",
+        value_name = "N",
+        value_parser = clap::value_parser!(u16).range(3..)
+    )]
+    pub(crate) pg_pool_size: Option<u16>,
+    /// PostgreSQL only: cancel any statement of the store's that runs longer than this
+    /// many milliseconds (default 30000; 0 keeps the server's own setting).
+    #[arg(
+        long,
+        global = true,
+        env = "FOLDSTORE_PG_STATEMENT_TIMEOUT_MS",
+        value_name = "MS"
+    )]
+    pub(crate) pg_statement_timeout_ms: Option<u64>,
+}
+
+impl StoreArgs {
+    /// The PostgreSQL connection settings given on the command line.
+    pub(crate) fn pg_tuning(&self) -> crate::database_url::PgTuning {
+        crate::database_url::PgTuning {
+            pool_size: self.pg_pool_size.map(usize::from),
+            statement_timeout_ms: self.pg_statement_timeout_ms,
+        }
+    }
 }
 
 /// A running server (`--server`), instead of opening the store in this process.

@@ -16,7 +16,19 @@ pub(crate) enum DatabaseLocation {
         url: String,
         /// The schema holding foldstore's tables (`--pg-schema`, default `foldstore`).
         schema: String,
+        /// Connection settings (`--pg-pool-size`, `--pg-statement-timeout-ms`).
+        tuning: PgTuning,
     },
+}
+
+/// Connection settings of a PostgreSQL store; `None` keeps the store's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct PgTuning {
+    /// The most connections the store opens (`--pg-pool-size`).
+    pub(crate) pool_size: Option<usize>,
+    /// `statement_timeout` in milliseconds, 0 for the server's own setting
+    /// (`--pg-statement-timeout-ms`).
+    pub(crate) statement_timeout_ms: Option<u64>,
 }
 
 /// A `--database` value that names no usable database.
@@ -42,6 +54,11 @@ pub(crate) enum DatabaseUrlError {
     /// `--pg-schema` with a SQLite database.
     #[error("--pg-schema is for PostgreSQL databases: drop it, or pass --database postgres://...")]
     SchemaWithoutPostgres,
+    /// `--pg-pool-size` or `--pg-statement-timeout-ms` with a SQLite database.
+    #[error(
+        "--pg-pool-size and --pg-statement-timeout-ms are for PostgreSQL databases: drop them (and FOLDSTORE_PG_POOL_SIZE, FOLDSTORE_PG_STATEMENT_TIMEOUT_MS), or pass --database postgres://..."
+    )]
+    TuningWithoutPostgres,
     /// Query parameters, which the CLI does not interpret.
     #[error("{0:?} has query parameters, which foldstore does not read: drop everything from `?`")]
     QueryParameters(String),
@@ -49,23 +66,29 @@ pub(crate) enum DatabaseUrlError {
 
 impl DatabaseLocation {
     /// The location given by `--database`, else the database file in `data_dir`;
-    /// `pg_schema` (`--pg-schema`) replaces the default PostgreSQL schema.
+    /// `pg_schema` (`--pg-schema`) replaces the default PostgreSQL schema and `tuning`
+    /// the default connection settings.
     pub(crate) fn resolve(
         database: Option<&str>,
         data_dir: &Path,
         pg_schema: Option<&str>,
+        tuning: PgTuning,
     ) -> Result<Self, DatabaseUrlError> {
         let location = match database {
             Some(url) => Self::parse(url)?,
             None => Self::Sqlite(data_dir.join(DATABASE_FILE)),
         };
-        match (location, pg_schema) {
-            (Self::Postgres { url, .. }, Some(schema)) => Ok(Self::Postgres {
+        match location {
+            Self::Postgres { url, schema, .. } => Ok(Self::Postgres {
                 url,
-                schema: schema.to_owned(),
+                schema: pg_schema.map_or(schema, str::to_owned),
+                tuning,
             }),
-            (Self::Sqlite(_), Some(_)) => Err(DatabaseUrlError::SchemaWithoutPostgres),
-            (location, None) => Ok(location),
+            Self::Sqlite(_) if pg_schema.is_some() => Err(DatabaseUrlError::SchemaWithoutPostgres),
+            Self::Sqlite(_) if tuning != PgTuning::default() => {
+                Err(DatabaseUrlError::TuningWithoutPostgres)
+            }
+            location => Ok(location),
         }
     }
 
@@ -82,6 +105,7 @@ impl DatabaseLocation {
                 "postgres" | "postgresql" => Ok(Self::Postgres {
                     url: url.to_owned(),
                     schema: foldstore_postgres::DEFAULT_SCHEMA.to_owned(),
+                    tuning: PgTuning::default(),
                 }),
                 _ => Err(DatabaseUrlError::UnsupportedScheme {
                     scheme: scheme.to_owned(),
@@ -143,19 +167,29 @@ mod tests {
                 Ok(DatabaseLocation::Postgres {
                     url: url.to_owned(),
                     schema: "foldstore".to_owned(),
+                    tuning: PgTuning::default(),
                 })
             );
         }
+        let tuning = PgTuning {
+            pool_size: Some(40),
+            statement_timeout_ms: Some(0),
+        };
         assert_eq!(
-            DatabaseLocation::resolve(Some("postgres://h/db"), Path::new("d"), Some("s1")),
+            DatabaseLocation::resolve(Some("postgres://h/db"), Path::new("d"), Some("s1"), tuning),
             Ok(DatabaseLocation::Postgres {
                 url: "postgres://h/db".to_owned(),
                 schema: "s1".to_owned(),
+                tuning,
             })
         );
         assert_eq!(
-            DatabaseLocation::resolve(None, Path::new("d"), Some("s1")),
+            DatabaseLocation::resolve(None, Path::new("d"), Some("s1"), PgTuning::default()),
             Err(DatabaseUrlError::SchemaWithoutPostgres)
+        );
+        assert_eq!(
+            DatabaseLocation::resolve(None, Path::new("d"), None, tuning),
+            Err(DatabaseUrlError::TuningWithoutPostgres)
         );
     }
 
@@ -179,11 +213,16 @@ mod tests {
     #[test]
     fn data_dir_default() {
         assert_eq!(
-            DatabaseLocation::resolve(None, Path::new("d"), None),
+            DatabaseLocation::resolve(None, Path::new("d"), None, PgTuning::default()),
             sqlite("d/foldstore.db")
         );
         assert_eq!(
-            DatabaseLocation::resolve(Some("sqlite:///x.db"), Path::new("d"), None),
+            DatabaseLocation::resolve(
+                Some("sqlite:///x.db"),
+                Path::new("d"),
+                None,
+                PgTuning::default()
+            ),
             sqlite("/x.db")
         );
     }

@@ -78,8 +78,9 @@ async fn run(cli: Cli, database_on_command_line: bool) -> Result<(), CliError> {
                     "bench: ignoring --pg-schema (each PostgreSQL run uses a fresh schema, dropped afterwards)"
                 );
             }
+            let tuning = cli.store.pg_tuning();
             let database = cli.store.database.filter(|_| database_on_command_line);
-            bench::run(args, database).await
+            bench::run(args, database, tuning).await
         }
     }
 }

@@ -267,6 +267,22 @@ fn usage_errors_exit_2() {
         stderr(&schema_on_sqlite)
     );
 
+    let pool_on_sqlite = foldstore(d, &["--pg-pool-size", "8", "read", "$all"]);
+    assert_eq!(pool_on_sqlite.status.code(), Some(2));
+    assert!(
+        stderr(&pool_on_sqlite)
+            .contains("--pg-pool-size and --pg-statement-timeout-ms are for PostgreSQL"),
+        "{}",
+        stderr(&pool_on_sqlite)
+    );
+    let tiny_pool = foldstore(d, &["--pg-pool-size", "1", "read", "$all"]);
+    assert_eq!(tiny_pool.status.code(), Some(2));
+    assert!(
+        stderr(&tiny_pool).contains("--pg-pool-size"),
+        "{}",
+        stderr(&tiny_pool)
+    );
+
     let bad_revision = foldstore(
         d,
         &[
@@ -491,11 +507,14 @@ fn postgres_append_read_and_bench() {
         schema: schema.clone(),
     };
     let db = ["--database", url.as_str(), "--pg-schema", schema.as_str()];
+    // Connection settings are accepted on every command.
+    let tuned = ["--pg-pool-size", "3", "--pg-statement-timeout-ms", "10000"];
 
     let opened = foldstore(
         d,
         &[
             &db[..],
+            &tuned[..],
             &[
                 "append",
                 "account-1",

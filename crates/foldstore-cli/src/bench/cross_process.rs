@@ -47,15 +47,28 @@ impl SubscriberProcess {
         events: u64,
         origin_unix_ns: u64,
     ) -> Result<Self, CliError> {
-        let DatabaseLocation::Postgres { url, schema } = location else {
+        let DatabaseLocation::Postgres {
+            url,
+            schema,
+            tuning,
+        } = location
+        else {
             return Err(CliError::Bench(
                 "--subscriber-process needs a database that two processes can open at once: use --database postgres://... (a SQLite store belongs to one process)".to_owned(),
             ));
         };
         let exe = std::env::current_exe()
             .map_err(|e| CliError::io("could not find the foldstore executable", e))?;
-        let mut child = tokio::process::Command::new(exe)
-            .args(["--database", url, "--pg-schema", schema, "bench-subscriber"])
+        let mut command = tokio::process::Command::new(exe);
+        command.args(["--database", url, "--pg-schema", schema]);
+        if let Some(size) = tuning.pool_size {
+            command.args(["--pg-pool-size", &size.to_string()]);
+        }
+        if let Some(ms) = tuning.statement_timeout_ms {
+            command.args(["--pg-statement-timeout-ms", &ms.to_string()]);
+        }
+        let mut child = command
+            .arg("bench-subscriber")
             .args(["--events", &events.to_string()])
             .args(["--origin-unix-ns", &origin_unix_ns.to_string()])
             .stdin(Stdio::null())
@@ -118,6 +131,7 @@ pub(crate) async fn run_subscriber(
         store_args.database.as_deref(),
         &store_args.data_dir,
         store_args.pg_schema.as_deref(),
+        store_args.pg_tuning(),
     )?;
     let store = backend::open(&location, Durability::Full).await?;
     let mut sub = store

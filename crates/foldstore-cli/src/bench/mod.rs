@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crate::backend;
 use crate::cli::{BenchArgs, Workload};
-use crate::database_url::{DATABASE_FILE, DatabaseLocation};
+use crate::database_url::{DATABASE_FILE, DatabaseLocation, PgTuning};
 use crate::error::CliError;
 use machine::Machine;
 use report::{Report, RunInfo};
@@ -119,8 +119,13 @@ impl Drop for PgSchemaGuard {
     }
 }
 
-/// Runs `foldstore bench`. `database` is `--database` when given on the command line.
-pub(crate) async fn run(args: BenchArgs, database: Option<String>) -> Result<(), CliError> {
+/// Runs `foldstore bench`. `database` is `--database` when given on the command line;
+/// `tuning` the PostgreSQL connection settings.
+pub(crate) async fn run(
+    args: BenchArgs,
+    database: Option<String>,
+    tuning: PgTuning,
+) -> Result<(), CliError> {
     // Declared first, so dropped last: after the store and the directory.
     let (_pg_schema, dir, location) = match database {
         Some(url) => match DatabaseLocation::parse(&url)? {
@@ -136,7 +141,12 @@ pub(crate) async fn run(args: BenchArgs, database: Option<String>) -> Result<(),
                     schema: schema.clone(),
                 };
                 let dir = BenchDir::fresh(Path::new("."))?;
-                (Some(guard), dir, DatabaseLocation::Postgres { url, schema })
+                let location = DatabaseLocation::Postgres {
+                    url,
+                    schema,
+                    tuning,
+                };
+                (Some(guard), dir, location)
             }
         },
         None => {
@@ -193,7 +203,7 @@ async fn measure(
         .await
         .map_err(|e| CliError::Bench(format!("the baseline measurement failed: {e}")))??;
     let mut synchronous_commit = None;
-    if let DatabaseLocation::Postgres { url, schema } = location {
+    if let DatabaseLocation::Postgres { url, schema, .. } = location {
         eprintln!("bench: measuring raw PostgreSQL inserts in schema {schema}");
         let pg = baseline::measure_pg(url, schema, args.concurrency).await?;
         baselines.raw_pg_insert_per_sec = Some(pg.inserts_per_sec);

@@ -31,6 +31,7 @@ pub(crate) async fn open_store(args: &StoreArgs, access: Access) -> Result<Store
         args.database.as_deref(),
         &args.data_dir,
         args.pg_schema.as_deref(),
+        args.pg_tuning(),
     )?;
     let DatabaseLocation::Sqlite(mut path) = location else {
         return backend::open(&location, Durability::Full).await;
