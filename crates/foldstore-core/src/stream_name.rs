@@ -1,6 +1,7 @@
 //! Stream and category names.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -83,16 +84,18 @@ fn check_common(name: &str) -> Result<(), InvalidStreamName> {
 /// assert_eq!(name.id(), "42");
 /// assert!(StreamName::new("$all").is_err());
 /// ```
+///
+/// A name is shared, not copied, when cloned: every event read from a stream carries it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct StreamName(String);
+pub struct StreamName(Arc<str>);
 
 impl StreamName {
     /// Validates `name` and wraps it.
     pub fn new(name: impl Into<String>) -> Result<Self, InvalidStreamName> {
         let name = name.into();
         check_common(&name)?;
-        Ok(Self(name))
+        Ok(Self(name.into()))
     }
 
     /// The whole name.
@@ -175,7 +178,7 @@ impl std::str::FromStr for StreamName {
 
 impl From<StreamName> for String {
     fn from(value: StreamName) -> Self {
-        value.0
+        value.0.as_ref().to_owned()
     }
 }
 
