@@ -95,18 +95,39 @@
 //!   flushes it has not done voids the power-loss guarantee of `Full`, never the
 //!   process-crash guarantee.
 //! - Writes of a sector are not torn into garbage that passes SQLite's WAL checksums.
-//! - A failed `fsync` fails the commit: every request of the batch gets a
-//!   [`BackendErrorKind::Storage`] error, none of it is acknowledged, and foldstore never
-//!   retries an `fsync` as if it had worked. (What the failed sync left in the WAL may
-//!   still be recovered after a crash, so treat such an append as of unknown outcome:
-//!   retrying it with the same event ids is idempotent.)
+//! - A failed `fsync` fails the commit, and foldstore never retries an `fsync` as if it
+//!   had worked, nor commits anything after it: on Linux a failed sync may drop the
+//!   unwritten pages and clear the error, so a later sync could report success for data
+//!   that never reached the disk. See "After a disk error" below.
 //! - File locks (`flock`) work on the file system holding the database; network file
 //!   systems that ignore them void the one-process guarantee.
 //!
 //! Every acknowledged append is all-or-nothing and revisions stay gapless whatever
 //! happens; `tests/crash.rs` kills a writing process over and over to check it.
+//!
+//! ## After a disk error
+//!
+//! When a write fails with an I/O-class SQLite error (`SQLITE_IOERR` and its extended
+//! codes such as a failed `fsync`, `SQLITE_FULL`, `SQLITE_CORRUPT`, `SQLITE_NOTADB`,
+//! `SQLITE_CANTOPEN`), the store **stops accepting writes** until it is reopened:
+//!
+//! - The requests of the batch that failed get [`BackendErrorKind::OutcomeUnknown`] when
+//!   the error came from the commit (its WAL frames may or may not have reached the
+//!   disk), or [`BackendErrorKind::Storage`] when it came earlier (nothing was written).
+//! - Every later append, delete, tombstone, metadata change and snapshot save gets a
+//!   [`BackendErrorKind::Storage`] error saying when the store stopped, why, and what to
+//!   do: check the disk (space, health), then reopen the store (restart the process).
+//! - Reads keep working and show every acknowledged write.
+//! - [`SqliteStore::close`] still closes and releases the file, but does not checkpoint:
+//!   the WAL, whose frames carry checksums, stays as the disk has it, and the next open
+//!   recovers from it. Reopened, the store has every acknowledged write, and the failed
+//!   batch either whole or not at all; retry its appends with the same event ids.
+//!
+//! Other failures of a batch (a constraint, a bug) fail only that batch: nothing of it
+//! is written and the writer goes on.
 
 mod error;
+mod failstop;
 pub mod projection;
 mod query;
 mod reader;
@@ -115,7 +136,7 @@ mod writer;
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -124,7 +145,7 @@ use async_trait::async_trait;
 use foldstore_core::dcb::{AppendCondition, Query, ReadQueryOptions};
 use foldstore_core::rules::validate_events;
 use foldstore_core::snapshot::{Snapshot, SnapshotError, SnapshotStore, validate_state_type};
-use foldstore_core::subscription::{CommitNotifier, subscribe_all, subscribe_stream};
+use foldstore_core::subscription::{subscribe_all, subscribe_stream};
 use foldstore_core::{
     AppendError, AppendResult, BackendError, BackendErrorKind, DeleteError, EventFilter,
     EventStore, EventSubscription, ExpectedRevision, Limits, MetadataError, NewEvent, Position,
@@ -278,7 +299,9 @@ impl SqliteStore {
 
     /// Finishes the writes queued so far, checkpoints the WAL into the database file,
     /// closes every connection and releases the lock. Other handles get
-    /// [`BackendErrorKind::Unavailable`] errors afterwards.
+    /// [`BackendErrorKind::Unavailable`] errors afterwards. After a disk error it skips
+    /// the checkpoint and leaves the WAL for the next open to recover (see "After a disk
+    /// error" in the crate docs).
     pub async fn close(self) -> Result<(), OpenError> {
         let path = self.inner.path.clone();
         self.inner.readers.close().await;
@@ -387,11 +410,7 @@ fn open_blocking(path: PathBuf, options: SqliteOptions) -> Result<SqliteStore, O
         .collect::<Result<Vec<_>, _>>()?;
     let checkpointer = Checkpointer::spawn(schema::open_checkpointer(&path)?)
         .map_err(io("start the checkpoint thread for", &path))?;
-    let shared = Arc::new(Shared {
-        closed: AtomicBool::new(false),
-        head: AtomicI64::new(head.unwrap_or(0)),
-        commits: CommitNotifier::new(),
-    });
+    let shared = Arc::new(Shared::new(head.unwrap_or(0)));
     // Unbounded, but every request has a caller awaiting its answer: the queue holds at
     // most one request per pending call.
     let (requests, queue) = mpsc::channel();

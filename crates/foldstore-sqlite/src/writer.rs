@@ -10,7 +10,11 @@
 //!
 //! If anything fails at the SQL level (an insert, the commit), the transaction is rolled
 //! back, every request of the batch gets the error and the cache is dropped, to be
-//! reloaded from the database: nothing unacknowledged is ever believed written.
+//! reloaded from the database: nothing unacknowledged is ever believed written. After a
+//! constraint or logic error the writer goes on with the next batch. After a disk error
+//! (`SQLITE_IOERR*`, `SQLITE_FULL`, `SQLITE_CORRUPT`, `SQLITE_NOTADB`,
+//! `SQLITE_CANTOPEN`) it fails stop: it refuses every later write and no longer
+//! checkpoints, until the store is reopened (see [`crate::failstop`] for why).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -30,12 +34,14 @@ use foldstore_core::{
     AppendError, AppendResult, BackendError, BackendErrorKind, DeleteError, ExpectedRevision, JSON,
     MetadataError, NewEvent, Position, StreamMetadata, StreamName, group_hash,
 };
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::OpenError;
-use crate::error::{backend, incompatible};
+use crate::error::{backend, disk_failure, incompatible};
+use crate::failstop::{self, FailStop};
 
 /// A request to the writer.
 pub(crate) enum Request {
@@ -70,6 +76,14 @@ pub(crate) enum Request {
     Close {
         reply: oneshot::Sender<Result<(), OpenError>>,
     },
+}
+
+/// Where a batch failed: in its statements (nothing of it can be in the WAL as
+/// committed) or at `COMMIT` (it may be).
+#[derive(Debug, Clone, Copy)]
+enum Stage {
+    Statements,
+    Commit,
 }
 
 /// What a request did, before the commit decides whether it stands.
@@ -146,6 +160,36 @@ pub(crate) struct Shared {
     pub(crate) head: AtomicI64,
     /// Woken after every commit.
     pub(crate) commits: CommitNotifier,
+    /// Set by the writer after a disk failure; from then on writes are refused.
+    pub(crate) failstop: FailStop,
+    /// A fault the crate's tests make the next `COMMIT` hit.
+    #[cfg(test)]
+    fault: std::sync::Mutex<Option<crate::failstop::Fault>>,
+}
+
+impl Shared {
+    /// The state of a store whose last committed position is `head` (0: empty).
+    pub(crate) fn new(head: i64) -> Self {
+        Self {
+            closed: AtomicBool::new(false),
+            head: AtomicI64::new(head),
+            commits: CommitNotifier::new(),
+            failstop: FailStop::default(),
+            #[cfg(test)]
+            fault: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Makes the next `COMMIT` of the writer fail with `fault` (tests only).
+    #[cfg(test)]
+    pub(crate) fn inject(&self, fault: crate::failstop::Fault) {
+        *self.fault.lock().unwrap_or_else(|p| p.into_inner()) = Some(fault);
+    }
+
+    #[cfg(test)]
+    fn take_fault(&self) -> Option<crate::failstop::Fault> {
+        self.fault.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
 
 /// What the writer knows about one stream that has a row in `streams`.
@@ -596,10 +640,12 @@ impl Writer {
     }
 
     /// Stops the checkpointer, checkpoints the whole WAL into the database file, closes
-    /// the connection, then releases the lock.
+    /// the connection, then releases the lock. After a disk failure it does not
+    /// checkpoint: the WAL stays for the next open to recover (see [`crate::failstop`]).
     fn finish(self) -> Result<(), OpenError> {
         let Writer {
             conn,
+            shared,
             checkpointer,
             lock,
             path,
@@ -613,9 +659,16 @@ impl Writer {
             path: path.clone(),
             source,
         };
-        let checkpoint = conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            .map_err(|e| sqlite("checkpointing on close", e));
+        let checkpoint = if shared.failstop.is_tripped() {
+            tracing::warn!(
+                path = %path.display(),
+                "closing without a checkpoint after a disk failure; the next open recovers from the WAL"
+            );
+            Ok(())
+        } else {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .map_err(|e| sqlite("checkpointing on close", e))
+        };
         let closed = conn
             .close()
             .map_err(|(_, e)| sqlite("closing the database", e));
@@ -625,6 +678,15 @@ impl Writer {
 
     /// Applies one batch in one transaction, commits, then answers every request.
     fn commit_batch(&mut self, batch: Vec<Request>) {
+        if let Some(refusal) = self.shared.failstop.refusal() {
+            for request in batch {
+                request.answer(Err(BackendError::new(
+                    refusal.kind,
+                    refusal.message.clone(),
+                )));
+            }
+            return;
+        }
         if self.cache.streams.len() > CACHE_LIMIT || self.cache.categories.len() > CACHE_LIMIT {
             self.cache.streams.clear();
             self.cache.categories.clear();
@@ -633,7 +695,10 @@ impl Writer {
         let mut outcomes = Vec::with_capacity(batch.len());
         let now_us = Utc::now().timestamp_micros();
         let mut changed = false;
-        let result = self.apply(&batch, now_us, &mut outcomes, &mut changed);
+        let result = match self.apply(&batch, now_us, &mut outcomes, &mut changed) {
+            Ok(()) => self.commit().map_err(|e| (e, Stage::Commit)),
+            Err(e) => Err((e, Stage::Statements)),
+        };
         match result {
             Ok(()) => {
                 if let Some(next) = self.cache.next_position
@@ -651,13 +716,38 @@ impl Writer {
                     }
                 }
             }
-            Err(e) => {
-                if !self.conn.is_autocommit()
-                    && let Err(rollback) = self.conn.execute_batch("ROLLBACK")
-                {
-                    tracing::error!(error = %rollback, "rollback after a failed batch failed");
+            Err((e, stage)) => self.fail_batch(batch, &e, stage),
+        }
+    }
+
+    /// Rolls a failed batch back and answers its requests. After a disk failure the
+    /// writer stops writing (see [`crate::failstop`]); after any other failure it goes
+    /// on with the next batch.
+    fn fail_batch(&mut self, batch: Vec<Request>, e: &BackendError, stage: Stage) {
+        if !self.conn.is_autocommit()
+            && let Err(rollback) = self.conn.execute_batch("ROLLBACK")
+        {
+            tracing::error!(error = %rollback, "rollback after a failed batch failed");
+        }
+        self.cache.reset();
+        match disk_failure(e).map(ToString::to_string) {
+            Some(cause) => {
+                tracing::error!(
+                    error = %e,
+                    requests = batch.len(),
+                    "a disk error failed a write batch; the store stops accepting writes until it is reopened"
+                );
+                self.stop_writing(cause.clone());
+                let requests = batch.len();
+                for request in batch {
+                    let err = match stage {
+                        Stage::Commit => failstop::outcome_unknown(&cause, requests),
+                        Stage::Statements => failstop::not_written(&cause, requests),
+                    };
+                    request.answer(Err(err));
                 }
-                self.cache.reset();
+            }
+            None => {
                 tracing::error!(error = %e, requests = batch.len(), "a write batch failed; none of it was written");
                 let message = format!(
                     "{}; none of the {} requests committed together was written",
@@ -672,6 +762,46 @@ impl Writer {
         }
     }
 
+    /// Fail-stop: records the failure, stops checkpointing (the background checkpointer,
+    /// the writer's own restarts and SQLite's checkpoint when the connection closes).
+    fn stop_writing(&mut self, cause: String) {
+        self.shared.failstop.trip(cause);
+        if let Some(c) = self.checkpointer.take() {
+            c.stop();
+        }
+        if let Err(e) = self
+            .conn
+            .set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+        {
+            tracing::warn!(error = %e, "could not turn off the checkpoint on close");
+        }
+    }
+
+    /// Commits the batch's transaction. Tests can make it fail (see
+    /// [`Shared::inject`]).
+    fn commit(&self) -> SqlResult<()> {
+        #[cfg(test)]
+        if let Some(fault) = self.shared.take_fault() {
+            if fault == failstop::Fault::FailAfterCommit {
+                self.conn
+                    .execute_batch("COMMIT")
+                    .map_err(sql("committing"))?;
+            }
+            return Err(backend("committing", failstop::fsync_error()));
+        }
+        self.conn
+            .prepare_cached("COMMIT")
+            .and_then(|mut s| s.execute([]))
+            .map(drop)
+            .map_err(|e| {
+                let mut err = backend("committing", e);
+                err.kind = BackendErrorKind::Storage;
+                err
+            })
+    }
+
+    /// Runs the batch's statements in a new transaction, leaving it open for
+    /// [`Writer::commit`].
     fn apply(
         &mut self,
         batch: &[Request],
@@ -733,13 +863,6 @@ impl Writer {
             };
             outcomes.push(outcome);
         }
-        conn.prepare_cached("COMMIT")
-            .and_then(|mut s| s.execute([]))
-            .map_err(|e| {
-                let mut err = backend("committing", e);
-                err.kind = BackendErrorKind::Storage;
-                err
-            })?;
         Ok(())
     }
 }
@@ -1051,11 +1174,7 @@ mod tests {
         let path = dir.path().join("w.db");
         let conn = crate::schema::open_writer(&path, &SqliteOptions::default()).unwrap();
         let lock = File::create(dir.path().join("w.db.lock")).unwrap();
-        let shared = Arc::new(Shared {
-            closed: AtomicBool::new(false),
-            head: AtomicI64::new(0),
-            commits: CommitNotifier::new(),
-        });
+        let shared = Arc::new(Shared::new(0));
         Fixture {
             writer: Writer::new(conn, shared, 4096, None, lock, path),
             _dir: dir,
@@ -1215,6 +1334,8 @@ mod tests {
         for a in &answers {
             assert!(matches!(a, Err(AppendError::Backend(_))), "{a:?}");
         }
+        // A constraint-style failure is no disk failure: the writer goes on.
+        assert!(!f.writer.shared.failstop.is_tripped());
         assert_eq!(count_events(&f.writer), 1);
         assert_eq!(f.writer.shared.head.load(Ordering::Acquire), 1);
         // The cache forgot the failed batch: the streams are where the database says.
@@ -1232,6 +1353,69 @@ mod tests {
         assert_eq!(b.next_expected_revision, 0);
         assert_eq!(b.position, Position::new(3));
         assert_eq!(f.writer.shared.head.load(Ordering::Acquire), 3);
+    }
+
+    /// After a disk error at `COMMIT`, every request of the batch is of unknown
+    /// outcome, nothing of it is believed written, and every later write is refused
+    /// without touching the database.
+    #[test]
+    fn a_disk_error_at_commit_stops_the_writer() {
+        let mut f = fixture();
+        let answers = run_batch(
+            &mut f.writer,
+            vec![append_request(
+                "a-1",
+                ExpectedRevision::NoStream,
+                vec![event("A")],
+            )],
+        );
+        assert!(answers[0].is_ok());
+        f.writer.shared.inject(failstop::Fault::FailCommit);
+        let answers = run_batch(
+            &mut f.writer,
+            vec![
+                append_request("a-1", ExpectedRevision::Exact(0), vec![event("B")]),
+                append_request("new-1", ExpectedRevision::NoStream, vec![event("C")]),
+            ],
+        );
+        for a in &answers {
+            match a {
+                Err(AppendError::Backend(e)) => {
+                    assert_eq!(e.kind, BackendErrorKind::OutcomeUnknown, "{e}");
+                    assert!(e.message.contains("the 1 writes committed with it"), "{e}");
+                }
+                other => panic!("expected an unknown outcome, got {other:?}"),
+            }
+        }
+        assert!(f.writer.shared.failstop.is_tripped());
+        assert!(
+            f.writer.conn.is_autocommit(),
+            "the failed batch was rolled back"
+        );
+        assert_eq!(count_events(&f.writer), 1);
+        assert_eq!(f.writer.shared.head.load(Ordering::Acquire), 1);
+        let (delete, mut deleted) = {
+            let (reply, rx) = oneshot::channel();
+            let request = Request::Delete {
+                stream: StreamName::new("a-1").unwrap(),
+                expected: ExpectedRevision::Any,
+                tombstone: true,
+                reply,
+            };
+            (request, rx)
+        };
+        let (append, mut appended) =
+            append_request("a-1", ExpectedRevision::Exact(0), vec![event("B")]);
+        f.writer.commit_batch(vec![append, delete]);
+        match appended.try_recv().unwrap() {
+            Err(AppendError::Backend(e)) => assert_eq!(e.kind, BackendErrorKind::Storage),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        match deleted.try_recv().unwrap() {
+            Err(DeleteError::Backend(e)) => assert_eq!(e.kind, BackendErrorKind::Storage),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(count_events(&f.writer), 1);
     }
 
     #[test]
