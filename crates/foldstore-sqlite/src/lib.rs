@@ -27,9 +27,13 @@
 //!
 //! ## How it works
 //!
-//! - **One writer thread** owns the only write connection. Appends, deletes, tombstones
-//!   and metadata changes are queued to it, so they are ordered and its cache of stream
-//!   state stays right.
+//! - **One writer at a time**: the only write connection, with its cache of stream
+//!   state, sits behind a mutex. Appends, deletes, tombstones and metadata changes are
+//!   queued to a writer thread, so they are ordered and the cache stays right. A caller
+//!   that finds the writer idle (nothing queued or being committed, and the last commit
+//!   served one request) commits its own write on its own thread instead, inside
+//!   Tokio's `block_in_place` (multi-threaded runtimes only), so a lone writer pays no
+//!   hand-off between threads; writes arriving meanwhile queue to the writer thread.
 //! - **Group commit**: the writer takes every request that queued while the previous
 //!   commit was being flushed (up to [`SqliteOptions::max_batch_events`] events) and
 //!   applies them in one transaction. Each request is checked on its own
@@ -157,7 +161,7 @@ use tokio::sync::oneshot;
 pub use error::OpenError;
 
 use crate::reader::Readers;
-use crate::writer::{Checkpointer, Request, Shared, Writer};
+use crate::writer::{Checkpointer, Request, Shared, WriteSide, Writer};
 
 /// What an acknowledged append promises. See the crate docs, "Durability".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -219,6 +223,8 @@ pub struct SqliteStore {
 struct Inner {
     /// `None` only while dropping.
     requests: Option<mpsc::Sender<Request>>,
+    /// The writer, shared with the writer thread (for the lone-writer fast path).
+    write: Arc<WriteSide>,
     readers: Arc<Readers>,
     shared: Arc<Shared>,
     limits: Limits,
@@ -347,13 +353,29 @@ impl SqliteStore {
         &self.inner.path
     }
 
+    /// Hands `request` to the writer thread.
     fn send(&self, request: Request) -> Result<(), BackendError> {
-        if self.inner.shared.closed.load(Ordering::Acquire) {
+        let shared = &self.inner.shared;
+        if shared.closed.load(Ordering::Acquire) {
             return Err(error::closed());
         }
-        match &self.inner.requests {
-            Some(requests) => requests.send(request).map_err(|_| error::closed()),
-            None => Err(error::closed()),
+        let Some(requests) = &self.inner.requests else {
+            return Err(error::closed());
+        };
+        shared.queued.fetch_add(1, Ordering::AcqRel);
+        requests.send(request).map_err(|_| {
+            shared.queued.fetch_sub(1, Ordering::AcqRel);
+            error::closed()
+        })
+    }
+
+    /// Has a write committed: on this thread when the writer is idle (the lone-writer
+    /// fast path), else by the writer thread. The answer arrives on the request's reply
+    /// channel either way.
+    fn write(&self, request: Request) -> Result<(), BackendError> {
+        match self.inner.write.try_lead(request) {
+            None => Ok(()),
+            Some(request) => self.send(request),
         }
     }
 
@@ -414,21 +436,23 @@ fn open_blocking(path: PathBuf, options: SqliteOptions) -> Result<SqliteStore, O
     // Unbounded, but every request has a caller awaiting its answer: the queue holds at
     // most one request per pending call.
     let (requests, queue) = mpsc::channel();
-    let writer = Writer::new(
+    let write = Arc::new(WriteSide::new(Writer::new(
         conn,
         Arc::clone(&shared),
         options.max_batch_events,
         Some(checkpointer),
         lock,
         path.clone(),
-    );
+    )));
+    let side = Arc::clone(&write);
     let handle = std::thread::Builder::new()
         .name("foldstore-writer".into())
-        .spawn(move || writer.run(queue))
+        .spawn(move || side.run(queue))
         .map_err(io("start the writer thread for", &path))?;
     Ok(SqliteStore {
         inner: Arc::new(Inner {
             requests: Some(requests),
+            write,
             readers: Arc::new(Readers::new(readers)),
             shared,
             limits: options.limits,
@@ -540,7 +564,7 @@ impl EventStore for SqliteStore {
         metadata: StreamMetadata,
     ) -> Result<(), MetadataError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Request::SetMetadata {
+        self.write(Request::SetMetadata {
             stream: stream.clone(),
             metadata,
             reply,
@@ -594,7 +618,7 @@ impl SqliteStore {
             c.fail_if_events_match.validate()?;
         }
         let (reply, answer) = oneshot::channel();
-        self.send(Request::Append {
+        self.write(Request::Append {
             stream: stream.clone(),
             expected,
             events,
@@ -611,7 +635,7 @@ impl SqliteStore {
         tombstone: bool,
     ) -> Result<(), DeleteError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Request::Delete {
+        self.write(Request::Delete {
             stream: stream.clone(),
             expected,
             tombstone,
@@ -629,7 +653,7 @@ impl SnapshotStore for SqliteStore {
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), SnapshotError> {
         validate_state_type(&snapshot.state_type)?;
         let (reply, answer) = oneshot::channel();
-        self.send(Request::SaveSnapshot { snapshot, reply })?;
+        self.write(Request::SaveSnapshot { snapshot, reply })?;
         answer.await.map_err(|_| self.writer_gone())?
     }
 
