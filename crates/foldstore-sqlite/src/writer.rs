@@ -527,6 +527,10 @@ fn checkpoint_loop(
                 }
             }
             Ok(_) => {}
+            // A failed checkpoint, even on a disk error, needs no fail-stop: SQLite marks
+            // WAL frames as copied only after the database file's sync succeeded, so the
+            // next checkpoint copies them again from the WAL (fsynced at commit), and
+            // the WAL is never restarted over frames whose copy was not synced.
             Err(e) => tracing::warn!(error = %e, "background WAL checkpoint failed"),
         }
     }
