@@ -25,8 +25,10 @@ pub enum BackendErrorKind {
     /// The store cannot be reached or is shutting down; nothing was written. Retry later.
     #[error("the store is unavailable (nothing was written; retry later)")]
     Unavailable,
-    /// The request may or may not have taken effect (a timeout or a connection lost
-    /// during commit). Retry an append with the same event ids: it is idempotent.
+    /// The request may or may not have taken effect (a timeout, a connection lost
+    /// during commit, or a commit that failed on disk). Retry an append with the same
+    /// event ids: it is idempotent. (After a disk failure the retry gets
+    /// [`BackendErrorKind::Storage`] until the store is reopened.)
     #[error("the outcome is unknown (retry with the same event ids; the retry is idempotent)")]
     OutcomeUnknown,
     /// The disk or database failed; the store stopped accepting writes to protect data.

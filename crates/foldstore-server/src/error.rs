@@ -106,6 +106,7 @@ fn title(code: &str) -> &'static str {
         "method_not_allowed" => "Method not allowed",
         "backend_unavailable" => "The store is unavailable",
         "outcome_unknown" => "The outcome is unknown",
+        "storage_failed" => "The store stopped accepting writes",
         "invalid_cloudevent" => "Invalid CloudEvent",
         "subscriber_too_slow" => "The subscriber did not keep up",
         _ => "Internal error",
@@ -181,6 +182,16 @@ impl From<BackendError> for ApiError {
                     StatusCode::SERVICE_UNAVAILABLE,
                     "outcome_unknown",
                     "the request may or may not have taken effect: retry an append with the same event ids (it is idempotent)",
+                )
+            }
+            BackendErrorKind::Storage => {
+                // The store refuses writes until an operator restarts it (on SQLite
+                // after a disk error): not retryable, so no Retry-After.
+                tracing::error!(error = %e, "storage failure");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_failed",
+                    "the store's disk or database failed and it stopped accepting writes; nothing more was written: an operator must check the disk (space, health) and the server log, then restart the server",
                 )
             }
             _ => unexpected(&e),
@@ -278,5 +289,29 @@ impl From<SubscriptionError> for ApiError {
             SubscriptionError::Read { source, .. } => source.into(),
             other => unexpected(&other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_that_stopped_writing_answers_503_storage_failed_without_internals() {
+        let e = BackendError::new(
+            BackendErrorKind::Storage,
+            "the store stopped accepting writes after a disk error at 2026-01-01T00:00:00.000Z (disk I/O error)",
+        );
+        let api = ApiError::from(AppendError::Backend(e));
+        assert_eq!(api.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(api.code(), "storage_failed");
+        let body = api.body();
+        assert_eq!(body["title"], "The store stopped accepting writes");
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains("restart the server"), "{detail}");
+        assert!(
+            !detail.contains("disk I/O error"),
+            "internals leaked: {detail}"
+        );
     }
 }

@@ -110,7 +110,8 @@ pub(crate) async fn health(State(state): State<AppState>) -> Result<Json<Value>,
         (status = 409, description = "Wrong expected revision, or an event id stored elsewhere", body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "The stream was tombstoned", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body or the append is too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Neither JSON nor a CloudEvents batch", body = Problem, content_type = "application/problem+json")
+        (status = 415, description = "Neither JSON nor a CloudEvents batch", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable (`backend_unavailable`), the outcome is unknown (`outcome_unknown`: retry with the same event ids), or the store stopped accepting writes after a disk failure (`storage_failed`: an operator must restart it)", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub(crate) async fn append(

@@ -106,6 +106,34 @@ pub(crate) fn kind_of(e: &rusqlite::Error) -> BackendErrorKind {
     }
 }
 
+/// Whether an SQLite error says the disk or the file failed: `SQLITE_IOERR` (with any of
+/// its extended codes, such as `SQLITE_IOERR_FSYNC`), `SQLITE_FULL`, `SQLITE_CORRUPT`,
+/// `SQLITE_NOTADB` or `SQLITE_CANTOPEN`. After such an error during a write the writer
+/// stops writing (see `failstop`); other errors (constraints, busy, bugs) fail only
+/// their batch.
+pub(crate) fn is_disk_failure(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _) if matches!(
+            f.code,
+            ErrorCode::SystemIoFailure
+                | ErrorCode::DiskFull
+                | ErrorCode::DatabaseCorrupt
+                | ErrorCode::NotADatabase
+                | ErrorCode::CannotOpen
+        )
+    )
+}
+
+/// The SQLite error behind a [`BackendError`] made by [`backend`], if it is a disk
+/// failure ([`is_disk_failure`]).
+pub(crate) fn disk_failure(e: &BackendError) -> Option<&rusqlite::Error> {
+    e.source
+        .as_deref()
+        .and_then(|s| s.downcast_ref::<rusqlite::Error>())
+        .filter(|e| is_disk_failure(e))
+}
+
 /// Wraps an SQLite error, saying what the store was doing.
 pub(crate) fn backend(what: &str, e: rusqlite::Error) -> BackendError {
     let kind = kind_of(&e);
@@ -153,5 +181,44 @@ mod tests {
         );
         assert_eq!(kind_of(&ioerr), BackendErrorKind::Storage);
         assert!(backend("committing", full).message.contains("disk"));
+    }
+
+    fn failure(code: std::ffi::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn io_errors_full_corrupt_notadb_and_cantopen_are_disk_failures() {
+        use rusqlite::ffi;
+        for code in [
+            ffi::SQLITE_IOERR,
+            ffi::SQLITE_IOERR_FSYNC,
+            ffi::SQLITE_IOERR_WRITE,
+            ffi::SQLITE_IOERR_SHORT_READ,
+            ffi::SQLITE_IOERR_SHMMAP,
+            ffi::SQLITE_FULL,
+            ffi::SQLITE_CORRUPT,
+            ffi::SQLITE_CORRUPT_INDEX,
+            ffi::SQLITE_NOTADB,
+            ffi::SQLITE_CANTOPEN,
+        ] {
+            assert!(is_disk_failure(&failure(code)), "code {code}");
+            let wrapped = backend("committing", failure(code));
+            assert!(disk_failure(&wrapped).is_some(), "code {code}");
+        }
+        for code in [
+            ffi::SQLITE_CONSTRAINT,
+            ffi::SQLITE_CONSTRAINT_UNIQUE,
+            ffi::SQLITE_BUSY,
+            ffi::SQLITE_LOCKED,
+            ffi::SQLITE_ERROR,
+            ffi::SQLITE_NOMEM,
+            ffi::SQLITE_READONLY,
+        ] {
+            assert!(!is_disk_failure(&failure(code)), "code {code}");
+        }
+        assert!(!is_disk_failure(&rusqlite::Error::QueryReturnedNoRows));
+        // An error without an SQLite source (a refused request, a bug) is never one.
+        assert!(disk_failure(&closed()).is_none());
     }
 }

@@ -27,9 +27,13 @@
 //!
 //! ## How it works
 //!
-//! - **One writer thread** owns the only write connection. Appends, deletes, tombstones
-//!   and metadata changes are queued to it, so they are ordered and its cache of stream
-//!   state stays right.
+//! - **One writer at a time**: the only write connection, with its cache of stream
+//!   state, sits behind a mutex. Appends, deletes, tombstones and metadata changes are
+//!   queued to a writer thread, so they are ordered and the cache stays right. A caller
+//!   that finds the writer idle (nothing queued or being committed, and the last commit
+//!   served one request) commits its own write on its own thread instead, inside
+//!   Tokio's `block_in_place` (multi-threaded runtimes only), so a lone writer pays no
+//!   hand-off between threads; writes arriving meanwhile queue to the writer thread.
 //! - **Group commit**: the writer takes every request that queued while the previous
 //!   commit was being flushed (up to [`SqliteOptions::max_batch_events`] events) and
 //!   applies them in one transaction. Each request is checked on its own
@@ -95,18 +99,39 @@
 //!   flushes it has not done voids the power-loss guarantee of `Full`, never the
 //!   process-crash guarantee.
 //! - Writes of a sector are not torn into garbage that passes SQLite's WAL checksums.
-//! - A failed `fsync` fails the commit: every request of the batch gets a
-//!   [`BackendErrorKind::Storage`] error, none of it is acknowledged, and foldstore never
-//!   retries an `fsync` as if it had worked. (What the failed sync left in the WAL may
-//!   still be recovered after a crash, so treat such an append as of unknown outcome:
-//!   retrying it with the same event ids is idempotent.)
+//! - A failed `fsync` fails the commit, and foldstore never retries an `fsync` as if it
+//!   had worked, nor commits anything after it: on Linux a failed sync may drop the
+//!   unwritten pages and clear the error, so a later sync could report success for data
+//!   that never reached the disk. See "After a disk error" below.
 //! - File locks (`flock`) work on the file system holding the database; network file
 //!   systems that ignore them void the one-process guarantee.
 //!
 //! Every acknowledged append is all-or-nothing and revisions stay gapless whatever
 //! happens; `tests/crash.rs` kills a writing process over and over to check it.
+//!
+//! ## After a disk error
+//!
+//! When a write fails with an I/O-class SQLite error (`SQLITE_IOERR` and its extended
+//! codes such as a failed `fsync`, `SQLITE_FULL`, `SQLITE_CORRUPT`, `SQLITE_NOTADB`,
+//! `SQLITE_CANTOPEN`), the store **stops accepting writes** until it is reopened:
+//!
+//! - The requests of the batch that failed get [`BackendErrorKind::OutcomeUnknown`] when
+//!   the error came from the commit (its WAL frames may or may not have reached the
+//!   disk), or [`BackendErrorKind::Storage`] when it came earlier (nothing was written).
+//! - Every later append, delete, tombstone, metadata change and snapshot save gets a
+//!   [`BackendErrorKind::Storage`] error saying when the store stopped, why, and what to
+//!   do: check the disk (space, health), then reopen the store (restart the process).
+//! - Reads keep working and show every acknowledged write.
+//! - [`SqliteStore::close`] still closes and releases the file, but does not checkpoint:
+//!   the WAL, whose frames carry checksums, stays as the disk has it, and the next open
+//!   recovers from it. Reopened, the store has every acknowledged write, and the failed
+//!   batch either whole or not at all; retry its appends with the same event ids.
+//!
+//! Other failures of a batch (a constraint, a bug) fail only that batch: nothing of it
+//! is written and the writer goes on.
 
 mod error;
+mod failstop;
 pub mod projection;
 mod query;
 mod reader;
@@ -115,7 +140,7 @@ mod writer;
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -124,7 +149,7 @@ use async_trait::async_trait;
 use foldstore_core::dcb::{AppendCondition, Query, ReadQueryOptions};
 use foldstore_core::rules::validate_events;
 use foldstore_core::snapshot::{Snapshot, SnapshotError, SnapshotStore, validate_state_type};
-use foldstore_core::subscription::{CommitNotifier, subscribe_all, subscribe_stream};
+use foldstore_core::subscription::{subscribe_all, subscribe_stream};
 use foldstore_core::{
     AppendError, AppendResult, BackendError, BackendErrorKind, DeleteError, EventFilter,
     EventStore, EventSubscription, ExpectedRevision, Limits, MetadataError, NewEvent, Position,
@@ -136,7 +161,7 @@ use tokio::sync::oneshot;
 pub use error::OpenError;
 
 use crate::reader::Readers;
-use crate::writer::{Checkpointer, Request, Shared, Writer};
+use crate::writer::{Checkpointer, Request, Shared, WriteSide, Writer};
 
 /// What an acknowledged append promises. See the crate docs, "Durability".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -198,6 +223,8 @@ pub struct SqliteStore {
 struct Inner {
     /// `None` only while dropping.
     requests: Option<mpsc::Sender<Request>>,
+    /// The writer, shared with the writer thread (for the lone-writer fast path).
+    write: Arc<WriteSide>,
     readers: Arc<Readers>,
     shared: Arc<Shared>,
     limits: Limits,
@@ -278,7 +305,9 @@ impl SqliteStore {
 
     /// Finishes the writes queued so far, checkpoints the WAL into the database file,
     /// closes every connection and releases the lock. Other handles get
-    /// [`BackendErrorKind::Unavailable`] errors afterwards.
+    /// [`BackendErrorKind::Unavailable`] errors afterwards. After a disk error it skips
+    /// the checkpoint and leaves the WAL for the next open to recover (see "After a disk
+    /// error" in the crate docs).
     pub async fn close(self) -> Result<(), OpenError> {
         let path = self.inner.path.clone();
         self.inner.readers.close().await;
@@ -324,13 +353,29 @@ impl SqliteStore {
         &self.inner.path
     }
 
+    /// Hands `request` to the writer thread.
     fn send(&self, request: Request) -> Result<(), BackendError> {
-        if self.inner.shared.closed.load(Ordering::Acquire) {
+        let shared = &self.inner.shared;
+        if shared.closed.load(Ordering::Acquire) {
             return Err(error::closed());
         }
-        match &self.inner.requests {
-            Some(requests) => requests.send(request).map_err(|_| error::closed()),
-            None => Err(error::closed()),
+        let Some(requests) = &self.inner.requests else {
+            return Err(error::closed());
+        };
+        shared.queued.fetch_add(1, Ordering::AcqRel);
+        requests.send(request).map_err(|_| {
+            shared.queued.fetch_sub(1, Ordering::AcqRel);
+            error::closed()
+        })
+    }
+
+    /// Has a write committed: on this thread when the writer is idle (the lone-writer
+    /// fast path), else by the writer thread. The answer arrives on the request's reply
+    /// channel either way.
+    fn write(&self, request: Request) -> Result<(), BackendError> {
+        match self.inner.write.try_lead(request) {
+            None => Ok(()),
+            Some(request) => self.send(request),
         }
     }
 
@@ -387,29 +432,27 @@ fn open_blocking(path: PathBuf, options: SqliteOptions) -> Result<SqliteStore, O
         .collect::<Result<Vec<_>, _>>()?;
     let checkpointer = Checkpointer::spawn(schema::open_checkpointer(&path)?)
         .map_err(io("start the checkpoint thread for", &path))?;
-    let shared = Arc::new(Shared {
-        closed: AtomicBool::new(false),
-        head: AtomicI64::new(head.unwrap_or(0)),
-        commits: CommitNotifier::new(),
-    });
+    let shared = Arc::new(Shared::new(head.unwrap_or(0)));
     // Unbounded, but every request has a caller awaiting its answer: the queue holds at
     // most one request per pending call.
     let (requests, queue) = mpsc::channel();
-    let writer = Writer::new(
+    let write = Arc::new(WriteSide::new(Writer::new(
         conn,
         Arc::clone(&shared),
         options.max_batch_events,
         Some(checkpointer),
         lock,
         path.clone(),
-    );
+    )));
+    let side = Arc::clone(&write);
     let handle = std::thread::Builder::new()
         .name("foldstore-writer".into())
-        .spawn(move || writer.run(queue))
+        .spawn(move || side.run(queue))
         .map_err(io("start the writer thread for", &path))?;
     Ok(SqliteStore {
         inner: Arc::new(Inner {
             requests: Some(requests),
+            write,
             readers: Arc::new(Readers::new(readers)),
             shared,
             limits: options.limits,
@@ -521,7 +564,7 @@ impl EventStore for SqliteStore {
         metadata: StreamMetadata,
     ) -> Result<(), MetadataError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Request::SetMetadata {
+        self.write(Request::SetMetadata {
             stream: stream.clone(),
             metadata,
             reply,
@@ -575,7 +618,7 @@ impl SqliteStore {
             c.fail_if_events_match.validate()?;
         }
         let (reply, answer) = oneshot::channel();
-        self.send(Request::Append {
+        self.write(Request::Append {
             stream: stream.clone(),
             expected,
             events,
@@ -592,7 +635,7 @@ impl SqliteStore {
         tombstone: bool,
     ) -> Result<(), DeleteError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Request::Delete {
+        self.write(Request::Delete {
             stream: stream.clone(),
             expected,
             tombstone,
@@ -610,7 +653,7 @@ impl SnapshotStore for SqliteStore {
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), SnapshotError> {
         validate_state_type(&snapshot.state_type)?;
         let (reply, answer) = oneshot::channel();
-        self.send(Request::SaveSnapshot { snapshot, reply })?;
+        self.write(Request::SaveSnapshot { snapshot, reply })?;
         answer.await.map_err(|_| self.writer_gone())?
     }
 

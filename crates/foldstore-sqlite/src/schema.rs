@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::{Durability, OpenError, SqliteOptions};
@@ -85,7 +86,18 @@ pub(crate) fn open_reader(path: &Path) -> Result<Connection, OpenError> {
          PRAGMA cache_size = -4096;",
     )
     .map_err(sqlite_err(path, "setting pragmas"))?;
+    no_checkpoint_on_close(&conn, path)?;
     Ok(conn)
+}
+
+/// Turns off SQLite's checkpoint when the connection closes (done by whichever
+/// connection to the file closes last). Only the writer checkpoints, explicitly, on
+/// close, and not at all after a disk failure (see `failstop`): no other connection
+/// may do it behind its back.
+fn no_checkpoint_on_close(conn: &Connection, path: &Path) -> Result<(), OpenError> {
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+        .map(drop)
+        .map_err(sqlite_err(path, "turning off the checkpoint on close"))
 }
 
 /// Opens the connection that checkpoints the WAL in the background.
@@ -97,6 +109,7 @@ pub(crate) fn open_checkpointer(path: &Path) -> Result<Connection, OpenError> {
     .map_err(sqlite_err(path, "opening the checkpoint connection"))?;
     conn.execute_batch("PRAGMA busy_timeout = 10000; PRAGMA wal_autocheckpoint = 0;")
         .map_err(sqlite_err(path, "setting pragmas"))?;
+    no_checkpoint_on_close(&conn, path)?;
     Ok(conn)
 }
 

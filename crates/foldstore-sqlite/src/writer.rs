@@ -1,23 +1,53 @@
-//! The writer thread: the only connection that writes, with group commit.
+//! The write side: the only connection that writes, with group commit.
 //!
-//! The loop blocks for one request, then drains whatever queued meanwhile (up to
-//! `max_batch_events` events) and applies it all in one transaction, each request with
-//! its own checks against the database and the writer's cache. Requests of one batch
-//! see each other's effects, because they run in order on the same connection and
-//! cache. A refused request writes nothing (every check runs before its first insert),
-//! so it never affects its neighbours. Replies are sent only after `COMMIT` returned,
-//! that is after the WAL was fsynced with `Durability::Full`.
+//! ## Who commits
+//!
+//! The [`Writer`] (the write connection, its cache of stream state, the checkpointer
+//! and the lock file) lives behind one mutex, in [`WriteSide`]. Whoever holds the mutex
+//! is the only one writing; two threads take turns at it:
+//!
+//! - **The writer thread** ([`WriteSide::run`]) blocks for one request on the channel,
+//!   drains whatever queued meanwhile (up to `max_batch_events` events), lingers a
+//!   moment when several callers are active, then takes the mutex and commits the
+//!   batch. This is the group commit that concurrent callers share.
+//! - **A leader** ([`WriteSide::try_lead`]): a caller that finds nothing queued or being
+//!   committed, and the last commit serving a single request, takes the mutex itself
+//!   and commits its own write on its own thread (inside Tokio's `block_in_place`, so
+//!   only on a multi-threaded runtime). A lone writer thus pays no hand-off: with the
+//!   channel, each append costs two thread wake-ups (caller to writer, writer to
+//!   caller), about a third of a one-row commit on a fast disk. Writes arriving while
+//!   a leader commits find the mutex taken and go to the writer thread, which commits
+//!   them as one group after the leader. `Shared::queued` counts the requests handed to
+//!   the writer thread and not yet answered; a caller leads only when it is 0 (checked
+//!   again under the mutex), so a write never overtakes one queued before it.
+//!
+//! Everything else is the same for both: each commit runs [`Writer::commit_batch`], and
+//! `Close` goes through the channel (the writer thread takes the `Writer` out of the
+//! mutex to finish it, after which leaders find nothing to lead).
+//!
+//! ## A batch
+//!
+//! A batch is applied in one transaction, each request with its own checks against the
+//! database and the writer's cache. Requests of one batch see each other's effects,
+//! because they run in order on the same connection and cache. A refused request writes
+//! nothing (every check runs before its first insert), so it never affects its
+//! neighbours. Replies are sent only after `COMMIT` returned, that is after the WAL was
+//! fsynced with `Durability::Full`.
 //!
 //! If anything fails at the SQL level (an insert, the commit), the transaction is rolled
 //! back, every request of the batch gets the error and the cache is dropped, to be
-//! reloaded from the database: nothing unacknowledged is ever believed written.
+//! reloaded from the database: nothing unacknowledged is ever believed written. After a
+//! constraint or logic error the writer goes on with the next batch. After a disk error
+//! (`SQLITE_IOERR*`, `SQLITE_FULL`, `SQLITE_CORRUPT`, `SQLITE_NOTADB`,
+//! `SQLITE_CANTOPEN`) it fails stop: it refuses every later write and no longer
+//! checkpoints, until the store is reopened (see [`crate::failstop`] for why).
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -30,12 +60,14 @@ use foldstore_core::{
     AppendError, AppendResult, BackendError, BackendErrorKind, DeleteError, ExpectedRevision, JSON,
     MetadataError, NewEvent, Position, StreamMetadata, StreamName, group_hash,
 };
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::OpenError;
-use crate::error::{backend, incompatible};
+use crate::error::{backend, disk_failure, incompatible};
+use crate::failstop::{self, FailStop};
 
 /// A request to the writer.
 pub(crate) enum Request {
@@ -70,6 +102,14 @@ pub(crate) enum Request {
     Close {
         reply: oneshot::Sender<Result<(), OpenError>>,
     },
+}
+
+/// Where a batch failed: in its statements (nothing of it can be in the WAL as
+/// committed) or at `COMMIT` (it may be).
+#[derive(Debug, Clone, Copy)]
+enum Stage {
+    Statements,
+    Commit,
 }
 
 /// What a request did, before the commit decides whether it stands.
@@ -146,6 +186,48 @@ pub(crate) struct Shared {
     pub(crate) head: AtomicI64,
     /// Woken after every commit.
     pub(crate) commits: CommitNotifier,
+    /// Set by the writer after a disk failure; from then on writes are refused.
+    pub(crate) failstop: FailStop,
+    /// Requests handed to the writer thread and not yet answered.
+    pub(crate) queued: AtomicUsize,
+    /// Whether the last commit served a single request with nothing queued behind it:
+    /// the next write may then commit on its caller's thread ([`WriteSide::try_lead`]).
+    lone: AtomicBool,
+    /// A fault the crate's tests make the next `COMMIT` hit.
+    #[cfg(test)]
+    fault: std::sync::Mutex<Option<crate::failstop::Fault>>,
+    /// Writes committed by their caller's thread (tests only).
+    #[cfg(test)]
+    pub(crate) led: AtomicUsize,
+}
+
+impl Shared {
+    /// The state of a store whose last committed position is `head` (0: empty).
+    pub(crate) fn new(head: i64) -> Self {
+        Self {
+            closed: AtomicBool::new(false),
+            head: AtomicI64::new(head),
+            commits: CommitNotifier::new(),
+            failstop: FailStop::default(),
+            queued: AtomicUsize::new(0),
+            lone: AtomicBool::new(true),
+            #[cfg(test)]
+            fault: std::sync::Mutex::new(None),
+            #[cfg(test)]
+            led: AtomicUsize::new(0),
+        }
+    }
+
+    /// Makes the next `COMMIT` of the writer fail with `fault` (tests only).
+    #[cfg(test)]
+    pub(crate) fn inject(&self, fault: crate::failstop::Fault) {
+        *self.fault.lock().unwrap_or_else(|p| p.into_inner()) = Some(fault);
+    }
+
+    #[cfg(test)]
+    fn take_fault(&self) -> Option<crate::failstop::Fault> {
+        self.fault.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
 
 /// What the writer knows about one stream that has a row in `streams`.
@@ -445,45 +527,82 @@ fn checkpoint_loop(
                 }
             }
             Ok(_) => {}
+            // A failed checkpoint, even on a disk error, needs no fail-stop: SQLite marks
+            // WAL frames as copied only after the database file's sync succeeded, so the
+            // next checkpoint copies them again from the WAL (fsynced at commit), and
+            // the WAL is never restarted over frames whose copy was not synced.
             Err(e) => tracing::warn!(error = %e, "background WAL checkpoint failed"),
         }
     }
 }
 
-/// The writer: owns the write connection, the cache and the lock file.
-pub(crate) struct Writer {
-    pub(crate) conn: Connection,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) max_batch_events: usize,
-    pub(crate) checkpointer: Option<Checkpointer>,
-    /// Held (locked) until the writer ends.
-    pub(crate) lock: File,
-    pub(crate) path: PathBuf,
-    cache: Cache,
+/// The write side of a store: the [`Writer`] behind the mutex that lets one thread
+/// at a time write, shared by the writer thread and by leaders (see the module docs).
+pub(crate) struct WriteSide {
+    /// `None` once the writer thread has closed the connection.
+    writer: Mutex<Option<Writer>>,
+    shared: Arc<Shared>,
+    max_batch_events: usize,
+    path: PathBuf,
 }
 
-impl Writer {
-    pub(crate) fn new(
-        conn: Connection,
-        shared: Arc<Shared>,
-        max_batch_events: usize,
-        checkpointer: Option<Checkpointer>,
-        lock: File,
-        path: PathBuf,
-    ) -> Self {
+impl WriteSide {
+    pub(crate) fn new(writer: Writer) -> Self {
         Self {
-            conn,
-            shared,
-            max_batch_events: max_batch_events.max(1),
-            checkpointer,
-            lock,
-            path,
-            cache: Cache::default(),
+            shared: Arc::clone(&writer.shared),
+            max_batch_events: writer.max_batch_events,
+            path: writer.path.clone(),
+            writer: Mutex::new(Some(writer)),
         }
     }
 
-    /// Runs until a `Close` request or until every handle is gone.
-    pub(crate) fn run(mut self, rx: std_mpsc::Receiver<Request>) {
+    /// The writer, `None` if a commit panicked while holding it (then nothing more is
+    /// written: the writer thread stops, and callers are told so).
+    fn lock(&self) -> Option<MutexGuard<'_, Option<Writer>>> {
+        self.writer.lock().ok()
+    }
+
+    /// The lone-writer fast path: commits `request` on the calling thread when no
+    /// request is queued or being committed and the last commit served a single
+    /// request. Gives the request back (for the writer thread) when someone else is
+    /// writing (or was, a moment ago), when the calling thread may not block (no
+    /// multi-threaded Tokio runtime), or when the store is closing.
+    pub(crate) fn try_lead(&self, request: Request) -> Option<Request> {
+        let shared = &self.shared;
+        if !shared.lone.load(Ordering::Acquire)
+            || shared.queued.load(Ordering::Acquire) != 0
+            || shared.closed.load(Ordering::Acquire)
+            || !may_block_in_place()
+        {
+            return Some(request);
+        }
+        let Ok(mut guard) = self.writer.try_lock() else {
+            return Some(request);
+        };
+        // Checked again while holding the writer: a request handed to the writer thread
+        // before this one must be committed first.
+        if shared.queued.load(Ordering::Acquire) != 0 {
+            return Some(request);
+        }
+        let Some(writer) = guard.as_mut() else {
+            return Some(request);
+        };
+        // One commit on this thread; Tokio moves the thread's other tasks elsewhere.
+        tokio::task::block_in_place(|| {
+            writer.commit_batch(vec![request]);
+            writer.restart_wal_if_large();
+        });
+        shared.lone.store(
+            shared.queued.load(Ordering::Acquire) == 0,
+            Ordering::Release,
+        );
+        #[cfg(test)]
+        shared.led.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+
+    /// The writer thread: runs until a `Close` request or until every handle is gone.
+    pub(crate) fn run(&self, rx: std_mpsc::Receiver<Request>) {
         let mut closers = Vec::new();
         let mut batch = Vec::new();
         let mut weight = 0;
@@ -521,32 +640,56 @@ impl Writer {
             if !batch.is_empty() {
                 last_batch_len = batch.len();
                 let started = Instant::now();
-                self.commit_batch(std::mem::take(&mut batch));
+                if !self.commit(std::mem::take(&mut batch)) {
+                    return;
+                }
                 last_batch_time = started.elapsed();
                 weight = 0;
             }
-            self.restart_wal_if_large();
         }
         // Refuse new requests, answer what was queued before, then stop.
         self.shared.closed.store(true, Ordering::Release);
         while let Ok(request) = rx.try_recv() {
             self.take(request, &mut batch, &mut weight, &mut closers);
             if weight >= self.max_batch_events {
-                self.commit_batch(std::mem::take(&mut batch));
+                if !self.commit(std::mem::take(&mut batch)) {
+                    return;
+                }
                 weight = 0;
             }
         }
-        if !batch.is_empty() {
-            self.commit_batch(batch);
+        if !batch.is_empty() && !self.commit(batch) {
+            return;
         }
-        let path = self.path.clone();
-        let mut result = Some(self.finish());
+        let writer = self.lock().and_then(|mut w| w.take());
+        let mut result = writer.map(Writer::finish);
         for reply in closers {
-            let r = result
-                .take()
-                .unwrap_or_else(|| Err(OpenError::Closed { path: path.clone() }));
+            let r = result.take().unwrap_or_else(|| {
+                Err(OpenError::Closed {
+                    path: self.path.clone(),
+                })
+            });
             let _ = reply.send(r);
         }
+    }
+
+    /// Commits a batch the writer thread collected. `false` when the writer is gone
+    /// (a commit panicked): the batch's callers are told the writer stopped.
+    fn commit(&self, batch: Vec<Request>) -> bool {
+        let n = batch.len();
+        let Some(mut guard) = self.lock() else {
+            return false;
+        };
+        let Some(writer) = guard.as_mut() else {
+            return false;
+        };
+        writer.commit_batch(batch);
+        writer.restart_wal_if_large();
+        let left = self.shared.queued.fetch_sub(n, Ordering::AcqRel) - n;
+        self.shared
+            .lone
+            .store(n == 1 && left == 0, Ordering::Release);
+        true
     }
 
     /// Sorts one request into the batch, or answers it at once when it is no write.
@@ -560,12 +703,59 @@ impl Writer {
         match request {
             Request::Close { reply } => closers.push(reply),
             Request::Synchronous { reply } => {
-                let _ = reply.send(self.synchronous());
+                let answer = match self.lock().as_deref() {
+                    Some(Some(writer)) => writer.synchronous(),
+                    _ => Err(crate::error::closed()),
+                };
+                let _ = reply.send(answer);
+                self.shared.queued.fetch_sub(1, Ordering::AcqRel);
             }
             request => {
                 *weight += request.weight();
                 batch.push(request);
             }
+        }
+    }
+}
+
+/// Whether the calling thread may block for one commit: only inside a multi-threaded
+/// Tokio runtime, where `block_in_place` hands the thread's other tasks to another
+/// thread. (A current-thread runtime has no other thread; outside Tokio, the caller
+/// may be an executor that cannot be blocked.)
+fn may_block_in_place() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
+/// The writer: owns the write connection, the cache and the lock file.
+pub(crate) struct Writer {
+    pub(crate) conn: Connection,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) max_batch_events: usize,
+    pub(crate) checkpointer: Option<Checkpointer>,
+    /// Held (locked) until the writer ends.
+    pub(crate) lock: File,
+    pub(crate) path: PathBuf,
+    cache: Cache,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        conn: Connection,
+        shared: Arc<Shared>,
+        max_batch_events: usize,
+        checkpointer: Option<Checkpointer>,
+        lock: File,
+        path: PathBuf,
+    ) -> Self {
+        Self {
+            conn,
+            shared,
+            max_batch_events: max_batch_events.max(1),
+            checkpointer,
+            lock,
+            path,
+            cache: Cache::default(),
         }
     }
 
@@ -596,10 +786,12 @@ impl Writer {
     }
 
     /// Stops the checkpointer, checkpoints the whole WAL into the database file, closes
-    /// the connection, then releases the lock.
+    /// the connection, then releases the lock. After a disk failure it does not
+    /// checkpoint: the WAL stays for the next open to recover (see [`crate::failstop`]).
     fn finish(self) -> Result<(), OpenError> {
         let Writer {
             conn,
+            shared,
             checkpointer,
             lock,
             path,
@@ -613,9 +805,16 @@ impl Writer {
             path: path.clone(),
             source,
         };
-        let checkpoint = conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            .map_err(|e| sqlite("checkpointing on close", e));
+        let checkpoint = if shared.failstop.is_tripped() {
+            tracing::warn!(
+                path = %path.display(),
+                "closing without a checkpoint after a disk failure; the next open recovers from the WAL"
+            );
+            Ok(())
+        } else {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .map_err(|e| sqlite("checkpointing on close", e))
+        };
         let closed = conn
             .close()
             .map_err(|(_, e)| sqlite("closing the database", e));
@@ -625,6 +824,15 @@ impl Writer {
 
     /// Applies one batch in one transaction, commits, then answers every request.
     fn commit_batch(&mut self, batch: Vec<Request>) {
+        if let Some(refusal) = self.shared.failstop.refusal() {
+            for request in batch {
+                request.answer(Err(BackendError::new(
+                    refusal.kind,
+                    refusal.message.clone(),
+                )));
+            }
+            return;
+        }
         if self.cache.streams.len() > CACHE_LIMIT || self.cache.categories.len() > CACHE_LIMIT {
             self.cache.streams.clear();
             self.cache.categories.clear();
@@ -633,7 +841,10 @@ impl Writer {
         let mut outcomes = Vec::with_capacity(batch.len());
         let now_us = Utc::now().timestamp_micros();
         let mut changed = false;
-        let result = self.apply(&batch, now_us, &mut outcomes, &mut changed);
+        let result = match self.apply(&batch, now_us, &mut outcomes, &mut changed) {
+            Ok(()) => self.commit().map_err(|e| (e, Stage::Commit)),
+            Err(e) => Err((e, Stage::Statements)),
+        };
         match result {
             Ok(()) => {
                 if let Some(next) = self.cache.next_position
@@ -651,13 +862,38 @@ impl Writer {
                     }
                 }
             }
-            Err(e) => {
-                if !self.conn.is_autocommit()
-                    && let Err(rollback) = self.conn.execute_batch("ROLLBACK")
-                {
-                    tracing::error!(error = %rollback, "rollback after a failed batch failed");
+            Err((e, stage)) => self.fail_batch(batch, &e, stage),
+        }
+    }
+
+    /// Rolls a failed batch back and answers its requests. After a disk failure the
+    /// writer stops writing (see [`crate::failstop`]); after any other failure it goes
+    /// on with the next batch.
+    fn fail_batch(&mut self, batch: Vec<Request>, e: &BackendError, stage: Stage) {
+        if !self.conn.is_autocommit()
+            && let Err(rollback) = self.conn.execute_batch("ROLLBACK")
+        {
+            tracing::error!(error = %rollback, "rollback after a failed batch failed");
+        }
+        self.cache.reset();
+        match disk_failure(e).map(ToString::to_string) {
+            Some(cause) => {
+                tracing::error!(
+                    error = %e,
+                    requests = batch.len(),
+                    "a disk error failed a write batch; the store stops accepting writes until it is reopened"
+                );
+                self.stop_writing(cause.clone());
+                let requests = batch.len();
+                for request in batch {
+                    let err = match stage {
+                        Stage::Commit => failstop::outcome_unknown(&cause, requests),
+                        Stage::Statements => failstop::not_written(&cause, requests),
+                    };
+                    request.answer(Err(err));
                 }
-                self.cache.reset();
+            }
+            None => {
                 tracing::error!(error = %e, requests = batch.len(), "a write batch failed; none of it was written");
                 let message = format!(
                     "{}; none of the {} requests committed together was written",
@@ -672,6 +908,46 @@ impl Writer {
         }
     }
 
+    /// Fail-stop: records the failure, stops checkpointing (the background checkpointer,
+    /// the writer's own restarts and SQLite's checkpoint when the connection closes).
+    fn stop_writing(&mut self, cause: String) {
+        self.shared.failstop.trip(cause);
+        if let Some(c) = self.checkpointer.take() {
+            c.stop();
+        }
+        if let Err(e) = self
+            .conn
+            .set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+        {
+            tracing::warn!(error = %e, "could not turn off the checkpoint on close");
+        }
+    }
+
+    /// Commits the batch's transaction. Tests can make it fail (see
+    /// [`Shared::inject`]).
+    fn commit(&self) -> SqlResult<()> {
+        #[cfg(test)]
+        if let Some(fault) = self.shared.take_fault() {
+            if fault == failstop::Fault::FailAfterCommit {
+                self.conn
+                    .execute_batch("COMMIT")
+                    .map_err(sql("committing"))?;
+            }
+            return Err(backend("committing", failstop::fsync_error()));
+        }
+        self.conn
+            .prepare_cached("COMMIT")
+            .and_then(|mut s| s.execute([]))
+            .map(drop)
+            .map_err(|e| {
+                let mut err = backend("committing", e);
+                err.kind = BackendErrorKind::Storage;
+                err
+            })
+    }
+
+    /// Runs the batch's statements in a new transaction, leaving it open for
+    /// [`Writer::commit`].
     fn apply(
         &mut self,
         batch: &[Request],
@@ -733,13 +1009,6 @@ impl Writer {
             };
             outcomes.push(outcome);
         }
-        conn.prepare_cached("COMMIT")
-            .and_then(|mut s| s.execute([]))
-            .map_err(|e| {
-                let mut err = backend("committing", e);
-                err.kind = BackendErrorKind::Storage;
-                err
-            })?;
         Ok(())
     }
 }
@@ -1036,7 +1305,7 @@ mod tests {
     //! Group commit, deterministically: batches are built by hand and applied with
     //! `commit_batch`, so the requests are known to share one transaction.
 
-    use foldstore_core::CurrentRevision;
+    use foldstore_core::{CurrentRevision, EventStore};
 
     use super::*;
     use crate::SqliteOptions;
@@ -1051,11 +1320,7 @@ mod tests {
         let path = dir.path().join("w.db");
         let conn = crate::schema::open_writer(&path, &SqliteOptions::default()).unwrap();
         let lock = File::create(dir.path().join("w.db.lock")).unwrap();
-        let shared = Arc::new(Shared {
-            closed: AtomicBool::new(false),
-            head: AtomicI64::new(0),
-            commits: CommitNotifier::new(),
-        });
+        let shared = Arc::new(Shared::new(0));
         Fixture {
             writer: Writer::new(conn, shared, 4096, None, lock, path),
             _dir: dir,
@@ -1215,6 +1480,8 @@ mod tests {
         for a in &answers {
             assert!(matches!(a, Err(AppendError::Backend(_))), "{a:?}");
         }
+        // A constraint-style failure is no disk failure: the writer goes on.
+        assert!(!f.writer.shared.failstop.is_tripped());
         assert_eq!(count_events(&f.writer), 1);
         assert_eq!(f.writer.shared.head.load(Ordering::Acquire), 1);
         // The cache forgot the failed batch: the streams are where the database says.
@@ -1232,6 +1499,69 @@ mod tests {
         assert_eq!(b.next_expected_revision, 0);
         assert_eq!(b.position, Position::new(3));
         assert_eq!(f.writer.shared.head.load(Ordering::Acquire), 3);
+    }
+
+    /// After a disk error at `COMMIT`, every request of the batch is of unknown
+    /// outcome, nothing of it is believed written, and every later write is refused
+    /// without touching the database.
+    #[test]
+    fn a_disk_error_at_commit_stops_the_writer() {
+        let mut f = fixture();
+        let answers = run_batch(
+            &mut f.writer,
+            vec![append_request(
+                "a-1",
+                ExpectedRevision::NoStream,
+                vec![event("A")],
+            )],
+        );
+        assert!(answers[0].is_ok());
+        f.writer.shared.inject(failstop::Fault::FailCommit);
+        let answers = run_batch(
+            &mut f.writer,
+            vec![
+                append_request("a-1", ExpectedRevision::Exact(0), vec![event("B")]),
+                append_request("new-1", ExpectedRevision::NoStream, vec![event("C")]),
+            ],
+        );
+        for a in &answers {
+            match a {
+                Err(AppendError::Backend(e)) => {
+                    assert_eq!(e.kind, BackendErrorKind::OutcomeUnknown, "{e}");
+                    assert!(e.message.contains("the 1 writes committed with it"), "{e}");
+                }
+                other => panic!("expected an unknown outcome, got {other:?}"),
+            }
+        }
+        assert!(f.writer.shared.failstop.is_tripped());
+        assert!(
+            f.writer.conn.is_autocommit(),
+            "the failed batch was rolled back"
+        );
+        assert_eq!(count_events(&f.writer), 1);
+        assert_eq!(f.writer.shared.head.load(Ordering::Acquire), 1);
+        let (delete, mut deleted) = {
+            let (reply, rx) = oneshot::channel();
+            let request = Request::Delete {
+                stream: StreamName::new("a-1").unwrap(),
+                expected: ExpectedRevision::Any,
+                tombstone: true,
+                reply,
+            };
+            (request, rx)
+        };
+        let (append, mut appended) =
+            append_request("a-1", ExpectedRevision::Exact(0), vec![event("B")]);
+        f.writer.commit_batch(vec![append, delete]);
+        match appended.try_recv().unwrap() {
+            Err(AppendError::Backend(e)) => assert_eq!(e.kind, BackendErrorKind::Storage),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        match deleted.try_recv().unwrap() {
+            Err(DeleteError::Backend(e)) => assert_eq!(e.kind, BackendErrorKind::Storage),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(count_events(&f.writer), 1);
     }
 
     #[test]
@@ -1365,6 +1695,111 @@ mod tests {
             .query_row("SELECT count(*) FROM event_tags", [], |r| r.get(0))
             .unwrap();
         assert_eq!(tags, 2, "the refused claim left no tag row");
+    }
+
+    /// The lone-writer fast path: on a multi-threaded runtime, a caller that finds the
+    /// writer idle commits its own append; on a current-thread runtime it never does.
+    #[test]
+    fn a_lone_writer_commits_on_its_own_thread_only_on_a_multi_threaded_runtime() {
+        for (runtime, leads) in [
+            (
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .build()
+                    .unwrap(),
+                true,
+            ),
+            (
+                tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap(),
+                false,
+            ),
+        ] {
+            runtime.block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                let store =
+                    crate::SqliteStore::open(dir.path().join("l.db"), SqliteOptions::default())
+                        .await
+                        .unwrap();
+                let stream = StreamName::new("a-1").unwrap();
+                // From a task (a worker thread) and from `block_on` (not one).
+                let s = store.clone();
+                let from_task = tokio::spawn(async move {
+                    for n in 0..10u64 {
+                        let expected = n
+                            .checked_sub(1)
+                            .map_or(ExpectedRevision::NoStream, ExpectedRevision::Exact);
+                        let r = s
+                            .append(&StreamName::new("a-1").unwrap(), expected, vec![event("A")])
+                            .await
+                            .unwrap();
+                        assert_eq!(r.next_expected_revision, n);
+                    }
+                });
+                from_task.await.unwrap();
+                let r = store
+                    .append(&stream, ExpectedRevision::Exact(9), vec![event("B")])
+                    .await
+                    .unwrap();
+                assert_eq!(r.position, Position::new(11));
+                let led = store.inner.shared.led.load(Ordering::Relaxed);
+                assert_eq!(led, if leads { 11 } else { 0 });
+                assert_eq!(
+                    store.head_position().await.unwrap(),
+                    Some(Position::new(11))
+                );
+                store.close().await.unwrap();
+            });
+        }
+    }
+
+    /// A write handed to the writer thread is committed before a later one, even when
+    /// the later one arrives as the writer becomes free (it must not lead past it).
+    #[test]
+    fn a_caller_never_leads_past_a_write_queued_before_it() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let store = crate::SqliteStore::open(dir.path().join("o.db"), SqliteOptions::default())
+                .await
+                .unwrap();
+            for round in 0..20 {
+                // Hold the writer so that the first append must be handed off.
+                let guard = store.inner.write.writer.lock().unwrap();
+                let s = store.clone();
+                let first = tokio::spawn(async move {
+                    s.append(
+                        &StreamName::new("a-1").unwrap(),
+                        ExpectedRevision::Any,
+                        vec![event("First")],
+                    )
+                    .await
+                    .unwrap()
+                });
+                while store.inner.shared.queued.load(Ordering::Acquire) == 0 {
+                    std::thread::yield_now();
+                }
+                drop(guard);
+                let second = store
+                    .append(
+                        &StreamName::new("b-1").unwrap(),
+                        ExpectedRevision::Any,
+                        vec![event("Second")],
+                    )
+                    .await
+                    .unwrap();
+                let first = first.await.unwrap();
+                assert!(
+                    first.position < second.position,
+                    "round {round}: {first:?} {second:?}"
+                );
+            }
+            store.close().await.unwrap();
+        });
     }
 
     #[test]
