@@ -5,9 +5,10 @@ use futures::stream::BoxStream;
 
 use crate::dcb::{AppendCondition, Query, ReadQueryOptions};
 use crate::{
-    AppendError, AppendResult, DeleteError, EventFilter, ExpectedRevision, MetadataError, NewEvent,
-    Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamMetadata,
-    StreamName, SubscribeFrom, SubscribeStreamFrom, SubscriptionError, validate_category,
+    AppendError, AppendResult, BackendError, DeleteError, EventFilter, ExpectedRevision,
+    MetadataError, NewEvent, Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent,
+    StreamMetadata, StreamName, SubscribeFrom, SubscribeStreamFrom, SubscriptionError,
+    validate_category,
 };
 
 /// A live stream of events: catch-up first, then new events as they commit.
@@ -173,6 +174,14 @@ pub trait EventStore: Send + Sync {
     /// The position of the last committed event: every event at or below it is
     /// visible to every read that starts later. `None` for an empty store.
     async fn head_position(&self) -> Result<Option<Position>, ReadError>;
+
+    /// Whether the store still accepts writes; `Err` is the error a write would get
+    /// now (SQLite stops writing after a disk error until it is reopened). Cheap: it
+    /// asks the store's state, not the disk. Health checks (`GET /health`) report it.
+    /// The default says yes; a store that wraps another must forward it.
+    fn writable(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
 
     /// Subscribes to `$all`: catches up from `from`, then continues live.
     async fn subscribe_to_all(

@@ -26,9 +26,9 @@ use async_trait::async_trait;
 use foldstore_core::dcb::{AppendCondition, Query, ReadQueryOptions};
 use foldstore_core::subscription::{CommitNotifier, GlobalLog, subscribe_all};
 use foldstore_core::{
-    AppendError, AppendResult, DeleteError, Direction, EventFilter, EventStore, EventSubscription,
-    ExpectedRevision, MetadataError, NewEvent, Position, ReadAllOptions, ReadError,
-    ReadStreamOptions, RecordedEvent, StreamMetadata, StreamName, SubscribeFrom,
+    AppendError, AppendResult, BackendError, DeleteError, Direction, EventFilter, EventStore,
+    EventSubscription, ExpectedRevision, MetadataError, NewEvent, Position, ReadAllOptions,
+    ReadError, ReadStreamOptions, RecordedEvent, StreamMetadata, StreamName, SubscribeFrom,
     SubscribeStreamFrom,
 };
 use futures::{FutureExt, StreamExt};
@@ -290,6 +290,10 @@ impl EventStore for LiveTail {
 
     async fn head_position(&self) -> Result<Option<Position>, ReadError> {
         self.0.inner.head_position().await
+    }
+
+    fn writable(&self) -> Result<(), BackendError> {
+        self.0.inner.writable()
     }
 
     async fn subscribe_to_all(

@@ -76,11 +76,13 @@ fn split_page(events: &mut Vec<RecordedEvent>, limit: usize) -> Option<RecordedE
     path = "/health",
     tag = "operations",
     responses(
-        (status = 200, description = "The store answers", body = Health),
-        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json")
+        (status = 200, description = "The store answers and accepts writes", body = Health),
+        (status = 503, description = "The store is unavailable (`backend_unavailable`), or it stopped accepting writes after a disk failure (`storage_failed`: an operator must check the disk and restart it)", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub(crate) async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    // A store that stopped writing (a disk error) is unhealthy even though it reads.
+    state.store.writable()?;
     let head = state.store.head_position().await?;
     Ok(Json(
         json!({"status": "ok", "head_position": head.map(|p| p.to_string())}),

@@ -239,7 +239,12 @@ mod tests {
             "{e}"
         );
 
-        // Every write is refused from now on, and says what to do.
+        // Every write is refused from now on, and says what to do; the store says so
+        // before anyone tries (health checks ask it).
+        match store.writable() {
+            Err(e) => assert_refusal(&e),
+            Ok(()) => panic!("a stopped store says it is writable"),
+        }
         assert_refusal(&kind_of_append(
             store
                 .append(&a, ExpectedRevision::Exact(2), vec![event(3)])

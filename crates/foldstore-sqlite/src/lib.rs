@@ -581,6 +581,11 @@ impl EventStore for SqliteStore {
             .map(|h| Position::new(u128::from(h))))
     }
 
+    /// `Err` once the writer stopped after a disk error (see [`crate::failstop`]).
+    fn writable(&self) -> Result<(), BackendError> {
+        self.inner.shared.failstop.refusal().map_or(Ok(()), Err)
+    }
+
     async fn subscribe_to_all(
         &self,
         from: SubscribeFrom,

@@ -32,9 +32,9 @@ use async_trait::async_trait;
 
 use crate::dcb::{AppendCondition, Query, ReadQueryOptions};
 use crate::{
-    AppendError, AppendResult, DeleteError, EventFilter, EventStore, EventSubscription,
-    ExpectedRevision, MetadataError, NewEvent, Position, ReadAllOptions, ReadError,
-    ReadStreamOptions, RecordedEvent, StreamMetadata, StreamName, SubscribeFrom,
+    AppendError, AppendResult, BackendError, DeleteError, EventFilter, EventStore,
+    EventSubscription, ExpectedRevision, MetadataError, NewEvent, Position, ReadAllOptions,
+    ReadError, ReadStreamOptions, RecordedEvent, StreamMetadata, StreamName, SubscribeFrom,
     SubscribeStreamFrom,
 };
 
@@ -156,6 +156,10 @@ impl<S: EventStore, H: AppendHook<S>> EventStore for HookedStore<S, H> {
 
     async fn head_position(&self) -> Result<Option<Position>, ReadError> {
         self.inner.head_position().await
+    }
+
+    fn writable(&self) -> Result<(), BackendError> {
+        self.inner.writable()
     }
 
     async fn subscribe_to_all(
