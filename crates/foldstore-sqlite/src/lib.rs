@@ -581,7 +581,8 @@ impl EventStore for SqliteStore {
             .map(|h| Position::new(u128::from(h))))
     }
 
-    /// `Err` once the writer stopped after a disk error (see [`crate::failstop`]).
+    /// `Err` once the writer stopped after a disk error (see "After a disk error" in the
+    /// crate docs).
     fn writable(&self) -> Result<(), BackendError> {
         self.inner.shared.failstop.refusal().map_or(Ok(()), Err)
     }
