@@ -380,6 +380,29 @@ fn bench_append_1_prints_a_json_report_last() {
 }
 
 #[test]
+fn bench_read_all_reports_the_raw_read_of_the_same_rows() {
+    let dir = scratch();
+    let out = foldstore(
+        dir.path(),
+        &["bench", "read-all", "--events", "3000", "--json"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let last = text.lines().last().unwrap();
+    let report: Value = serde_json::from_str(last).unwrap();
+    assert_eq!(report["workload"], "read-all");
+    assert_eq!(report["events"], 3000, "{last}");
+    let raw = report["raw_read_per_sec"].as_f64().unwrap();
+    let ratio = report["ratio_vs_raw_read"].as_f64().unwrap();
+    assert!(raw > 0.0 && ratio > 0.0, "{last}");
+    let rate = report["events_per_sec"].as_f64().unwrap();
+    assert!(
+        (rate / raw - ratio).abs() < 0.01,
+        "the ratio is the store's rate over the raw one: {last}"
+    );
+}
+
+#[test]
 fn bench_refuses_tmpfs() {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
     let shm_is_tmpfs = mounts.lines().any(|l| {

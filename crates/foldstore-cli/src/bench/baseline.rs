@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, params};
 use serde::Serialize;
+use tokio_postgres::types::Type;
 
 use super::payload::{STREAMS, event_data};
 use crate::error::CliError;
@@ -350,6 +351,89 @@ fn rows_per_second(
         }
         tx.commit().map_err(fail("committing"))?;
         rows += rows_per_tx;
+    }
+    Ok(rows as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Rows per page of the raw read baselines (the `read-all` workload's page size).
+const RAW_READ_PAGE: i64 = 1000;
+
+/// `read-all`'s baseline on SQLite: the store's own `events` rows read straight with
+/// rusqlite, in position order, in pages of 1,000 by keyset, every column looked at
+/// but nothing decoded or allocated: what SQLite itself costs the read. Rows/s.
+pub(crate) fn raw_sqlite_read_rate(db: &Path) -> Result<f64, CliError> {
+    let fail = |what| move |source| CliError::Baseline { what, source };
+    let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(fail("opening the store read-only"))?;
+    let mut stmt = conn
+        .prepare(
+            "SELECT position, stream_id, revision, id_hi, id_lo, event_type, content_type, \
+             data, metadata, recorded_at, tags FROM events WHERE position > ?1 \
+             ORDER BY position LIMIT ?2",
+        )
+        .map_err(fail("preparing the raw read"))?;
+    let (mut after, mut rows, mut bytes) = (0i64, 0u64, 0usize);
+    let start = Instant::now();
+    loop {
+        let mut page = stmt
+            .query(params![after, RAW_READ_PAGE])
+            .map_err(fail("reading events"))?;
+        let mut n = 0;
+        while let Some(row) = page.next().map_err(fail("reading events"))? {
+            after = row.get(0).map_err(fail("reading a position"))?;
+            for i in 1..11 {
+                bytes += match row.get_ref(i).map_err(fail("reading a column"))? {
+                    rusqlite::types::ValueRef::Text(b) | rusqlite::types::ValueRef::Blob(b) => {
+                        b.len()
+                    }
+                    _ => 8,
+                };
+            }
+            n += 1;
+        }
+        rows += n;
+        if n < RAW_READ_PAGE as u64 || stopped() {
+            break;
+        }
+    }
+    std::hint::black_box(bytes);
+    Ok(rows as f64 / start.elapsed().as_secs_f64())
+}
+
+/// `read-all`'s baseline on PostgreSQL: the store's own `events` rows read straight
+/// with tokio-postgres, in `(tx, seq)` order, in pages of 1,000 by keyset, each page
+/// collected but not decoded: what the server and the driver cost the read. Rows/s.
+pub(crate) async fn raw_pg_read_rate(url: &str, schema: &str) -> Result<f64, CliError> {
+    let fail = |what| move |source| CliError::PgBaseline { what, source };
+    let client = pg_connect(url).await.map_err(fail("connecting"))?;
+    let sql = format!(
+        "SELECT e.tx::text AS tx_text, e.seq, e.id, e.stream_id, e.event_type, e.revision, \
+         e.data, e.content_type, e.metadata, e.recorded_at, e.tags FROM \"{schema}\".events e \
+         WHERE (e.tx, e.seq) > ($1::text::xid8, $2) ORDER BY e.tx, e.seq LIMIT $3"
+    );
+    let (mut tx, mut seq, mut rows) = ("0".to_owned(), 0i64, 0u64);
+    let start = Instant::now();
+    loop {
+        // Unnamed statements, planned with each page's values, as the store sends them:
+        // a generic plan of this keyset query sorts the whole table for every page.
+        let page = client
+            .query_typed(
+                &sql,
+                &[
+                    (&tx, Type::TEXT),
+                    (&seq, Type::INT8),
+                    (&RAW_READ_PAGE, Type::INT8),
+                ],
+            )
+            .await
+            .map_err(fail("reading events"))?;
+        rows += page.len() as u64;
+        let Some(last) = page.last() else { break };
+        tx = last.try_get(0).map_err(fail("reading a position"))?;
+        seq = last.try_get(1).map_err(fail("reading a position"))?;
+        if (page.len() as i64) < RAW_READ_PAGE || stopped() {
+            break;
+        }
     }
     Ok(rows as f64 / start.elapsed().as_secs_f64())
 }

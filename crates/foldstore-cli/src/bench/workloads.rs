@@ -10,6 +10,7 @@ use foldstore_core::{
     EventFilter, Position, ReadAllOptions, ReadStreamOptions, StreamName, SubscribeFrom,
 };
 
+use super::baseline;
 use super::cross_process;
 use super::load::{self, LoadSpec};
 use super::machine;
@@ -156,6 +157,19 @@ pub(crate) async fn read_all(
     let elapsed = start.elapsed();
     backend::close(store).await?;
 
+    progress("reading the same rows raw, without foldstore (same-run baseline)");
+    let raw_read = match location {
+        DatabaseLocation::Sqlite(path) => {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || baseline::raw_sqlite_read_rate(&path))
+                .await
+                .map_err(|e| CliError::Bench(format!("the raw read failed: {e}")))??
+        }
+        DatabaseLocation::Postgres { url, schema, .. } => {
+            baseline::raw_pg_read_rate(url, schema).await?
+        }
+    };
+
     progress("reopening the store and reading $all through subscribe_to_all(Start)");
     let rss_before = machine::rss_mb();
     let reset = machine::reset_peak_rss();
@@ -179,6 +193,13 @@ pub(crate) async fn read_all(
 
     let mut extra = Map::new();
     extra.insert("page_size".into(), json!(READ_PAGE));
+    // The same rows read without foldstore, in the same pages: the store's reads
+    // against what the database and its driver alone manage in this run.
+    extra.insert("raw_read_per_sec".into(), json!(raw_read.round()));
+    extra.insert(
+        "ratio_vs_raw_read".into(),
+        json!(((read as f64 / elapsed.as_secs_f64()) / raw_read * 1000.0).round() / 1000.0),
+    );
     extra.insert("subscribe_events".into(), json!(delivered));
     extra.insert(
         "subscribe_events_per_sec".into(),
