@@ -16,7 +16,7 @@
 //! in between, a success after all. Empty appends and conditional appends go to the
 //! slow path directly.
 
-use foldstore_core::{AppendResult, BackendError, BackendErrorKind, ExpectedRevision, group_hash};
+use foldstore_core::{AppendResult, BackendError, BackendErrorKind, group_hash};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 use uuid::Uuid;
@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::error::Effect;
 use crate::pg::{Xid8, position, to_i64, to_u64};
 use crate::pipeline::{self, NotCommitted, Sent, Step};
-use crate::writer::{Request, SEPARATOR};
+use crate::writer::{Request, expectation, joined};
 
 /// Statements of a batch before its first `append_batch`: `BEGIN` and `lock_keys`.
 const STEPS_BEFORE_LAYERS: usize = 2;
@@ -77,12 +77,7 @@ struct Layer<'a> {
 
 impl<'a> Layer<'a> {
     fn push(&mut self, index: usize, request: &'a Request) {
-        let (kind, revision) = match request.expected {
-            ExpectedRevision::Any => (0, 0),
-            ExpectedRevision::NoStream => (1, 0),
-            ExpectedRevision::StreamExists => (2, 0),
-            ExpectedRevision::Exact(n) => (3, to_i64(n)),
-        };
+        let (kind, revision) = expectation(request.expected);
         self.members.push(index);
         let append = i32::try_from(self.members.len()).unwrap_or(i32::MAX);
         self.streams.push(request.stream.as_str());
@@ -104,8 +99,7 @@ impl<'a> Layer<'a> {
             self.content_types.push(event.content_type.as_str());
             self.datas.push(event.data.as_ref());
             self.metadatas.push(event.metadata.as_str());
-            self.tags
-                .push((!event.tags.is_empty()).then(|| event.tags.join(SEPARATOR)));
+            self.tags.push(joined(&event.tags));
         }
     }
 
@@ -237,7 +231,7 @@ fn decide(request: &Request, row: &Row) -> Result<Option<AppendResult>, BackendE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use foldstore_core::{NewEvent, StreamName};
+    use foldstore_core::{ExpectedRevision, NewEvent, StreamName};
     use tokio::sync::oneshot;
 
     fn request(stream: &str, events: usize) -> Request {

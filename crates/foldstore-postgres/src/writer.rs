@@ -77,7 +77,34 @@ const STEPS_BEFORE_APPENDS: usize = 2;
 
 /// Joins the tags or types of one event or query item for the SQL functions; tags and
 /// types hold no control characters, so `chr(31)` cannot occur in them.
-pub(crate) const SEPARATOR: &str = "\u{1f}";
+const SEPARATOR: &str = "\u{1f}";
+
+/// Tags or types as the SQL functions take them: joined by [`SEPARATOR`], `None` for
+/// none.
+pub(crate) fn joined(values: &[String]) -> Option<String> {
+    (!values.is_empty()).then(|| values.join(SEPARATOR))
+}
+
+/// An expected revision as the SQL functions take it: `(kind, revision)`, kind 0 any,
+/// 1 no stream, 2 stream exists, 3 exact.
+pub(crate) fn expectation(expected: ExpectedRevision) -> (i16, i64) {
+    match expected {
+        ExpectedRevision::Any => (0, 0),
+        ExpectedRevision::NoStream => (1, 0),
+        ExpectedRevision::StreamExists => (2, 0),
+        ExpectedRevision::Exact(n) => (3, to_i64(n)),
+    }
+}
+
+/// The advisory-lock keys of one transaction carrying `pending`, sorted, and whether
+/// each is taken exclusively (see [`crate::locks`]).
+fn lock_keys(schema: &str, pending: &[Request]) -> (Vec<i64>, Vec<bool>) {
+    let mut locks = LockSet::default();
+    for request in pending {
+        locks_of(schema, request, &mut locks);
+    }
+    locks.arrays()
+}
 
 /// The most bytes of event data one batch gathers before it is sent.
 const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
@@ -224,11 +251,7 @@ async fn commit_fast(shared: &Shared, pending: Vec<Request>) -> Vec<Request> {
             return Vec::new();
         }
     };
-    let mut locks = LockSet::default();
-    for request in &pending {
-        locks_of(&shared.options.schema, request, &mut locks);
-    }
-    let (keys, exclusive) = locks.arrays();
+    let (keys, exclusive) = lock_keys(&shared.options.schema, &pending);
     let delay = shared.options.test_commit_delay;
     match batch::attempt(&conn, &stmt, &lock, (&keys, &exclusive), &pending, delay).await {
         batch::FastAttempt::Committed(outcomes) => {
@@ -388,16 +411,8 @@ struct Params<'a> {
 
 impl<'a> Params<'a> {
     fn of(request: &'a Request) -> Self {
-        let (kind, revision) = match request.expected {
-            ExpectedRevision::Any => (0, 0),
-            ExpectedRevision::NoStream => (1, 0),
-            ExpectedRevision::StreamExists => (2, 0),
-            ExpectedRevision::Exact(n) => (3, to_i64(n)),
-        };
+        let (kind, revision) = expectation(request.expected);
         let events = &request.events;
-        let joined = |values: &[String]| -> Option<String> {
-            (!values.is_empty()).then(|| values.join(SEPARATOR))
-        };
         let (cond, cond_all, (cond_after_tx, cond_after_seq), cond_types, cond_tags) =
             match &request.condition {
                 None => (false, false, (Xid8(0), 0), Vec::new(), Vec::new()),
@@ -466,11 +481,7 @@ async fn attempt(
     pending: &[Request],
 ) -> Attempt {
     let params: Vec<Params<'_>> = pending.iter().map(Params::of).collect();
-    let mut locks = LockSet::default();
-    for request in pending {
-        locks_of(&shared.options.schema, request, &mut locks);
-    }
-    let (keys, exclusive) = locks.arrays();
+    let (keys, exclusive) = lock_keys(&shared.options.schema, pending);
     let delay = shared.options.test_commit_delay;
     let mut steps: Vec<Step<'_, Option<Row>>> = Vec::with_capacity(params.len() + 1);
     // Every advisory lock of the transaction, sorted, before any stream row is locked.
