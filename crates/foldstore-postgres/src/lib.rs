@@ -65,4 +65,4 @@ mod writer;
 pub use error::ConnectError;
 pub use options::{DEFAULT_SCHEMA, PostgresOptions};
 pub use schema::SCHEMA_VERSION;
-pub use store::PostgresStore;
+pub use store::{GroupCommitStats, PostgresStore};

@@ -106,6 +106,39 @@ pub(crate) struct Shared {
     pub(crate) poke: Notify,
     /// Asks the hint task to send a `NOTIFY`.
     pub(crate) hint: Notify,
+    /// What the group commit did so far ([`PostgresStore::group_commit_stats`]).
+    pub(crate) stats: GroupCommitCounters,
+}
+
+/// The counters behind [`GroupCommitStats`].
+#[derive(Default)]
+pub(crate) struct GroupCommitCounters {
+    pub(crate) fast_written: AtomicU64,
+    pub(crate) fast_rolled_back: AtomicU64,
+    pub(crate) slow_answered: AtomicU64,
+}
+
+/// What this store's group commit did since it opened: how many appends each of its two
+/// paths answered (docs/semantics.md §5). Counted for this process only.
+///
+/// ```no_run
+/// # async fn show(store: foldstore_postgres::PostgresStore) {
+/// let stats = store.group_commit_stats();
+/// println!("{} appends took the fast path", stats.fast_written);
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GroupCommitStats {
+    /// Appends written by the fast path (`append_batch`, a few calls per group).
+    pub fast_written: u64,
+    /// Fast-path transactions that rolled back (an id committed concurrently, a
+    /// deadlock, a timeout); their appends went on to the slow path.
+    pub fast_rolled_back: u64,
+    /// Appends answered by the slow path (one `append` call each): conditional and
+    /// empty appends, the ones the fast path left unwritten (retries, refusals), and
+    /// those of rolled-back fast transactions.
+    pub slow_answered: u64,
 }
 
 impl Shared {
@@ -242,6 +275,7 @@ impl PostgresStore {
             names: std::sync::RwLock::default(),
             poke: Notify::new(),
             hint: Notify::new(),
+            stats: GroupCommitCounters::default(),
             options,
         });
         let (queue, rx) = mpsc::channel(shared.options.max_batch.max(1) * 4);
@@ -267,6 +301,16 @@ impl PostgresStore {
     /// The options this store was opened with.
     pub fn options(&self) -> &PostgresOptions {
         &self.inner.shared.options
+    }
+
+    /// What this store's group commit did since it opened.
+    pub fn group_commit_stats(&self) -> GroupCommitStats {
+        let c = &self.inner.shared.stats;
+        GroupCommitStats {
+            fast_written: c.fast_written.load(Ordering::Relaxed),
+            fast_rolled_back: c.fast_rolled_back.load(Ordering::Relaxed),
+            slow_answered: c.slow_answered.load(Ordering::Relaxed),
+        }
     }
 
     fn shared(&self) -> &Shared {

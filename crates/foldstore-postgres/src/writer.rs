@@ -34,6 +34,7 @@
 //! Answers go out only after `COMMIT` returned.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use foldstore_core::dcb::AppendCondition;
@@ -265,6 +266,8 @@ async fn commit_fast(shared: &Shared, pending: Vec<Request>) -> Vec<Request> {
             {
                 shared.acknowledged(tx);
             }
+            let written = outcomes.iter().flatten().count() as u64;
+            shared.stats.fast_written.fetch_add(written, Relaxed);
             let mut rest = Vec::new();
             for (request, outcome) in pending.into_iter().zip(outcomes) {
                 match outcome {
@@ -277,6 +280,7 @@ async fn commit_fast(shared: &Shared, pending: Vec<Request>) -> Vec<Request> {
             rest
         }
         batch::FastAttempt::RolledBack(error) => {
+            shared.stats.fast_rolled_back.fetch_add(1, Relaxed);
             tracing::debug!(%error, "group commit fast path rolled back; running its appends one by one");
             pending
         }
@@ -327,6 +331,11 @@ async fn commit_slow(shared: &Shared, mut pending: Vec<Request>) {
                 if let Some(tx) = acknowledged {
                     shared.acknowledged(tx);
                 }
+                let answered = decisions
+                    .iter()
+                    .filter(|d| !matches!(d, Decision::Race))
+                    .count() as u64;
+                shared.stats.slow_answered.fetch_add(answered, Relaxed);
                 let mut again = Vec::new();
                 for (mut request, decision) in pending.drain(..).zip(decisions) {
                     match decision {

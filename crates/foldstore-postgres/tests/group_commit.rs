@@ -95,6 +95,55 @@ async fn several_appends_to_one_stream_in_one_group_apply_in_order() {
             assert_eq!(last.id, appended.last().expect("events").id);
         }
     }
+    // Every one of them took the fast path: none fell back to `append` calls.
+    let stats = store.group_commit_stats();
+    assert_eq!(
+        (
+            stats.fast_written,
+            stats.fast_rolled_back,
+            stats.slow_answered
+        ),
+        (6 + 48, 0, 0),
+        "{stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_in_a_group_leaves_the_rest_on_the_fast_path() {
+    let Some(url) = common::test_url("a_retry_in_a_group_leaves_the_rest_on_the_fast_path") else {
+        return;
+    };
+    let (store, _guard) = grouping_store(&url).await;
+    let stored = vec![event(1)];
+    let first = store
+        .append(&stream("kept-1"), ExpectedRevision::Any, stored.clone())
+        .await
+        .expect("append");
+    let kept = stream("kept-1");
+    let names: Vec<StreamName> = (0..5).map(|i| stream(&format!("other-{i}"))).collect();
+    let retry = store.append(&kept, ExpectedRevision::Any, stored);
+    let others: Vec<_> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| store.append(name, ExpectedRevision::Any, vec![event(i)]))
+        .collect();
+    let (retry, others) = tokio::join!(retry, join_all(others));
+    assert_eq!(retry.expect("a retry succeeds"), first);
+    for r in others {
+        r.expect("append");
+    }
+    // The stored id is found before anything is written: only the retry goes on to an
+    // `append` call, and the group's transaction commits the others.
+    let stats = store.group_commit_stats();
+    assert_eq!(
+        (
+            stats.fast_written,
+            stats.fast_rolled_back,
+            stats.slow_answered
+        ),
+        (1 + 5, 0, 1),
+        "{stats:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,4 +235,8 @@ async fn a_clash_in_a_group_fails_alone() {
         .await
         .expect("read");
     assert_eq!(kept.len(), 2);
+    // The retry, the wrong expectation and the tombstone were each answered by an
+    // `append` call.
+    let stats = store.group_commit_stats();
+    assert!(stats.slow_answered >= 3, "{stats:?}");
 }
