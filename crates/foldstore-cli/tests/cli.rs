@@ -443,6 +443,11 @@ fn bench_on_a_named_database_keeps_it() {
     let report: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(report["workload"], "append-batch");
     assert_eq!(report["events"], 200);
+    // The same rows inserted raw into the store's own schema: SQLite's share.
+    let raw = report["raw_schema_tx100_per_sec"].as_f64().unwrap();
+    let ratio = report["ratio_vs_raw_schema_tx100"].as_f64().unwrap();
+    let rate = report["events_per_sec"].as_f64().unwrap();
+    assert!(raw > 0.0 && (rate / raw - ratio).abs() < 0.01, "{report}");
     assert!(db.exists(), "the named database was removed");
     // Only the database's own files remain: the baselines cleaned up after themselves.
     for entry in std::fs::read_dir(db.parent().unwrap()).unwrap() {

@@ -201,8 +201,10 @@ pub(crate) async fn drop_pg_schema(url: &str, schema: &str) -> Result<(), tokio_
     }
 }
 
+/// Removes a baseline database and its side files (the `.lock` file is the store's,
+/// for the one made by opening a `SqliteStore`).
 fn remove_database(db: &Path) {
-    for suffix in ["", "-wal", "-shm", "-journal"] {
+    for suffix in ["", "-wal", "-shm", "-journal", ".lock"] {
         let mut name = db.to_path_buf().into_os_string();
         name.push(suffix);
         let _ = std::fs::remove_file(name);
@@ -353,6 +355,83 @@ fn rows_per_second(
         rows += rows_per_tx;
     }
     Ok(rows as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Events per transaction of [`raw_schema_tx100_rate`]: `append-batch`'s append size.
+const SCHEMA_BASELINE_BATCH: u64 = 100;
+
+/// `append-batch`'s baseline on SQLite: plain rusqlite inserting the same rows into a
+/// fresh database with the store's own schema (made by opening and closing a
+/// `SqliteStore` there: the same table and the same indexes), 100 rows of one stream per
+/// durable transaction, for [`TX1000_TIME`]. No foldstore code runs while it is
+/// measured, so this is what SQLite itself costs `append-batch`'s appends. Rows/s.
+pub(crate) async fn raw_schema_tx100_rate(dir: &Path) -> Result<f64, CliError> {
+    let db = dir.join("baseline-schema.db");
+    let made = async {
+        let store = foldstore_sqlite::SqliteStore::open(&db, Default::default()).await?;
+        store.close().await
+    };
+    if let Err(e) = made.await {
+        remove_database(&db);
+        return Err(CliError::Bench(format!(
+            "making the store's schema for the raw baseline failed: {e}"
+        )));
+    }
+    let path = db.clone();
+    let result = tokio::task::spawn_blocking(move || raw_schema_inserts(&path))
+        .await
+        .map_err(|e| CliError::Bench(format!("the raw schema baseline failed: {e}")));
+    remove_database(&db);
+    result?
+}
+
+fn raw_schema_inserts(db: &Path) -> Result<f64, CliError> {
+    let fail = |what| move |source| CliError::Baseline { what, source };
+    let mut conn = open_durable(db)?;
+    // The streams the events belong to (not measured): the store's schema checks its
+    // foreign keys.
+    let tx = conn
+        .transaction()
+        .map_err(fail("beginning a transaction"))?;
+    tx.execute(
+        "INSERT INTO categories (category_id, name) VALUES (1, 'bench')",
+        [],
+    )
+    .map_err(fail("inserting the category"))?;
+    for s in 0..STREAMS {
+        tx.execute(
+            "INSERT INTO streams (stream_id, name, category_id, group_hash) VALUES (?1, ?2, 1, 0)",
+            params![s as i64 + 1, format!("bench-{s}")],
+        )
+        .map_err(fail("inserting the streams"))?;
+    }
+    tx.commit().map_err(fail("committing the streams"))?;
+    let mut revisions = vec![0i64; STREAMS];
+    let mut appends = 0u64;
+    let sql = "INSERT INTO events (stream_id, revision, category_id, id_hi, id_lo, \
+               event_type, content_type, data, metadata, recorded_at, tags) \
+               VALUES (?1, ?2, 1, ?3, ?4, 'Deposited', NULL, ?5, '{}', ?6, NULL)";
+    let mut row = 0u64;
+    rows_per_second(&mut conn, sql, SCHEMA_BASELINE_BATCH, TX1000_TIME, |stmt| {
+        // Each transaction is one append: 100 events of one stream, as append-batch.
+        if row.is_multiple_of(SCHEMA_BASELINE_BATCH) {
+            appends += 1;
+        }
+        row += 1;
+        let s = (appends % STREAMS as u64) as usize;
+        let (hi, lo) = uuid::Uuid::now_v7().as_u64_pair();
+        let micros = chrono::Utc::now().timestamp_micros();
+        stmt.execute(params![
+            s as i64 + 1,
+            revisions[s],
+            hi as i64,
+            lo as i64,
+            event_data(row, 0),
+            micros
+        ])?;
+        revisions[s] += 1;
+        Ok(())
+    })
 }
 
 /// Rows per page of the raw read baselines (the `read-all` workload's page size).

@@ -222,7 +222,7 @@ async fn measure(
     };
     let outcome = match args.workload {
         Workload::Append1 => workloads::append(&store, params, 1).await,
-        Workload::AppendBatch => workloads::append(&store, params, 100).await,
+        Workload::AppendBatch => workloads::append_batch(&store, location, params).await,
         Workload::ReadAll => {
             // It reopens the store (as a new subscriber process would) and hands back
             // the new handle.

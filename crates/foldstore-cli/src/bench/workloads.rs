@@ -121,6 +121,31 @@ pub(crate) async fn append(store: &Store, p: Params, batch: usize) -> Result<Out
     })
 }
 
+/// `append-batch`: [`append`] with 100 events per append; on SQLite also the same-run
+/// baseline of plain rusqlite inserting the same rows into the store's own schema
+/// ([`baseline::raw_schema_tx100_rate`]), which shows what SQLite itself costs them.
+pub(crate) async fn append_batch(
+    store: &Store,
+    location: &DatabaseLocation,
+    p: Params,
+) -> Result<Outcome, CliError> {
+    let mut outcome = append(store, p, 100).await?;
+    if let DatabaseLocation::Sqlite(path) = location {
+        progress("inserting the same rows raw into the store's schema (same-run baseline)");
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        let raw = baseline::raw_schema_tx100_rate(dir).await?;
+        let rate = outcome.events as f64 / outcome.elapsed.as_secs_f64().max(1e-9);
+        outcome
+            .extra
+            .insert("raw_schema_tx100_per_sec".into(), json!(raw.round()));
+        outcome.extra.insert(
+            "ratio_vs_raw_schema_tx100".into(),
+            json!((rate / raw * 1000.0).round() / 1000.0),
+        );
+    }
+    Ok(outcome)
+}
+
 /// `read-all`: fill, read everything forwards in pages, then through a subscription.
 ///
 /// The subscription runs on a freshly reopened store, with the peak RSS reset just
