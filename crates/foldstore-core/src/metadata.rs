@@ -1,5 +1,6 @@
 //! Event metadata: a JSON object with correlation and causation ids and user keys.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -26,7 +27,10 @@ pub const CAUSATION_ID: &str = "causation_id";
 /// assert_eq!(m.get("tenant").unwrap(), "acme");
 /// ```
 #[derive(Clone, PartialEq, Eq)]
-pub struct Metadata(String);
+pub struct Metadata(Cow<'static, str>);
+
+/// The text of empty metadata, shared rather than allocated: most events have none.
+const EMPTY: &str = "{}";
 
 /// Metadata that was not a JSON object.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,18 +40,21 @@ pub struct InvalidMetadata(pub String);
 impl Metadata {
     /// Empty metadata: `{}`.
     pub fn new() -> Self {
-        Self("{}".to_owned())
+        Self(Cow::Borrowed(EMPTY))
     }
 
     /// Metadata from a JSON object.
     pub fn from_map(map: Map<String, Value>) -> Self {
-        Self(Value::Object(map).to_string())
+        if map.is_empty() {
+            return Self::new();
+        }
+        Self(Cow::Owned(Value::Object(map).to_string()))
     }
 
     /// Parses and checks metadata text; it must be a JSON object.
     pub fn from_json(text: &str) -> Result<Self, InvalidMetadata> {
         match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(_)) => Ok(Self(text.to_owned())),
+            Ok(Value::Object(_)) => Ok(Self::from_trusted_str(text)),
             Ok(other) => Err(InvalidMetadata(format!("got {}", kind(&other)))),
             Err(e) => Err(InvalidMetadata(e.to_string())),
         }
@@ -57,7 +64,26 @@ impl Metadata {
     ///
     /// Backends use this on read; it does not parse.
     pub fn from_trusted_json(text: String) -> Self {
-        Self(text)
+        if text == EMPTY {
+            return Self::new();
+        }
+        Self(Cow::Owned(text))
+    }
+
+    /// Like [`Metadata::from_trusted_json`], from borrowed text: allocates nothing for
+    /// empty metadata (`{}`), the common case on read.
+    ///
+    /// ```
+    /// use foldstore_core::Metadata;
+    ///
+    /// assert_eq!(Metadata::from_trusted_str("{}"), Metadata::new());
+    /// assert_eq!(Metadata::from_trusted_str(r#"{"a":1}"#).as_str(), r#"{"a":1}"#);
+    /// ```
+    pub fn from_trusted_str(text: &str) -> Self {
+        if text == EMPTY {
+            return Self::new();
+        }
+        Self(Cow::Owned(text.to_owned()))
     }
 
     /// The JSON text.
@@ -67,7 +93,7 @@ impl Metadata {
 
     /// Whether this is the empty object.
     pub fn is_empty(&self) -> bool {
-        self.0 == "{}" || self.to_map().is_empty()
+        self.0 == EMPTY || self.to_map().is_empty()
     }
 
     /// The metadata as a JSON object.
@@ -140,7 +166,7 @@ impl fmt::Debug for Metadata {
 
 impl Serialize for Metadata {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match serde_json::value::RawValue::from_string(self.0.clone()) {
+        match serde_json::from_str::<&serde_json::value::RawValue>(&self.0) {
             Ok(raw) => raw.serialize(serializer),
             Err(e) => Err(serde::ser::Error::custom(e)),
         }

@@ -129,7 +129,7 @@ pub(crate) fn event_from_row(row: &Row, stream: StreamName) -> Result<RecordedEv
     let revision: i64 = column(row, 5)?;
     let data: Vec<u8> = column(row, 6)?;
     let content_type: String = column(row, 7)?;
-    let metadata: String = column(row, 8)?;
+    let metadata: &str = column(row, 8)?;
     let recorded_at: DateTime<Utc> = column(row, 9)?;
     let tags: Option<Vec<String>> = column(row, 10)?;
     Ok(RecordedEvent {
@@ -140,7 +140,7 @@ pub(crate) fn event_from_row(row: &Row, stream: StreamName) -> Result<RecordedEv
         position: position(tx, seq),
         data: Bytes::from(data),
         content_type,
-        metadata: Metadata::from_trusted_json(metadata),
+        metadata: Metadata::from_trusted_str(metadata),
         recorded_at,
         tags: tags.unwrap_or_default(),
     })

@@ -144,7 +144,7 @@ fn decode(row: &Row<'_>, stream: StreamName) -> rusqlite::Result<RecordedEvent> 
         )),
         data,
         content_type: content_type.unwrap_or_else(|| JSON.to_owned()),
-        metadata: Metadata::from_trusted_json(row.get(8)?),
+        metadata: Metadata::from_trusted_str(row.get_ref(8)?.as_str()?),
         recorded_at: DateTime::from_timestamp_micros(recorded_at).unwrap_or_default(),
         tags: decode_tags(row.get::<_, Option<String>>(10)?.as_deref())?,
     })
