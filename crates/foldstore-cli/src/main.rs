@@ -19,11 +19,6 @@ use clap::{CommandFactory, FromArgMatches};
 use crate::cli::{Cli, Command};
 use crate::error::{CliError, EXIT_FAILURE};
 
-/// mimalloc instead of the system allocator: reading events allocates a few small
-/// strings and buffers per event (see docs/benchmarks.md, stop 9).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
