@@ -178,6 +178,16 @@ mod tests {
         );
     }
 
+    /// A store in a new temporary directory, as the file `f.db`.
+    async fn temp_store() -> (tempfile::TempDir, std::path::PathBuf, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.db");
+        let store = SqliteStore::open(&path, SqliteOptions::default())
+            .await
+            .unwrap();
+        (dir, path, store)
+    }
+
     /// Every (stream, revision, id, position) of the file, in order.
     async fn log_of(store: &SqliteStore) -> Vec<(String, u64, Uuid, Position)> {
         store
@@ -209,11 +219,7 @@ mod tests {
     }
 
     async fn disk_error_at_commit(fault: Fault) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f.db");
-        let store = SqliteStore::open(&path, SqliteOptions::default())
-            .await
-            .unwrap();
+        let (dir, path, store) = temp_store().await;
         let a = StreamName::new("a-1").unwrap();
         let b = StreamName::new("b-1").unwrap();
         for n in 0..3 {
@@ -333,11 +339,7 @@ mod tests {
 
     #[tokio::test]
     async fn dropping_a_stopped_store_releases_the_file_without_checkpointing() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f.db");
-        let store = SqliteStore::open(&path, SqliteOptions::default())
-            .await
-            .unwrap();
+        let (dir, path, store) = temp_store().await;
         let a = StreamName::new("a-1").unwrap();
         store
             .append(&a, ExpectedRevision::Any, vec![event(0)])

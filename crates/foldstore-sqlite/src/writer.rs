@@ -1315,6 +1315,21 @@ mod tests {
         _dir: tempfile::TempDir,
     }
 
+    /// A fixture whose store holds one event, `A` at revision 0 of `a-1`.
+    fn fixture_with_a_1() -> Fixture {
+        let mut f = fixture();
+        let answers = run_batch(
+            &mut f.writer,
+            vec![append_request(
+                "a-1",
+                ExpectedRevision::NoStream,
+                vec![event("A")],
+            )],
+        );
+        assert!(answers[0].is_ok());
+        f
+    }
+
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.db");
@@ -1451,16 +1466,7 @@ mod tests {
 
     #[test]
     fn a_failed_batch_fails_every_request_and_rolls_the_cache_back() {
-        let mut f = fixture();
-        let answers = run_batch(
-            &mut f.writer,
-            vec![append_request(
-                "a-1",
-                ExpectedRevision::NoStream,
-                vec![event("A")],
-            )],
-        );
-        assert!(answers[0].is_ok());
+        let mut f = fixture_with_a_1();
         // Inject a failure: any insert of type Boom aborts.
         f.writer
             .conn
@@ -1506,16 +1512,7 @@ mod tests {
     /// without touching the database.
     #[test]
     fn a_disk_error_at_commit_stops_the_writer() {
-        let mut f = fixture();
-        let answers = run_batch(
-            &mut f.writer,
-            vec![append_request(
-                "a-1",
-                ExpectedRevision::NoStream,
-                vec![event("A")],
-            )],
-        );
-        assert!(answers[0].is_ok());
+        let mut f = fixture_with_a_1();
         f.writer.shared.inject(failstop::Fault::FailCommit);
         let answers = run_batch(
             &mut f.writer,
