@@ -366,7 +366,10 @@ impl SqliteStore {
         requests.send(request).map_err(|_| {
             shared.queued.fetch_sub(1, Ordering::AcqRel);
             error::closed()
-        })
+        })?;
+        #[cfg(test)]
+        shared.handed.fetch_add(1, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Has a write committed: on this thread when the writer is idle (the lone-writer

@@ -19,7 +19,10 @@
 //!   a leader commits find the mutex taken and go to the writer thread, which commits
 //!   them as one group after the leader. `Shared::queued` counts the requests handed to
 //!   the writer thread and not yet answered; a caller leads only when it is 0 (checked
-//!   again under the mutex), so a write never overtakes one queued before it.
+//!   again under the mutex), so a write never overtakes one queued before it. (Two
+//!   callers handing requests to the writer thread at the same moment are ordered by
+//!   the channel, in whichever order their sends land: neither call has returned, so
+//!   neither came first.)
 //!
 //! Everything else is the same for both: each commit runs [`Writer::commit_batch`], and
 //! `Close` goes through the channel (the writer thread takes the `Writer` out of the
@@ -199,6 +202,11 @@ pub(crate) struct Shared {
     /// Writes committed by their caller's thread (tests only).
     #[cfg(test)]
     pub(crate) led: AtomicUsize,
+    /// Requests that are in the writer thread's channel or past it (tests only):
+    /// `queued` counts a request just before it is sent, so two concurrent senders
+    /// may both be counted while the channel holds them in either order.
+    #[cfg(test)]
+    pub(crate) handed: AtomicUsize,
 }
 
 impl Shared {
@@ -215,6 +223,8 @@ impl Shared {
             fault: std::sync::Mutex::new(None),
             #[cfg(test)]
             led: AtomicUsize::new(0),
+            #[cfg(test)]
+            handed: AtomicUsize::new(0),
         }
     }
 
@@ -1767,6 +1777,7 @@ mod tests {
             for round in 0..20 {
                 // Hold the writer so that the first append must be handed off.
                 let guard = store.inner.write.writer.lock().unwrap();
+                let handed = store.inner.shared.handed.load(Ordering::Acquire);
                 let s = store.clone();
                 let first = tokio::spawn(async move {
                     s.append(
@@ -1777,7 +1788,9 @@ mod tests {
                     .await
                     .unwrap()
                 });
-                while store.inner.shared.queued.load(Ordering::Acquire) == 0 {
+                // Wait until the first append is in the writer thread's channel (not
+                // merely counted in `queued`, which happens just before the send).
+                while store.inner.shared.handed.load(Ordering::Acquire) == handed {
                     std::thread::yield_now();
                 }
                 drop(guard);
