@@ -115,11 +115,11 @@ async fn a_retry_in_a_group_leaves_the_rest_on_the_fast_path() {
     };
     let (store, _guard) = grouping_store(&url).await;
     let stored = vec![event(1)];
+    let kept = stream("kept-1");
     let first = store
-        .append(&stream("kept-1"), ExpectedRevision::Any, stored.clone())
+        .append(&kept, ExpectedRevision::Any, stored.clone())
         .await
         .expect("append");
-    let kept = stream("kept-1");
     let names: Vec<StreamName> = (0..5).map(|i| stream(&format!("other-{i}"))).collect();
     let retry = store.append(&kept, ExpectedRevision::Any, stored);
     let others: Vec<_> = names
