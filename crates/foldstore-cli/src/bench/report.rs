@@ -122,7 +122,8 @@ pub(crate) struct RunInfo {
     pub(crate) machine: Machine,
 }
 
-fn ratio(a: f64, b: f64) -> Option<f64> {
+/// `a / b` to three decimals; `None` when there is no baseline to divide by.
+pub(crate) fn ratio(a: f64, b: f64) -> Option<f64> {
     (b > 0.0).then(|| round(a / b, 3))
 }
 

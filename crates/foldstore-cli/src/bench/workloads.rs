@@ -15,7 +15,7 @@ use super::cross_process;
 use super::load::{self, LoadSpec};
 use super::machine;
 use super::payload::{self, STREAMS, Stamp};
-use super::report::{Outcome, percentile, sorted_ms};
+use super::report::{Outcome, percentile, ratio, sorted_ms};
 use crate::backend::{self, Durability, Store};
 use crate::database_url::DatabaseLocation;
 use crate::error::CliError;
@@ -138,10 +138,9 @@ pub(crate) async fn append_batch(
         outcome
             .extra
             .insert("raw_schema_tx100_per_sec".into(), json!(raw.round()));
-        outcome.extra.insert(
-            "ratio_vs_raw_schema_tx100".into(),
-            json!((rate / raw * 1000.0).round() / 1000.0),
-        );
+        outcome
+            .extra
+            .insert("ratio_vs_raw_schema_tx100".into(), json!(ratio(rate, raw)));
     }
     Ok(outcome)
 }
@@ -223,7 +222,7 @@ pub(crate) async fn read_all(
     extra.insert("raw_read_per_sec".into(), json!(raw_read.round()));
     extra.insert(
         "ratio_vs_raw_read".into(),
-        json!(((read as f64 / elapsed.as_secs_f64()) / raw_read * 1000.0).round() / 1000.0),
+        json!(ratio(read as f64 / elapsed.as_secs_f64(), raw_read)),
     );
     extra.insert("subscribe_events".into(), json!(delivered));
     extra.insert(
