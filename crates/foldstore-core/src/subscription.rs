@@ -1,8 +1,9 @@
 //! Catch-up-then-live subscriptions built from reads and a commit signal.
 //!
-//! A subscription keeps one page of events at most. It reads a page after the last
-//! position it delivered; when a read comes back empty it sleeps until the backend
-//! signals a commit. Because it reads from the store rather than from a buffer the
+//! A subscription keeps two pages of events at most: the one it is delivering and,
+//! while it catches up, the next one, read ahead on a task of its own so that the
+//! store reads while the consumer works. It reads a page after the last position it
+//! read; when a read comes back empty it sleeps until the backend signals a commit. Because it reads from the store rather than from a buffer the
 //! writer fills, a slow subscriber costs the store nothing, and catch-up and live
 //! delivery are the same code path: there is no hand-over where an event could be lost
 //! or doubled.
@@ -106,12 +107,18 @@ impl CommitListener {
     }
 }
 
+/// What one read of a `$all` subscription returns: the head read just before the
+/// page (only with a filter), and the page.
+type Fetched = Result<(Option<Position>, Vec<RecordedEvent>), ReadError>;
+
 struct AllState<S> {
     store: S,
     listener: CommitListener,
     after: Option<Position>,
     filter: EventFilter,
     buf: VecDeque<RecordedEvent>,
+    /// The read of the next page, started when the last one came back full.
+    ahead: Option<tokio::task::JoinHandle<Fetched>>,
     done: bool,
 }
 
@@ -140,6 +147,7 @@ where
         after,
         filter,
         buf: VecDeque::new(),
+        ahead: None,
         done: false,
     };
     Ok(futures::stream::unfold(state, next_all).boxed())
@@ -155,51 +163,70 @@ async fn next_all<S: GlobalLog + Clone + 'static>(
         if let Some(e) = st.buf.pop_front() {
             return Some((Ok(e), st));
         }
+        // A page read ahead was started before this mark: a commit it missed may have
+        // signalled before the mark, so an empty one is never a reason to sleep.
+        let read_ahead = st.ahead.is_some();
         st.listener.mark();
-        let fail = |st: &mut AllState<S>, source| {
-            st.done = true;
-            Err(SubscriptionError::Read {
-                last_position: st.after,
-                source,
-            })
-        };
-        // With a filter, pages may skip many events; the head read before the page
-        // lets the subscription move past what it has checked without re-scanning.
-        let head = if st.filter.is_all() {
-            None
-        } else {
-            match detached(&st.store, |s| async move { s.head().await }).await {
-                Ok(h) => h,
-                Err(e) => return Some((fail(&mut st, e), st)),
+        let fetched = match st.ahead.take() {
+            Some(handle) => joined(handle.await),
+            None => {
+                let (after, filter) = (st.after, st.filter.clone());
+                detached(&st.store, move |s| fetch_all(s, after, filter)).await
             }
         };
-        let mut opts = ReadAllOptions::forwards()
-            .max_count(PAGE_SIZE)
-            .filter(st.filter.clone());
-        opts.from = st.after.map(Position::next);
-        match detached(&st.store, move |s| async move { s.read_page(opts).await }).await {
-            Ok(page) => {
-                let full = page.len() == PAGE_SIZE;
-                if let Some(last) = page.last() {
-                    st.after = Some(last.position);
-                }
-                if !full
-                    && let Some(h) = head
-                    && st.after.is_none_or(|a| a < h)
-                {
-                    st.after = Some(h);
-                }
-                if page.is_empty() {
-                    if !st.listener.wait().await {
-                        return None;
-                    }
-                    continue;
-                }
-                st.buf.extend(page);
+        let (head, page) = match fetched {
+            Ok(fetched) => fetched,
+            Err(source) => {
+                st.done = true;
+                let err = SubscriptionError::Read {
+                    last_position: st.after,
+                    source,
+                };
+                return Some((Err(err), st));
             }
-            Err(e) => return Some((fail(&mut st, e), st)),
+        };
+        let full = page.len() == PAGE_SIZE;
+        if let Some(last) = page.last() {
+            st.after = Some(last.position);
         }
+        if !full
+            && let Some(h) = head
+            && st.after.is_none_or(|a| a < h)
+        {
+            st.after = Some(h);
+        }
+        if page.is_empty() {
+            if !read_ahead && !st.listener.wait().await {
+                return None;
+            }
+            continue;
+        }
+        if full && let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (store, after, filter) = (st.store.clone(), st.after, st.filter.clone());
+            st.ahead = Some(runtime.spawn(fetch_all(store, after, filter)));
+        }
+        st.buf.extend(page);
     }
+}
+
+/// Reads the page of `$all` after `after` and, with a filter, the head just before it:
+/// pages of a filtered subscription may skip many events, and the head lets the
+/// subscription move past what it has checked without scanning it again.
+async fn fetch_all<S: GlobalLog>(
+    store: S,
+    after: Option<Position>,
+    filter: EventFilter,
+) -> Fetched {
+    let head = if filter.is_all() {
+        None
+    } else {
+        store.head().await?
+    };
+    let mut opts = ReadAllOptions::forwards()
+        .max_count(PAGE_SIZE)
+        .filter(filter);
+    opts.from = after.map(Position::next);
+    Ok((head, store.read_page(opts).await?))
 }
 
 /// Runs one read of a subscription to completion on a task of its own.
@@ -222,7 +249,13 @@ where
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return fut.await;
     };
-    match runtime.spawn(fut).await {
+    joined(runtime.spawn(fut).await)
+}
+
+/// The result of a read spawned on a task of its own: a panic in it goes on in the
+/// subscriber, a runtime shutting down is an error.
+fn joined<T>(result: Result<Result<T, ReadError>, tokio::task::JoinError>) -> Result<T, ReadError> {
+    match result {
         Ok(result) => result,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(_) => Err(ReadError::Backend(BackendError::new(
@@ -320,5 +353,130 @@ async fn next_in_stream<S: EventStore + Clone + 'static>(
             continue;
         }
         st.buf.extend(page);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{ExpectedRevision, InMemoryStore, NewEvent};
+
+    /// A log that counts the pages read from it.
+    #[derive(Clone)]
+    struct Counted {
+        store: InMemoryStore,
+        reads: Arc<AtomicUsize>,
+    }
+
+    #[async_trait::async_trait]
+    impl GlobalLog for Counted {
+        async fn read_page(
+            &self,
+            options: ReadAllOptions,
+        ) -> Result<Vec<RecordedEvent>, ReadError> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            self.store.read_all(options).await
+        }
+
+        async fn head(&self) -> Result<Option<Position>, ReadError> {
+            self.store.head_position().await
+        }
+    }
+
+    async fn log_with(events: usize) -> Counted {
+        let store = InMemoryStore::new();
+        let stream = StreamName::new("log-1").unwrap();
+        for chunk in (0..events).collect::<Vec<_>>().chunks(100) {
+            let batch = chunk
+                .iter()
+                .map(|i| NewEvent::json("Counted", i).unwrap())
+                .collect();
+            store
+                .append(&stream, ExpectedRevision::Any, batch)
+                .await
+                .unwrap();
+        }
+        Counted {
+            store,
+            reads: Arc::default(),
+        }
+    }
+
+    /// Lets spawned reads run to completion on the test's one thread.
+    async fn settle() {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn catching_up_reads_one_page_ahead_and_no_more() {
+        let log = log_with(3 * PAGE_SIZE).await;
+        let commits = CommitNotifier::new();
+        let mut sub = subscribe_all(
+            log.clone(),
+            &commits,
+            SubscribeFrom::Start,
+            EventFilter::all(),
+        )
+        .await
+        .unwrap();
+        sub.next().await.unwrap().unwrap();
+        settle().await;
+        assert_eq!(
+            log.reads.load(Ordering::SeqCst),
+            2,
+            "the second page is read while the first is delivered, the third is not"
+        );
+        for _ in 1..PAGE_SIZE + 1 {
+            sub.next().await.unwrap().unwrap();
+        }
+        settle().await;
+        assert_eq!(log.reads.load(Ordering::SeqCst), 3);
+        let mut revision = PAGE_SIZE as u64 + 1;
+        while revision < 3 * PAGE_SIZE as u64 {
+            assert_eq!(sub.next().await.unwrap().unwrap().revision, revision);
+            revision += 1;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_empty_page_read_ahead_never_makes_the_subscription_sleep() {
+        // The page read ahead comes back empty; the next event commits, and signals,
+        // before the subscription looks at that page. Sleeping until the next signal
+        // would hold the event back until some later commit.
+        let log = log_with(PAGE_SIZE).await;
+        let commits = CommitNotifier::new();
+        let mut sub = subscribe_all(
+            log.clone(),
+            &commits,
+            SubscribeFrom::Start,
+            EventFilter::all(),
+        )
+        .await
+        .unwrap();
+        for _ in 0..PAGE_SIZE {
+            sub.next().await.unwrap().unwrap();
+        }
+        settle().await;
+        assert_eq!(
+            log.reads.load(Ordering::SeqCst),
+            2,
+            "the empty page was read"
+        );
+        let stream = StreamName::new("log-1").unwrap();
+        let late = NewEvent::json("Late", &0).unwrap();
+        log.store
+            .append(&stream, ExpectedRevision::Any, vec![late])
+            .await
+            .unwrap();
+        commits.notify();
+        let next = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .expect("the event committed after the empty page read ahead is delivered");
+        assert_eq!(next.unwrap().unwrap().event_type, "Late");
     }
 }
