@@ -656,6 +656,45 @@ fn postgres_append_read_and_bench() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(files.is_empty(), "left behind: {files:?}");
+
+    // append-batch's baseline: the same rows raw into a fresh copy of the store's
+    // schema, beside the bench's own, and both schemas are dropped afterwards.
+    let batch = foldstore(
+        d,
+        &[
+            "bench",
+            "append-batch",
+            "--events",
+            "400",
+            "--concurrency",
+            "2",
+            "--json",
+            "--database",
+            &url,
+        ],
+    );
+    assert!(batch.status.success(), "{}", stderr(&batch));
+    let text = stdout(&batch);
+    let last = text.lines().last().unwrap();
+    let report: Value = serde_json::from_str(last).unwrap();
+    assert_eq!(report["workload"], "append-batch");
+    let raw = report["raw_schema_tx100_per_sec"].as_f64().unwrap();
+    let ratio = report["ratio_vs_raw_schema_tx100"].as_f64().unwrap();
+    let rate = report["events_per_sec"].as_f64().unwrap();
+    assert!(raw > 0.0 && (rate / raw - ratio).abs() < 0.01, "{last}");
+    let err = stderr(&batch);
+    let bench_schema = err
+        .split_whitespace()
+        .find(|w| w.starts_with("foldstore_bench_"))
+        .unwrap_or_else(|| panic!("no bench schema named in {err}"));
+    let left = postgres_query(
+        &url,
+        &format!(
+            "SELECT nspname FROM pg_namespace WHERE nspname IN ('{bench_schema}', '{bench_schema}_raw')"
+        ),
+    );
+    assert!(left.is_empty(), "left behind: {left:?}");
+
     // The append test's schema holds the two events, untouched by the bench.
     let count = postgres_query(
         &url,

@@ -430,6 +430,91 @@ fn raw_schema_inserts(db: &Path) -> Result<f64, CliError> {
     })
 }
 
+/// `append-batch`'s baseline on PostgreSQL: tokio-postgres inserting the same rows
+/// into the `events` table of `schema`, which the caller made fresh with the store's
+/// own schema (the same table, indexes and sequence), 100 rows of one stream per
+/// transaction, one `INSERT ... SELECT FROM unnest(...)` each, from `concurrency`
+/// connections (at most [`PG_MAX_CONNECTIONS`]) for [`PG_TIME`]. No foldstore code
+/// runs, and no stream row is updated: this is what PostgreSQL itself costs
+/// `append-batch`'s event rows. Rows/s over all connections.
+pub(crate) async fn raw_pg_schema_tx100_rate(
+    url: &str,
+    schema: &str,
+    concurrency: u32,
+) -> Result<f64, CliError> {
+    let fail = |what| move |source| CliError::PgBaseline { what, source };
+    let setup = pg_connect(url).await.map_err(fail("connecting"))?;
+    // The streams the rows belong to (not measured), with ids 1..=STREAMS.
+    setup
+        .execute(
+            &format!(
+                "INSERT INTO \"{schema}\".streams (name, category, group_hash) \
+                 SELECT 'bench-' || g, 'bench', 0 FROM generate_series(0, $1::bigint - 1) g ORDER BY g"
+            ),
+            &[&(STREAMS as i64)],
+        )
+        .await
+        .map_err(fail("inserting the streams"))?;
+    let first: i64 = setup
+        .query_one(&format!("SELECT min(id) FROM \"{schema}\".streams"), &[])
+        .await
+        .map_err(fail("reading the stream ids"))?
+        .get(0);
+    let sql = format!(
+        "INSERT INTO \"{schema}\".events (stream_id, category_hash, revision, id, event_type, \
+         content_type, data, metadata, recorded_at) \
+         SELECT $1, 0, $2 + u.ord - 1, u.id, 'Deposited', 'application/json', u.data, '{{}}', now() \
+         FROM unnest($3::uuid[], $4::bytea[]) WITH ORDINALITY AS u(id, data, ord)"
+    );
+    let connections = concurrency.clamp(1, PG_MAX_CONNECTIONS);
+    let mut writers = Vec::with_capacity(connections as usize);
+    for _ in 0..connections {
+        let client = pg_connect(url).await.map_err(fail("connecting"))?;
+        let insert = client
+            .prepare(&sql)
+            .await
+            .map_err(fail("preparing the insert"))?;
+        writers.push((client, insert));
+    }
+    let start = Instant::now();
+    let deadline = start + PG_TIME;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (t, (client, insert)) in writers.into_iter().enumerate() {
+        tasks.spawn(async move {
+            // Each connection writes its own streams, so revisions never collide.
+            let mine: Vec<usize> = (t..STREAMS).step_by(connections as usize).collect();
+            let mut revisions = vec![0i64; mine.len()];
+            let mut rows = 0u64;
+            while Instant::now() < deadline && !stopped() {
+                let i = (rows / SCHEMA_BASELINE_BATCH) as usize % mine.len();
+                let ids: Vec<uuid::Uuid> = (0..SCHEMA_BASELINE_BATCH)
+                    .map(|_| uuid::Uuid::now_v7())
+                    .collect();
+                let datas: Vec<Vec<u8>> = (0..SCHEMA_BASELINE_BATCH)
+                    .map(|k| event_data(rows + k, 0))
+                    .collect();
+                let stream = first + mine[i] as i64;
+                client
+                    .execute(&insert, &[&stream, &revisions[i], &ids, &datas])
+                    .await?;
+                revisions[i] += SCHEMA_BASELINE_BATCH as i64;
+                rows += SCHEMA_BASELINE_BATCH;
+            }
+            Ok::<u64, tokio_postgres::Error>(rows)
+        });
+    }
+    let mut rows = 0u64;
+    while let Some(joined) = tasks.join_next().await {
+        let inserted = joined
+            .map_err(|e| CliError::Bench(format!("a PostgreSQL baseline task failed: {e}")))?;
+        rows += inserted.map_err(fail("inserting"))?;
+    }
+    if stopped() {
+        return Err(CliError::Interrupted);
+    }
+    Ok(rows as f64 / start.elapsed().as_secs_f64())
+}
+
 /// Rows per page of the raw read baselines (the `read-all` workload's page size).
 const RAW_READ_PAGE: i64 = 1000;
 

@@ -121,27 +121,57 @@ pub(crate) async fn append(store: &Store, p: Params, batch: usize) -> Result<Out
     })
 }
 
-/// `append-batch`: [`append`] with 100 events per append; on SQLite also the same-run
-/// baseline of plain rusqlite inserting the same rows into the store's own schema
-/// ([`baseline::raw_schema_tx100_rate`]), which shows what SQLite itself costs them.
+/// `append-batch`: [`append`] with 100 events per append, next to a same-run baseline
+/// of the same rows inserted raw into a fresh copy of the store's own schema, 100 per
+/// transaction, which shows what the database itself costs them: plain rusqlite on
+/// SQLite ([`baseline::raw_schema_tx100_rate`]), tokio-postgres with the same
+/// concurrency on PostgreSQL ([`baseline::raw_pg_schema_tx100_rate`]).
 pub(crate) async fn append_batch(
     store: &Store,
     location: &DatabaseLocation,
     p: Params,
 ) -> Result<Outcome, CliError> {
+    let concurrency = p.concurrency;
     let mut outcome = append(store, p, 100).await?;
-    if let DatabaseLocation::Sqlite(path) = location {
-        progress("inserting the same rows raw into the store's schema (same-run baseline)");
-        let dir = path.parent().unwrap_or(std::path::Path::new("."));
-        let raw = baseline::raw_schema_tx100_rate(dir).await?;
-        let rate = outcome.events as f64 / outcome.elapsed.as_secs_f64().max(1e-9);
-        outcome
-            .extra
-            .insert("raw_schema_tx100_per_sec".into(), json!(raw.round()));
-        outcome
-            .extra
-            .insert("ratio_vs_raw_schema_tx100".into(), json!(ratio(rate, raw)));
-    }
+    progress("inserting the same rows raw into the store's schema (same-run baseline)");
+    let raw = match location {
+        DatabaseLocation::Sqlite(path) => {
+            let dir = path.parent().unwrap_or(std::path::Path::new("."));
+            baseline::raw_schema_tx100_rate(dir).await?
+        }
+        DatabaseLocation::Postgres {
+            url,
+            schema,
+            tuning,
+        } => {
+            // A schema of its own beside the bench's, made by the store and dropped
+            // whatever happens.
+            let raw_schema = format!("{schema}_raw");
+            let fresh = DatabaseLocation::Postgres {
+                url: url.clone(),
+                schema: raw_schema.clone(),
+                tuning: *tuning,
+            };
+            let measured = async {
+                backend::close(backend::open(&fresh, Durability::Full).await?).await?;
+                baseline::raw_pg_schema_tx100_rate(url, &raw_schema, concurrency).await
+            }
+            .await;
+            if let Err(e) = baseline::drop_pg_schema(url, &raw_schema).await {
+                eprintln!(
+                    "warning: could not drop the baseline schema {raw_schema} (run DROP SCHEMA \"{raw_schema}\" CASCADE): {e}"
+                );
+            }
+            measured?
+        }
+    };
+    let rate = outcome.events as f64 / outcome.elapsed.as_secs_f64().max(1e-9);
+    outcome
+        .extra
+        .insert("raw_schema_tx100_per_sec".into(), json!(raw.round()));
+    outcome
+        .extra
+        .insert("ratio_vs_raw_schema_tx100".into(), json!(ratio(rate, raw)));
     Ok(outcome)
 }
 
