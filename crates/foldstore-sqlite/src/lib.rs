@@ -65,7 +65,7 @@
 //! - **Snapshots** ([`SnapshotStore`]) are rows of the same file, saved through the
 //!   writer with the same durability as events.
 //! - The WAL is checkpointed by a background thread, off the commit path; when it has
-//!   grown past 8 MiB the writer finishes the job between two batches so that the WAL
+//!   grown past 32 MiB the writer finishes the job between two batches so that the WAL
 //!   restarts (SQLite only restarts it when a write begins with everything
 //!   checkpointed). [`SqliteStore::close`] checkpoints it completely.
 //! - The schema keeps each commit small (see the `.sql` file): integer keys, event ids

@@ -452,10 +452,16 @@ pub(crate) struct Checkpointer {
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 /// WAL frames (pages) past which the writer checkpoints between batches so that the
-/// WAL restarts (8 MiB with 4 KiB pages). Small on purpose: a WAL that restarts is
+/// WAL restarts (32 MiB with 4 KiB pages). Bounded on purpose: a WAL that restarts is
 /// rewritten in place, and an `fdatasync` that need not also record a larger file size
-/// is about twice as fast on ext4 as one that must.
-const RESTART_AT: i64 = 2_048;
+/// is about twice as fast on ext4 as one that must. Not smaller: every restart holds
+/// the appends queued behind the writer's checkpoint. At 8 MiB (2,048 frames) the WAL
+/// restarted several times a second under `append-1 --concurrency 64`, and those
+/// restarts were the p99 of appends (11.6-14.3 ms against 6.3-6.5 ms at 32 MiB, same
+/// throughput; `subscribe-latency` p99 10.5-13.4 against 7.7-11.0 ms: A/B runs in
+/// docs/benchmarks.md, stop 10). Larger still (64 and 128 MiB) lowered p99 a little
+/// more but doubled p50 and the worst case.
+const RESTART_AT: i64 = 8_192;
 
 /// WAL frames that a background checkpoint may leave behind before it forces a
 /// restart of the log (about 1 GiB with 4 KiB pages), so the WAL cannot grow forever

@@ -446,3 +446,48 @@ async fn tags_and_snapshots_survive_a_restart() {
     assert_eq!((snapshot.schema_version, snapshot.revision), (2, 0));
     store.close().await.unwrap();
 }
+
+/// Under a steady write load the WAL restarts from its beginning instead of growing:
+/// once it is past its restart size (32 MiB), the writer finishes the background
+/// checkpoint between two batches, and the next batch writes the WAL from its start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_restarts_under_a_steady_write_load() {
+    const WRITTEN: u64 = 160 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wal.db");
+    let options = SqliteOptions {
+        durability: Durability::Normal,
+        ..SqliteOptions::default()
+    };
+    let store = Arc::new(SqliteStore::open(&path, options).await.unwrap());
+    let wal = dir.path().join("wal.db-wal");
+    let payload = "x".repeat(60_000);
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..4 {
+        let (store, payload, wal) = (Arc::clone(&store), payload.clone(), wal.clone());
+        tasks.spawn(async move {
+            let stream = name(&format!("wal-{t}"));
+            let mut peak = 0u64;
+            for _ in 0..WRITTEN / 4 / payload.len() as u64 {
+                let e = NewEvent::json("Big", &payload).unwrap();
+                store
+                    .append(&stream, ExpectedRevision::Any, vec![e])
+                    .await
+                    .unwrap();
+                peak = peak.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+            }
+            peak
+        });
+    }
+    let mut peak = 0;
+    while let Some(p) = tasks.join_next().await {
+        peak = peak.max(p.unwrap());
+    }
+    assert!(
+        peak < WRITTEN * 3 / 5,
+        "the WAL grew to {} MiB while {} MiB were written: it never restarted",
+        peak >> 20,
+        WRITTEN >> 20
+    );
+    Arc::into_inner(store).unwrap().close().await.unwrap();
+}
