@@ -3,10 +3,10 @@
 //! A subscription keeps two pages of events at most: the one it is delivering and,
 //! while it catches up, the next one, read ahead on a task of its own so that the
 //! store reads while the consumer works. It reads a page after the last position it
-//! read; when a read comes back empty it sleeps until the backend signals a commit. Because it reads from the store rather than from a buffer the
-//! writer fills, a slow subscriber costs the store nothing, and catch-up and live
-//! delivery are the same code path: there is no hand-over where an event could be lost
-//! or doubled.
+//! read; when a read comes back empty it sleeps until the backend signals a commit.
+//! Because it reads from the store rather than from a buffer the writer fills, a slow
+//! subscriber costs the store nothing, and catch-up and live delivery are the same code
+//! path: there is no hand-over where an event could be lost or doubled.
 
 use std::collections::VecDeque;
 use std::future::Future;

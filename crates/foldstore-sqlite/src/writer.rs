@@ -457,8 +457,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 /// is about twice as fast on ext4 as one that must. Not smaller: every restart holds
 /// the appends queued behind the writer's checkpoint. At 8 MiB (2,048 frames) the WAL
 /// restarted several times a second under `append-1 --concurrency 64`, and those
-/// restarts were the p99 of appends (11.6-14.3 ms against 6.3-6.5 ms at 32 MiB, same
-/// throughput; `subscribe-latency` p99 10.5-13.4 against 7.7-11.0 ms: A/B runs in
+/// restarts were the tail of append latency (`subscribe-latency` p99 10.5-13.4 ms
+/// against 7.7-11.0 ms at 32 MiB, the same throughput: A/B runs in
 /// docs/benchmarks.md, stop 10). Larger still (64 and 128 MiB) lowered p99 a little
 /// more but doubled p50 and the worst case.
 const RESTART_AT: i64 = 8_192;
