@@ -72,6 +72,30 @@ fn json_lines(o: &Output) -> Vec<Value> {
         .collect()
 }
 
+/// The report of a `bench --json` run that succeeded: the last line it printed.
+fn report_of(o: &Output) -> Value {
+    assert!(o.status.success(), "{}", stderr(o));
+    serde_json::from_str(stdout(o).lines().last().unwrap()).unwrap()
+}
+
+/// The fresh schema a PostgreSQL bench run names on stderr.
+fn bench_schema_of(o: &Output) -> String {
+    let err = stderr(o);
+    err.split_whitespace()
+        .find(|w| w.starts_with("foldstore_bench_"))
+        .unwrap_or_else(|| panic!("no bench schema named in {err}"))
+        .to_owned()
+}
+
+/// `append-batch`'s same-run baseline of the same rows raw into the store's schema is
+/// in the report, with its ratio.
+fn assert_schema_baseline(report: &Value) {
+    let raw = report["raw_schema_tx100_per_sec"].as_f64().unwrap();
+    let ratio = report["ratio_vs_raw_schema_tx100"].as_f64().unwrap();
+    let rate = report["events_per_sec"].as_f64().unwrap();
+    assert!(raw > 0.0 && (rate / raw - ratio).abs() < 0.01, "{report}");
+}
+
 #[test]
 fn append_then_read_round_trip() {
     let dir = scratch();
@@ -438,16 +462,11 @@ fn bench_on_a_named_database_keeps_it() {
             "--json",
         ],
     );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let text = stdout(&out);
-    let report: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let report = report_of(&out);
     assert_eq!(report["workload"], "append-batch");
     assert_eq!(report["events"], 200);
     // The same rows inserted raw into the store's own schema: SQLite's share.
-    let raw = report["raw_schema_tx100_per_sec"].as_f64().unwrap();
-    let ratio = report["ratio_vs_raw_schema_tx100"].as_f64().unwrap();
-    let rate = report["events_per_sec"].as_f64().unwrap();
-    assert!(raw > 0.0 && (rate / raw - ratio).abs() < 0.01, "{report}");
+    assert_schema_baseline(&report);
     assert!(db.exists(), "the named database was removed");
     // Only the database's own files remain: the baselines cleaned up after themselves.
     for entry in std::fs::read_dir(db.parent().unwrap()).unwrap() {
@@ -622,10 +641,8 @@ fn postgres_append_read_and_bench() {
             &url,
         ],
     );
-    assert!(bench.status.success(), "{}", stderr(&bench));
-    let text = stdout(&bench);
-    let last = text.lines().last().unwrap();
-    let report: Value = serde_json::from_str(last).unwrap();
+    let report = report_of(&bench);
+    let last = report.to_string();
     assert_eq!(report["backend"], "postgres");
     assert_eq!(report["workload"], "append-1");
     assert_eq!(report["events"], 500);
@@ -641,11 +658,7 @@ fn postgres_append_read_and_bench() {
     assert!(report["ratio_vs_raw_pg"].as_f64().unwrap() > 0.0, "{last}");
     assert!(report["baselines"]["fsync_per_sec"].as_f64().unwrap() > 0.0);
     // The bench's fresh schema and directory are gone.
-    let err = stderr(&bench);
-    let bench_schema = err
-        .split_whitespace()
-        .find(|w| w.starts_with("foldstore_bench_"))
-        .unwrap_or_else(|| panic!("no bench schema named in {err}"));
+    let bench_schema = bench_schema_of(&bench);
     let left = postgres_query(
         &url,
         &format!("SELECT nspname FROM pg_namespace WHERE nspname = '{bench_schema}'"),
@@ -673,20 +686,10 @@ fn postgres_append_read_and_bench() {
             &url,
         ],
     );
-    assert!(batch.status.success(), "{}", stderr(&batch));
-    let text = stdout(&batch);
-    let last = text.lines().last().unwrap();
-    let report: Value = serde_json::from_str(last).unwrap();
+    let report = report_of(&batch);
     assert_eq!(report["workload"], "append-batch");
-    let raw = report["raw_schema_tx100_per_sec"].as_f64().unwrap();
-    let ratio = report["ratio_vs_raw_schema_tx100"].as_f64().unwrap();
-    let rate = report["events_per_sec"].as_f64().unwrap();
-    assert!(raw > 0.0 && (rate / raw - ratio).abs() < 0.01, "{last}");
-    let err = stderr(&batch);
-    let bench_schema = err
-        .split_whitespace()
-        .find(|w| w.starts_with("foldstore_bench_"))
-        .unwrap_or_else(|| panic!("no bench schema named in {err}"));
+    assert_schema_baseline(&report);
+    let bench_schema = bench_schema_of(&batch);
     let left = postgres_query(
         &url,
         &format!(

@@ -405,6 +405,18 @@ mod tests {
         }
     }
 
+    /// An unfiltered subscription to `log` from its start.
+    async fn from_start(log: &Counted, commits: &CommitNotifier) -> EventSubscription {
+        subscribe_all(
+            log.clone(),
+            commits,
+            SubscribeFrom::Start,
+            EventFilter::all(),
+        )
+        .await
+        .unwrap()
+    }
+
     /// Lets spawned reads run to completion on the test's one thread.
     async fn settle() {
         for _ in 0..50 {
@@ -416,14 +428,7 @@ mod tests {
     async fn catching_up_reads_one_page_ahead_and_no_more() {
         let log = log_with(3 * PAGE_SIZE).await;
         let commits = CommitNotifier::new();
-        let mut sub = subscribe_all(
-            log.clone(),
-            &commits,
-            SubscribeFrom::Start,
-            EventFilter::all(),
-        )
-        .await
-        .unwrap();
+        let mut sub = from_start(&log, &commits).await;
         sub.next().await.unwrap().unwrap();
         settle().await;
         assert_eq!(
@@ -450,14 +455,7 @@ mod tests {
         // would hold the event back until some later commit.
         let log = log_with(PAGE_SIZE).await;
         let commits = CommitNotifier::new();
-        let mut sub = subscribe_all(
-            log.clone(),
-            &commits,
-            SubscribeFrom::Start,
-            EventFilter::all(),
-        )
-        .await
-        .unwrap();
+        let mut sub = from_start(&log, &commits).await;
         for _ in 0..PAGE_SIZE {
             sub.next().await.unwrap().unwrap();
         }

@@ -129,20 +129,11 @@ pub(crate) async fn measure_pg(
         .get(0);
     let connections = concurrency.clamp(1, PG_MAX_CONNECTIONS);
     let sql = format!("INSERT INTO {table} (stream, data) VALUES ($1, $2)");
-    let mut writers = Vec::with_capacity(connections as usize);
-    for _ in 0..connections {
-        let client = pg_connect(url).await.map_err(fail("connecting"))?;
-        let insert = client
-            .prepare(&sql)
-            .await
-            .map_err(fail("preparing the insert"))?;
-        writers.push((client, insert));
-    }
-    let start = Instant::now();
-    let deadline = start + PG_TIME;
-    let mut tasks = tokio::task::JoinSet::new();
-    for (t, (client, insert)) in writers.into_iter().enumerate() {
-        tasks.spawn(async move {
+    let inserts_per_sec = pg_rate(
+        url,
+        &sql,
+        connections,
+        |t, client, insert, deadline| async move {
             let mut seq = (t as u64) << 40;
             let mut rows = 0u64;
             while Instant::now() < deadline && !stopped() {
@@ -153,25 +144,16 @@ pub(crate) async fn measure_pg(
                     .await?;
                 rows += 1;
             }
-            Ok::<u64, tokio_postgres::Error>(rows)
-        });
-    }
-    let mut rows = 0u64;
-    while let Some(joined) = tasks.join_next().await {
-        let inserted = joined
-            .map_err(|e| CliError::Bench(format!("a PostgreSQL baseline task failed: {e}")))?;
-        rows += inserted.map_err(fail("inserting"))?;
-    }
-    let elapsed = start.elapsed();
-    if stopped() {
-        return Err(CliError::Interrupted);
-    }
+            Ok(rows)
+        },
+    )
+    .await?;
     setup
         .batch_execute(&format!("DROP TABLE {table}"))
         .await
         .map_err(fail("dropping the table"))?;
     Ok(PgBaseline {
-        inserts_per_sec: rows as f64 / elapsed.as_secs_f64(),
+        inserts_per_sec,
         connections,
         synchronous_commit,
     })
@@ -467,20 +449,11 @@ pub(crate) async fn raw_pg_schema_tx100_rate(
          FROM unnest($3::uuid[], $4::bytea[]) WITH ORDINALITY AS u(id, data, ord)"
     );
     let connections = concurrency.clamp(1, PG_MAX_CONNECTIONS);
-    let mut writers = Vec::with_capacity(connections as usize);
-    for _ in 0..connections {
-        let client = pg_connect(url).await.map_err(fail("connecting"))?;
-        let insert = client
-            .prepare(&sql)
-            .await
-            .map_err(fail("preparing the insert"))?;
-        writers.push((client, insert));
-    }
-    let start = Instant::now();
-    let deadline = start + PG_TIME;
-    let mut tasks = tokio::task::JoinSet::new();
-    for (t, (client, insert)) in writers.into_iter().enumerate() {
-        tasks.spawn(async move {
+    pg_rate(
+        url,
+        &sql,
+        connections,
+        |t, client, insert, deadline| async move {
             // Each connection writes its own streams, so revisions never collide.
             let mine: Vec<usize> = (t..STREAMS).step_by(connections as usize).collect();
             let mut revisions = vec![0i64; mine.len()];
@@ -500,8 +473,36 @@ pub(crate) async fn raw_pg_schema_tx100_rate(
                 revisions[i] += SCHEMA_BASELINE_BATCH as i64;
                 rows += SCHEMA_BASELINE_BATCH;
             }
-            Ok::<u64, tokio_postgres::Error>(rows)
-        });
+            Ok(rows)
+        },
+    )
+    .await
+}
+
+/// Opens `connections` connections with `sql` prepared on each, then runs
+/// `task(t, client, statement, deadline)` for every connection `t` at once, the
+/// deadline being [`PG_TIME`] after the start; each task returns the rows it inserted.
+/// Rows/s over all connections.
+async fn pg_rate<F, Fut>(url: &str, sql: &str, connections: u32, task: F) -> Result<f64, CliError>
+where
+    F: Fn(usize, tokio_postgres::Client, tokio_postgres::Statement, Instant) -> Fut,
+    Fut: std::future::Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'static,
+{
+    let fail = |what| move |source| CliError::PgBaseline { what, source };
+    let mut writers = Vec::with_capacity(connections as usize);
+    for _ in 0..connections {
+        let client = pg_connect(url).await.map_err(fail("connecting"))?;
+        let insert = client
+            .prepare(sql)
+            .await
+            .map_err(fail("preparing the insert"))?;
+        writers.push((client, insert));
+    }
+    let start = Instant::now();
+    let deadline = start + PG_TIME;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (t, (client, insert)) in writers.into_iter().enumerate() {
+        tasks.spawn(task(t, client, insert, deadline));
     }
     let mut rows = 0u64;
     while let Some(joined) = tasks.join_next().await {
@@ -509,10 +510,11 @@ pub(crate) async fn raw_pg_schema_tx100_rate(
             .map_err(|e| CliError::Bench(format!("a PostgreSQL baseline task failed: {e}")))?;
         rows += inserted.map_err(fail("inserting"))?;
     }
+    let elapsed = start.elapsed();
     if stopped() {
         return Err(CliError::Interrupted);
     }
-    Ok(rows as f64 / start.elapsed().as_secs_f64())
+    Ok(rows as f64 / elapsed.as_secs_f64())
 }
 
 /// Rows per page of the raw read baselines (the `read-all` workload's page size).
