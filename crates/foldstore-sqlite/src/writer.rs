@@ -449,7 +449,15 @@ pub(crate) struct Checkpointer {
 }
 
 /// How often the background checkpointer runs at most while commits keep coming.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+///
+/// Each checkpoint ends with an fsync of the database file, and commits that land
+/// meanwhile wait longer for their own WAL fsync. At 200 ms those checkpoints were the
+/// tail of append latency: under `append-1 --concurrency 64`, p99 4.7-6.4 ms against
+/// 2.8-3.8 ms at 500 ms, and `subscribe-latency --concurrency 64 --rate 15000` p99
+/// 9.2-13.2 ms against 5.8-7.8 ms, at the same throughput (A/B in docs/benchmarks.md,
+/// stop 10). At 1 s p99 fell further but the worst case doubled (56-66 ms): each
+/// checkpoint then copies twice as much.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 /// WAL frames (pages) past which the writer checkpoints between batches so that the
 /// WAL restarts (32 MiB with 4 KiB pages). Bounded on purpose: a WAL that restarts is
