@@ -25,6 +25,21 @@ fn event(n: usize) -> NewEvent {
     NewEvent::json("Counted", &serde_json::json!({ "n": n })).expect("json")
 }
 
+/// Asserts how many appends each group-commit path answered so far:
+/// `(fast_written, fast_rolled_back, slow_answered)`.
+fn assert_paths(store: &PostgresStore, expected: (u64, u64, u64)) {
+    let stats = store.group_commit_stats();
+    assert_eq!(
+        (
+            stats.fast_written,
+            stats.fast_rolled_back,
+            stats.slow_answered
+        ),
+        expected,
+        "{stats:?}"
+    );
+}
+
 async fn grouping_store(url: &str) -> (PostgresStore, common::SchemaGuard) {
     common::fresh_store_with(url, |mut o| {
         o.test_commit_delay = Some(Duration::from_millis(20));
@@ -96,16 +111,7 @@ async fn several_appends_to_one_stream_in_one_group_apply_in_order() {
         }
     }
     // Every one of them took the fast path: none fell back to `append` calls.
-    let stats = store.group_commit_stats();
-    assert_eq!(
-        (
-            stats.fast_written,
-            stats.fast_rolled_back,
-            stats.slow_answered
-        ),
-        (6 + 48, 0, 0),
-        "{stats:?}"
-    );
+    assert_paths(&store, (6 + 48, 0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,16 +140,7 @@ async fn a_retry_in_a_group_leaves_the_rest_on_the_fast_path() {
     }
     // The stored id is found before anything is written: only the retry goes on to an
     // `append` call, and the group's transaction commits the others.
-    let stats = store.group_commit_stats();
-    assert_eq!(
-        (
-            stats.fast_written,
-            stats.fast_rolled_back,
-            stats.slow_answered
-        ),
-        (1 + 5, 0, 1),
-        "{stats:?}"
-    );
+    assert_paths(&store, (1 + 5, 0, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,8 @@ use serde::Serialize;
 use tokio_postgres::types::Type;
 
 use super::payload::{STREAMS, event_data};
+use crate::backend::{self, Durability};
+use crate::database_url::{DatabaseLocation, PgTuning};
 use crate::error::CliError;
 
 /// How long the fsync loop runs.
@@ -413,17 +415,39 @@ fn raw_schema_inserts(db: &Path) -> Result<f64, CliError> {
 }
 
 /// `append-batch`'s baseline on PostgreSQL: tokio-postgres inserting the same rows
-/// into the `events` table of `schema`, which the caller made fresh with the store's
-/// own schema (the same table, indexes and sequence), 100 rows of one stream per
-/// transaction, one `INSERT ... SELECT FROM unnest(...)` each, from `concurrency`
-/// connections (at most [`PG_MAX_CONNECTIONS`]) for [`PG_TIME`]. No foldstore code
-/// runs, and no stream row is updated: this is what PostgreSQL itself costs
+/// into a fresh copy of the store's own schema (`<bench_schema>_raw`, made by opening a
+/// `PostgresStore` there, so the same table, indexes and sequence, and dropped
+/// afterwards whatever happens), 100 rows of one stream per transaction, one
+/// `INSERT ... SELECT FROM unnest(...)` each, from `concurrency` connections (at most
+/// [`PG_MAX_CONNECTIONS`]) for [`PG_TIME`]. No foldstore code runs while it is
+/// measured, and no stream row is updated: this is what PostgreSQL itself costs
 /// `append-batch`'s event rows. Rows/s over all connections.
 pub(crate) async fn raw_pg_schema_tx100_rate(
     url: &str,
-    schema: &str,
+    bench_schema: &str,
+    tuning: PgTuning,
     concurrency: u32,
 ) -> Result<f64, CliError> {
+    let schema = format!("{bench_schema}_raw");
+    let fresh = DatabaseLocation::Postgres {
+        url: url.to_owned(),
+        schema: schema.clone(),
+        tuning,
+    };
+    let measured = async {
+        backend::close(backend::open(&fresh, Durability::Full).await?).await?;
+        raw_pg_schema_inserts(url, &schema, concurrency).await
+    }
+    .await;
+    if let Err(e) = drop_pg_schema(url, &schema).await {
+        eprintln!(
+            "warning: could not drop the baseline schema {schema} (run DROP SCHEMA \"{schema}\" CASCADE): {e}"
+        );
+    }
+    measured
+}
+
+async fn raw_pg_schema_inserts(url: &str, schema: &str, concurrency: u32) -> Result<f64, CliError> {
     let fail = |what| move |source| CliError::PgBaseline { what, source };
     let setup = pg_connect(url).await.map_err(fail("connecting"))?;
     // The streams the rows belong to (not measured), with ids 1..=STREAMS.

@@ -143,27 +143,7 @@ pub(crate) async fn append_batch(
             url,
             schema,
             tuning,
-        } => {
-            // A schema of its own beside the bench's, made by the store and dropped
-            // whatever happens.
-            let raw_schema = format!("{schema}_raw");
-            let fresh = DatabaseLocation::Postgres {
-                url: url.clone(),
-                schema: raw_schema.clone(),
-                tuning: *tuning,
-            };
-            let measured = async {
-                backend::close(backend::open(&fresh, Durability::Full).await?).await?;
-                baseline::raw_pg_schema_tx100_rate(url, &raw_schema, concurrency).await
-            }
-            .await;
-            if let Err(e) = baseline::drop_pg_schema(url, &raw_schema).await {
-                eprintln!(
-                    "warning: could not drop the baseline schema {raw_schema} (run DROP SCHEMA \"{raw_schema}\" CASCADE): {e}"
-                );
-            }
-            measured?
-        }
+        } => baseline::raw_pg_schema_tx100_rate(url, schema, *tuning, concurrency).await?,
     };
     let rate = outcome.events as f64 / outcome.elapsed.as_secs_f64().max(1e-9);
     outcome
