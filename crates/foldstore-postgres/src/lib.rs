@@ -53,6 +53,7 @@
 mod batch;
 mod error;
 mod locks;
+mod names;
 mod options;
 mod pg;
 mod pipeline;

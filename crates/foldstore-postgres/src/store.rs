@@ -26,13 +26,11 @@ use tokio_postgres::types::{Json, ToSql, Type};
 
 use crate::error::{ConnectError, Effect, backend};
 use crate::locks::matches_everything;
+use crate::names::{NAME_READ_AHEAD, NameCache};
 use crate::pg::{EVENT_COLUMNS, Xid8, event_from_row, split, to_i64, to_u64};
 use crate::schema::{check_schema_name, check_transaction_ids, migrate};
 use crate::writer::{Request, writer};
 use crate::{PostgresOptions, watch};
-
-/// The most stream names the name cache holds; it starts over when full.
-const NAME_CACHE_LIMIT: usize = 200_000;
 
 /// The statements of one schema.
 pub(crate) struct Sql {
@@ -101,7 +99,7 @@ pub(crate) struct Shared {
     /// The highest snapshot xmin seen: every transaction below it has finished.
     pub(crate) known_xmin: AtomicU64,
     /// Stream names by stream id (names never change).
-    names: std::sync::RwLock<HashMap<i64, StreamName>>,
+    names: NameCache,
     /// Wakes the poller.
     pub(crate) poke: Notify,
     /// Asks the hint task to send a `NOTIFY`.
@@ -272,7 +270,7 @@ impl PostgresStore {
             commits: CommitNotifier::new(),
             acknowledged_tx: AtomicU64::new(0),
             known_xmin: AtomicU64::new(0),
-            names: std::sync::RwLock::default(),
+            names: NameCache::default(),
             poke: Notify::new(),
             hint: Notify::new(),
             stats: GroupCommitCounters::default(),
@@ -559,8 +557,9 @@ impl PostgresStore {
         Ok(events)
     }
 
-    /// The stream names of event rows, from the name cache; names it lacks are read in
-    /// one query. (A stream's name never changes, so the cache needs no invalidation.)
+    /// The stream names of event rows, from the name cache; the names it lacks (and
+    /// the next [`NAME_READ_AHEAD`] stream ids' names, see [`crate::names`]) are read
+    /// in one query.
     async fn stream_names(
         &self,
         conn: &deadpool_postgres::Object,
@@ -571,49 +570,32 @@ impl PostgresStore {
             .map(crate::pg::stream_id_of)
             .collect::<Result<Vec<i64>, _>>()?;
         let shared = self.shared();
-        let missing: Vec<i64> = {
-            let cache = shared.names.read().unwrap_or_else(|p| p.into_inner());
-            let mut missing: Vec<i64> = ids
-                .iter()
-                .copied()
-                .filter(|id| !cache.contains_key(id))
-                .collect();
-            missing.sort_unstable();
-            missing.dedup();
-            missing
-        };
-        if !missing.is_empty() {
-            let found = conn
+        let lookup = shared.names.lookup(&ids);
+        let mut found = HashMap::new();
+        if let Some(&last) = lookup.missing.last() {
+            let rows = conn
                 .query_typed(
                     &format!(
-                        "SELECT id, name FROM {}.streams WHERE id = ANY($1)",
+                        "SELECT id, name FROM {}.streams \
+                         WHERE id = ANY($1) OR (id > $2 AND id <= $2 + $3)",
                         shared.sql.schema
                     ),
-                    &[(&missing, Type::INT8_ARRAY)],
+                    &[
+                        (&lookup.missing, Type::INT8_ARRAY),
+                        (&last, Type::INT8),
+                        (&NAME_READ_AHEAD, Type::INT8),
+                    ],
                 )
                 .await
                 .map_err(|e| backend(e, Effect::None))?;
-            let mut cache = shared.names.write().unwrap_or_else(|p| p.into_inner());
-            if cache.len() + found.len() > NAME_CACHE_LIMIT {
-                cache.clear();
-            }
-            for row in &found {
+            found.reserve(rows.len());
+            for row in &rows {
                 let id: i64 = row.try_get(0).map_err(incompatible)?;
                 let name: String = row.try_get(1).map_err(incompatible)?;
-                cache.insert(id, crate::pg::stream_name(name)?);
+                found.insert(id, crate::pg::stream_name(name)?);
             }
         }
-        let cache = shared.names.read().unwrap_or_else(|p| p.into_inner());
-        ids.iter()
-            .map(|id| {
-                cache.get(id).cloned().ok_or_else(|| {
-                    BackendError::new(
-                        BackendErrorKind::Incompatible,
-                        format!("an event names stream id {id}, which has no row in streams"),
-                    )
-                })
-            })
-            .collect()
+        shared.names.complete(lookup, &ids, found)
     }
 
     async fn head_visible(&self) -> Result<Option<Position>, ReadError> {
