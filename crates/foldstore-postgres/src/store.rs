@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::Utc;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, QueueMode, RecyclingMethod, Runtime};
 use foldstore_core::dcb::{AppendCondition, Query, ReadQueryOptions};
 use foldstore_core::rules::{StreamState, Visibility, check_delete, validate_events};
 use foldstore_core::snapshot::{Snapshot, SnapshotError, SnapshotStore, validate_state_type};
@@ -256,6 +256,12 @@ impl PostgresStore {
         );
         let pool = Pool::builder(manager)
             .max_size(options.pool_size)
+            // The connection returned last is handed out first, so a reader paging
+            // through the log keeps one backend, warm in the CPU's caches, instead of
+            // cycling through every idle one: interleaved `bench read-all` runs read
+            // 468k-506k events/s against 288k-438k first in, first out, and
+            // append-batch and append-1 gained 8-15% too (docs/benchmarks.md).
+            .queue_mode(QueueMode::Lifo)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(options.connect_timeout))
             .create_timeout(Some(options.connect_timeout))
