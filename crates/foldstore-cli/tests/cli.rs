@@ -395,6 +395,11 @@ fn bench_append_1_prints_a_json_report_last() {
     assert_eq!(report["backend"], "sqlite");
     assert!(report["baselines"]["raw_pg_insert_per_sec"].is_null());
     assert!(report["ratio_vs_raw_pg"].is_null());
+    // The same rows inserted raw into the store's own schema, one per commit.
+    let raw = report["raw_schema_tx1_per_sec"].as_f64().unwrap();
+    let ratio = report["ratio_vs_raw_schema_tx1"].as_f64().unwrap();
+    let rate = report["events_per_sec"].as_f64().unwrap();
+    assert!(raw > 0.0 && (rate / raw - ratio).abs() < 0.01, "{last}");
     // The fresh benchmark directory is gone.
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()

@@ -341,15 +341,16 @@ fn rows_per_second(
     Ok(rows as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Events per transaction of [`raw_schema_tx100_rate`]: `append-batch`'s append size.
+/// Events per transaction of `append-batch`'s schema baselines: its append size.
 const SCHEMA_BASELINE_BATCH: u64 = 100;
 
-/// `append-batch`'s baseline on SQLite: plain rusqlite inserting the same rows into a
+/// The schema baselines on SQLite: plain rusqlite inserting the benchmark's rows into a
 /// fresh database with the store's own schema (made by opening and closing a
-/// `SqliteStore` there: the same table and the same indexes), 100 rows of one stream per
-/// durable transaction, for [`TX1000_TIME`]. No foldstore code runs while it is
-/// measured, so this is what SQLite itself costs `append-batch`'s appends. Rows/s.
-pub(crate) async fn raw_schema_tx100_rate(dir: &Path) -> Result<f64, CliError> {
+/// `SqliteStore` there: the same tables and the same indexes), `per_tx` rows of one
+/// stream per durable transaction: 100 for `append-batch` (for [`TX1000_TIME`]), 1 for
+/// `append-1` (for [`TX1_TIME`]). No foldstore code runs while it is measured, and no
+/// stream row is updated, so this is what SQLite itself costs the events. Rows/s.
+pub(crate) async fn raw_schema_rate(dir: &Path, per_tx: u64) -> Result<f64, CliError> {
     let db = dir.join("baseline-schema.db");
     let made = async {
         let store = foldstore_sqlite::SqliteStore::open(&db, Default::default()).await?;
@@ -362,14 +363,14 @@ pub(crate) async fn raw_schema_tx100_rate(dir: &Path) -> Result<f64, CliError> {
         )));
     }
     let path = db.clone();
-    let result = tokio::task::spawn_blocking(move || raw_schema_inserts(&path))
+    let result = tokio::task::spawn_blocking(move || raw_schema_inserts(&path, per_tx))
         .await
         .map_err(|e| CliError::Bench(format!("the raw schema baseline failed: {e}")));
     remove_database(&db);
     result?
 }
 
-fn raw_schema_inserts(db: &Path) -> Result<f64, CliError> {
+fn raw_schema_inserts(db: &Path, per_tx: u64) -> Result<f64, CliError> {
     let fail = |what| move |source| CliError::Baseline { what, source };
     let mut conn = open_durable(db)?;
     // The streams the events belong to (not measured): the store's schema checks its
@@ -394,10 +395,11 @@ fn raw_schema_inserts(db: &Path) -> Result<f64, CliError> {
     let sql = "INSERT INTO events (stream_id, revision, category_id, id_hi, id_lo, \
                event_type, content_type, data, metadata, recorded_at, tags) \
                VALUES (?1, ?2, 1, ?3, ?4, 'Deposited', NULL, ?5, '{}', ?6, NULL)";
+    let time = if per_tx == 1 { TX1_TIME } else { TX1000_TIME };
     let mut row = 0u64;
-    rows_per_second(&mut conn, sql, SCHEMA_BASELINE_BATCH, TX1000_TIME, |stmt| {
-        // Each transaction is one append: 100 events of one stream, as append-batch.
-        let s = ((row / SCHEMA_BASELINE_BATCH) % STREAMS as u64) as usize;
+    rows_per_second(&mut conn, sql, per_tx, time, |stmt| {
+        // Each transaction is one append: `per_tx` events of one stream.
+        let s = ((row / per_tx) % STREAMS as u64) as usize;
         row += 1;
         let (hi, lo) = uuid::Uuid::now_v7().as_u64_pair();
         let micros = chrono::Utc::now().timestamp_micros();

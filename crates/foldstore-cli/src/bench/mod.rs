@@ -221,7 +221,7 @@ async fn measure(
         subscriber_process: args.subscriber_process,
     };
     let outcome = match args.workload {
-        Workload::Append1 => workloads::append(&store, params, 1).await,
+        Workload::Append1 => workloads::append_1(&store, location, params).await,
         Workload::AppendBatch => workloads::append_batch(&store, location, params).await,
         Workload::ReadAll => {
             // It reopens the store (as a new subscriber process would) and hands back

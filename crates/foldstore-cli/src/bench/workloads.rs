@@ -121,11 +121,39 @@ pub(crate) async fn append(store: &Store, p: Params, batch: usize) -> Result<Out
     })
 }
 
+/// `append-1`: [`append`] with one event per append. On SQLite it is followed by a
+/// same-run baseline of the same rows inserted raw into a fresh copy of the store's
+/// own schema, one per durable transaction ([`baseline::raw_schema_rate`]): what
+/// SQLite itself costs a one-event append's row and indexes, against which the store's
+/// own cost shows (PostgreSQL has its single-row insert baseline already).
+pub(crate) async fn append_1(
+    store: &Store,
+    location: &DatabaseLocation,
+    p: Params,
+) -> Result<Outcome, CliError> {
+    let mut outcome = append(store, p, 1).await?;
+    if let DatabaseLocation::Sqlite(path) = location {
+        progress(
+            "inserting the same rows raw into the store's schema, one per commit (same-run baseline)",
+        );
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        let raw = baseline::raw_schema_rate(dir, 1).await?;
+        let rate = outcome.events as f64 / outcome.elapsed.as_secs_f64().max(1e-9);
+        outcome
+            .extra
+            .insert("raw_schema_tx1_per_sec".into(), json!(raw.round()));
+        outcome
+            .extra
+            .insert("ratio_vs_raw_schema_tx1".into(), json!(ratio(rate, raw)));
+    }
+    Ok(outcome)
+}
+
 /// `append-batch`: [`append`] with 100 events per append, next to a same-run baseline
 /// of the same rows inserted raw into a fresh copy of the store's own schema, 100 per
 /// transaction, which shows what the database itself costs them: plain rusqlite on
-/// SQLite ([`baseline::raw_schema_tx100_rate`]), tokio-postgres with the same
-/// concurrency on PostgreSQL ([`baseline::raw_pg_schema_tx100_rate`]).
+/// SQLite ([`baseline::raw_schema_rate`]), tokio-postgres with the same concurrency on
+/// PostgreSQL ([`baseline::raw_pg_schema_tx100_rate`]).
 pub(crate) async fn append_batch(
     store: &Store,
     location: &DatabaseLocation,
@@ -137,7 +165,7 @@ pub(crate) async fn append_batch(
     let raw = match location {
         DatabaseLocation::Sqlite(path) => {
             let dir = path.parent().unwrap_or(std::path::Path::new("."));
-            baseline::raw_schema_tx100_rate(dir).await?
+            baseline::raw_schema_rate(dir, 100).await?
         }
         DatabaseLocation::Postgres {
             url,
