@@ -138,15 +138,23 @@ pub(crate) async fn append_1(
         );
         let dir = path.parent().unwrap_or(std::path::Path::new("."));
         let raw = baseline::raw_schema_rate(dir, 1).await?;
-        let rate = outcome.events as f64 / outcome.elapsed.as_secs_f64().max(1e-9);
-        outcome
-            .extra
-            .insert("raw_schema_tx1_per_sec".into(), json!(raw.round()));
-        outcome
-            .extra
-            .insert("ratio_vs_raw_schema_tx1".into(), json!(ratio(rate, raw)));
+        add_schema_baseline(&mut outcome, "tx1", raw);
     }
     Ok(outcome)
+}
+
+/// Puts a schema baseline of `raw` rows/s into `outcome`'s report as
+/// `raw_schema_<tag>_per_sec`, with the store's rate over it as
+/// `ratio_vs_raw_schema_<tag>`.
+fn add_schema_baseline(outcome: &mut Outcome, tag: &str, raw: f64) {
+    let rate = outcome.events as f64 / outcome.elapsed.as_secs_f64().max(1e-9);
+    outcome
+        .extra
+        .insert(format!("raw_schema_{tag}_per_sec"), json!(raw.round()));
+    outcome.extra.insert(
+        format!("ratio_vs_raw_schema_{tag}"),
+        json!(ratio(rate, raw)),
+    );
 }
 
 /// `append-batch`: [`append`] with 100 events per append, next to a same-run baseline
@@ -173,13 +181,7 @@ pub(crate) async fn append_batch(
             tuning,
         } => baseline::raw_pg_schema_tx100_rate(url, schema, *tuning, concurrency).await?,
     };
-    let rate = outcome.events as f64 / outcome.elapsed.as_secs_f64().max(1e-9);
-    outcome
-        .extra
-        .insert("raw_schema_tx100_per_sec".into(), json!(raw.round()));
-    outcome
-        .extra
-        .insert("ratio_vs_raw_schema_tx100".into(), json!(ratio(rate, raw)));
+    add_schema_baseline(&mut outcome, "tx100", raw);
     Ok(outcome)
 }
 
