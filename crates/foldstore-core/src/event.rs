@@ -121,6 +121,11 @@ pub struct RecordedEvent {
 }
 
 impl RecordedEvent {
+    /// The bytes of data and metadata, counted as [`NewEvent::size`] counts them.
+    pub fn size(&self) -> usize {
+        self.data.len() + self.metadata.as_str().len()
+    }
+
     /// Deserializes JSON data.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         serde_json::from_slice(&self.data)

@@ -21,7 +21,7 @@ use crate::{
     SubscribeStreamFrom, SubscriptionError,
 };
 
-/// How many events a subscription reads per page.
+/// The most events a subscription reads per page.
 ///
 /// A catching-up subscription holds two pages at most (the one it delivers and the one
 /// read ahead). Fewer, larger reads are what make catching up fast: reading 1,000,000
@@ -29,6 +29,29 @@ use crate::{
 /// on PostgreSQL against 440k-479k with 512 (interleaved `bench read-all` runs), and
 /// 8,192 was no faster and held 34 MB instead of 21-25 MB.
 pub const PAGE_SIZE: usize = 2048;
+
+/// About the most bytes of data and metadata a page should hold. A subscription's
+/// first page asks for [`FIRST_PAGE`] events; each page after asks for twice as many
+/// as the last while the last held at most half this (up to [`PAGE_SIZE`]), and half
+/// as many (down to one) when it held more. So events of a few hundred bytes are read
+/// 2,048 at a time, and a log of megabyte events never has thousands of them in memory
+/// at once.
+pub const PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// How many events a subscription's first page asks for (see [`PAGE_BYTES`]).
+pub const FIRST_PAGE: usize = 128;
+
+/// How many events to ask for after a page of `asked` events came back as `page`.
+fn next_page_size(asked: usize, page: &[RecordedEvent]) -> usize {
+    let bytes: usize = page.iter().map(RecordedEvent::size).sum();
+    if bytes > PAGE_BYTES {
+        (asked / 2).max(1)
+    } else if bytes <= PAGE_BYTES / 2 {
+        asked.saturating_mul(2).min(PAGE_SIZE)
+    } else {
+        asked
+    }
+}
 
 /// What a `$all` subscription reads from: pages of the global order and its head.
 ///
@@ -122,6 +145,8 @@ struct AllState<S> {
     listener: CommitListener,
     after: Option<Position>,
     filter: EventFilter,
+    /// Events the next page asks for.
+    page: usize,
     buf: VecDeque<RecordedEvent>,
     /// The read of the next page, started when the last one came back full.
     ahead: Option<tokio::task::JoinHandle<Fetched>>,
@@ -152,6 +177,7 @@ where
         listener,
         after,
         filter,
+        page: FIRST_PAGE,
         buf: VecDeque::new(),
         ahead: None,
         done: false,
@@ -176,8 +202,8 @@ async fn next_all<S: GlobalLog + Clone + 'static>(
         let fetched = match st.ahead.take() {
             Some(handle) => joined(handle.await),
             None => {
-                let (after, filter) = (st.after, st.filter.clone());
-                detached(&st.store, move |s| fetch_all(s, after, filter)).await
+                let (after, filter, size) = (st.after, st.filter.clone(), st.page);
+                detached(&st.store, move |s| fetch_all(s, after, filter, size)).await
             }
         };
         let (head, page) = match fetched {
@@ -191,7 +217,8 @@ async fn next_all<S: GlobalLog + Clone + 'static>(
                 return Some((Err(err), st));
             }
         };
-        let full = page.len() == PAGE_SIZE;
+        let full = page.len() == st.page;
+        st.page = next_page_size(st.page, &page);
         if let Some(last) = page.last() {
             st.after = Some(last.position);
         }
@@ -209,7 +236,7 @@ async fn next_all<S: GlobalLog + Clone + 'static>(
         }
         if full && let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let (store, after, filter) = (st.store.clone(), st.after, st.filter.clone());
-            st.ahead = Some(runtime.spawn(fetch_all(store, after, filter)));
+            st.ahead = Some(runtime.spawn(fetch_all(store, after, filter, st.page)));
         }
         st.buf.extend(page);
     }
@@ -222,15 +249,14 @@ async fn fetch_all<S: GlobalLog>(
     store: S,
     after: Option<Position>,
     filter: EventFilter,
+    size: usize,
 ) -> Fetched {
     let head = if filter.is_all() {
         None
     } else {
         store.head().await?
     };
-    let mut opts = ReadAllOptions::forwards()
-        .max_count(PAGE_SIZE)
-        .filter(filter);
+    let mut opts = ReadAllOptions::forwards().max_count(size).filter(filter);
     opts.from = after.map(Position::next);
     Ok((head, store.read_page(opts).await?))
 }
@@ -276,6 +302,8 @@ struct StreamState<S> {
     listener: CommitListener,
     stream: StreamName,
     after: Option<u64>,
+    /// Events the next page asks for.
+    page: usize,
     buf: VecDeque<RecordedEvent>,
     done: bool,
 }
@@ -312,6 +340,7 @@ where
         listener,
         stream,
         after,
+        page: FIRST_PAGE,
         buf: VecDeque::new(),
         done: false,
     };
@@ -329,7 +358,7 @@ async fn next_in_stream<S: EventStore + Clone + 'static>(
             return Some((Ok(e), st));
         }
         st.listener.mark();
-        let mut opts = ReadStreamOptions::forwards().max_count(PAGE_SIZE);
+        let mut opts = ReadStreamOptions::forwards().max_count(st.page);
         opts.from = st.after.map(|r| r + 1);
         let stream = st.stream.clone();
         let read = move |s: S| async move { s.read_stream(&stream, opts).await };
@@ -349,6 +378,7 @@ async fn next_in_stream<S: EventStore + Clone + 'static>(
                 return Some((Err(err), st));
             }
         };
+        st.page = next_page_size(st.page, &page);
         if let Some(last) = page.last() {
             st.after = Some(last.revision);
         }
@@ -370,11 +400,12 @@ mod tests {
     use super::*;
     use crate::{ExpectedRevision, InMemoryStore, NewEvent};
 
-    /// A log that counts the pages read from it.
+    /// A log that counts the pages read from it, and what each asked for.
     #[derive(Clone)]
     struct Counted {
         store: InMemoryStore,
         reads: Arc<AtomicUsize>,
+        asked: Arc<std::sync::Mutex<Vec<usize>>>,
     }
 
     #[async_trait::async_trait]
@@ -384,6 +415,7 @@ mod tests {
             options: ReadAllOptions,
         ) -> Result<Vec<RecordedEvent>, ReadError> {
             self.reads.fetch_add(1, Ordering::SeqCst);
+            self.asked.lock().unwrap().push(options.max_count);
             self.store.read_all(options).await
         }
 
@@ -408,6 +440,7 @@ mod tests {
         Counted {
             store,
             reads: Arc::default(),
+            asked: Arc::default(),
         }
     }
 
@@ -432,7 +465,9 @@ mod tests {
 
     #[tokio::test]
     async fn catching_up_reads_one_page_ahead_and_no_more() {
-        let log = log_with(3 * PAGE_SIZE).await;
+        // Pages of FIRST_PAGE, then twice as many, then four times (small events).
+        let pages = [FIRST_PAGE, 2 * FIRST_PAGE, 4 * FIRST_PAGE];
+        let log = log_with(pages.iter().sum::<usize>() + 1).await;
         let commits = CommitNotifier::new();
         let mut sub = from_start(&log, &commits).await;
         sub.next().await.unwrap().unwrap();
@@ -442,15 +477,98 @@ mod tests {
             2,
             "the second page is read while the first is delivered, the third is not"
         );
-        for _ in 1..PAGE_SIZE + 1 {
+        for _ in 1..pages[0] + 1 {
             sub.next().await.unwrap().unwrap();
         }
         settle().await;
         assert_eq!(log.reads.load(Ordering::SeqCst), 3);
-        let mut revision = PAGE_SIZE as u64 + 1;
-        while revision < 3 * PAGE_SIZE as u64 {
+        let mut revision = pages[0] as u64 + 1;
+        while revision <= pages.iter().sum::<usize>() as u64 {
             assert_eq!(sub.next().await.unwrap().unwrap().revision, revision);
             revision += 1;
+        }
+        assert_eq!(
+            log.asked.lock().unwrap().as_slice()[..3],
+            pages,
+            "pages of small events grow"
+        );
+    }
+
+    #[tokio::test]
+    async fn pages_of_small_events_grow_to_page_size_and_large_ones_shrink() {
+        let mut asked = FIRST_PAGE;
+        let small = vec![event_of(100); 16];
+        for _ in 0..20 {
+            asked = next_page_size(asked, &small);
+        }
+        assert_eq!(asked, PAGE_SIZE);
+        // A page of 128 events of about 1 MiB holds 32 times PAGE_BYTES: the next pages
+        // ask for half as many each, until a page fits.
+        let large = vec![event_of(1024 * 1024 - 16); FIRST_PAGE];
+        let mut asked = FIRST_PAGE;
+        for _ in 0..20 {
+            let page = &large[..asked.min(large.len())];
+            asked = next_page_size(asked, page);
+            assert!(asked >= 1);
+        }
+        assert_eq!(
+            asked, 4,
+            "4 events of about 1 MiB sit between a half and a whole PAGE_BYTES"
+        );
+        // Never below one event, however large.
+        let huge = vec![event_of(PAGE_BYTES * 2)];
+        assert_eq!(next_page_size(1, &huge), 1);
+        // A page between half and all of PAGE_BYTES keeps its size.
+        let middle = vec![event_of(PAGE_BYTES / 2 / 10 + 1); 10];
+        assert_eq!(next_page_size(10, &middle), 10);
+    }
+
+    #[tokio::test]
+    async fn a_subscription_to_large_events_reads_few_at_a_time() {
+        // 300 events of 64 KiB: about 19 MiB, nearly five times PAGE_BYTES.
+        const EVENT: usize = 64 * 1024;
+        let store = InMemoryStore::new();
+        let stream = StreamName::new("big-1").unwrap();
+        for _ in 0..300 {
+            let event = NewEvent::raw("Big", vec![b'x'; EVENT], "application/octet-stream");
+            store
+                .append(&stream, ExpectedRevision::Any, vec![event])
+                .await
+                .unwrap();
+        }
+        let log = Counted {
+            store,
+            reads: Arc::default(),
+            asked: Arc::default(),
+        };
+        let commits = CommitNotifier::new();
+        let mut sub = from_start(&log, &commits).await;
+        for revision in 0..300 {
+            assert_eq!(sub.next().await.unwrap().unwrap().revision, revision);
+        }
+        let asked = log.asked.lock().unwrap().clone();
+        // The first page, 128 events (8 MiB), held more than PAGE_BYTES: the next asked
+        // for 64 (4 MiB and their metadata, still more), the ones after for 32 (2 MiB).
+        assert_eq!(asked[..4], [FIRST_PAGE, 64, 32, 32], "{asked:?}");
+        assert!(
+            asked[1..].iter().all(|&n| n * EVENT <= PAGE_BYTES),
+            "{asked:?}"
+        );
+    }
+
+    /// A recorded event with `bytes` of data.
+    fn event_of(bytes: usize) -> RecordedEvent {
+        RecordedEvent {
+            id: uuid::Uuid::nil(),
+            stream: StreamName::new("e-1").unwrap(),
+            event_type: "E".into(),
+            revision: 0,
+            position: Position::new(0),
+            data: vec![b'x'; bytes].into(),
+            content_type: crate::JSON.into(),
+            metadata: crate::Metadata::new(),
+            recorded_at: chrono::Utc::now(),
+            tags: Vec::new(),
         }
     }
 
@@ -459,10 +577,10 @@ mod tests {
         // The page read ahead comes back empty; the next event commits, and signals,
         // before the subscription looks at that page. Sleeping until the next signal
         // would hold the event back until some later commit.
-        let log = log_with(PAGE_SIZE).await;
+        let log = log_with(FIRST_PAGE).await;
         let commits = CommitNotifier::new();
         let mut sub = from_start(&log, &commits).await;
-        for _ in 0..PAGE_SIZE {
+        for _ in 0..FIRST_PAGE {
             sub.next().await.unwrap().unwrap();
         }
         settle().await;
