@@ -88,16 +88,6 @@ impl Ring {
     }
 }
 
-trait RecordedSize {
-    fn size(&self) -> usize;
-}
-
-impl RecordedSize for RecordedEvent {
-    fn size(&self) -> usize {
-        self.data.len() + self.metadata.as_str().len()
-    }
-}
-
 struct Shared {
     inner: Arc<dyn EventStore>,
     ring: RwLock<Ring>,
