@@ -87,11 +87,16 @@ fn bench_schema_of(o: &Output) -> String {
         .to_owned()
 }
 
-/// `append-batch`'s same-run baseline of the same rows raw into the store's schema is
-/// in the report, with its ratio.
-fn assert_schema_baseline(report: &Value) {
-    let raw = report["raw_schema_tx100_per_sec"].as_f64().unwrap();
-    let ratio = report["ratio_vs_raw_schema_tx100"].as_f64().unwrap();
+/// A same-run baseline of the same rows raw into the store's schema
+/// (`raw_schema_<tag>_per_sec`: `tx100` for append-batch, `tx1` for append-1 on
+/// SQLite) is in the report, with its ratio.
+fn assert_schema_baseline(report: &Value, tag: &str) {
+    let raw = report[format!("raw_schema_{tag}_per_sec")]
+        .as_f64()
+        .unwrap();
+    let ratio = report[format!("ratio_vs_raw_schema_{tag}")]
+        .as_f64()
+        .unwrap();
     let rate = report["events_per_sec"].as_f64().unwrap();
     assert!(raw > 0.0 && (rate / raw - ratio).abs() < 0.01, "{report}");
 }
@@ -396,10 +401,7 @@ fn bench_append_1_prints_a_json_report_last() {
     assert!(report["baselines"]["raw_pg_insert_per_sec"].is_null());
     assert!(report["ratio_vs_raw_pg"].is_null());
     // The same rows inserted raw into the store's own schema, one per commit.
-    let raw = report["raw_schema_tx1_per_sec"].as_f64().unwrap();
-    let ratio = report["ratio_vs_raw_schema_tx1"].as_f64().unwrap();
-    let rate = report["events_per_sec"].as_f64().unwrap();
-    assert!(raw > 0.0 && (rate / raw - ratio).abs() < 0.01, "{last}");
+    assert_schema_baseline(&report, "tx1");
     // The fresh benchmark directory is gone.
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -471,7 +473,7 @@ fn bench_on_a_named_database_keeps_it() {
     assert_eq!(report["workload"], "append-batch");
     assert_eq!(report["events"], 200);
     // The same rows inserted raw into the store's own schema: SQLite's share.
-    assert_schema_baseline(&report);
+    assert_schema_baseline(&report, "tx100");
     assert!(db.exists(), "the named database was removed");
     // Only the database's own files remain: the baselines cleaned up after themselves.
     for entry in std::fs::read_dir(db.parent().unwrap()).unwrap() {
@@ -693,7 +695,7 @@ fn postgres_append_read_and_bench() {
     );
     let report = report_of(&batch);
     assert_eq!(report["workload"], "append-batch");
-    assert_schema_baseline(&report);
+    assert_schema_baseline(&report, "tx100");
     let bench_schema = bench_schema_of(&batch);
     let left = postgres_query(
         &url,
