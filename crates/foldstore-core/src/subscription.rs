@@ -494,8 +494,8 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn pages_of_small_events_grow_to_page_size_and_large_ones_shrink() {
+    #[test]
+    fn pages_of_small_events_grow_to_page_size_and_large_ones_shrink() {
         let mut asked = FIRST_PAGE;
         let small = vec![event_of(100); 16];
         for _ in 0..20 {
@@ -558,18 +558,9 @@ mod tests {
 
     /// A recorded event with `bytes` of data.
     fn event_of(bytes: usize) -> RecordedEvent {
-        RecordedEvent {
-            id: uuid::Uuid::nil(),
-            stream: StreamName::new("e-1").unwrap(),
-            event_type: "E".into(),
-            revision: 0,
-            position: Position::new(0),
-            data: vec![b'x'; bytes].into(),
-            content_type: crate::JSON.into(),
-            metadata: crate::Metadata::new(),
-            recorded_at: chrono::Utc::now(),
-            tags: Vec::new(),
-        }
+        let mut event = crate::saga::recorded_event("e-1", "E", &());
+        event.data = vec![b'x'; bytes].into();
+        event
     }
 
     #[tokio::test]
