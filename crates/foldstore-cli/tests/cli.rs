@@ -411,6 +411,43 @@ fn bench_append_1_prints_a_json_report_last() {
 }
 
 #[test]
+fn bench_append_1_with_one_task_takes_turns_with_its_raw_baselines() {
+    let dir = scratch();
+    let out = foldstore(
+        dir.path(),
+        &[
+            "bench",
+            "append-1",
+            "--events",
+            "1500",
+            "--concurrency",
+            "1",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let last = text.lines().last().unwrap();
+    let report: Value = serde_json::from_str(last).unwrap();
+    assert_eq!(report["events"], 1500, "{last}");
+    assert_eq!(report["baseline_turn_ms"], 250, "{last}");
+    // Both raw baselines were measured in turns, each with its ratio.
+    let raw = report["interleaved_raw_tx1_per_sec"].as_f64().unwrap();
+    let ratio = report["ratio_vs_interleaved_raw_tx1"].as_f64().unwrap();
+    let rate = report["events_per_sec"].as_f64().unwrap();
+    assert!(raw > 0.0 && (rate / raw - ratio).abs() < 0.01, "{last}");
+    assert_schema_baseline(&report, "tx1");
+    // The store's rate counts its own turns only.
+    let store_secs = report["store_turns_sec"].as_f64().unwrap();
+    assert!((1500.0 / store_secs - rate).abs() / rate < 0.01, "{last}");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
 fn bench_read_all_reports_the_raw_read_of_the_same_rows() {
     let dir = scratch();
     let out = foldstore(

@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio_postgres::types::Type;
 
 use super::payload::{STREAMS, event_data};
+use super::raw_sqlite::{RawTable, make_store_schema};
 use crate::backend::{self, Durability};
 use crate::database_url::{DatabaseLocation, PgTuning};
 use crate::error::CliError;
@@ -28,7 +29,7 @@ const TX1000_TIME: Duration = Duration::from_secs(2);
 /// benchmark directory can be removed.
 pub(crate) static STOP: AtomicBool = AtomicBool::new(false);
 
-fn stopped() -> bool {
+pub(crate) fn stopped() -> bool {
     STOP.load(Ordering::Relaxed)
 }
 
@@ -62,12 +63,16 @@ pub(crate) struct Baselines {
 /// Measures every baseline in `dir`, removing the files it made.
 pub(crate) fn measure(dir: &Path) -> Result<Baselines, CliError> {
     let fsync_per_sec = fsync_rate(dir)?;
+    // One row per transaction, then 1,000, into each table.
+    let both = |table: Result<RawTable, CliError>| {
+        table.and_then(|mut t| Ok((t.rate(1, TX1_TIME)?, t.rate(1000, TX1000_TIME)?)))
+    };
     let db = dir.join("baseline-raw.db");
-    let result = raw_insert_rates(&db);
+    let result = both(RawTable::plain(&db));
     remove_database(&db);
     let (raw_insert_tx1_per_sec, raw_insert_tx1000_per_sec) = result?;
     let db = dir.join("baseline-indexed.db");
-    let result = raw_indexed_insert_rates(&db);
+    let result = both(RawTable::indexed(&db));
     remove_database(&db);
     let (raw_insert_indexed_tx1_per_sec, raw_insert_indexed_tx1000_per_sec) = result?;
     Ok(Baselines {
@@ -187,64 +192,12 @@ pub(crate) async fn drop_pg_schema(url: &str, schema: &str) -> Result<(), tokio_
 
 /// Removes a baseline database and its side files (the `.lock` file is the store's,
 /// for the one made by opening a `SqliteStore`).
-fn remove_database(db: &Path) {
+pub(crate) fn remove_database(db: &Path) {
     for suffix in ["", "-wal", "-shm", "-journal", ".lock"] {
         let mut name = db.to_path_buf().into_os_string();
         name.push(suffix);
         let _ = std::fs::remove_file(name);
     }
-}
-
-fn open_durable(db: &Path) -> Result<Connection, CliError> {
-    let fail = |what| move |source| CliError::Baseline { what, source };
-    let conn = Connection::open(db).map_err(fail("opening the database"))?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(fail("setting journal_mode=WAL"))?;
-    conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(fail("setting synchronous=FULL"))?;
-    Ok(conn)
-}
-
-/// Rows per second, one then 1,000 per transaction, into a table with a unique event id
-/// (16-byte time-ordered UUIDs, as foldstore generates) and a unique (stream, revision).
-fn raw_indexed_insert_rates(db: &Path) -> Result<(f64, f64), CliError> {
-    let fail = |what| move |source| CliError::Baseline { what, source };
-    let mut conn = open_durable(db)?;
-    conn.execute_batch(
-        "CREATE TABLE events (
-            position INTEGER PRIMARY KEY,
-            stream TEXT NOT NULL,
-            revision INTEGER NOT NULL,
-            id BLOB NOT NULL UNIQUE,
-            event_type TEXT NOT NULL,
-            data BLOB NOT NULL,
-            UNIQUE (stream, revision)
-        );",
-    )
-    .map_err(fail("creating the indexed table"))?;
-    let mut revisions = vec![0u64; STREAMS];
-    let mut seq = 0u64;
-    let sql = "INSERT INTO events (stream, revision, id, event_type, data)
-               VALUES (?1, ?2, ?3, ?4, ?5)";
-    let mut insert_for = |rows_per_tx: u64, time: Duration| {
-        rows_per_second(&mut conn, sql, rows_per_tx, time, |stmt| {
-            seq += 1;
-            let s = (seq % STREAMS as u64) as usize;
-            let id = uuid::Uuid::now_v7();
-            stmt.execute(params![
-                format!("bench-{s}"),
-                revisions[s],
-                id.as_bytes().as_slice(),
-                "Deposited",
-                event_data(seq, 0)
-            ])?;
-            revisions[s] += 1;
-            Ok(())
-        })
-    };
-    let tx1 = insert_for(1, TX1_TIME)?;
-    let tx1000 = insert_for(1000, TX1000_TIME)?;
-    Ok((tx1, tx1000))
 }
 
 /// Appends 256 bytes and calls `sync_data`, in a loop, for [`FSYNC_TIME`].
@@ -280,67 +233,6 @@ fn fsync_rate(dir: &Path) -> Result<f64, CliError> {
     result
 }
 
-/// Rows per second inserted by plain rusqlite, one row per transaction, then 1,000.
-fn raw_insert_rates(db: &Path) -> Result<(f64, f64), CliError> {
-    let fail = |what| move |source| CliError::Baseline { what, source };
-    let mut conn = open_durable(db)?;
-    conn.execute_batch(
-        "CREATE TABLE events (
-            position INTEGER PRIMARY KEY,
-            stream TEXT NOT NULL,
-            event_type TEXT NOT NULL,
-            data BLOB NOT NULL
-        );",
-    )
-    .map_err(fail("creating the table"))?;
-    let mut seq = 0u64;
-    let sql = "INSERT INTO events (stream, event_type, data) VALUES (?1, ?2, ?3)";
-    let mut insert_for = |rows_per_tx: u64, time: Duration| {
-        rows_per_second(&mut conn, sql, rows_per_tx, time, |stmt| {
-            seq += 1;
-            let stream = format!("bench-{}", seq % STREAMS as u64);
-            stmt.execute(params![stream, "Deposited", event_data(seq, 0)])?;
-            Ok(())
-        })
-    };
-    let tx1 = insert_for(1, TX1_TIME)?;
-    let tx1000 = insert_for(1000, TX1000_TIME)?;
-    Ok((tx1, tx1000))
-}
-
-/// Runs transactions of `rows_per_tx` rows, each row inserted by `insert_row` with the
-/// cached statement `sql`, for `time`; answers rows per second.
-fn rows_per_second(
-    conn: &mut Connection,
-    sql: &str,
-    rows_per_tx: u64,
-    time: Duration,
-    mut insert_row: impl FnMut(&mut rusqlite::CachedStatement<'_>) -> rusqlite::Result<()>,
-) -> Result<f64, CliError> {
-    let fail = |what| move |source| CliError::Baseline { what, source };
-    let start = Instant::now();
-    let mut rows = 0u64;
-    while start.elapsed() < time {
-        if stopped() {
-            return Err(CliError::Interrupted);
-        }
-        let tx = conn
-            .transaction()
-            .map_err(fail("beginning a transaction"))?;
-        {
-            let mut stmt = tx
-                .prepare_cached(sql)
-                .map_err(fail("preparing the insert"))?;
-            for _ in 0..rows_per_tx {
-                insert_row(&mut stmt).map_err(fail("inserting"))?;
-            }
-        }
-        tx.commit().map_err(fail("committing"))?;
-        rows += rows_per_tx;
-    }
-    Ok(rows as f64 / start.elapsed().as_secs_f64())
-}
-
 /// Events per transaction of `append-batch`'s schema baselines: its append size.
 const SCHEMA_BASELINE_BATCH: u64 = 100;
 
@@ -351,69 +243,16 @@ const SCHEMA_BASELINE_BATCH: u64 = 100;
 /// `append-1` (for [`TX1_TIME`]). No foldstore code runs while it is measured, and no
 /// stream row is updated, so this is what SQLite itself costs the events. Rows/s.
 pub(crate) async fn raw_schema_rate(dir: &Path, per_tx: u64) -> Result<f64, CliError> {
-    let db = dir.join("baseline-schema.db");
-    let made = async {
-        let store = foldstore_sqlite::SqliteStore::open(&db, Default::default()).await?;
-        store.close().await
-    };
-    if let Err(e) = made.await {
-        remove_database(&db);
-        return Err(CliError::Bench(format!(
-            "making the store's schema for the raw baseline failed: {e}"
-        )));
-    }
+    let db = make_store_schema(dir, "baseline-schema.db").await?;
     let path = db.clone();
-    let result = tokio::task::spawn_blocking(move || raw_schema_inserts(&path, per_tx))
-        .await
-        .map_err(|e| CliError::Bench(format!("the raw schema baseline failed: {e}")));
+    let time = if per_tx == 1 { TX1_TIME } else { TX1000_TIME };
+    let result = tokio::task::spawn_blocking(move || {
+        RawTable::store_schema(&path).and_then(|mut t| t.rate(per_tx, time))
+    })
+    .await
+    .map_err(|e| CliError::Bench(format!("the raw schema baseline failed: {e}")));
     remove_database(&db);
     result?
-}
-
-fn raw_schema_inserts(db: &Path, per_tx: u64) -> Result<f64, CliError> {
-    let fail = |what| move |source| CliError::Baseline { what, source };
-    let mut conn = open_durable(db)?;
-    // The streams the events belong to (not measured): the store's schema checks its
-    // foreign keys.
-    let tx = conn
-        .transaction()
-        .map_err(fail("beginning a transaction"))?;
-    tx.execute(
-        "INSERT INTO categories (category_id, name) VALUES (1, 'bench')",
-        [],
-    )
-    .map_err(fail("inserting the category"))?;
-    for s in 0..STREAMS {
-        tx.execute(
-            "INSERT INTO streams (stream_id, name, category_id, group_hash) VALUES (?1, ?2, 1, 0)",
-            params![s as i64 + 1, format!("bench-{s}")],
-        )
-        .map_err(fail("inserting the streams"))?;
-    }
-    tx.commit().map_err(fail("committing the streams"))?;
-    let mut revisions = vec![0i64; STREAMS];
-    let sql = "INSERT INTO events (stream_id, revision, category_id, id_hi, id_lo, \
-               event_type, content_type, data, metadata, recorded_at, tags) \
-               VALUES (?1, ?2, 1, ?3, ?4, 'Deposited', NULL, ?5, '{}', ?6, NULL)";
-    let time = if per_tx == 1 { TX1_TIME } else { TX1000_TIME };
-    let mut row = 0u64;
-    rows_per_second(&mut conn, sql, per_tx, time, |stmt| {
-        // Each transaction is one append: `per_tx` events of one stream.
-        let s = ((row / per_tx) % STREAMS as u64) as usize;
-        row += 1;
-        let (hi, lo) = uuid::Uuid::now_v7().as_u64_pair();
-        let micros = chrono::Utc::now().timestamp_micros();
-        stmt.execute(params![
-            s as i64 + 1,
-            revisions[s],
-            hi as i64,
-            lo as i64,
-            event_data(row, 0),
-            micros
-        ])?;
-        revisions[s] += 1;
-        Ok(())
-    })
 }
 
 /// `append-batch`'s baseline on PostgreSQL: tokio-postgres inserting the same rows

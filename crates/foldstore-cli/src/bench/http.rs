@@ -274,6 +274,7 @@ pub(crate) async fn http_append(store: &Store, p: Params) -> Result<Outcome, Cli
         deadline: None,
         rate: None,
         clock: Instant::now(),
+        gate: None,
     };
     let base = load::run(store, &payload::stream_names("inproc", STREAMS), &spec).await?;
     let inprocess_rate = base.events as f64 / base.elapsed.as_secs_f64();

@@ -9,6 +9,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::MissedTickBehavior;
 
+use super::interleave::Gate;
 use super::payload;
 use crate::backend::Store;
 use crate::error::CliError;
@@ -28,6 +29,9 @@ pub(crate) struct LoadSpec {
     pub(crate) rate: Option<f64>,
     /// The clock that `sent_ns` in the event data counts from.
     pub(crate) clock: Instant,
+    /// Each append holds a read guard of this, when given: baselines taking turns with
+    /// the store hold the write guard during theirs ([`super::interleave`]).
+    pub(crate) gate: Option<Gate>,
 }
 
 /// What the load did.
@@ -84,6 +88,7 @@ pub(crate) async fn run(
             // Stagger paced tasks over one period so they do not fire together.
             start,
             pacing: period.map(|p| (p, start + p.mul_f64(t as f64 / tasks as f64))),
+            gate: spec.gate.clone(),
         };
         handles.push(tokio::spawn(task.run()));
     }
@@ -114,6 +119,7 @@ struct Task {
     seq_base: u64,
     start: Instant,
     pacing: Option<(Duration, Instant)>,
+    gate: Option<Gate>,
 }
 
 impl Task {
@@ -155,6 +161,10 @@ impl Task {
                     .collect();
                 let expected =
                     revisions[k].map_or(ExpectedRevision::NoStream, ExpectedRevision::Exact);
+                let _turn = match &self.gate {
+                    Some(gate) => Some(gate.read().await),
+                    None => None,
+                };
                 let t0 = Instant::now();
                 match self.store.append(stream, expected, events).await {
                     Ok(r) => {

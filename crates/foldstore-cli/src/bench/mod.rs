@@ -5,10 +5,12 @@
 mod baseline;
 pub(crate) mod cross_process;
 mod http;
+mod interleave;
 mod load;
 mod machine;
 mod payload;
 mod procstat;
+mod raw_sqlite;
 mod rehydrate;
 mod report;
 mod workloads;

@@ -12,6 +12,7 @@ use foldstore_core::{
 
 use super::baseline;
 use super::cross_process;
+use super::interleave;
 use super::load::{self, LoadSpec};
 use super::machine;
 use super::payload::{self, STREAMS, Stamp};
@@ -67,6 +68,7 @@ async fn fill(
         deadline: None,
         rate: None,
         clock: Instant::now(),
+        gate: None,
     };
     let r = load::run(store, streams, &spec).await?;
     progress(format!(
@@ -77,8 +79,15 @@ async fn fill(
     Ok(())
 }
 
-/// `append-1` (batch 1) and `append-batch` (batch 100).
-pub(crate) async fn append(store: &Store, p: Params, batch: usize) -> Result<Outcome, CliError> {
+/// `append-1` (batch 1) and `append-batch` (batch 100). With `turns`, every append
+/// waits for the baselines' turns to end, and the store's rate counts its own time
+/// only: the run's time less the turns.
+pub(crate) async fn append(
+    store: &Store,
+    p: Params,
+    batch: usize,
+    turns: Option<&interleave::Turns>,
+) -> Result<Outcome, CliError> {
     let default_events = match (batch, p.concurrency) {
         (1, 1) => 20_000,
         _ => 200_000,
@@ -96,6 +105,7 @@ pub(crate) async fn append(store: &Store, p: Params, batch: usize) -> Result<Out
         deadline: None,
         rate: None,
         clock: Instant::now(),
+        gate: turns.map(interleave::Turns::gate),
     };
     let r = load::run(store, &streams, &spec).await?;
     let mut extra = Map::new();
@@ -121,26 +131,75 @@ pub(crate) async fn append(store: &Store, p: Params, batch: usize) -> Result<Out
     })
 }
 
-/// `append-1`: [`append`] with one event per append. On SQLite it is followed by a
-/// same-run baseline of the same rows inserted raw into a fresh copy of the store's
-/// own schema, one per durable transaction ([`baseline::raw_schema_rate`]): what
-/// SQLite itself costs a one-event append's row and indexes, against which the store's
-/// own cost shows (PostgreSQL has its single-row insert baseline already).
+/// `append-1`: [`append`] with one event per append, and on SQLite a same-run
+/// baseline of the same rows inserted raw into a fresh copy of the store's own schema,
+/// one per durable transaction: what SQLite itself costs a one-event append's row and
+/// indexes, against which the store's own cost shows (PostgreSQL has its single-row
+/// insert baseline already).
+///
+/// With one task, that baseline and plain rusqlite's unindexed one-row transactions
+/// take turns with the store ([`interleave`]): the report's `raw_schema_tx1_per_sec`
+/// and `interleaved_raw_tx1_per_sec` were measured in the same seconds as the store,
+/// and `events_per_sec` counts the store's turns only. With more tasks the schema
+/// baseline runs after the store ([`baseline::raw_schema_rate`]).
 pub(crate) async fn append_1(
     store: &Store,
     location: &DatabaseLocation,
     p: Params,
 ) -> Result<Outcome, CliError> {
-    let mut outcome = append(store, p, 1).await?;
-    if let DatabaseLocation::Sqlite(path) = location {
+    let DatabaseLocation::Sqlite(path) = location else {
+        return append(store, p, 1, None).await;
+    };
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    if p.concurrency != 1 {
+        let mut outcome = append(store, p, 1, None).await?;
         progress(
             "inserting the same rows raw into the store's schema, one per commit (same-run baseline)",
         );
-        let dir = path.parent().unwrap_or(std::path::Path::new("."));
         let raw = baseline::raw_schema_rate(dir, 1).await?;
         add_schema_baseline(&mut outcome, "tx1", raw);
+        return Ok(outcome);
     }
+    progress(format!(
+        "the store takes turns of {} ms with raw one-row inserts (unindexed, then into the store's schema)",
+        interleave::TURN.as_millis()
+    ));
+    let turns = interleave::start(dir).await?;
+    let started = Instant::now();
+    let appended = append(store, p, 1, Some(&turns)).await;
+    let ended = Instant::now();
+    let taken = turns.finish().await?;
+    let mut outcome = appended?;
+    let paused = taken.paused_within(started, ended);
+    outcome.elapsed = outcome.elapsed.saturating_sub(paused);
+    let rate = outcome.events as f64 / outcome.elapsed.as_secs_f64().max(1e-9);
+    let extra = &mut outcome.extra;
+    extra.insert(
+        "appends_per_sec".into(),
+        json!((outcome.latencies.len() as f64 / outcome.elapsed.as_secs_f64().max(1e-9)).round()),
+    );
+    extra.insert(
+        "baseline_turn_ms".into(),
+        json!(interleave::TURN.as_millis()),
+    );
+    extra.insert(
+        "store_turns_sec".into(),
+        json!(round3(outcome.elapsed.as_secs_f64())),
+    );
+    extra.insert(
+        "interleaved_raw_tx1_per_sec".into(),
+        json!(taken.raw_tx1_per_sec.round()),
+    );
+    extra.insert(
+        "ratio_vs_interleaved_raw_tx1".into(),
+        json!(ratio(rate, taken.raw_tx1_per_sec)),
+    );
+    add_schema_baseline(&mut outcome, "tx1", taken.raw_schema_tx1_per_sec);
     Ok(outcome)
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }
 
 /// Puts a schema baseline of `raw` rows/s into `outcome`'s report as
@@ -168,7 +227,7 @@ pub(crate) async fn append_batch(
     p: Params,
 ) -> Result<Outcome, CliError> {
     let concurrency = p.concurrency;
-    let mut outcome = append(store, p, 100).await?;
+    let mut outcome = append(store, p, 100, None).await?;
     progress("inserting the same rows raw into the store's schema (same-run baseline)");
     let raw = match location {
         DatabaseLocation::Sqlite(path) => {
@@ -380,6 +439,7 @@ pub(crate) async fn subscribe_latency(
                 deadline: Some(Instant::now() + MAX_RATE_PROBE),
                 rate: None,
                 clock,
+                gate: None,
             };
             // Other streams than the measured run's, so that it starts without conflicts.
             let probe = payload::stream_names("probe", STREAMS);
@@ -414,6 +474,7 @@ pub(crate) async fn subscribe_latency(
         deadline: None,
         rate: Some(rate),
         clock,
+        gate: None,
     };
     let appended = load::run(store, &streams, &spec).await?;
     let latencies = match subscriber {
