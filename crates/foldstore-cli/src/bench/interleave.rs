@@ -13,7 +13,7 @@
 //! a baseline's turn holds the write guard, so a turn starts only once the append in
 //! flight has been answered, and no append starts during a turn.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -94,8 +94,8 @@ impl Turns {
 }
 
 fn take_turns(
-    plain_db: &PathBuf,
-    schema_db: &PathBuf,
+    plain_db: &Path,
+    schema_db: &Path,
     gate: &RwLock<()>,
     done: &AtomicBool,
 ) -> Result<Taken, CliError> {
