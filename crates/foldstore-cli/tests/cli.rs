@@ -78,6 +78,15 @@ fn report_of(o: &Output) -> Value {
     serde_json::from_str(stdout(o).lines().last().unwrap()).unwrap()
 }
 
+/// A bench run removed the fresh directory it made in `dir`.
+fn assert_nothing_left(dir: &Path) {
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 /// The fresh schema a PostgreSQL bench run names on stderr.
 fn bench_schema_of(o: &Output) -> String {
     let err = stderr(o);
@@ -403,11 +412,7 @@ fn bench_append_1_prints_a_json_report_last() {
     // The same rows inserted raw into the store's own schema, one per commit.
     assert_schema_baseline(&report, "tx1");
     // The fresh benchmark directory is gone.
-    let left: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
+    assert_nothing_left(dir.path());
 }
 
 #[test]
@@ -425,10 +430,8 @@ fn bench_append_1_with_one_task_takes_turns_with_its_raw_baselines() {
             "--json",
         ],
     );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let text = stdout(&out);
-    let last = text.lines().last().unwrap();
-    let report: Value = serde_json::from_str(last).unwrap();
+    let report = report_of(&out);
+    let last = report.to_string();
     assert_eq!(report["events"], 1500, "{last}");
     assert_eq!(report["baseline_turn_ms"], 250, "{last}");
     // Both raw baselines were measured in turns, each with its ratio.
@@ -440,11 +443,7 @@ fn bench_append_1_with_one_task_takes_turns_with_its_raw_baselines() {
     // The store's rate counts its own turns only.
     let store_secs = report["store_turns_sec"].as_f64().unwrap();
     assert!((1500.0 / store_secs - rate).abs() / rate < 0.01, "{last}");
-    let left: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
+    assert_nothing_left(dir.path());
 }
 
 #[test]
