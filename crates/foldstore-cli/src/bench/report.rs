@@ -127,7 +127,8 @@ pub(crate) fn ratio(a: f64, b: f64) -> Option<f64> {
     (b > 0.0).then(|| round(a / b, 3))
 }
 
-fn round(x: f64, digits: i32) -> f64 {
+/// `x` to `digits` decimals.
+pub(crate) fn round(x: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (x * f).round() / f
 }

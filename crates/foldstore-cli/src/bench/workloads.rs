@@ -16,7 +16,7 @@ use super::interleave;
 use super::load::{self, LoadSpec};
 use super::machine;
 use super::payload::{self, STREAMS, Stamp};
-use super::report::{Outcome, percentile, ratio, sorted_ms};
+use super::report::{Outcome, percentile, ratio, round, sorted_ms};
 use crate::backend::{self, Durability, Store};
 use crate::database_url::DatabaseLocation;
 use crate::error::CliError;
@@ -184,7 +184,7 @@ pub(crate) async fn append_1(
     );
     extra.insert(
         "store_turns_sec".into(),
-        json!(round3(outcome.elapsed.as_secs_f64())),
+        json!(round(outcome.elapsed.as_secs_f64(), 3)),
     );
     extra.insert(
         "interleaved_raw_tx1_per_sec".into(),
@@ -196,10 +196,6 @@ pub(crate) async fn append_1(
     );
     add_schema_baseline(&mut outcome, "tx1", taken.raw_schema_tx1_per_sec);
     Ok(outcome)
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 /// Puts a schema baseline of `raw` rows/s into `outcome`'s report as
@@ -506,7 +502,7 @@ pub(crate) async fn subscribe_latency(
         max_rate.map_or(Value::Null, |m| json!(m.round())),
     );
     extra.insert("target_rate_per_sec".into(), json!(rate.round()));
-    let rounded = |x: Option<f64>| json!(x.map(|x| (x * 1000.0).round() / 1000.0));
+    let rounded = |x: Option<f64>| json!(x.map(|x| round(x, 3)));
     extra.insert(
         "append_p50_ms".into(),
         rounded(percentile(&append_ms, 50.0)),
