@@ -5,7 +5,7 @@
 #
 #   scripts/bench-ab.sh <runs> <out dir> <binary>... -- <bench arguments>
 #   scripts/bench-ab.sh 3 /tmp/ab ./foldstore-before ./foldstore-after -- \
-#       append-1 --concurrency 1 --events 20000
+#       append-1 --concurrency 1
 #
 # Run it from a directory on the disk under test (not a tmpfs): each run's store and
 # baselines live in the current directory and are removed afterwards.

@@ -20,7 +20,7 @@ bench() {
 }
 
 bench append-1-c64 append-1 --concurrency 64
-bench append-1-c1 append-1 --concurrency 1 --events 20000
+bench append-1-c1 append-1 --concurrency 1
 bench append-batch-c1 append-batch
 bench append-batch-c10 append-batch --concurrency 10
 bench read-all read-all
