@@ -184,7 +184,8 @@ Workloads and their defaults (--events):
   append-batch       100 events per append (200,000 events)
   read-all           fill 1,000,000 events, read them in pages of 1,000, then through
                      subscribe_to_all(Start) on a reopened store; reports peak_rss_mb
-  read-stream        fill one 10,000-event stream, read it whole 200 times
+  read-stream        fill one 10,000-event stream, read it whole 200 times, then 200
+                     times raw (raw_read_stream_p50_ms, ratio_vs_raw_read_stream)
   subscribe-latency  a live $all subscriber while appenders run at half the measured
                      maximum rate (or --rate) for about 8 s; append-to-delivery latency
   rehydrate          build a 100,000-event stream and a 100-event stream, load each

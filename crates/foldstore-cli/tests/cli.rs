@@ -469,6 +469,34 @@ fn bench_read_all_reports_the_raw_read_of_the_same_rows() {
     );
 }
 
+/// `read-stream`'s report carries the same stream read raw, and the ratio of the two
+/// medians.
+fn assert_raw_stream_baseline(report: &Value) {
+    let last = report.to_string();
+    assert_eq!(report["workload"], "read-stream", "{last}");
+    let raw = report["raw_read_stream_p50_ms"].as_f64().unwrap();
+    let ours = report["p50_ms"].as_f64().unwrap();
+    let ratio = report["ratio_vs_raw_read_stream"].as_f64().unwrap();
+    assert!(raw > 0.0 && ours > 0.0, "{last}");
+    assert!(
+        (raw / ours - ratio).abs() / ratio < 0.05,
+        "the ratio is the raw median over the store's: {last}"
+    );
+}
+
+#[test]
+fn bench_read_stream_reports_the_raw_read_of_the_same_stream() {
+    let dir = scratch();
+    let out = foldstore(
+        dir.path(),
+        &["bench", "read-stream", "--events", "500", "--json"],
+    );
+    let report = report_of(&out);
+    assert_eq!(report["stream_length"], 500);
+    assert_raw_stream_baseline(&report);
+    assert_nothing_left(dir.path());
+}
+
 #[test]
 fn bench_refuses_tmpfs() {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
@@ -733,10 +761,25 @@ fn postgres_append_read_and_bench() {
     assert_eq!(report["workload"], "append-batch");
     assert_schema_baseline(&report, "tx100");
     let bench_schema = bench_schema_of(&batch);
+    let stream = foldstore(
+        d,
+        &[
+            "bench",
+            "read-stream",
+            "--events",
+            "300",
+            "--json",
+            "--database",
+            &url,
+        ],
+    );
+    assert_raw_stream_baseline(&report_of(&stream));
+    let stream_schema = bench_schema_of(&stream);
     let left = postgres_query(
         &url,
         &format!(
-            "SELECT nspname FROM pg_namespace WHERE nspname IN ('{bench_schema}', '{bench_schema}_raw')"
+            "SELECT nspname FROM pg_namespace \
+             WHERE nspname IN ('{bench_schema}', '{bench_schema}_raw', '{stream_schema}')"
         ),
     );
     assert!(left.is_empty(), "left behind: {left:?}");

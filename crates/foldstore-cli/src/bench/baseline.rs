@@ -427,6 +427,102 @@ pub(crate) fn raw_sqlite_read_rate(db: &Path) -> Result<f64, CliError> {
     Ok(rows as f64 / start.elapsed().as_secs_f64())
 }
 
+/// `read-stream`'s baseline on SQLite: the stream's rows read `reads` times straight
+/// with rusqlite, by the store's `(stream_id, revision)` index, every column touched
+/// but not decoded. The time of each read.
+pub(crate) fn raw_sqlite_stream_reads(
+    db: &Path,
+    stream: &str,
+    reads: usize,
+) -> Result<Vec<Duration>, CliError> {
+    let fail = |what| move |source| CliError::Baseline { what, source };
+    let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(fail("opening the store read-only"))?;
+    let stream_id: i64 = conn
+        .query_row(
+            "SELECT stream_id FROM streams WHERE name = ?1",
+            [stream],
+            |r| r.get(0),
+        )
+        .map_err(fail("finding the stream"))?;
+    let mut stmt = conn
+        .prepare(
+            "SELECT position, stream_id, revision, id_hi, id_lo, event_type, content_type, \
+             data, metadata, recorded_at, tags FROM events WHERE stream_id = ?1 \
+             ORDER BY revision",
+        )
+        .map_err(fail("preparing the raw stream read"))?;
+    let mut times = Vec::with_capacity(reads);
+    for _ in 0..reads {
+        if stopped() {
+            return Err(CliError::Interrupted);
+        }
+        let t0 = Instant::now();
+        let mut rows = stmt
+            .query([stream_id])
+            .map_err(fail("reading the stream"))?;
+        let mut bytes = 0usize;
+        while let Some(row) = rows.next().map_err(fail("reading the stream"))? {
+            for i in 0..11 {
+                bytes += match row.get_ref(i).map_err(fail("reading a column"))? {
+                    rusqlite::types::ValueRef::Text(b) | rusqlite::types::ValueRef::Blob(b) => {
+                        b.len()
+                    }
+                    _ => 8,
+                };
+            }
+        }
+        std::hint::black_box(bytes);
+        times.push(t0.elapsed());
+    }
+    Ok(times)
+}
+
+/// `read-stream`'s baseline on PostgreSQL: the stream's rows read `reads` times straight
+/// with tokio-postgres, by the store's `(stream_id, revision)` key, collected but not
+/// decoded. The time of each read.
+pub(crate) async fn raw_pg_stream_reads(
+    url: &str,
+    schema: &str,
+    stream: &str,
+    reads: usize,
+) -> Result<Vec<Duration>, CliError> {
+    let fail = |what| move |source| CliError::PgBaseline { what, source };
+    let client = pg_connect(url).await.map_err(fail("connecting"))?;
+    let stream_id: i64 = client
+        .query_one(
+            &format!("SELECT id FROM \"{schema}\".streams WHERE name = $1"),
+            &[&stream],
+        )
+        .await
+        .map_err(fail("finding the stream"))?
+        .try_get(0)
+        .map_err(fail("finding the stream"))?;
+    // The store's query shape (a revision range and a limit), as an unnamed statement
+    // planned with its values, as the store sends its reads. A bare `stream_id = $1
+    // ORDER BY revision` measured slower than the store itself.
+    let sql = format!(
+        "SELECT e.tx, e.seq, e.id, e.stream_id, e.event_type, e.revision, e.data, \
+         e.content_type, e.metadata, e.recorded_at, e.tags FROM \"{schema}\".events e \
+         WHERE e.stream_id = $1 AND e.revision BETWEEN 0 AND $2 \
+         ORDER BY e.revision LIMIT $2"
+    );
+    let mut times = Vec::with_capacity(reads);
+    for _ in 0..reads {
+        if stopped() {
+            return Err(CliError::Interrupted);
+        }
+        let t0 = Instant::now();
+        let rows = client
+            .query_typed(&sql, &[(&stream_id, Type::INT8), (&i64::MAX, Type::INT8)])
+            .await
+            .map_err(fail("reading the stream"))?;
+        std::hint::black_box(rows.len());
+        times.push(t0.elapsed());
+    }
+    Ok(times)
+}
+
 /// `read-all`'s baseline on PostgreSQL: the store's own `events` rows read straight
 /// with tokio-postgres, in `(tx, seq)` order, in pages of 1,000 by keyset, each page
 /// collected but not decoded: what the server and the driver cost the read. Rows/s.

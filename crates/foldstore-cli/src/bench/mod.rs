@@ -233,7 +233,7 @@ async fn measure(
             store = reopened;
             Ok(outcome)
         }
-        Workload::ReadStream => workloads::read_stream(&store, params).await,
+        Workload::ReadStream => workloads::read_stream(&store, location, params).await,
         Workload::SubscribeLatency => workloads::subscribe_latency(&store, location, params).await,
         Workload::Rehydrate => rehydrate::rehydrate(&store, params).await,
         Workload::HttpAppend => http::http_append(&store, params).await,

@@ -359,8 +359,13 @@ pub(crate) async fn read_all(
     Ok((outcome, store))
 }
 
-/// `read-stream`: fill one stream, read it whole many times.
-pub(crate) async fn read_stream(store: &Store, p: Params) -> Result<Outcome, CliError> {
+/// `read-stream`: fill one stream, read it whole many times, then read it as many
+/// times raw (the same-run baseline).
+pub(crate) async fn read_stream(
+    store: &Store,
+    location: &DatabaseLocation,
+    p: Params,
+) -> Result<Outcome, CliError> {
     let length = p.events.unwrap_or(10_000);
     let streams = payload::stream_names("single", 1);
     fill(store, &streams, length, 1).await?;
@@ -401,9 +406,41 @@ pub(crate) async fn read_stream(store: &Store, p: Params) -> Result<Outcome, Cli
         events += n;
     }
     let elapsed = start.elapsed();
+
+    progress("reading the same stream raw, without foldstore (same-run baseline)");
+    let raw = match location {
+        DatabaseLocation::Sqlite(path) => {
+            let (path, name) = (path.clone(), stream.as_str().to_owned());
+            tokio::task::spawn_blocking(move || {
+                baseline::raw_sqlite_stream_reads(&path, &name, STREAM_READS)
+            })
+            .await
+            .map_err(|e| CliError::Bench(format!("the raw stream read failed: {e}")))??
+        }
+        DatabaseLocation::Postgres { url, schema, .. } => {
+            baseline::raw_pg_stream_reads(url, schema, stream.as_str(), STREAM_READS).await?
+        }
+    };
+    let p50 = |times: &[Duration]| percentile(&sorted_ms(times), 50.0);
+    let (store_p50, raw_p50) = (p50(&latencies), p50(&raw));
+
     let mut extra = Map::new();
     extra.insert("stream_length".into(), json!(length));
     extra.insert("reads".into(), json!(latencies.len()));
+    // The same reads without foldstore, one after another on one connection: the
+    // store's p50 against what the database and its driver alone take.
+    extra.insert(
+        "raw_read_stream_p50_ms".into(),
+        json!(raw_p50.map(|ms| round(ms, 3))),
+    );
+    extra.insert(
+        "ratio_vs_raw_read_stream".into(),
+        json!(
+            raw_p50
+                .zip(store_p50)
+                .and_then(|(raw, ours)| ratio(raw, ours))
+        ),
+    );
     Ok(Outcome {
         events,
         elapsed,
