@@ -30,7 +30,9 @@ pub struct PostgresOptions {
     /// most 40 bytes. Default `foldstore`.
     pub schema: String,
     /// The most pooled connections this store opens (appends, reads and the poller
-    /// share them; one more connection listens for commit hints). Default 16.
+    /// share them). Besides the pool, one connection listens for commit hints and two
+    /// read pages of the global order (opened on first use; reads go to the pool while
+    /// both are busy). Default 16.
     pub pool_size: usize,
     /// How many group-commit writers run transactions at once, each on its own
     /// connection. Default 2. On the 2-core development machine 1 to 4 writers all

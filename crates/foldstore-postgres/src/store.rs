@@ -106,6 +106,8 @@ pub(crate) struct Shared {
     pub(crate) hint: Notify,
     /// What the group commit did so far ([`PostgresStore::group_commit_stats`]).
     pub(crate) stats: GroupCommitCounters,
+    /// Connections for global-order pages, driven by their readers (`driven.rs`).
+    readers: crate::driven::Readers,
 }
 
 /// The counters behind [`GroupCommitStats`].
@@ -280,6 +282,7 @@ impl PostgresStore {
             poke: Notify::new(),
             hint: Notify::new(),
             stats: GroupCommitCounters::default(),
+            readers: crate::driven::Readers::new(),
             options,
         });
         let (queue, rx) = mpsc::channel(shared.options.max_batch.max(1) * 4);
@@ -438,12 +441,19 @@ impl PostgresStore {
         let dir = if forwards { "ASC" } else { "DESC" };
         let limit = bind(Box::new(to_i64(options.max_count as u64)), Type::INT8);
         sql.push_str(&format!(" ORDER BY e.tx {dir}, e.seq {dir} LIMIT {limit}"));
-        let conn = self.conn().await?;
         let refs: Vec<(&(dyn ToSql + Sync), Type)> = params
             .iter()
             .map(|(p, t)| (p.as_ref() as &(dyn ToSql + Sync), t.clone()))
             .collect();
-        Ok(self.events_of(&conn, &sql, refs).await?)
+        let shared = self.shared();
+        match shared.readers.query(&shared.pg_config, &sql, &refs).await {
+            crate::driven::Outcome::Rows(rows) => Ok(self.decode(None, &rows).await?),
+            crate::driven::Outcome::Refused(e) => Err(backend(e, Effect::None).into()),
+            crate::driven::Outcome::UsePool => {
+                let conn = self.conn().await?;
+                Ok(self.events_of(&conn, &sql, refs).await?)
+            }
+        }
     }
 
     /// A Dynamic Consistency Boundary read below the visibility horizon, like
@@ -555,7 +565,17 @@ impl PostgresStore {
             .query_typed(sql, &params)
             .await
             .map_err(|e| backend(e, Effect::None))?;
-        let names = self.stream_names(conn, &rows).await?;
+        self.decode(Some(conn), &rows).await
+    }
+
+    /// Decodes event rows, naming their streams from the name cache; the names it lacks
+    /// are read on `conn`, or on a connection from the pool.
+    async fn decode(
+        &self,
+        conn: Option<&deadpool_postgres::Object>,
+        rows: &[tokio_postgres::Row],
+    ) -> Result<Vec<RecordedEvent>, BackendError> {
+        let names = self.stream_names(conn, rows).await?;
         let mut events = Vec::with_capacity(rows.len());
         for (row, name) in rows.iter().zip(names) {
             events.push(event_from_row(row, name)?);
@@ -565,10 +585,10 @@ impl PostgresStore {
 
     /// The stream names of event rows, from the name cache; the names it lacks (and
     /// the next [`NAME_READ_AHEAD`] stream ids' names, see [`crate::names`]) are read
-    /// in one query.
+    /// in one query, on `conn` or, without one, on a connection from the pool.
     async fn stream_names(
         &self,
-        conn: &deadpool_postgres::Object,
+        conn: Option<&deadpool_postgres::Object>,
         rows: &[tokio_postgres::Row],
     ) -> Result<Vec<StreamName>, BackendError> {
         let ids = rows
@@ -579,6 +599,14 @@ impl PostgresStore {
         let lookup = shared.names.lookup(&ids);
         let mut found = HashMap::new();
         if let Some(&last) = lookup.missing.last() {
+            let pooled;
+            let conn = match conn {
+                Some(conn) => conn,
+                None => {
+                    pooled = self.conn().await?;
+                    &pooled
+                }
+            };
             let rows = conn
                 .query_typed(
                     &format!(

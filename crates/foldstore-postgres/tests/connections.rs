@@ -1,7 +1,11 @@
-//! Large pages and large events over the pool's connections, over TCP and over a Unix
-//! socket. `tokio-postgres` reads a socket 8 KiB at a time: a page of many MiB, and
-//! single events of hundreds of KiB, arrive in many reads and must come back byte for
-//! byte and in order, through reads and through a subscription.
+//! The store's connections: the pool's, and the readers that global-order pages run
+//! on, which the reading task drives itself (`driven.rs`).
+//!
+//! `tokio-postgres` reads a socket 8 KiB at a time: a page of many MiB, and single
+//! events of hundreds of KiB, arrive in many reads and must come back byte for byte
+//! and in order, through reads and through a subscription, over TCP and over a Unix
+//! socket. Reads abandoned midway must leave nothing behind for the next read on the
+//! same connection, and a connection the server ended must cost no read its answer.
 
 mod common;
 
@@ -9,6 +13,8 @@ use foldstore_core::{
     EventFilter, EventStore, ExpectedRevision, NewEvent, ReadAllOptions, ReadStreamOptions,
     StreamName, SubscribeFrom,
 };
+use std::time::Duration;
+
 use foldstore_postgres::PostgresStore;
 use futures::StreamExt;
 
@@ -139,4 +145,86 @@ async fn large_pages_and_events_read_back_whole_over_a_unix_socket() {
     };
     let (store, _guard) = common::fresh_store(&socket_url).await;
     check_round_trip(&store).await;
+}
+
+/// Reads abandoned at every stage (before the query is sent, while rows arrive, while
+/// names are read) leave the readers usable: each later read gets exactly the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_reads_leave_nothing_behind() {
+    let Some(url) = common::test_url("abandoned_reads_leave_nothing_behind") else {
+        return;
+    };
+    let (store, _guard) = common::fresh_store(&url).await;
+    fill(&store).await;
+    let everything = || ReadAllOptions::forwards().max_count(EVENTS * 2);
+    let expected = store.read_all(everything()).await.unwrap();
+    for i in 0..40u64 {
+        // Two at once, so that both readers (and then the pool) are in use.
+        let cut = Duration::from_micros(150 * i);
+        let _ = tokio::join!(
+            tokio::time::timeout(cut, store.read_all(everything())),
+            tokio::time::timeout(cut / 2, store.read_all(everything())),
+        );
+        let again = store.read_all(everything()).await.unwrap();
+        assert_eq!(again.len(), expected.len(), "after cut {i}");
+        for (a, b) in again.iter().zip(&expected) {
+            assert_eq!(
+                (a.position, &a.data),
+                (b.position, &b.data),
+                "after cut {i}"
+            );
+        }
+    }
+}
+
+/// Every connection of the store is ended by the server (as a restart or an
+/// administrator would): the next reads still answer, on new connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_answer_after_the_server_ends_every_connection() {
+    let Some(url) = common::test_url("reads_answer_after_the_server_ends_every_connection") else {
+        return;
+    };
+    // A name of its own, so that only this store's connections are ended.
+    let name = format!("foldstore_ended_{:016x}", rand::random::<u64>());
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let named = format!("{url}{sep}application_name={name}");
+    let (store, _guard) = common::fresh_store(&named).await;
+    let stream = StreamName::new("ended-1").unwrap();
+    let event = NewEvent::json("Noted", &serde_json::json!({})).unwrap();
+    store
+        .append(&stream, ExpectedRevision::Any, vec![event])
+        .await
+        .unwrap();
+    // Open both readers and some pooled connections.
+    let page = || ReadAllOptions::forwards().max_count(10);
+    let (a, b) = tokio::join!(store.read_all(page()), store.read_all(page()));
+    assert_eq!((a.unwrap().len(), b.unwrap().len()), (1, 1));
+
+    let ended = end_connections(&url, &name).await;
+    assert!(ended >= 2, "ended {ended} connections");
+    for _ in 0..4 {
+        let (a, b) = tokio::join!(store.read_all(page()), store.read_all(page()));
+        assert_eq!((a.unwrap().len(), b.unwrap().len()), (1, 1));
+    }
+}
+
+/// Ends the server side of every connection named `application_name`; how many.
+async fn end_connections(url: &str, application_name: &str) -> i64 {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = $1",
+            &[&application_name],
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let _ = driver.await;
+    // The server ends them asynchronously; give it a moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    row.get(0)
 }
