@@ -15,7 +15,9 @@
 //! PostgreSQL itself returns for the statement (a timeout, say) is the read's answer,
 //! as it would be on the pool. Nothing polls an idle reader: a connection the server
 //! closed meanwhile shows at the next read, which then goes to the pool, and the
-//! reader connects again on a later one.
+//! reader connects again on a later one. A reader that cannot connect delays that one
+//! read by at most the connect timeout (at once when the server refuses), and the
+//! readers then leave reads to the pool for a second.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -61,7 +63,7 @@ pub(crate) enum Outcome {
 enum Failure {
     /// The statement's own error.
     Query(tokio_postgres::Error),
-    /// The connection ended (with its error, if it had one).
+    /// The connection ended, with or without an error of its own.
     Connection,
 }
 
