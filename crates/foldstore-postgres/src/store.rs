@@ -445,15 +445,7 @@ impl PostgresStore {
             .iter()
             .map(|(p, t)| (p.as_ref() as &(dyn ToSql + Sync), t.clone()))
             .collect();
-        let shared = self.shared();
-        match shared.readers.query(&shared.pg_config, &sql, &refs).await {
-            crate::driven::Outcome::Rows(rows) => Ok(self.decode(None, &rows).await?),
-            crate::driven::Outcome::Refused(e) => Err(backend(e, Effect::None).into()),
-            crate::driven::Outcome::UsePool => {
-                let conn = self.conn().await?;
-                Ok(self.events_of(&conn, &sql, refs).await?)
-            }
-        }
+        Ok(self.events_of(&sql, refs).await?)
     }
 
     /// A Dynamic Consistency Boundary read below the visibility horizon, like
@@ -539,17 +531,17 @@ impl PostgresStore {
                 members.join(" UNION ALL ")
             )
         };
-        let conn = self.conn().await?;
         let refs: Vec<(&(dyn ToSql + Sync), Type)> = params
             .iter()
             .map(|(p, t)| (p.as_ref() as &(dyn ToSql + Sync), t.clone()))
             .collect();
-        Ok(self.events_of(&conn, &sql, refs).await?)
+        Ok(self.events_of(&sql, refs).await?)
     }
 
     /// Runs `sql` (selecting [`EVENT_COLUMNS`]) as an unnamed statement and decodes
     /// its rows, naming their streams from the name cache (one query for the names it
-    /// lacks).
+    /// lacks). The statement runs on a reader connection (`driven.rs`), or on the pool
+    /// when no reader is free or usable.
     ///
     /// The page is collected before decoding. Decoding rows as they arrive
     /// (`query_typed_raw`) was measured slower: 128k-153k against 162k-226k events/s
@@ -557,15 +549,22 @@ impl PostgresStore {
     /// arriving chunk then costs a task wake-up between the connection and the reader.
     async fn events_of(
         &self,
-        conn: &deadpool_postgres::Object,
         sql: &str,
         params: Vec<(&(dyn ToSql + Sync), Type)>,
     ) -> Result<Vec<RecordedEvent>, BackendError> {
-        let rows = conn
-            .query_typed(sql, &params)
-            .await
-            .map_err(|e| backend(e, Effect::None))?;
-        self.decode(Some(conn), &rows).await
+        let shared = self.shared();
+        match shared.readers.query(&shared.pg_config, sql, &params).await {
+            crate::driven::Outcome::Rows(rows) => self.decode(None, &rows).await,
+            crate::driven::Outcome::Refused(e) => Err(backend(e, Effect::None)),
+            crate::driven::Outcome::UsePool => {
+                let conn = self.conn().await?;
+                let rows = conn
+                    .query_typed(sql, &params)
+                    .await
+                    .map_err(|e| backend(e, Effect::None))?;
+                self.decode(Some(&conn), &rows).await
+            }
+        }
     }
 
     /// Decodes event rows, naming their streams from the name cache; the names it lacks
