@@ -85,33 +85,36 @@ impl Readers {
         let Some(mut slot) = self.free_slot() else {
             return Outcome::UsePool;
         };
-        if slot.is_none() {
-            if self.backing_off() {
-                return Outcome::UsePool;
-            }
-            match config.connect(NoTls).await {
-                Ok((client, connection)) => *slot = Some(Reader { client, connection }),
+        // The reader is taken out of its slot while it reads and put back only when the
+        // read ends cleanly. A read abandoned midway (its future dropped) drops the
+        // reader with it: the connection closes and the server stops the statement,
+        // instead of a backend blocked mid-send, holding its locks, until the next read
+        // on this slot.
+        let mut reader = match slot.take() {
+            Some(reader) => reader,
+            None if self.backing_off() => return Outcome::UsePool,
+            None => match config.connect(NoTls).await {
+                Ok((client, connection)) => Reader { client, connection },
                 Err(e) => {
                     tracing::debug!(error = %e, "foldstore: a reader connection failed; reading on the pool");
                     self.back_off();
                     return Outcome::UsePool;
                 }
+            },
+        };
+        match run(&mut reader, sql, params).await {
+            Ok(rows) => {
+                *slot = Some(reader);
+                Outcome::Rows(rows)
             }
-        }
-        let reader = slot.as_mut().expect("connected above");
-        match run(reader, sql, params).await {
-            Ok(rows) => Outcome::Rows(rows),
             Err(Failure::Query(e)) if e.as_db_error().is_some() => {
                 // A fatal error (the server shutting down) also ends the connection.
-                if reader.client.is_closed() {
-                    *slot = None;
+                if !reader.client.is_closed() {
+                    *slot = Some(reader);
                 }
                 Outcome::Refused(e)
             }
-            Err(_) => {
-                *slot = None;
-                Outcome::UsePool
-            }
+            Err(_) => Outcome::UsePool,
         }
     }
 
@@ -131,9 +134,6 @@ impl Readers {
 }
 
 /// Polls the statement and its connection together until the statement is answered.
-///
-/// Cancel-safe: dropped midway, the statement's answer is left on the connection,
-/// and the next read's polling discards it (its receiver is gone).
 async fn run(
     reader: &mut Reader,
     sql: &str,

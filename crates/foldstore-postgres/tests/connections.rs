@@ -147,14 +147,24 @@ async fn large_pages_and_events_read_back_whole_over_a_unix_socket() {
     check_round_trip(&store).await;
 }
 
+/// `url` with an `application_name` of its own, so that this store's server-side
+/// connections can be told from every other test's; and that name.
+fn named(url: &str, prefix: &str) -> (String, String) {
+    let name = format!("{prefix}_{:016x}", rand::random::<u64>());
+    let sep = if url.contains('?') { '&' } else { '?' };
+    (format!("{url}{sep}application_name={name}"), name)
+}
+
 /// Reads abandoned at every stage (before the query is sent, while rows arrive, while
 /// names are read) leave the readers usable: each later read gets exactly the log.
+/// And no server backend is left blocked sending an abandoned read's rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_reads_leave_nothing_behind() {
     let Some(url) = common::test_url("abandoned_reads_leave_nothing_behind") else {
         return;
     };
-    let (store, _guard) = common::fresh_store(&url).await;
+    let (named_url, name) = named(&url, "foldstore_abandon");
+    let (store, _guard) = common::fresh_store(&named_url).await;
     fill(&store).await;
     let everything = || ReadAllOptions::forwards().max_count(EVENTS * 2);
     let expected = store.read_all(everything()).await.unwrap();
@@ -175,6 +185,12 @@ async fn abandoned_reads_leave_nothing_behind() {
             );
         }
     }
+    // A backend still sending an abandoned read's rows waits on the client
+    // (`ClientWrite`), holding its snapshot and its locks.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let blocked =
+        count_connections(&url, &name, "AND wait_event = 'ClientWrite'", "count(*)").await;
+    assert_eq!(blocked, 0, "backends blocked sending abandoned rows");
 }
 
 /// Every connection of the store is ended by the server (as a restart or an
@@ -185,10 +201,8 @@ async fn reads_answer_after_the_server_ends_every_connection() {
         return;
     };
     // A name of its own, so that only this store's connections are ended.
-    let name = format!("foldstore_ended_{:016x}", rand::random::<u64>());
-    let sep = if url.contains('?') { '&' } else { '?' };
-    let named = format!("{url}{sep}application_name={name}");
-    let (store, _guard) = common::fresh_store(&named).await;
+    let (named_url, name) = named(&url, "foldstore_ended");
+    let (store, _guard) = common::fresh_store(&named_url).await;
     let stream = StreamName::new("ended-1").unwrap();
     let event = NewEvent::json("Noted", &serde_json::json!({})).unwrap();
     store
@@ -200,7 +214,9 @@ async fn reads_answer_after_the_server_ends_every_connection() {
     let (a, b) = tokio::join!(store.read_all(page()), store.read_all(page()));
     assert_eq!((a.unwrap().len(), b.unwrap().len()), (1, 1));
 
-    let ended = end_connections(&url, &name).await;
+    let ended = count_connections(&url, &name, "", "count(pg_terminate_backend(pid))").await;
+    // The server ends them asynchronously; give it a moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(ended >= 2, "ended {ended} connections");
     for _ in 0..4 {
         let (a, b) = tokio::join!(store.read_all(page()), store.read_all(page()));
@@ -208,23 +224,21 @@ async fn reads_answer_after_the_server_ends_every_connection() {
     }
 }
 
-/// Ends the server side of every connection named `application_name`; how many.
-async fn end_connections(url: &str, application_name: &str) -> i64 {
+/// `select` (an aggregate) over the server's connections named `application_name`
+/// that also meet `and`.
+async fn count_connections(url: &str, application_name: &str, and: &str, select: &str) -> i64 {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .unwrap();
     let driver = tokio::spawn(connection);
     let row = client
         .query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE application_name = $1",
+            &format!("SELECT {select} FROM pg_stat_activity WHERE application_name = $1 {and}"),
             &[&application_name],
         )
         .await
         .unwrap();
     drop(client);
     let _ = driver.await;
-    // The server ends them asynchronously; give it a moment.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     row.get(0)
 }
