@@ -5,8 +5,8 @@
 //! through a channel of one slot: a 1,000-event page is some forty hand-offs, most of
 //! them between worker threads. A reader here has no task of its own: the read polls
 //! the query and the connection together, so the hand-offs stay inside one task.
-//! Global-order pages read through it; in interleaved `bench read-all` runs on
-//! PostgreSQL they went from a median 0.76 of the raw read to 0.95
+//! Global-order pages and DCB query reads run on it; in interleaved `bench read-all`
+//! runs on PostgreSQL, pages went from a median 0.76 of the raw read to 0.95
 //! (docs/benchmarks.md, stop 13).
 //!
 //! A reader only makes reads faster; it never decides how they fail. A read that finds
@@ -30,7 +30,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Config, Connection, NoTls, Row, Socket};
 
 /// Reader connections per store, opened on first use, beyond the pool's.
-pub(crate) const READERS: usize = 2;
+const READERS: usize = 2;
 
 /// After a reader could not connect, reads go to the pool this long before a reader
 /// tries again (so that a server that is down costs no connect attempt per read).

@@ -31,8 +31,8 @@ pub struct PostgresOptions {
     pub schema: String,
     /// The most pooled connections this store opens (appends, reads and the poller
     /// share them). Besides the pool, one connection listens for commit hints and two
-    /// read pages of the global order (opened on first use; reads go to the pool while
-    /// both are busy). Default 16.
+    /// read pages of the global order and DCB queries (opened on first use; reads go
+    /// to the pool while both are busy). Default 16.
     pub pool_size: usize,
     /// How many group-commit writers run transactions at once, each on its own
     /// connection. Default 2. On the 2-core development machine 1 to 4 writers all

@@ -106,7 +106,8 @@ pub(crate) struct Shared {
     pub(crate) hint: Notify,
     /// What the group commit did so far ([`PostgresStore::group_commit_stats`]).
     pub(crate) stats: GroupCommitCounters,
-    /// Connections for global-order pages, driven by their readers (`driven.rs`).
+    /// Connections for global-order and DCB query reads, driven by their readers
+    /// (`driven.rs`).
     readers: crate::driven::Readers,
 }
 
@@ -441,11 +442,7 @@ impl PostgresStore {
         let dir = if forwards { "ASC" } else { "DESC" };
         let limit = bind(Box::new(to_i64(options.max_count as u64)), Type::INT8);
         sql.push_str(&format!(" ORDER BY e.tx {dir}, e.seq {dir} LIMIT {limit}"));
-        let refs: Vec<(&(dyn ToSql + Sync), Type)> = params
-            .iter()
-            .map(|(p, t)| (p.as_ref() as &(dyn ToSql + Sync), t.clone()))
-            .collect();
-        Ok(self.events_of(&sql, refs).await?)
+        Ok(self.events_of(&sql, &params).await?)
     }
 
     /// A Dynamic Consistency Boundary read below the visibility horizon, like
@@ -531,11 +528,7 @@ impl PostgresStore {
                 members.join(" UNION ALL ")
             )
         };
-        let refs: Vec<(&(dyn ToSql + Sync), Type)> = params
-            .iter()
-            .map(|(p, t)| (p.as_ref() as &(dyn ToSql + Sync), t.clone()))
-            .collect();
-        Ok(self.events_of(&sql, refs).await?)
+        Ok(self.events_of(&sql, &params).await?)
     }
 
     /// Runs `sql` (selecting [`EVENT_COLUMNS`]) as an unnamed statement and decodes
@@ -550,31 +543,24 @@ impl PostgresStore {
     async fn events_of(
         &self,
         sql: &str,
-        params: Vec<(&(dyn ToSql + Sync), Type)>,
+        params: &[(Box<dyn ToSql + Sync + Send>, Type)],
     ) -> Result<Vec<RecordedEvent>, BackendError> {
+        let params: Vec<(&(dyn ToSql + Sync), Type)> = params
+            .iter()
+            .map(|(p, t)| (p.as_ref() as &(dyn ToSql + Sync), t.clone()))
+            .collect();
         let shared = self.shared();
-        match shared.readers.query(&shared.pg_config, sql, &params).await {
-            crate::driven::Outcome::Rows(rows) => self.decode(None, &rows).await,
-            crate::driven::Outcome::Refused(e) => Err(backend(e, Effect::None)),
-            crate::driven::Outcome::UsePool => {
-                let conn = self.conn().await?;
-                let rows = conn
-                    .query_typed(sql, &params)
-                    .await
-                    .map_err(|e| backend(e, Effect::None))?;
-                self.decode(Some(&conn), &rows).await
-            }
-        }
-    }
-
-    /// Decodes event rows, naming their streams from the name cache; the names it lacks
-    /// are read on `conn`, or on a connection from the pool.
-    async fn decode(
-        &self,
-        conn: Option<&deadpool_postgres::Object>,
-        rows: &[tokio_postgres::Row],
-    ) -> Result<Vec<RecordedEvent>, BackendError> {
-        let names = self.stream_names(conn, rows).await?;
+        let rows = match shared.readers.query(&shared.pg_config, sql, &params).await {
+            crate::driven::Outcome::Rows(rows) => rows,
+            crate::driven::Outcome::Refused(e) => return Err(backend(e, Effect::None)),
+            crate::driven::Outcome::UsePool => self
+                .conn()
+                .await?
+                .query_typed(sql, &params)
+                .await
+                .map_err(|e| backend(e, Effect::None))?,
+        };
+        let names = self.stream_names(&rows).await?;
         let mut events = Vec::with_capacity(rows.len());
         for (row, name) in rows.iter().zip(names) {
             events.push(event_from_row(row, name)?);
@@ -584,10 +570,9 @@ impl PostgresStore {
 
     /// The stream names of event rows, from the name cache; the names it lacks (and
     /// the next [`NAME_READ_AHEAD`] stream ids' names, see [`crate::names`]) are read
-    /// in one query, on `conn` or, without one, on a connection from the pool.
+    /// in one query, on a connection from the pool.
     async fn stream_names(
         &self,
-        conn: Option<&deadpool_postgres::Object>,
         rows: &[tokio_postgres::Row],
     ) -> Result<Vec<StreamName>, BackendError> {
         let ids = rows
@@ -598,15 +583,9 @@ impl PostgresStore {
         let lookup = shared.names.lookup(&ids);
         let mut found = HashMap::new();
         if let Some(&last) = lookup.missing.last() {
-            let pooled;
-            let conn = match conn {
-                Some(conn) => conn,
-                None => {
-                    pooled = self.conn().await?;
-                    &pooled
-                }
-            };
-            let rows = conn
+            let rows = self
+                .conn()
+                .await?
                 .query_typed(
                     &format!(
                         "SELECT id, name FROM {}.streams \
