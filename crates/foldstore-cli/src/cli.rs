@@ -180,7 +180,8 @@ loopback needs --tokens-file (make tokens with `foldstore token create`) or
 
 Workloads and their defaults (--events):
   append-1           one event per append, exact expected revision, 10,000 streams
-                     (100,000 events with --concurrency 1, else 200,000)
+                     (100,000 events with --concurrency 1, else 200,000); on PostgreSQL
+                     it and append-batch report appends_per_transaction
   append-batch       100 events per append (200,000 events)
   read-all           fill 1,000,000 events, read them in pages of 1,000, then through
                      subscribe_to_all(Start) on a reopened store; reports peak_rss_mb

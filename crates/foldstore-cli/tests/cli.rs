@@ -727,6 +727,14 @@ fn postgres_append_read_and_bench() {
     );
     assert_eq!(report["baselines"]["raw_pg_connections"], 4);
     assert!(report["ratio_vs_raw_pg"].as_f64().unwrap() > 0.0, "{last}");
+    // The group commit's batching: every append took the fast path, at least one per
+    // transaction.
+    let transactions = report["fast_path_transactions"].as_u64().unwrap();
+    assert!((1..=500).contains(&transactions), "{last}");
+    assert!(
+        report["appends_per_transaction"].as_f64().unwrap() >= 1.0,
+        "{last}"
+    );
     assert!(report["baselines"]["fsync_per_sec"].as_f64().unwrap() > 0.0);
     // The bench's fresh schema and directory are gone.
     let bench_schema = bench_schema_of(&bench);

@@ -115,6 +115,7 @@ pub(crate) struct Shared {
 #[derive(Default)]
 pub(crate) struct GroupCommitCounters {
     pub(crate) fast_written: AtomicU64,
+    pub(crate) fast_committed: AtomicU64,
     pub(crate) fast_rolled_back: AtomicU64,
     pub(crate) slow_answered: AtomicU64,
 }
@@ -133,6 +134,9 @@ pub(crate) struct GroupCommitCounters {
 pub struct GroupCommitStats {
     /// Appends written by the fast path (`append_batch`, a few calls per group).
     pub fast_written: u64,
+    /// Fast-path transactions committed: `fast_written / fast_transactions` is the
+    /// average number of appends that shared one transaction.
+    pub fast_transactions: u64,
     /// Fast-path transactions that rolled back (an id committed concurrently, a
     /// deadlock, a timeout); their appends went on to the slow path.
     pub fast_rolled_back: u64,
@@ -316,6 +320,7 @@ impl PostgresStore {
         let c = &self.inner.shared.stats;
         GroupCommitStats {
             fast_written: c.fast_written.load(Ordering::Relaxed),
+            fast_transactions: c.fast_committed.load(Ordering::Relaxed),
             fast_rolled_back: c.fast_rolled_back.load(Ordering::Relaxed),
             slow_answered: c.slow_answered.load(Ordering::Relaxed),
         }

@@ -1,9 +1,11 @@
 //! Group commit: concurrent appends share one transaction.
 //!
-//! A writer task takes the appends queued meanwhile (up to `max_batch`), orders them by
-//! stream name (a stable sort: one stream's appends keep their order; every process
-//! locks stream rows in the same order, so batches of two processes cannot deadlock on
-//! them) and writes them in two steps:
+//! A writer task takes the appends queued meanwhile (up to `max_batch`; when the queue
+//! runs dry it first yields to the runtime a few times, so that the callers it has
+//! just answered can queue their next appends), orders them by stream name (a stable
+//! sort: one stream's appends keep their order; every process locks stream rows in the
+//! same order, so batches of two processes cannot deadlock on them) and writes them in
+//! two steps:
 //!
 //! 1. The fast path ([`crate::batch`]): every append without a condition, in one
 //!    transaction of a few `append_batch` calls. What it leaves unwritten (a stored
@@ -107,6 +109,10 @@ fn lock_keys(schema: &str, pending: &[Request]) -> (Vec<i64>, Vec<bool>) {
     locks.arrays()
 }
 
+/// How often a writer that found the queue empty lets other tasks run before it
+/// closes its batch (see [`writer`]).
+const MAX_GATHER_YIELDS: u32 = 4;
+
 /// The most bytes of event data one batch gathers before it is sent.
 const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
@@ -123,11 +129,22 @@ pub(crate) async fn writer(shared: Arc<Shared>, queue: Queue) {
             };
             let mut bytes = size(&first);
             let mut batch = vec![first];
+            let mut yields = 0;
             while batch.len() < max_batch && bytes < MAX_BATCH_BYTES {
                 match rx.try_recv() {
                     Ok(request) => {
                         bytes += size(&request);
                         batch.push(request);
+                    }
+                    Err(_) if yields < MAX_GATHER_YIELDS => {
+                        // The queue is empty for now. The callers answered by the last
+                        // batch were just woken and are queueing their next appends:
+                        // let them run once before this batch closes.
+                        yields += 1;
+                        tokio::task::yield_now().await;
+                        if rx.is_empty() {
+                            break;
+                        }
                     }
                     Err(_) => break,
                 }
@@ -268,6 +285,7 @@ async fn commit_fast(shared: &Shared, pending: Vec<Request>) -> Vec<Request> {
             }
             let written = outcomes.iter().flatten().count() as u64;
             shared.stats.fast_written.fetch_add(written, Relaxed);
+            shared.stats.fast_committed.fetch_add(1, Relaxed);
             let mut rest = Vec::new();
             for (request, outcome) in pending.into_iter().zip(outcomes) {
                 match outcome {

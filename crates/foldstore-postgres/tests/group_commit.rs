@@ -237,3 +237,47 @@ async fn a_clash_in_a_group_fails_alone() {
     let stats = store.group_commit_stats();
     assert!(stats.slow_answered >= 3, "{stats:?}");
 }
+
+/// Callers that append again as soon as they are answered (as a loaded server's
+/// request handlers do) keep sharing transactions, with the default two writers and
+/// no held-open commit: the writer that picks up the first of them gathers the others
+/// that were answered with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_answered_together_share_their_next_transaction() {
+    let Some(url) = common::test_url("callers_answered_together_share_their_next_transaction")
+    else {
+        return;
+    };
+    let (store, _guard) = common::fresh_store(&url).await;
+    const CALLERS: usize = 32;
+    const APPENDS: usize = 20;
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|c| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let name = stream(&format!("loop-{c}"));
+                for n in 0..APPENDS {
+                    let expected = match n {
+                        0 => ExpectedRevision::NoStream,
+                        n => ExpectedRevision::Exact(n as u64 - 1),
+                    };
+                    store
+                        .append(&name, expected, vec![event(n)])
+                        .await
+                        .expect("append");
+                }
+            })
+        })
+        .collect();
+    for caller in join_all(callers).await {
+        caller.expect("caller");
+    }
+    let stats = store.group_commit_stats();
+    assert_eq!(stats.fast_written, (CALLERS * APPENDS) as u64, "{stats:?}");
+    // Without grouping there would be one transaction per append (640); each
+    // transaction lasts at least one commit's flush, in which the other callers queue.
+    assert!(
+        stats.fast_transactions * 4 <= stats.fast_written,
+        "fewer than 4 appends per transaction: {stats:?}"
+    );
+}

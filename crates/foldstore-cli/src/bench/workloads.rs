@@ -112,9 +112,21 @@ pub(crate) async fn append(
         clock: Instant::now(),
         gate: turns.map(interleave::Turns::gate),
     };
+    let before = group_commit(store);
     let r = load::run(store, &streams, &spec).await?;
     let mut extra = Map::new();
     extra.insert("events_per_append".into(), json!(batch));
+    if let (Some(before), Some(after)) = (before, group_commit(store)) {
+        // How many appends shared a transaction: the group commit's batching, which
+        // sets how far the server's per-transaction cost is spread.
+        let written = after.fast_written - before.fast_written;
+        let transactions = after.fast_transactions - before.fast_transactions;
+        extra.insert("fast_path_transactions".into(), json!(transactions));
+        extra.insert(
+            "appends_per_transaction".into(),
+            json!(round(written as f64 / transactions.max(1) as f64, 1)),
+        );
+    }
     extra.insert("events_by_second".into(), json!(r.events_by_second));
     extra.insert(
         "appends_per_sec".into(),
@@ -134,6 +146,14 @@ pub(crate) async fn append(
         peak_rss: None,
         extra,
     })
+}
+
+/// The PostgreSQL store's group-commit counters; `None` on SQLite.
+fn group_commit(store: &Store) -> Option<foldstore_postgres::GroupCommitStats> {
+    match store {
+        Store::Postgres(p) => Some(p.group_commit_stats()),
+        Store::Sqlite(_) => None,
+    }
 }
 
 /// `append-1`: [`append`] with one event per append, and on SQLite a same-run
