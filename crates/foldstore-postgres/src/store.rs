@@ -115,7 +115,7 @@ pub(crate) struct Shared {
 #[derive(Default)]
 pub(crate) struct GroupCommitCounters {
     pub(crate) fast_written: AtomicU64,
-    pub(crate) fast_committed: AtomicU64,
+    pub(crate) fast_transactions: AtomicU64,
     pub(crate) fast_rolled_back: AtomicU64,
     pub(crate) slow_answered: AtomicU64,
 }
@@ -320,7 +320,7 @@ impl PostgresStore {
         let c = &self.inner.shared.stats;
         GroupCommitStats {
             fast_written: c.fast_written.load(Ordering::Relaxed),
-            fast_transactions: c.fast_committed.load(Ordering::Relaxed),
+            fast_transactions: c.fast_transactions.load(Ordering::Relaxed),
             fast_rolled_back: c.fast_rolled_back.load(Ordering::Relaxed),
             slow_answered: c.slow_answered.load(Ordering::Relaxed),
         }

@@ -285,7 +285,7 @@ async fn commit_fast(shared: &Shared, pending: Vec<Request>) -> Vec<Request> {
             }
             let written = outcomes.iter().flatten().count() as u64;
             shared.stats.fast_written.fetch_add(written, Relaxed);
-            shared.stats.fast_committed.fetch_add(1, Relaxed);
+            shared.stats.fast_transactions.fetch_add(1, Relaxed);
             let mut rest = Vec::new();
             for (request, outcome) in pending.into_iter().zip(outcomes) {
                 match outcome {
