@@ -35,7 +35,9 @@ pub enum ConnectError {
     },
     /// The server is older than PostgreSQL 13.
     #[error(
-        "PostgreSQL {found} is too old: foldstore needs PostgreSQL 13 or newer (for xid8 transaction ids)"
+        "PostgreSQL {}.{} is too old: foldstore needs PostgreSQL 13 or newer (its global order is made of xid8 transaction ids); upgrade the server or point --database at a newer one",
+        .found / 10_000,
+        .found % 10_000
     )]
     ServerTooOld {
         /// `server_version_num` of the server.

@@ -3,11 +3,13 @@
 //! Guards against two processes racing the migration of one schema, against a build
 //! writing into a schema a newer build made, and against opening a log restored into
 //! another cluster (where new transaction ids, and so new positions, would sort before
-//! stored ones).
+//! stored ones), and against running on a server too old for the global order.
 
 mod common;
 
 use foldstore_core::{EventStore, ExpectedRevision, NewEvent, StreamName};
+use std::io::Write;
+
 use foldstore_postgres::{ConnectError, PostgresOptions, PostgresStore, SCHEMA_VERSION};
 use tokio_postgres::NoTls;
 
@@ -261,4 +263,48 @@ async fn a_version_1_schema_migrates_and_keeps_its_events() {
             .unwrap()
             .is_some()
     );
+}
+
+/// PostgreSQL 12 lacks the xid8 transaction ids the global order is made of: the store
+/// refuses it before it creates anything, naming the version it found and the one it
+/// needs. This needs such a server: `.ci/postgres-versions` starts a PostgreSQL 12 and
+/// sets `FOLDSTORE_TEST_POSTGRES_OLD_URL`; elsewhere the test is skipped, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_older_than_13_is_refused() {
+    let test = "a_server_older_than_13_is_refused";
+    let url = match std::env::var("FOLDSTORE_TEST_POSTGRES_OLD_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            // Written to stderr directly: the harness hides `eprintln!` of passing tests.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: FOLDSTORE_TEST_POSTGRES_OLD_URL is not set; \
+                 `.ci/postgres-versions` starts a PostgreSQL 12 and runs it"
+            );
+            return;
+        }
+    };
+    let schema = common::fresh_schema();
+    let err = PostgresStore::connect(common::options(&url, &schema))
+        .await
+        .expect_err("a PostgreSQL 12 server must be refused");
+    assert!(
+        matches!(err, ConnectError::ServerTooOld { found } if found / 10_000 == 12),
+        "got {err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.starts_with("PostgreSQL 12.") && message.contains("13 or newer"),
+        "the message names both versions: {message}"
+    );
+    let created: bool = raw(&url)
+        .await
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+            &[&schema],
+        )
+        .await
+        .expect("look for the schema")
+        .get(0);
+    assert!(!created, "a refused server is left as it was");
 }
