@@ -578,3 +578,94 @@ async fn with_a_lock_one_runner_works_and_a_standby_takes_over() {
     assert_eq!(effects(&store, "2").await, ["Reserve", "Charge"]);
     assert_eq!(second_bus.count(), 2, "the standby resumed after order 1");
 }
+
+/// Answers each `Ping` in `ping-<n>` with a `Pong` in the same stream: a saga whose
+/// commands write events its own filter takes.
+struct Echo;
+
+impl Saga for Echo {
+    type Command = String;
+    fn name(&self) -> &str {
+        "echo"
+    }
+    fn filter(&self) -> EventFilter {
+        EventFilter::category("ping").unwrap()
+    }
+    fn react(&self, event: &RecordedEvent) -> Result<Reaction<String>, HandlerError> {
+        Ok(match event.event_type.as_str() {
+            "Ping" => Reaction::new().command(event.stream.as_str().to_owned()),
+            _ => Reaction::new(),
+        })
+    }
+}
+
+struct PongBus(InMemoryStore);
+
+#[async_trait]
+impl CommandBus<String> for PongBus {
+    async fn dispatch(
+        &self,
+        stream: String,
+        context: DispatchContext,
+    ) -> Result<(), DispatchError> {
+        let event = NewEvent::json("Pong", &())
+            .unwrap()
+            .with_id(context.event_id(0));
+        self.0
+            .append(
+                &StreamName::new(stream).unwrap(),
+                ExpectedRevision::Any,
+                vec![event],
+            )
+            .await
+            .map(drop)
+            .map_err(|e| DispatchError::transient(e.to_string()))
+    }
+}
+
+/// `catch_up` once read the saga's own new events past the head over and over when the
+/// head itself was an event its filter skips, and never returned. The in-memory store
+/// answers without yielding, so the saga runs on a thread of its own and the test
+/// waits for it with a deadline.
+#[test]
+fn catch_up_returns_when_the_saga_appends_what_it_follows_past_a_head_it_skips() {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _ = done.send(runtime.block_on(async {
+            let store = InMemoryStore::new();
+            let ping = StreamName::new("ping-1").unwrap();
+            let noise = StreamName::new("other-1").unwrap();
+            for (stream, event_type) in [(&ping, "Ping"), (&noise, "Noise")] {
+                let event = NewEvent::json(event_type, &()).unwrap();
+                store
+                    .append(stream, ExpectedRevision::Any, vec![event])
+                    .await
+                    .unwrap();
+            }
+            // The head is now the Noise event, which the saga's filter skips.
+            let mut saga =
+                SagaRunner::new(Arc::new(store.clone()), Echo, PongBus(store.clone())).unwrap();
+            saga.catch_up().await.unwrap();
+            saga.catch_up().await.unwrap();
+            store
+                .read_stream(&ping, ReadStreamOptions::forwards())
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.event_type)
+                .collect::<Vec<_>>()
+        }));
+    });
+    let types = finished
+        .recv_timeout(Duration::from_secs(10))
+        .expect("catch_up did not return within 10 s");
+    assert_eq!(
+        types,
+        ["Ping", "Pong"],
+        "one answer, handled without a second one"
+    );
+}

@@ -669,12 +669,21 @@ impl<S: Saga, B: CommandBus<S::Command>> SagaRunner<S, B> {
             if page.is_empty() {
                 break;
             }
+            let mut past_head = false;
             for event in &page {
                 if Some(event.position) > head {
+                    past_head = true;
                     break;
                 }
                 self.handle_and_record(event, &mut quiet).await?;
                 position = Some(event.position);
+            }
+            // The events the saga wants may end before the head (the head is an event
+            // its filter skips) while its own commands append newer ones it wants:
+            // those are past the head, for the next call. Without this the loop read
+            // them again and again, never passing them.
+            if past_head {
+                break;
             }
         }
         self.fire_due().await
