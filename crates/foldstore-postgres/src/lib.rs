@@ -61,6 +61,8 @@ mod pipeline;
 pub mod projection;
 mod schema;
 mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod watch;
 mod writer;
 

@@ -48,77 +48,18 @@ pub async fn assert_bank_holds(backend: &str, store: Arc<dyn EventStore>, design
     assert_eq!(total, 64 * 8);
 }
 
-/// How to run the PostgreSQL tests, printed when they are skipped.
-const HOW: &str =
-    "FOLDSTORE_TEST_POSTGRES_URL=postgres://root@127.0.0.1:5432/test cargo test -p bank";
-
 /// The PostgreSQL URL, or `None` (after a SKIPPED line) when it is not set; fails
 /// instead with `FOLDSTORE_REQUIRE_POSTGRES=1`.
 pub fn postgres_url(test: &str) -> Option<String> {
-    match std::env::var("FOLDSTORE_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            if std::env::var("FOLDSTORE_REQUIRE_POSTGRES").as_deref() == Ok("1") {
-                panic!(
-                    "{test}: FOLDSTORE_REQUIRE_POSTGRES=1 but FOLDSTORE_TEST_POSTGRES_URL is not set; run `{HOW}`"
-                );
-            }
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {test}: FOLDSTORE_TEST_POSTGRES_URL is not set. Run it with `{HOW}`"
-            );
-            None
-        }
-    }
-}
-
-/// Drops its schema when dropped.
-pub struct SchemaGuard {
-    pub url: String,
-    pub schema: String,
-}
-
-impl Drop for SchemaGuard {
-    fn drop(&mut self) {
-        let (url, schema) = (self.url.clone(), self.schema.clone());
-        // Drop may run inside a Tokio runtime: use a thread with a runtime of its own.
-        let done = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime for schema cleanup");
-            rt.block_on(async {
-                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let driver = tokio::spawn(connection);
-                let sql =
-                    format!("SET lock_timeout = '30s'; DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-                let result = client.batch_execute(&sql).await.map_err(|e| e.to_string());
-                drop(client);
-                let _ = driver.await;
-                result
-            })
-        })
-        .join();
-        if let Ok(Err(e)) | Err(e) = done.map_err(|_| "cleanup thread panicked".to_owned()) {
-            eprintln!("could not drop test schema {}: {e}", self.schema);
-        }
-    }
+    foldstore_postgres::testkit::test_url(test, "cargo test -p bank")
 }
 
 /// A fresh PostgreSQL store in its own schema, and the guard that drops the schema.
-pub async fn fresh_postgres(url: &str) -> (foldstore_postgres::PostgresStore, SchemaGuard) {
-    let schema = format!("foldstore_test_{:016x}", rand::random::<u64>());
-    let guard = SchemaGuard {
-        url: url.to_owned(),
-        schema: schema.clone(),
-    };
-    let options = foldstore_postgres::PostgresOptions::new(url)
-        .schema(&schema)
-        .connect_timeout(std::time::Duration::from_secs(5));
-    let store = foldstore_postgres::PostgresStore::connect(options)
-        .await
-        .unwrap_or_else(|e| panic!("connect to {url} (schema {schema}): {e}"));
-    (store, guard)
+pub async fn fresh_postgres(
+    url: &str,
+) -> (
+    foldstore_postgres::PostgresStore,
+    foldstore_postgres::testkit::TestSchema,
+) {
+    foldstore_postgres::testkit::fresh_store(url).await
 }
