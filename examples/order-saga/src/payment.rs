@@ -1,6 +1,6 @@
 //! Payments as a decider ([`PaymentDecider`]): one stream `payment-<order>` per order,
 //! charged at most once. The provider's answer (charged, declined, no answer) is the
-//! bus's business ([`crate::saga::Shop`]); this records what was charged.
+//! bus's business ([`crate::bus::Shop`]); this records what was charged.
 
 use foldstore_core::DomainEvent;
 use foldstore_core::decider::Decider;
