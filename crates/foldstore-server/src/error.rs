@@ -22,6 +22,8 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
+    /// Set by [`ApiError::with_title`]; otherwise the title of `code`.
+    title: Option<&'static str>,
     detail: String,
     extra: Map<String, Value>,
 }
@@ -32,9 +34,27 @@ impl ApiError {
         Self {
             status,
             code,
+            title: None,
             detail: detail.into(),
             extra: Map::new(),
         }
+    }
+
+    /// The same problem with its own `title`: for applications built on this crate,
+    /// whose codes the server does not know.
+    ///
+    /// ```
+    /// use axum::http::StatusCode;
+    /// use foldstore_server::error::ApiError;
+    ///
+    /// let full = ApiError::new(StatusCode::CONFLICT, "wip_limit", "finish a card first")
+    ///     .with_title("The work-in-progress limit is reached");
+    /// assert_eq!(full.body()["title"], "The work-in-progress limit is reached");
+    /// assert_eq!(full.body()["type"], "urn:foldstore:problem:wip_limit");
+    /// ```
+    pub fn with_title(mut self, title: &'static str) -> Self {
+        self.title = Some(title);
+        self
     }
 
     /// Adds an extension member to the body.
@@ -70,7 +90,8 @@ impl ApiError {
             "type".into(),
             Value::String(format!("urn:foldstore:problem:{}", self.code)),
         );
-        body.insert("title".into(), Value::String(title(self.code).to_owned()));
+        let title = self.title.unwrap_or_else(|| title(self.code));
+        body.insert("title".into(), Value::String(title.to_owned()));
         body.insert("status".into(), json!(self.status.as_u16()));
         body.insert("detail".into(), Value::String(self.detail.clone()));
         body.insert("code".into(), Value::String(self.code.to_owned()));

@@ -1,0 +1,20 @@
+//! The board's rules on the PostgreSQL store, in a schema of its own, dropped at the
+//! end (`foldstore_postgres::testkit`). Skipped, with a SKIPPED line, when
+//! `FOLDSTORE_TEST_POSTGRES_URL` is unset; failed instead with
+//! `FOLDSTORE_REQUIRE_POSTGRES=1` (CI).
+
+mod common;
+
+use std::sync::Arc;
+
+use foldstore_postgres::testkit;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn doing_never_exceeds_its_limit_however_many_move_cards() {
+    let test = "doing_never_exceeds_its_limit_however_many_move_cards";
+    let Some(url) = testkit::test_url(test, "cargo test -p kanban") else {
+        return;
+    };
+    let (store, _schema) = testkit::fresh_store(&url).await;
+    common::assert_board_holds("postgres", Arc::new(store)).await;
+}
