@@ -30,6 +30,8 @@ mod metrics;
 mod openapi;
 mod routes;
 mod sse;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod tls;
 mod ui;
 mod wire;
