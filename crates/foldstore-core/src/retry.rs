@@ -50,6 +50,27 @@ impl RetryPolicy {
         }
     }
 
+    /// For streams many writers share at once (a busy account, a product's stock, a
+    /// document everyone types into), where a command may lose many races in a row:
+    /// 100 attempts, backoff from 1 ms up to 20 ms, with jitter.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use foldstore_core::RetryPolicy;
+    ///
+    /// let busy = RetryPolicy::contended();
+    /// assert_eq!(busy.max_attempts, 100);
+    /// assert_eq!(busy.max_delay, Duration::from_millis(20));
+    /// ```
+    pub fn contended() -> Self {
+        Self {
+            max_attempts: 100,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(20),
+            jitter: true,
+        }
+    }
+
     /// Sets the number of attempts (at least 1).
     pub fn max_attempts(mut self, n: u32) -> Self {
         self.max_attempts = n.max(1);

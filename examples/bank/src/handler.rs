@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use foldstore_core::{CommandContext, CommandError, CommandHandler, EventStore, RetryPolicy};
 
@@ -25,10 +24,7 @@ pub type TransferCommandError = CommandError<TransferError>;
 /// The retry policy of the bank's handlers: under the scenario's contention a command
 /// may lose many races in a row, so it gets up to 100 attempts, with short waits.
 pub fn retry_policy() -> RetryPolicy {
-    RetryPolicy::default()
-        .max_attempts(100)
-        .base_delay(Duration::from_millis(1))
-        .max_delay(Duration::from_millis(20))
+    RetryPolicy::contended()
 }
 
 /// Command handlers for account streams (`account-<n>`) and transfer streams

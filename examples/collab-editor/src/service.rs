@@ -4,7 +4,6 @@
 //! append again: the edit names characters, so it still means what its author meant.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use foldstore_core::{
     CommandContext, CommandError, CommandHandler, EventStore, RetryPolicy, StreamName,
@@ -59,10 +58,7 @@ impl Documents {
     /// Edits over `store`. Many people typing into one document contend for its
     /// stream, so an edit gets up to 100 attempts, with short waits.
     pub fn new(store: Arc<dyn EventStore>) -> Self {
-        let retry = RetryPolicy::default()
-            .max_attempts(100)
-            .base_delay(Duration::from_millis(1))
-            .max_delay(Duration::from_millis(20));
+        let retry = RetryPolicy::contended();
         Self {
             handler: Arc::new(CommandHandler::new(store, DocumentDecider).with_retry(retry)),
         }

@@ -9,7 +9,6 @@
 //! the card is charged once, even if the balance has since fallen below the amount.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use foldstore_core::{
     CommandContext, CommandError, CommandHandler, CommandOutcome, EventStore, RetryPolicy,
@@ -56,10 +55,7 @@ impl GiftCards {
     /// Handlers over `store`. A busy card may lose many races in a row, so a command
     /// gets up to 100 attempts, with short waits.
     pub fn new(store: Arc<dyn EventStore>) -> Self {
-        let retry = RetryPolicy::default()
-            .max_attempts(100)
-            .base_delay(Duration::from_millis(1))
-            .max_delay(Duration::from_millis(20));
+        let retry = RetryPolicy::contended();
         Self {
             handler: Arc::new(CommandHandler::new(store, GiftCardDecider).with_retry(retry)),
         }

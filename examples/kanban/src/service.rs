@@ -3,7 +3,6 @@
 //! changed since; on a lost race, read and decide again.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use foldstore_core::{CommandContext, CommandError, DecisionHandler, EventStore, RetryPolicy};
 
@@ -37,10 +36,7 @@ impl Board {
     /// Commands over `store`. A busy "doing" column is contended by every move into
     /// it, so a command gets up to 50 attempts, with short waits.
     pub fn new(store: Arc<dyn EventStore>) -> Self {
-        let retry = RetryPolicy::default()
-            .max_attempts(50)
-            .base_delay(Duration::from_millis(1))
-            .max_delay(Duration::from_millis(20));
+        let retry = RetryPolicy::contended().max_attempts(50);
         Self {
             handler: Arc::new(DecisionHandler::new(store, BoardDecider).with_retry(retry)),
         }

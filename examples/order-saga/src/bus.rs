@@ -4,7 +4,6 @@
 //! again appends nothing. Payments go through a simulated provider first.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use foldstore_core::saga::{CommandBus, DispatchContext, DispatchError};
@@ -47,10 +46,7 @@ impl Shop {
     /// Handlers over `store`. A product's stock is contended by every order for it, so
     /// a command gets up to 100 attempts, with short waits.
     pub fn new(store: Arc<dyn EventStore>) -> Self {
-        let retry = RetryPolicy::default()
-            .max_attempts(100)
-            .base_delay(Duration::from_millis(1))
-            .max_delay(Duration::from_millis(20));
+        let retry = RetryPolicy::contended();
         Self {
             orders: Arc::new(CommandHandler::new(store.clone(), OrderDecider).with_retry(retry)),
             stock: Arc::new(CommandHandler::new(store.clone(), StockDecider).with_retry(retry)),

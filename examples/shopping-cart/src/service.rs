@@ -7,7 +7,6 @@
 //! timeout gets the first answer back, and the cart changes once.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use foldstore_core::{
     CommandContext, CommandError, CommandHandler, CommandOutcome, EventStore, Loaded, RetryPolicy,
@@ -54,10 +53,7 @@ pub struct Carts {
 impl Carts {
     /// Commands over `store`, its snapshots kept in the same store.
     pub fn new<S: EventStore + SnapshotStore + 'static>(store: Arc<S>) -> Self {
-        let retry = RetryPolicy::default()
-            .max_attempts(100)
-            .base_delay(Duration::from_millis(1))
-            .max_delay(Duration::from_millis(20));
+        let retry = RetryPolicy::contended();
         let handler = CommandHandler::new(store.clone(), CartDecider)
             .with_upcasters(upcasters())
             .with_snapshots(store, SnapshotPolicy::every(SNAPSHOT_EVERY))
