@@ -80,6 +80,9 @@ pub enum SaleError {
     /// The orders did not settle in time.
     #[error("{0}")]
     Stuck(String),
+    /// The log holds something the sale's streams should not.
+    #[error("the log holds what no command of the sale wrote: {0}")]
+    BadLog(String),
 }
 
 /// The whole log of a sale, by stream.
@@ -284,10 +287,10 @@ async fn read_by_stream<E>(
         let page = store.read_all(options).await?;
         for event in &page {
             let n = event.stream.id().parse().map_err(|_| {
-                SaleError::Stuck(format!("a stream {} without a number", event.stream))
+                SaleError::BadLog(format!("a stream {} without a number", event.stream))
             })?;
             let decoded = decode(event)
-                .map_err(|e| SaleError::Stuck(format!("{} does not decode: {e}", event.stream)))?;
+                .map_err(|e| SaleError::BadLog(format!("{} does not decode: {e}", event.stream)))?;
             streams.entry(n).or_default().push(decoded);
         }
         match page.last() {
@@ -309,7 +312,7 @@ async fn read_dead_letters(store: &dyn EventStore) -> Result<Vec<DeadLetter>, Sa
             .iter()
             .map(|e| e.json::<DeadLetter>())
             .collect::<Result<_, _>>()
-            .map_err(|e| SaleError::Stuck(format!("a dead letter does not decode: {e}"))),
+            .map_err(|e| SaleError::BadLog(format!("a dead letter does not decode: {e}"))),
         Err(ReadError::StreamNotFound { .. }) => Ok(Vec::new()),
         Err(e) => Err(e.into()),
     }
