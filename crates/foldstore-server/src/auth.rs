@@ -44,6 +44,15 @@
 //! consumer group or no prefix fits. The one stream named exactly like its category
 //! (`account`, without a dash) is thus not visible to a token limited to `account-`.
 //!
+//! # Listings and counts
+//!
+//! Routes that name or count streams across the store (`/api/streams`,
+//! `/api/stats`) answer a prefix-limited token about its own streams only: the
+//! listing covers its prefixes (an explicit `prefix=` outside them is refused with
+//! 403), and the figures count its streams and leave out the store-wide ones (see
+//! `crate::reach`). A path that no rule here classifies is refused to a
+//! prefix-limited token, so a new route is closed to it until it is classified.
+//!
 //! # Answers
 //!
 //! No token or an unknown one: 401 `unauthorized` with `WWW-Authenticate: Bearer`.
@@ -66,6 +75,7 @@ use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
 use crate::extract::JsonBody;
+use crate::reach::Reach;
 
 /// The cookie `POST /auth/session` sets for browsers.
 pub const SESSION_COOKIE: &str = "foldstore_session";
@@ -332,8 +342,13 @@ enum Need {
     Category(String),
     /// A scope, on every stream (no prefix limit allowed).
     Unlimited(Scope),
-    /// Any valid token.
-    AnyToken,
+    /// Read, answered only about the token's streams: the handler narrows what it
+    /// names or counts to the request's [`Reach`].
+    Narrowed,
+    /// A path no route classifies (answered 404 or 405): any token without prefixes;
+    /// a prefix-limited token is refused, so a route added without a class here
+    /// cannot show it streams outside its prefixes.
+    Unclassified,
 }
 
 /// Classifies a request by method and path.
@@ -361,7 +376,8 @@ fn need(method: &Method, path: &str) -> Need {
         ["all"] | ["all", "subscribe"] => Need::All,
         ["categories", c] => Need::Category(decoded(c)),
         ["metrics"] => Need::Unlimited(Scope::Admin),
-        _ => Need::AnyToken,
+        ["api", "streams" | "stats"] if get => Need::Narrowed,
+        _ => Need::Unclassified,
     }
 }
 
@@ -422,9 +438,19 @@ fn presented_token(request: &Request) -> Result<Option<String>, &'static str> {
     Ok(None)
 }
 
-/// Query pairs of a URI.
-fn query_pairs(uri: &Uri) -> Vec<(String, String)> {
-    serde_urlencoded::from_str(uri.query().unwrap_or("")).unwrap_or_default()
+/// Query pairs of a URI; a query that does not decode, or names a parameter twice,
+/// is refused (a rewritten query must mean what the client meant).
+fn query_pairs(uri: &Uri) -> Result<Vec<(String, String)>, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(uri.query().unwrap_or(""))
+        .map_err(|e| ApiError::invalid_query(format!("the query does not decode: {e}")))?;
+    for (i, (key, _)) in pairs.iter().enumerate() {
+        if pairs[..i].iter().any(|(k, _)| k == key) {
+            return Err(ApiError::invalid_query(format!(
+                "`{key}` is given more than once: give it once"
+            )));
+        }
+    }
+    Ok(pairs)
 }
 
 /// `uri` with path `path` and query `pairs`.
@@ -487,7 +513,19 @@ fn meets_category(prefix: &str, category: &str) -> bool {
 fn authorize(entry: &TokenEntry, need: Need, request: &mut Request) -> Result<(), ApiError> {
     let unlimited = entry.prefixes.is_empty();
     match need {
-        Need::Public | Need::AnyToken => Ok(()),
+        Need::Public => Ok(()),
+        Need::Unclassified if unlimited => Ok(()),
+        Need::Unclassified => Err(stream_forbidden(
+            entry,
+            "this path is not open to prefix-limited tokens",
+        )),
+        Need::Narrowed => {
+            if entry.has(Scope::Read) {
+                Ok(())
+            } else {
+                Err(insufficient_scope(entry, Scope::Read))
+            }
+        }
         Need::Stream(scope, stream) => {
             if !entry.has(scope) {
                 return Err(insufficient_scope(entry, scope));
@@ -519,7 +557,7 @@ fn authorize(entry: &TokenEntry, need: Need, request: &mut Request) -> Result<()
             if unlimited {
                 return Ok(());
             }
-            let mut pairs = query_pairs(request.uri());
+            let mut pairs = query_pairs(request.uri())?;
             let asked = pairs
                 .iter()
                 .find(|(k, _)| k == "prefix")
@@ -543,7 +581,7 @@ fn authorize(entry: &TokenEntry, need: Need, request: &mut Request) -> Result<()
                 .iter()
                 .filter(|p| meets_category(p, &category))
                 .collect();
-            let pairs = query_pairs(request.uri());
+            let pairs = query_pairs(request.uri())?;
             let grouped = pairs.iter().any(|(k, _)| k.starts_with("group_"));
             match meeting.as_slice() {
                 [prefix] if !grouped => {
@@ -566,10 +604,12 @@ fn authorize(entry: &TokenEntry, need: Need, request: &mut Request) -> Result<()
 
 /// The middleware: authenticates, then authorizes.
 async fn check(State(tokens): State<Arc<Tokens>>, mut request: Request, next: Next) -> Response {
-    if query_pairs(request.uri())
-        .iter()
-        .any(|(k, _)| k == "token" || k == "access_token")
-    {
+    let token_in_url = request.uri().query().unwrap_or("").split('&').any(|pair| {
+        let key = pair.split('=').next().unwrap_or("").replace('+', " ");
+        let key = percent_decode(&key).unwrap_or(key);
+        key == "token" || key == "access_token"
+    });
+    if token_in_url {
         return ApiError::new(
             StatusCode::BAD_REQUEST,
             "token_in_url",
@@ -579,6 +619,7 @@ async fn check(State(tokens): State<Arc<Tokens>>, mut request: Request, next: Ne
     }
     let need = need(request.method(), request.uri().path());
     if need == Need::Public {
+        request.extensions_mut().insert(Reach::Anonymous);
         return next.run(request).await;
     }
     let token = match presented_token(&request) {
@@ -598,7 +639,11 @@ async fn check(State(tokens): State<Arc<Tokens>>, mut request: Request, next: Ne
         );
     };
     match authorize(entry, need, &mut request) {
-        Ok(()) => next.run(request).await,
+        Ok(()) => {
+            let reach = Reach::limited(&entry.name, &entry.prefixes);
+            request.extensions_mut().insert(reach);
+            next.run(request).await
+        }
         Err(e) => {
             tracing::info!(path = request.uri().path(), token = %entry.name, code = e.code(), "refused");
             e.into_response()
@@ -753,7 +798,10 @@ mod tests {
         assert_eq!(need(&Method::GET, "/health"), Public);
         assert_eq!(need(&Method::GET, "/"), Public);
         assert_eq!(need(&Method::GET, "/ui/app.js"), Public);
-        assert_eq!(need(&Method::POST, "/"), AnyToken);
+        assert_eq!(need(&Method::POST, "/"), Unclassified);
+        assert_eq!(need(&Method::GET, "/api/streams"), Narrowed);
+        assert_eq!(need(&Method::GET, "/api/stats"), Narrowed);
+        assert_eq!(need(&Method::POST, "/api/stats"), Unclassified);
         assert_eq!(
             need(&Method::POST, "/streams/a-1"),
             Stream(Scope::Write, "a-1".into())
@@ -777,7 +825,7 @@ mod tests {
         assert_eq!(need(&Method::GET, "/all/subscribe"), All);
         assert_eq!(need(&Method::GET, "/categories/a"), Category("a".into()));
         assert_eq!(need(&Method::GET, "/metrics"), Unlimited(Scope::Admin));
-        assert_eq!(need(&Method::GET, "/whatever"), AnyToken);
+        assert_eq!(need(&Method::GET, "/whatever"), Unclassified);
     }
 
     #[test]

@@ -7,7 +7,13 @@
 //! gives its last revision, type and time and tells deleted and tombstoned streams
 //! apart. The dashboard's stream count is cached for a few seconds, since on a
 //! backend without a table of streams counting costs a scan.
+//!
+//! Both answer a prefix-limited token about its own streams only ([`Reach`]): the
+//! listing merges its prefixes in name order, and the figures count its streams and
+//! leave out what only the whole store knows (the head position, the server's
+//! append counters, the live subscribers).
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -21,6 +27,7 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::QueryParams;
 use crate::openapi::Problem;
+use crate::reach::Reach;
 
 /// Streams per page when `limit` is not given.
 const DEFAULT_STREAMS: usize = 50;
@@ -31,23 +38,36 @@ const COUNT_CAP: usize = 100_000;
 /// How long the dashboard's stream count is reused.
 const COUNT_TTL: Duration = Duration::from_secs(5);
 
-/// The cached stream count.
+/// The cached stream counts, by the prefixes counted under (`[""]` for all).
 #[derive(Default)]
 pub(crate) struct Catalog {
-    count: Mutex<Option<(Instant, usize)>>,
+    counts: Mutex<HashMap<Vec<String>, (Instant, usize)>>,
 }
 
 impl Catalog {
-    async fn stream_count(&self, store: &dyn EventStore) -> Result<usize, ReadError> {
-        if let Ok(cached) = self.count.lock()
-            && let Some((at, n)) = *cached
+    /// Streams whose names start with one of `prefixes` (which do not overlap), up
+    /// to [`COUNT_CAP`].
+    async fn stream_count(
+        &self,
+        store: &dyn EventStore,
+        prefixes: Vec<String>,
+    ) -> Result<usize, ReadError> {
+        if let Ok(cached) = self.counts.lock()
+            && let Some((at, n)) = cached.get(&prefixes)
             && at.elapsed() < COUNT_TTL
         {
-            return Ok(n);
+            return Ok(*n);
         }
-        let n = store.list_streams("", None, COUNT_CAP).await?.len();
-        if let Ok(mut cached) = self.count.lock() {
-            *cached = Some((Instant::now(), n));
+        let mut n = 0;
+        for prefix in &prefixes {
+            if n >= COUNT_CAP {
+                break;
+            }
+            n += store.list_streams(prefix, None, COUNT_CAP - n).await?.len();
+        }
+        if let Ok(mut cached) = self.counts.lock() {
+            cached.retain(|_, (at, _)| at.elapsed() < COUNT_TTL);
+            cached.insert(prefixes, (Instant::now(), n));
         }
         Ok(n)
     }
@@ -111,28 +131,32 @@ pub(crate) struct StreamsPage {
     path = "/api/streams",
     tag = "streams",
     params(StreamsQuery),
+    description = "Streams in name order. A prefix-limited token sees its own streams only; a `prefix` or `category` outside its prefixes is refused with 403.",
     responses(
         (status = 200, description = "Streams in name order, with their last event", body = StreamsPage),
-        (status = 400, description = "Invalid query", body = Problem, content_type = "application/problem+json")
+        (status = 400, description = "Invalid query", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The prefix or category is outside the token's prefixes", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub(crate) async fn list_streams(
     State(state): State<AppState>,
+    reach: Reach,
     QueryParams(q): QueryParams<StreamsQuery>,
 ) -> Result<Json<StreamsPage>, ApiError> {
-    let prefix = match (q.prefix, q.category) {
+    let asked = match (q.prefix, q.category) {
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid_query(
                 "give prefix or category, not both (a category is the prefix `category-`)",
             ));
         }
-        (Some(p), None) => p,
+        (Some(p), None) => Some(p),
         (None, Some(c)) => {
             validate_category(&c)?;
-            format!("{c}-")
+            Some(format!("{c}-"))
         }
-        (None, None) => String::new(),
+        (None, None) => None,
     };
+    let prefixes = reach.prefixes_for(asked.as_deref())?;
     let limit = match q.limit.unwrap_or(DEFAULT_STREAMS) {
         0 => {
             return Err(ApiError::invalid_query(
@@ -147,10 +171,17 @@ pub(crate) async fn list_streams(
         n => n,
     };
     let after = q.after.map(StreamName::new).transpose()?;
-    let mut names = state
-        .store
-        .list_streams(&prefix, after.as_ref(), limit + 1)
-        .await?;
+    let mut names = Vec::new();
+    for prefix in &prefixes {
+        names.extend(
+            state
+                .store
+                .list_streams(prefix, after.as_ref(), limit + 1)
+                .await?,
+        );
+    }
+    names.sort();
+    names.dedup();
     let next = if names.len() > limit {
         names.truncate(limit);
         names.last().map(|n| n.as_str().to_owned())
@@ -183,23 +214,32 @@ async fn summary(store: &dyn EventStore, name: StreamName) -> Result<StreamSumma
     })
 }
 
-/// The dashboard's figures.
+/// The dashboard's figures. For a prefix-limited token, `streams` counts its own
+/// streams, `prefixes` names them, and the store-wide figures are absent.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Stats {
-    /// The position of the last committed event; absent for an empty store.
+    /// The position of the last committed event; absent for an empty store and for a
+    /// prefix-limited token.
     #[serde(skip_serializing_if = "Option::is_none")]
     head_position: Option<String>,
     /// Streams ever written (deleted ones included), counted up to 100,000.
     streams: usize,
     /// Whether `streams` stopped at the cap.
     streams_capped: bool,
-    /// Live subscriptions now open.
-    subscribers: i64,
-    /// Successful appends through this server since it started.
-    appends: u64,
+    /// The prefixes `streams` is counted under, for a prefix-limited token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prefixes: Option<Vec<String>>,
+    /// Live subscriptions now open; absent for a prefix-limited token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subscribers: Option<i64>,
+    /// Successful appends through this server since it started; absent for a
+    /// prefix-limited token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    appends: Option<u64>,
     /// Events written through this server since it started (its rate is the
-    /// dashboard's events per second).
-    events_appended: u64,
+    /// dashboard's events per second); absent for a prefix-limited token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events_appended: Option<u64>,
     /// Seconds since the server started.
     uptime_seconds: f64,
 }
@@ -209,21 +249,43 @@ pub(crate) struct Stats {
     get,
     path = "/api/stats",
     tag = "operations",
+    description = "The dashboard's figures. A prefix-limited token gets the count of its own streams and no store-wide figures.",
     responses(
         (status = 200, description = "The dashboard's figures", body = Stats),
         (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json")
     )
 )]
-pub(crate) async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
+pub(crate) async fn stats(
+    State(state): State<AppState>,
+    reach: Reach,
+) -> Result<Json<Stats>, ApiError> {
+    let prefixes = reach.prefixes_for(None)?;
+    let streams = state
+        .catalog
+        .stream_count(state.store.as_ref(), prefixes.clone())
+        .await?;
+    let uptime_seconds = state.metrics.uptime().as_secs_f64();
+    if !reach.is_everything() {
+        return Ok(Json(Stats {
+            head_position: None,
+            streams,
+            streams_capped: streams >= COUNT_CAP,
+            prefixes: Some(prefixes),
+            subscribers: None,
+            appends: None,
+            events_appended: None,
+            uptime_seconds,
+        }));
+    }
     let head = state.store.head_position().await?;
-    let streams = state.catalog.stream_count(state.store.as_ref()).await?;
     Ok(Json(Stats {
         head_position: head.map(|p| p.to_string()),
         streams,
         streams_capped: streams >= COUNT_CAP,
-        subscribers: state.metrics.subscriber_count(),
-        appends: state.metrics.appends(),
-        events_appended: state.metrics.events_appended(),
-        uptime_seconds: state.metrics.uptime().as_secs_f64(),
+        prefixes: None,
+        subscribers: Some(state.metrics.subscriber_count()),
+        appends: Some(state.metrics.appends()),
+        events_appended: Some(state.metrics.events_appended()),
+        uptime_seconds,
     }))
 }

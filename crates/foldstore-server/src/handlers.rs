@@ -19,6 +19,7 @@ use crate::cloudevents::AppendInput;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, QueryParams};
 use crate::openapi::{Health, Problem, StreamMetadataDoc};
+use crate::reach::Reach;
 use crate::wire::{AppendAnswer, AppendBody, WirePage, page, parse_expected};
 
 /// Events per page when `limit` is not given.
@@ -80,9 +81,17 @@ fn split_page(events: &mut Vec<RecordedEvent>, limit: usize) -> Option<RecordedE
         (status = 503, description = "The store is unavailable (`backend_unavailable`), or it stopped accepting writes after a disk failure (`storage_failed`: an operator must check the disk and restart it)", body = Problem, content_type = "application/problem+json")
     )
 )]
-pub(crate) async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn health(
+    State(state): State<AppState>,
+    reach: Reach,
+) -> Result<Json<Value>, ApiError> {
     // A store that stopped writing (a disk error) is unhealthy even though it reads.
     state.store.writable()?;
+    // The head position counts every event: shown only to callers that reach every
+    // stream (no tokens, or a token without prefixes; /health is public).
+    if !reach.is_everything() {
+        return Ok(Json(json!({"status": "ok"})));
+    }
     let head = state.store.head_position().await?;
     Ok(Json(
         json!({"status": "ok", "head_position": head.map(|p| p.to_string())}),

@@ -28,6 +28,7 @@ mod handlers;
 pub mod live_view;
 mod metrics;
 mod openapi;
+mod reach;
 mod routes;
 mod sse;
 #[cfg(feature = "testkit")]

@@ -212,7 +212,9 @@
       try {
         const s = await api("/api/stats");
         const now = performance.now();
-        if (last) {
+        // A prefix-limited token gets its own streams' count and no store-wide figures.
+        const limited = Array.isArray(s.prefixes);
+        if (last && !limited) {
           const dt = (now - last.at) / 1000;
           rates.push(Math.max(0, (s.events_appended - last.events) / dt));
           if (rates.length > 60) rates.shift();
@@ -221,9 +223,16 @@
         }
         last = { at: now, events: s.events_appended };
         streamsValue.textContent = fmtNumber(s.streams) + (s.streams_capped ? "+" : "");
-        subsValue.textContent = fmtNumber(s.subscribers);
-        headValue.textContent = s.head_position ?? "empty";
-        appendsFoot.textContent = fmtNumber(s.events_appended) + " events in " + fmtNumber(s.appends) + " appends";
+        if (limited) {
+          rateValue.textContent = "–";
+          subsValue.textContent = "–";
+          headValue.textContent = "–";
+          appendsFoot.textContent = "your streams: " + s.prefixes.join(", ");
+        } else {
+          subsValue.textContent = fmtNumber(s.subscribers);
+          headValue.textContent = s.head_position ?? "empty";
+          appendsFoot.textContent = fmtNumber(s.events_appended) + " events in " + fmtNumber(s.appends) + " appends";
+        }
         uptimeFoot.textContent = "up " + fmtDuration(s.uptime_seconds);
         const page = await api("/all" + qs({ direction: "backwards", limit: 10 }));
         recent.replaceChildren(eventsList(page.events));
