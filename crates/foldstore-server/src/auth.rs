@@ -607,9 +607,10 @@ async fn check(State(tokens): State<Arc<Tokens>>, mut request: Request, next: Ne
 }
 
 /// Body of `POST /auth/session`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SessionBody {
+pub(crate) struct SessionBody {
+    /// A bearer token from the server's tokens file.
     token: String,
 }
 

@@ -33,18 +33,42 @@ impl<S: Send + Sync> FromRequestParts<S> for StreamPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let Path(name) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_stream_name",
-                    e.body_text(),
-                )
-            })?;
+        let name = name_segment(parts, state).await?;
         Ok(StreamPath(StreamName::new(name)?))
     }
 }
+
+/// The `{category}` path segment (validated by [`EventFilter::category`]).
+pub(crate) struct CategoryPath(pub(crate) String);
+
+impl<S: Send + Sync> FromRequestParts<S> for CategoryPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        name_segment(parts, state).await.map(CategoryPath)
+    }
+}
+
+/// The one path parameter of a route, as text; a segment that does not decode (such
+/// as `%FF`) is `invalid_stream_name`.
+async fn name_segment<S: Send + Sync>(parts: &mut Parts, state: &S) -> Result<String, ApiError> {
+    let Path(name) = Path::<String>::from_request_parts(parts, state)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_stream_name",
+                e.body_text(),
+            )
+        })?;
+    Ok(name)
+}
+
+/// The query of an operation that takes no parameters: any parameter is refused
+/// (`invalid_query`), as on every other route, rather than ignored.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NoQuery {}
 
 fn check_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     match limit.unwrap_or(DEFAULT_LIMIT) {
@@ -293,7 +317,7 @@ pub(crate) struct CategoryReadQuery {
 )]
 pub(crate) async fn read_category(
     State(state): State<AppState>,
-    Path(category): Path<String>,
+    CategoryPath(category): CategoryPath,
     QueryParams(q): QueryParams<CategoryReadQuery>,
 ) -> Result<Json<WirePage>, ApiError> {
     let mut filter = EventFilter::category(category)?;
@@ -366,6 +390,7 @@ pub(crate) async fn delete_stream(
 pub(crate) async fn get_metadata(
     State(state): State<AppState>,
     StreamPath(stream): StreamPath,
+    QueryParams(NoQuery {}): QueryParams<NoQuery>,
 ) -> Result<Json<StreamMetadata>, ApiError> {
     let metadata = state.store.stream_metadata(&stream).await?;
     Ok(Json(metadata.unwrap_or_default()))
@@ -387,6 +412,7 @@ pub(crate) async fn get_metadata(
 pub(crate) async fn put_metadata(
     State(state): State<AppState>,
     StreamPath(stream): StreamPath,
+    QueryParams(NoQuery {}): QueryParams<NoQuery>,
     JsonBody(metadata): JsonBody<StreamMetadata>,
 ) -> Result<StatusCode, ApiError> {
     state.store.set_stream_metadata(&stream, metadata).await?;
