@@ -121,7 +121,7 @@ pub(crate) async fn health(State(state): State<AppState>) -> Result<Json<Value>,
     tag = "streams",
     params(
         ("stream" = String, Path, description = "The stream name"),
-        ("expected_revision" = Option<String>, Query, description = "CloudEvents batches only: any (the default), no_stream, stream_exists or a revision")
+        ("expected_revision" = Option<String>, Query, description = "For a CloudEvents batch: any (the default), no_stream, stream_exists or a revision. A JSON append gives it in its body; the query may repeat it only with the same value (a different one is 400 `conflicting_parameters`)")
     ),
     request_body(
         description = "An append (`application/json`), or a CloudEvents 1.0 batch (`application/cloudevents-batch+json`)",
@@ -132,7 +132,7 @@ pub(crate) async fn health(State(state): State<AppState>) -> Result<Json<Value>,
     ),
     responses(
         (status = 200, description = "Appended (or already stored: appends are idempotent by event id)", body = AppendAnswer),
-        (status = 400, description = "Invalid body, event or CloudEvent; nothing was written", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid stream name, query (`invalid_query`; `conflicting_parameters` when it disagrees with the body), body, event or CloudEvent; nothing was written", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Wrong expected revision, or an event id stored elsewhere", body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "The stream was tombstoned", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body or the append is too large", body = Problem, content_type = "application/problem+json"),
@@ -405,7 +405,7 @@ pub(crate) async fn get_metadata(
     request_body(content = StreamMetadataDoc, content_type = "application/json"),
     responses(
         (status = 204, description = "Replaced"),
-        (status = 400, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid stream name, query or body; nothing was written", body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "The stream was tombstoned", body = Problem, content_type = "application/problem+json")
     )
 )]
