@@ -12,10 +12,11 @@
 //! outside its stream prefixes, the session cookie, `HEAD`, and duplicated headers.
 //! Server-sent-event answers are read only up to their head.
 //!
-//! It also checks what the document says about security (a protected operation
-//! answers 401 without a token, a public one does not) and that a duplicated query
-//! parameter is refused with 400 `invalid_query` naming it, on every operation that
-//! takes query parameters.
+//! A method a path does not document (`OPTIONS`, `PATCH`, ...) must be refused with a
+//! 4xx problem. The test also checks what the document says about security (a
+//! protected operation answers 401 without a token, a public one does not) and that a
+//! duplicated query parameter is refused with 400 `invalid_query` naming it, on every
+//! operation that takes query parameters.
 
 mod common;
 
@@ -583,6 +584,42 @@ async fn every_answer_of_every_operation_is_documented_and_every_error_is_a_prob
             }
         }
     }
+    // A method a path does not document is refused as a problem, not served.
+    let server = seeded_server().await;
+    for path in document["paths"].as_object().unwrap().keys() {
+        let path = path
+            .replace("{stream}", "acct-1")
+            .replace("{category}", "acct")
+            .replace("{file}", "app.js");
+        let documented = &document["paths"][&path];
+        for method in [Method::OPTIONS, Method::PATCH, Method::PUT, Method::TRACE] {
+            if documented.get(method.as_str().to_lowercase()).is_some() {
+                continue;
+            }
+            for token in [None, Some(ADMIN)] {
+                let v = Variant {
+                    label: format!("undocumented method, token: {}", token.is_some()),
+                    method: method.clone(),
+                    path: path.clone(),
+                    query: String::new(),
+                    headers: Variant::new(&operations[0], &path).token(token).headers,
+                    body: None,
+                };
+                let answer = send(&client, &server, &v).await;
+                sent += 1;
+                let problem = answer.content_type.starts_with("application/problem+json")
+                    && answer.body.as_ref().is_some_and(|b| b["code"].is_string());
+                if !(400..500).contains(&answer.status) || !problem {
+                    failures.push(format!(
+                        "{method} {path} ({}): {} {:?}",
+                        v.label, answer.status, answer.content_type
+                    ));
+                }
+            }
+        }
+    }
+    drop(server);
+
     for (op, statuses) in &seen {
         eprintln!("{op}: {statuses:?}");
     }
