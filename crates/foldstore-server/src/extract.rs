@@ -1,6 +1,8 @@
 //! Extractors whose failures are problem+json answers (see [`crate::error`]), never
 //! axum's plain-text rejections.
 
+use std::collections::HashSet;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
@@ -101,8 +103,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
 pub(crate) fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
         .map_err(|e| ApiError::invalid_query(format!("the query does not parse: {e}")))?;
-    for (i, (key, _)) in pairs.iter().enumerate() {
-        if pairs[..i].iter().any(|(k, _)| k == key) {
+    let mut seen = HashSet::with_capacity(pairs.len());
+    for (key, _) in &pairs {
+        if !seen.insert(key.as_str()) {
             let times = pairs.iter().filter(|(k, _)| k == key).count();
             return Err(ApiError::invalid_query(format!(
                 "the query parameter `{key}` is given {times} times: give it once"
