@@ -652,9 +652,10 @@ async fn check(State(tokens): State<Arc<Tokens>>, mut request: Request, next: Ne
 }
 
 /// Body of `POST /auth/session`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SessionBody {
+pub(crate) struct SessionBody {
+    /// A bearer token from the server's tokens file.
     token: String,
 }
 
@@ -715,7 +716,12 @@ pub(crate) fn protect(inner: Router, tokens: Arc<Tokens>, secure_cookies: bool) 
     // The check wraps the outer router's fallback (the whole API), so it runs before
     // the API routes the request: a rewritten category read is routed as `/all`.
     Router::new()
-        .route("/auth/session", post(login).delete(logout))
+        .route(
+            "/auth/session",
+            post(login)
+                .delete(logout)
+                .fallback(crate::handlers::method_not_allowed),
+        )
         .with_state(session)
         .fallback_service(inner)
         .layer(middleware::from_fn_with_state(tokens, check))

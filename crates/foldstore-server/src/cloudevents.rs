@@ -14,12 +14,14 @@
 //! - the other attributes go into the event's metadata under `cloudevents`.
 //!
 //! The expected revision comes from the `expected_revision` query parameter (`any`
-//! when absent). A batch is checked whole before anything is written: a wrong
+//! when absent). A JSON append carries it in its body; the query may repeat it only
+//! with the same value (a generic client may put it in every URL), and a different
+//! value is a 400 `conflicting_parameters`, never silently ignored. A batch is checked whole before anything is written: a wrong
 //! `specversion` or a missing attribute is a 400 `invalid_cloudevent` naming the
 //! event and the attribute.
 
 use axum::extract::{FromRequest, Request};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use foldstore_core::rules::is_json;
@@ -27,8 +29,8 @@ use foldstore_core::{ExpectedRevision, Metadata, NewEvent};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::error::ApiError;
-use crate::extract::{JsonBody, body_bytes, parse_json};
+use crate::error::{ApiError, expected_json};
+use crate::extract::{JsonBody, body_bytes, parse_json, query_pairs};
 use crate::wire::{AppendBody, parse_expected};
 
 /// The media type of a CloudEvents batch.
@@ -54,12 +56,8 @@ impl<S: Send + Sync> FromRequest<S> for AppendInput {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let content_type = crate::extract::content_type(req.headers())?.to_owned();
+        let in_query = expected_from_query(req.uri().query())?;
         if !essence(&content_type).eq_ignore_ascii_case(BATCH) {
             if !crate::extract::is_json(&content_type) {
                 return Err(ApiError::new(
@@ -72,9 +70,22 @@ impl<S: Send + Sync> FromRequest<S> for AppendInput {
             }
             let JsonBody(body) = JsonBody::<AppendBody>::from_request(req, state).await?;
             let (expected, events) = body.into_parts()?;
+            if let Some(queried) = in_query
+                && queried != expected
+            {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "conflicting_parameters",
+                    format!(
+                        "expected_revision is {} in the body but {} in the query: give it once, in the body",
+                        expected_json(expected),
+                        expected_json(queried)
+                    ),
+                ));
+            }
             return Ok(AppendInput { expected, events });
         }
-        let expected = expected_from_query(req.uri().query())?;
+        let expected = in_query.unwrap_or(ExpectedRevision::Any);
         let bytes = body_bytes(req, state).await?;
         let batch: Vec<Value> = parse_json(&bytes)
             .map_err(|_| invalid_batch("the body must be a JSON array of CloudEvents"))?;
@@ -91,16 +102,16 @@ fn invalid_batch(detail: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, INVALID, detail)
 }
 
-/// `expected_revision` from the query string, `any` when absent.
-fn expected_from_query(query: Option<&str>) -> Result<ExpectedRevision, ApiError> {
-    let mut expected = ExpectedRevision::Any;
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match key {
-            "expected_revision" => expected = parse_expected(value)?,
+/// `expected_revision` from the query string, if given (once: see
+/// [`crate::extract::query_pairs`]); the only parameter an append takes.
+fn expected_from_query(query: Option<&str>) -> Result<Option<ExpectedRevision>, ApiError> {
+    let mut expected = None;
+    for (key, value) in query_pairs(query)? {
+        match key.as_str() {
+            "expected_revision" => expected = Some(parse_expected(&value)?),
             other => {
                 return Err(ApiError::invalid_query(format!(
-                    "unknown query parameter {other:?}: a CloudEvents append takes only expected_revision"
+                    "unknown query parameter {other:?}: an append takes only expected_revision"
                 )));
             }
         }

@@ -119,6 +119,7 @@ fn title(code: &str) -> &'static str {
         "append_too_large" => "The append is too large",
         "unsupported_media_type" => "Unsupported media type",
         "invalid_query" => "Invalid query parameters",
+        "conflicting_parameters" => "The request gives a parameter two different values",
         "not_found" => "No such resource",
         "unauthorized" => "A valid token is needed",
         "insufficient_scope" => "The token lacks a scope",

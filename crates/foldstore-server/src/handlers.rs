@@ -34,18 +34,42 @@ impl<S: Send + Sync> FromRequestParts<S> for StreamPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let Path(name) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_stream_name",
-                    e.body_text(),
-                )
-            })?;
+        let name = name_segment(parts, state).await?;
         Ok(StreamPath(StreamName::new(name)?))
     }
 }
+
+/// The `{category}` path segment (validated by [`EventFilter::category`]).
+pub(crate) struct CategoryPath(pub(crate) String);
+
+impl<S: Send + Sync> FromRequestParts<S> for CategoryPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        name_segment(parts, state).await.map(CategoryPath)
+    }
+}
+
+/// The one path parameter of a route, as text; a segment that does not decode (such
+/// as `%FF`) is `invalid_stream_name`.
+async fn name_segment<S: Send + Sync>(parts: &mut Parts, state: &S) -> Result<String, ApiError> {
+    let Path(name) = Path::<String>::from_request_parts(parts, state)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_stream_name",
+                e.body_text(),
+            )
+        })?;
+    Ok(name)
+}
+
+/// The query of an operation that takes no parameters: any parameter is refused
+/// (`invalid_query`), as on every other route, rather than ignored.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NoQuery {}
 
 fn check_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     match limit.unwrap_or(DEFAULT_LIMIT) {
@@ -106,7 +130,7 @@ pub(crate) async fn health(
     tag = "streams",
     params(
         ("stream" = String, Path, description = "The stream name"),
-        ("expected_revision" = Option<String>, Query, description = "CloudEvents batches only: any (the default), no_stream, stream_exists or a revision")
+        ("expected_revision" = Option<String>, Query, description = "For a CloudEvents batch: any (the default), no_stream, stream_exists or a revision. A JSON append gives it in its body; the query may repeat it only with the same value (a different one is 400 `conflicting_parameters`)")
     ),
     request_body(
         description = "An append (`application/json`), or a CloudEvents 1.0 batch (`application/cloudevents-batch+json`)",
@@ -117,7 +141,7 @@ pub(crate) async fn health(
     ),
     responses(
         (status = 200, description = "Appended (or already stored: appends are idempotent by event id)", body = AppendAnswer),
-        (status = 400, description = "Invalid body, event or CloudEvent; nothing was written", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid stream name, query (`invalid_query`; `conflicting_parameters` when it disagrees with the body), body, event or CloudEvent; nothing was written", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Wrong expected revision, or an event id stored elsewhere", body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "The stream was tombstoned", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body or the append is too large", body = Problem, content_type = "application/problem+json"),
@@ -302,7 +326,7 @@ pub(crate) struct CategoryReadQuery {
 )]
 pub(crate) async fn read_category(
     State(state): State<AppState>,
-    Path(category): Path<String>,
+    CategoryPath(category): CategoryPath,
     QueryParams(q): QueryParams<CategoryReadQuery>,
 ) -> Result<Json<WirePage>, ApiError> {
     let mut filter = EventFilter::category(category)?;
@@ -375,6 +399,7 @@ pub(crate) async fn delete_stream(
 pub(crate) async fn get_metadata(
     State(state): State<AppState>,
     StreamPath(stream): StreamPath,
+    QueryParams(NoQuery {}): QueryParams<NoQuery>,
 ) -> Result<Json<StreamMetadata>, ApiError> {
     let metadata = state.store.stream_metadata(&stream).await?;
     Ok(Json(metadata.unwrap_or_default()))
@@ -389,13 +414,14 @@ pub(crate) async fn get_metadata(
     request_body(content = StreamMetadataDoc, content_type = "application/json"),
     responses(
         (status = 204, description = "Replaced"),
-        (status = 400, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid stream name, query or body; nothing was written", body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "The stream was tombstoned", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub(crate) async fn put_metadata(
     State(state): State<AppState>,
     StreamPath(stream): StreamPath,
+    QueryParams(NoQuery {}): QueryParams<NoQuery>,
     JsonBody(metadata): JsonBody<StreamMetadata>,
 ) -> Result<StatusCode, ApiError> {
     state.store.set_stream_metadata(&stream, metadata).await?;

@@ -1,5 +1,10 @@
 //! The OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]`
-//! attributes and the wire types' `ToSchema` derives, and served at `/openapi.json`.
+//! attributes and the wire types' `ToSchema` derives, completed with the answers and
+//! the security requirement operations share (`openapi/shared.rs`), and served at
+//! `/openapi.json`.
+
+mod session;
+mod shared;
 
 use std::sync::OnceLock;
 
@@ -7,9 +12,12 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use utoipa::OpenApi;
 
-/// The document's fixed parts; the paths come from [`crate::routes::api`].
+/// The document's fixed parts; the paths come from [`crate::routes::api`], but for
+/// `/auth/session`, which `auth.rs` serves beside the API router.
 #[derive(OpenApi)]
 #[openapi(
+    paths(session::login, session::logout),
+    components(schemas(Problem)),
     info(
         title = "foldstore",
         description = "foldstore's HTTP API: appends (JSON or a CloudEvents 1.0 batch), reads of streams, `$all` and categories, live subscriptions as server-sent events, Prometheus metrics, and the web UI. Every error is an RFC 9457 problem (`application/problem+json`) with a stable `code`.",
@@ -20,6 +28,7 @@ use utoipa::OpenApi;
         (name = "global", description = "Reads of `$all` and categories"),
         (name = "live", description = "Live subscriptions (server-sent events)"),
         (name = "operations", description = "Health, metrics, statistics, this document"),
+        (name = "auth", description = "Browser sessions (only with a tokens file)"),
         (name = "ui", description = "The web UI")
     )
 )]
@@ -34,7 +43,9 @@ pub(crate) struct ApiDoc;
 /// assert!(json.contains("\"openapi\":\"3.1.0\""));
 /// ```
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    crate::routes::api().into_openapi()
+    let mut doc = crate::routes::api().into_openapi();
+    shared::complete(&mut doc);
+    doc
 }
 
 /// The document as JSON, built once.

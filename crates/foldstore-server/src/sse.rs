@@ -40,10 +40,20 @@ use crate::wire::event_json;
 /// The stable code of the `error` event sent to a client that stopped reading.
 pub(crate) const TOO_SLOW: &str = "subscriber_too_slow";
 
-/// The `Last-Event-ID` header, if any.
+/// The `Last-Event-ID` header, if any; given twice it is ambiguous, and refused.
+///
+/// With a `from` query parameter it wins: an `EventSource` reconnects to the URL it
+/// was opened with (its `from` included) and adds the header, so the header is the
+/// later and more precise of the two.
 fn last_event_id(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
-    headers
-        .get("last-event-id")
+    let mut values = headers.get_all("last-event-id").iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::invalid_query(
+            "the Last-Event-ID header is given more than once: send it once",
+        ));
+    }
+    first
         .map(|v| {
             v.to_str()
                 .map_err(|_| ApiError::invalid_query("the Last-Event-ID header is not text"))
@@ -274,6 +284,7 @@ pub(crate) async fn subscribe_all(
 #[into_params(parameter_in = Query)]
 pub(crate) struct StreamSubscribeQuery {
     /// `start` (the default), `end` (new events only), or a revision (inclusive).
+    /// A `Last-Event-ID` header takes precedence.
     from: Option<String>,
 }
 

@@ -10,6 +10,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::OnceLock;
 
 use axum::extract::Path;
+use axum::extract::rejection::PathRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -98,8 +99,10 @@ pub(crate) async fn index(headers: HeaderMap) -> Response {
         (status = 404, description = "No such asset", body = crate::openapi::Problem, content_type = "application/problem+json")
     )
 )]
-pub(crate) async fn asset(Path(file): Path<String>) -> Response {
+pub(crate) async fn asset(path: Result<Path<String>, PathRejection>) -> Response {
     const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+    // A segment that does not decode names no asset either.
+    let file = path.map(|Path(file)| file).unwrap_or_default();
     match file.as_str() {
         "app.js" => with_headers("text/javascript; charset=utf-8", IMMUTABLE, APP_JS),
         "app.css" => with_headers("text/css; charset=utf-8", IMMUTABLE, APP_CSS),

@@ -93,6 +93,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/categories/{category}"),
     ("get", "/"),
     ("get", "/ui/{file}"),
+    ("post", "/auth/session"),
+    ("delete", "/auth/session"),
 ];
 
 #[tokio::test]
@@ -121,15 +123,18 @@ async fn the_openapi_document_parses_and_is_served() {
                 .unwrap_or_else(|e| panic!("{method} {path}: parameter does not resolve: {e}"));
         }
     }
-    let schemas = served["components"]["schemas"].as_object().unwrap();
     let mut refs = Vec::new();
     collect_refs(&served, &mut refs);
     assert!(!refs.is_empty());
     for r in refs {
-        let name = r
-            .strip_prefix("#/components/schemas/")
+        let (kind, name) = r
+            .strip_prefix("#/components/")
+            .and_then(|rest| rest.split_once('/'))
             .unwrap_or_else(|| panic!("odd $ref {r}"));
-        assert!(schemas.contains_key(name), "$ref {r} does not resolve");
+        assert!(
+            served["components"][kind].get(name).is_some(),
+            "$ref {r} does not resolve"
+        );
     }
 }
 
@@ -168,6 +173,11 @@ async fn every_route_is_documented_and_every_documented_operation_is_served() {
     for (path, item) in paths {
         for method in item.as_object().unwrap().keys() {
             operations += 1;
+            if path.starts_with("/auth/") {
+                // Served only with a tokens file (tests/documented_statuses.rs walks
+                // them with one).
+                continue;
+            }
             let uri = path
                 .replace("{stream}", "probe-1")
                 .replace("{category}", "probe")
