@@ -71,6 +71,10 @@ pub(crate) struct AllSubscribeQuery {
 
 /// Where a `$all` subscription starts: after `Last-Event-ID` when the client resumes;
 /// else at `from` (`start`, `end`, or a position, inclusive); else at the start.
+///
+/// A resume point past the last event means "after the end": the subscription waits
+/// for events after it. The greatest position there can be is refused (400), as no
+/// event can follow it.
 fn all_start(headers: &HeaderMap, from: Option<&str>) -> Result<SubscribeFrom, ApiError> {
     if let Some(id) = last_event_id(headers)? {
         let position: Position = id.parse().map_err(|_| {
@@ -78,6 +82,9 @@ fn all_start(headers: &HeaderMap, from: Option<&str>) -> Result<SubscribeFrom, A
                 "Last-Event-ID {id:?} is not a position: send the id of the last event received"
             ))
         })?;
+        if position == Position::new(u128::MAX) {
+            return Err(past_the_last("Last-Event-ID", id, "position"));
+        }
         return Ok(SubscribeFrom::After(position));
     }
     match from {
@@ -98,7 +105,9 @@ fn all_start(headers: &HeaderMap, from: Option<&str>) -> Result<SubscribeFrom, A
     }
 }
 
-/// Where a stream subscription starts, as [`all_start`] with revisions.
+/// Where a stream subscription starts, as [`all_start`] with revisions: a
+/// `Last-Event-ID` past the stream's last revision waits for the revisions after it, and
+/// `18446744073709551615` (`u64::MAX`, which no revision can follow) is 400.
 fn stream_start(headers: &HeaderMap, from: Option<&str>) -> Result<SubscribeStreamFrom, ApiError> {
     if let Some(id) = last_event_id(headers)? {
         let revision: u64 = id.parse().map_err(|_| {
@@ -106,6 +115,9 @@ fn stream_start(headers: &HeaderMap, from: Option<&str>) -> Result<SubscribeStre
                 "Last-Event-ID {id:?} is not a revision: send the id of the last event received"
             ))
         })?;
+        if revision == u64::MAX {
+            return Err(past_the_last("Last-Event-ID", id, "revision"));
+        }
         return Ok(SubscribeStreamFrom::After(revision));
     }
     match from {
@@ -119,6 +131,14 @@ fn stream_start(headers: &HeaderMap, from: Option<&str>) -> Result<SubscribeStre
             ))),
         },
     }
+}
+
+/// 400 for a resume point that no event can follow (the greatest position or revision
+/// there is): resuming after it could deliver nothing, ever.
+fn past_the_last(what: &str, id: &str, unit: &str) -> ApiError {
+    ApiError::invalid_query(format!(
+        "{what} {id} is the greatest {unit} there can be, so no event can follow it: send the id of the last event received"
+    ))
 }
 
 /// What the pulling task hands the body.
@@ -251,7 +271,7 @@ async fn pull(
     get,
     path = "/all/subscribe",
     tag = "live",
-    params(AllSubscribeQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this position (sent by a reconnecting EventSource)")),
+    params(AllSubscribeQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this position (sent by a reconnecting EventSource). A position past the last event waits for the events after it; the greatest position (340282366920938463463374607431768211455), which no event can follow, is 400")),
     responses(
         (status = 200, description = "Server-sent events: `event` (data: an event, id: its position), `error` (data: a problem; `subscriber_too_slow` when the client did not read), heartbeat comments", content_type = "text/event-stream", body = String),
         (status = 400, description = "Invalid query or Last-Event-ID", body = Problem, content_type = "application/problem+json")
@@ -282,7 +302,7 @@ pub(crate) struct StreamSubscribeQuery {
     get,
     path = "/streams/{stream}/subscribe",
     tag = "live",
-    params(("stream" = String, Path, description = "The stream name"), StreamSubscribeQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this revision")),
+    params(("stream" = String, Path, description = "The stream name"), StreamSubscribeQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this revision (sent by a reconnecting EventSource). A revision past the stream's last waits for the revisions after it; 18446744073709551615, which no revision can follow, is 400")),
     responses(
         (status = 200, description = "Server-sent events: `event` (id: the revision), `error`, heartbeat comments", content_type = "text/event-stream", body = String),
         (status = 400, description = "Invalid stream name, query or Last-Event-ID", body = Problem, content_type = "application/problem+json"),
