@@ -329,8 +329,8 @@ async fn pull(
         let started = Instant::now();
         let send = async {
             let mut delivery = delivery;
-            let cost = u32::try_from(cost.clamp(1, limits.bytes.clamp(1, MAX_BUDGET)))
-                .unwrap_or(u32::MAX);
+            let cost =
+                u32::try_from(cost.clamp(1, limits.bytes.clamp(1, MAX_BUDGET))).unwrap_or(u32::MAX);
             if let Ok(permit) = budget.clone().acquire_many_owned(cost).await {
                 delivery._budget = Some(permit);
             }

@@ -63,7 +63,9 @@ async fn exchange(server: &TestServer, request: Vec<u8>) -> Vec<u8> {
 fn assert_problem(answer: &Answer, status: u16, code: &str) {
     assert_eq!(answer.status, status, "{}", answer.head);
     assert!(
-        answer.head.contains("content-type: application/problem+json"),
+        answer
+            .head
+            .contains("content-type: application/problem+json"),
         "{}",
         answer.head
     );

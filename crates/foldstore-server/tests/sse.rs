@@ -335,7 +335,10 @@ async fn assert_invalid_query(response: reqwest::Response) {
     let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["code"], "invalid_query");
     assert!(
-        problem["detail"].as_str().unwrap().contains("no event can follow"),
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no event can follow"),
         "{problem}"
     );
 }
