@@ -192,7 +192,7 @@ async fn stuck_subscribers_are_closed_and_do_not_pin_the_servers_memory() {
             let mut round = 0u64;
             while sampling.load(Ordering::Relaxed) {
                 peak.fetch_max(rss_kb(pid), Ordering::Relaxed);
-                if round % 10 == 0 {
+                if round.is_multiple_of(10) {
                     peak_queued.fetch_max(server_side(server_port, &ports).1, Ordering::Relaxed);
                 }
                 round += 1;
