@@ -36,6 +36,9 @@ use tokio::sync::watch;
 
 /// Events the ring keeps.
 pub(crate) const RING_EVENTS: usize = 4096;
+/// Events an unfiltered page read from the ring holds at most (see
+/// `RingView::read_page`).
+const RING_PAGE: usize = 128;
 /// Bytes of data and metadata the ring keeps at most (it keeps fewer events then).
 const RING_BYTES: usize = 16 * 1024 * 1024;
 
@@ -307,11 +310,21 @@ impl EventStore for LiveTail {
 #[async_trait]
 impl GlobalLog for RingView {
     /// Forwards pages the ring covers come from the ring; others from the store.
+    ///
+    /// An unfiltered page from the ring holds at most [`RING_PAGE`] events: what a
+    /// subscription holds for a client that stopped reading is then small, and as the
+    /// page comes back short the subscription reads no page ahead. An unfiltered
+    /// subscription does not use the head (it moves only past the events it got), so a
+    /// short page skips nothing; a filtered one does, so its pages stay whole.
     async fn read_page(&self, options: ReadAllOptions) -> Result<Vec<RecordedEvent>, ReadError> {
         if options.direction == Direction::Forwards
             && let Ok(ring) = self.0.ring.read()
             && ring.covers(options.from)
         {
+            let mut options = options;
+            if options.filter.is_all() {
+                options.max_count = options.max_count.min(RING_PAGE);
+            }
             return Ok(ring.read(&options));
         }
         self.0.inner.read_all(options).await

@@ -28,9 +28,12 @@ mod handlers;
 pub mod live_view;
 mod metrics;
 mod openapi;
+mod parse_errors;
 mod reach;
 mod routes;
+mod serving;
 mod sse;
+mod stall;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 mod tls;
@@ -59,9 +62,19 @@ pub struct ServerConfig {
     pub heartbeat: Duration,
     /// How many events a live subscription holds for a client that is not reading.
     pub sse_buffer: usize,
+    /// How many bytes of event data a live subscription holds for a client that is not
+    /// reading (at least one event is always held, however large).
+    pub sse_buffer_bytes: usize,
     /// How long a live subscription waits for a client that does not read while its
     /// buffer is full before it sends an `error` event (`subscriber_too_slow`) and ends.
     pub slow_client_timeout: Duration,
+    /// How long a write to a client may make no progress (the client takes no bytes)
+    /// before the connection is closed.
+    pub write_timeout: Duration,
+    /// The kernel send buffer of each accepted connection (`SO_SNDBUF`), in bytes: what
+    /// the kernel holds for a client that does not read. `None` keeps the kernel's
+    /// automatic sizing (up to 4 MiB per connection by default on Linux).
+    pub send_buffer: Option<usize>,
     /// The accepted bearer tokens; `None` (the default) needs none. See [`auth`].
     pub tokens: Option<Arc<auth::Tokens>>,
 }
@@ -72,7 +85,10 @@ impl Default for ServerConfig {
             body_limit: 32 * 1024 * 1024,
             heartbeat: Duration::from_secs(15),
             sse_buffer: 256,
+            sse_buffer_bytes: 32 * 1024,
             slow_client_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            send_buffer: Some(128 * 1024),
             tokens: None,
         }
     }
@@ -106,6 +122,24 @@ impl ServerConfig {
     /// Sets how long a live subscription waits on a client that does not read.
     pub fn slow_client_timeout(mut self, timeout: Duration) -> Self {
         self.slow_client_timeout = timeout;
+        self
+    }
+
+    /// Sets how many bytes of events a live subscription holds for a client.
+    pub fn sse_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.sse_buffer_bytes = bytes;
+        self
+    }
+
+    /// Sets how long a write may make no progress before the connection is closed.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
+    /// Sets the kernel send buffer of accepted connections (`None`: the kernel's own).
+    pub fn send_buffer(mut self, bytes: Option<usize>) -> Self {
+        self.send_buffer = bytes;
         self
     }
 }
@@ -171,17 +205,14 @@ fn build(
 
 /// Serves the API over `store` on `listener` until `shutdown` completes, then ends the
 /// live subscriptions and waits for requests in flight to finish.
+///
+/// HTTP/1.1 and HTTP/2 (h2c with prior knowledge) are served on the same port.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     store: Arc<dyn EventStore>,
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (router, stop) = build(store, config, false);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            stop.send_replace(true);
-        })
-        .await
+    let (router, stop) = build(store, config.clone(), false);
+    serving::serve(listener, None, router, &config, stop, shutdown).await
 }

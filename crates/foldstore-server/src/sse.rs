@@ -7,26 +7,34 @@
 //! body.
 //!
 //! Memory stays bounded per client. A task pulls the core's subscription (which reads
-//! the store page by page) into a channel of `ServerConfig::sse_buffer` events; the
-//! response body drains the channel as the socket takes it. A client that falls
-//! behind catches up from the store's pages. A client that stops reading fills the
-//! channel: when it stays full for `ServerConfig::slow_client_timeout`, the task drops
-//! the subscription and the body sends an `error` event with the code
-//! `subscriber_too_slow` and ends, so the client can reconnect with `Last-Event-ID`
-//! and catch up from the store.
+//! the store page by page) into a channel of at most `ServerConfig::sse_buffer` events
+//! and `ServerConfig::sse_buffer_bytes` bytes of event JSON; the response body drains
+//! the channel as the socket takes it. A client that falls behind catches up from the
+//! store's pages. A client that stops reading fills the channel: when it stays full for
+//! `ServerConfig::slow_client_timeout`, the task drops the subscription and the body
+//! sends an `error` event with the code `subscriber_too_slow` and ends, so the client
+//! can reconnect with `Last-Event-ID` and catch up from the store. Over HTTP/1 the
+//! response carries `Connection: close`, so the connection closes once that event is
+//! written; a client that takes no bytes at all is closed by the connection's write
+//! timeout (`ServerConfig::write_timeout`, see `stall.rs`) instead. Either way the
+//! subscriber is counted in `foldstore_slow_subscribers_disconnected_total` and a warn
+//! line names the route, the events it had buffered and how long it stalled.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue, Version, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use foldstore_core::{
     EventSubscription, Position, RecordedEvent, SubscribeFrom, SubscribeStreamFrom,
 };
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use serde::Deserialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use utoipa::IntoParams;
 
 use crate::AppState;
@@ -35,6 +43,7 @@ use crate::extract::QueryParams;
 use crate::handlers::{StreamPath, filter};
 use crate::metrics::{Metrics, SubscriberGuard};
 use crate::openapi::Problem;
+use crate::stall::Stalled;
 use crate::wire::event_json;
 
 /// The stable code of the `error` event sent to a client that stopped reading.
@@ -81,6 +90,10 @@ pub(crate) struct AllSubscribeQuery {
 
 /// Where a `$all` subscription starts: after `Last-Event-ID` when the client resumes;
 /// else at `from` (`start`, `end`, or a position, inclusive); else at the start.
+///
+/// A resume point past the last event means "after the end": the subscription waits
+/// for events after it. The greatest position there can be is refused (400), as no
+/// event can follow it.
 fn all_start(headers: &HeaderMap, from: Option<&str>) -> Result<SubscribeFrom, ApiError> {
     if let Some(id) = last_event_id(headers)? {
         let position: Position = id.parse().map_err(|_| {
@@ -88,6 +101,9 @@ fn all_start(headers: &HeaderMap, from: Option<&str>) -> Result<SubscribeFrom, A
                 "Last-Event-ID {id:?} is not a position: send the id of the last event received"
             ))
         })?;
+        if position == Position::new(u128::MAX) {
+            return Err(past_the_last("Last-Event-ID", id, "position"));
+        }
         return Ok(SubscribeFrom::After(position));
     }
     match from {
@@ -108,7 +124,9 @@ fn all_start(headers: &HeaderMap, from: Option<&str>) -> Result<SubscribeFrom, A
     }
 }
 
-/// Where a stream subscription starts, as [`all_start`] with revisions.
+/// Where a stream subscription starts, as [`all_start`] with revisions: a
+/// `Last-Event-ID` past the stream's last revision waits for the revisions after it, and
+/// `18446744073709551615` (`u64::MAX`, which no revision can follow) is 400.
 fn stream_start(headers: &HeaderMap, from: Option<&str>) -> Result<SubscribeStreamFrom, ApiError> {
     if let Some(id) = last_event_id(headers)? {
         let revision: u64 = id.parse().map_err(|_| {
@@ -116,6 +134,9 @@ fn stream_start(headers: &HeaderMap, from: Option<&str>) -> Result<SubscribeStre
                 "Last-Event-ID {id:?} is not a revision: send the id of the last event received"
             ))
         })?;
+        if revision == u64::MAX {
+            return Err(past_the_last("Last-Event-ID", id, "revision"));
+        }
         return Ok(SubscribeStreamFrom::After(revision));
     }
     match from {
@@ -131,32 +152,62 @@ fn stream_start(headers: &HeaderMap, from: Option<&str>) -> Result<SubscribeStre
     }
 }
 
+/// 400 for a resume point that no event can follow (the greatest position or revision
+/// there is): resuming after it could deliver nothing, ever.
+fn past_the_last(what: &str, id: &str, unit: &str) -> ApiError {
+    ApiError::invalid_query(format!(
+        "{what} {id} is the greatest {unit} there can be, so no event can follow it: send the id of the last event received"
+    ))
+}
+
 /// What the pulling task hands the body.
 struct Delivery {
     event: Event,
     /// When the store committed the event, for the delivery-lag histogram.
     recorded_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The event's share of the subscription's byte budget, returned when the body
+    /// takes it.
+    _budget: Option<OwnedSemaphorePermit>,
 }
 
-/// The SSE body: events, then an error event if the subscription fails or the client
-/// is too slow; it ends when the server shuts down.
+/// Who a subscription serves: for its log lines.
+#[derive(Debug, Clone)]
+pub(crate) struct Subscriber {
+    /// `$all` or the stream's name.
+    route: String,
+    /// The connection's write-timeout flag (absent when the router is called without a
+    /// connection, as in tests that call it directly).
+    stalled: Option<Stalled>,
+}
+
+/// The SSE response: events, then an error event if the subscription fails or the
+/// client is too slow; it ends when the server shuts down. Over HTTP/1 the response
+/// says `Connection: close`, so that a subscription that ended (for a client too slow,
+/// say) leaves no idle connection behind holding what the client did not read.
 fn events(
     state: &AppState,
     subscription: EventSubscription,
     id: fn(&RecordedEvent) -> String,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
+    subscriber: Subscriber,
+    version: Version,
+) -> Response {
     let (tx, rx) = mpsc::channel::<Delivery>(state.config.sse_buffer.max(1));
     let (too_slow_tx, too_slow_rx) = oneshot::channel::<()>();
     // Counted from here, before the response head is sent, until the task ends.
-    let subscriber = state.metrics.subscriber();
+    let guard = state.metrics.subscriber();
     tokio::spawn(pull(
         subscription,
         id,
         tx,
         too_slow_tx,
-        state.config.slow_client_timeout,
-        state.metrics.clone(),
+        Limits {
+            stall: state.config.slow_client_timeout,
+            write_timeout: state.config.write_timeout,
+            bytes: state.config.sse_buffer_bytes,
+        },
         subscriber,
+        state.metrics.clone(),
+        guard,
     ));
     let mut shutdown = state.shutdown.subscribe();
     let stopped = async move {
@@ -173,7 +224,7 @@ fn events(
                 biased;
                 fired = &mut signal => {
                     if fired.is_ok() {
-                        return Some((Ok(too_slow_event()), None));
+                        return Some((Ok::<_, Infallible>(too_slow_event()), None));
                     }
                     rx.recv().await
                 }
@@ -191,7 +242,15 @@ fn events(
         Some((Ok(delivery.event), Some((rx, too_slow, lag))))
     })
     .take_until(Box::pin(stopped));
-    Sse::new(body).keep_alive(KeepAlive::new().interval(state.config.heartbeat))
+    let mut response = Sse::new(body)
+        .keep_alive(KeepAlive::new().interval(state.config.heartbeat))
+        .into_response();
+    if version <= Version::HTTP_11 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// The `error` event of a client that stopped reading.
@@ -206,49 +265,99 @@ fn too_slow_event() -> Event {
         .data(problem.body().to_string())
 }
 
+/// How much a subscription holds for its client, and for how long.
+struct Limits {
+    /// How long the buffer may stay full.
+    stall: Duration,
+    /// The connection's write timeout, for the log line when it closed the connection.
+    write_timeout: Duration,
+    /// The byte budget of the buffered events.
+    bytes: usize,
+}
+
 /// Pulls the subscription into the channel until the client goes away, the
-/// subscription ends, or the client stops reading for `stall` with the channel full.
+/// subscription ends, or the client stops reading for `limits.stall` with the buffer
+/// full (its event count, or its byte budget).
+#[allow(clippy::too_many_arguments)]
 async fn pull(
     mut subscription: EventSubscription,
     id: fn(&RecordedEvent) -> String,
     tx: mpsc::Sender<Delivery>,
     too_slow: oneshot::Sender<()>,
-    stall: std::time::Duration,
+    limits: Limits,
+    subscriber: Subscriber,
     metrics: Arc<Metrics>,
-    _subscriber: SubscriberGuard,
+    _guard: SubscriberGuard,
 ) {
+    let budget = Arc::new(Semaphore::new(limits.bytes.clamp(1, MAX_BUDGET)));
+    let buffered = |tx: &mpsc::Sender<Delivery>| tx.max_capacity() - tx.capacity();
+    // The connection was closed under the subscription: by its write timeout if its
+    // writes stalled (a client too slow), else by the client.
+    let gone = |waited: Duration, events: usize| {
+        if subscriber.stalled.as_ref().is_some_and(Stalled::is_set) {
+            metrics.slow_client_disconnected();
+            tracing::warn!(
+                route = %subscriber.route,
+                buffered_events = events,
+                stalled_ms = u64::try_from(limits.write_timeout.max(waited).as_millis()).unwrap_or(u64::MAX),
+                "subscriber disconnected as too slow: its connection took no bytes for the write timeout"
+            );
+        }
+    };
     loop {
         let item = tokio::select! {
             item = subscription.next() => item,
-            () = tx.closed() => return,
+            () = tx.closed() => return gone(Duration::ZERO, buffered(&tx)),
         };
-        let (delivery, last) = match item {
+        let (delivery, cost, last) = match item {
             None => return,
-            Some(Ok(e)) => (
-                Delivery {
-                    event: Event::default()
-                        .id(id(&e))
-                        .event("event")
-                        .data(event_json(&e).to_string()),
-                    recorded_at: Some(e.recorded_at),
-                },
-                false,
-            ),
+            Some(Ok(e)) => {
+                let data = event_json(&e).to_string();
+                let cost = data.len();
+                (
+                    Delivery {
+                        event: Event::default().id(id(&e)).event("event").data(data),
+                        recorded_at: Some(e.recorded_at),
+                        _budget: None,
+                    },
+                    cost,
+                    false,
+                )
+            }
             Some(Err(err)) => (
                 Delivery {
                     event: Event::default()
                         .event("error")
                         .data(ApiError::from(err).body().to_string()),
                     recorded_at: None,
+                    _budget: None,
                 },
+                0,
                 true,
             ),
         };
-        match tokio::time::timeout(stall, tx.send(delivery)).await {
+        let started = Instant::now();
+        let send = async {
+            let mut delivery = delivery;
+            let cost =
+                u32::try_from(cost.clamp(1, limits.bytes.clamp(1, MAX_BUDGET))).unwrap_or(u32::MAX);
+            if let Ok(permit) = budget.clone().acquire_many_owned(cost).await {
+                delivery._budget = Some(permit);
+            }
+            tx.send(delivery).await
+        };
+        match tokio::time::timeout(limits.stall, send).await {
             Ok(Ok(())) if !last => {}
-            Ok(_) => return,
+            Ok(Ok(())) => return,
+            Ok(Err(_)) => return gone(started.elapsed(), buffered(&tx)),
             Err(_) => {
                 metrics.slow_client_disconnected();
+                tracing::warn!(
+                    route = %subscriber.route,
+                    buffered_events = buffered(&tx),
+                    stalled_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    "subscriber disconnected as too slow: its buffer stayed full"
+                );
                 let _ = too_slow.send(());
                 return;
             }
@@ -256,12 +365,15 @@ async fn pull(
     }
 }
 
+/// The largest byte budget a subscription can have (the semaphore counts in `u32`).
+const MAX_BUDGET: usize = u32::MAX as usize;
+
 /// `GET /all/subscribe`.
 #[utoipa::path(
     get,
     path = "/all/subscribe",
     tag = "live",
-    params(AllSubscribeQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this position (sent by a reconnecting EventSource)")),
+    params(AllSubscribeQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this position (sent by a reconnecting EventSource). A position past the last event waits for the events after it; the greatest position (340282366920938463463374607431768211455), which no event can follow, is 400")),
     responses(
         (status = 200, description = "Server-sent events: `event` (data: an event, id: its position), `error` (data: a problem; `subscriber_too_slow` when the client did not read), heartbeat comments", content_type = "text/event-stream", body = String),
         (status = 400, description = "Invalid query or Last-Event-ID", body = Problem, content_type = "application/problem+json")
@@ -269,13 +381,25 @@ async fn pull(
 )]
 pub(crate) async fn subscribe_all(
     State(state): State<AppState>,
+    version: Version,
+    stalled: Option<Extension<Stalled>>,
     headers: HeaderMap,
     QueryParams(q): QueryParams<AllSubscribeQuery>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let start = all_start(&headers, q.from.as_deref())?;
     let filter = filter(q.category, q.event_type.as_deref(), q.prefix)?;
     let subscription = state.store.subscribe_to_all(start, filter).await?;
-    Ok(events(&state, subscription, |e| e.position.to_string()))
+    let subscriber = Subscriber {
+        route: "$all".to_owned(),
+        stalled: stalled.map(|Extension(s)| s),
+    };
+    Ok(events(
+        &state,
+        subscription,
+        |e| e.position.to_string(),
+        subscriber,
+        version,
+    ))
 }
 
 /// Query of `GET /streams/{stream}/subscribe`.
@@ -293,7 +417,7 @@ pub(crate) struct StreamSubscribeQuery {
     get,
     path = "/streams/{stream}/subscribe",
     tag = "live",
-    params(("stream" = String, Path, description = "The stream name"), StreamSubscribeQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this revision")),
+    params(("stream" = String, Path, description = "The stream name"), StreamSubscribeQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this revision (sent by a reconnecting EventSource). A revision past the stream's last waits for the revisions after it; 18446744073709551615, which no revision can follow, is 400")),
     responses(
         (status = 200, description = "Server-sent events: `event` (id: the revision), `error`, heartbeat comments", content_type = "text/event-stream", body = String),
         (status = 400, description = "Invalid stream name, query or Last-Event-ID", body = Problem, content_type = "application/problem+json"),
@@ -302,11 +426,23 @@ pub(crate) struct StreamSubscribeQuery {
 )]
 pub(crate) async fn subscribe_stream(
     State(state): State<AppState>,
+    version: Version,
+    stalled: Option<Extension<Stalled>>,
     StreamPath(stream): StreamPath,
     headers: HeaderMap,
     QueryParams(q): QueryParams<StreamSubscribeQuery>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let start = stream_start(&headers, q.from.as_deref())?;
     let subscription = state.store.subscribe_to_stream(&stream, start).await?;
-    Ok(events(&state, subscription, |e| e.revision.to_string()))
+    let subscriber = Subscriber {
+        route: stream.to_string(),
+        stalled: stalled.map(|Extension(s)| s),
+    };
+    Ok(events(
+        &state,
+        subscription,
+        |e| e.revision.to_string(),
+        subscriber,
+        version,
+    ))
 }

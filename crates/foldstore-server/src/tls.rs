@@ -1,31 +1,22 @@
 //! HTTPS: TLS termination with rustls (ring provider) in front of the same router.
 //!
-//! [`serve_tls`] wraps the TCP listener in a [`axum::serve::Listener`] whose
-//! connections are TLS streams, so HTTPS goes through `axum::serve` exactly like HTTP
-//! (same graceful shutdown, same connection handling) and nothing else changes. Each
-//! handshake runs in its own task with a timeout, so a client that stalls mid-handshake
-//! never holds up the others. Only HTTP/1.1 is offered (ALPN), as the server speaks
-//! HTTP/1.1.
+//! [`serve_tls`] runs the connection loop HTTP uses (`serving.rs`: same graceful
+//! shutdown, same connection handling) with a TLS handshake first on each connection,
+//! in the connection's own task and with a timeout, so a client that stalls
+//! mid-handshake never holds up the others. ALPN offers `h2` and `http/1.1`.
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use foldstore_core::EventStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 
 use crate::ServerConfig;
-
-/// How long a client has to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the certificate or key could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -93,75 +84,8 @@ impl TlsConfig {
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_single_cert(certs, key)?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Self(Arc::new(config)))
-    }
-}
-
-/// A listener whose connections are TLS streams, handshaken in background tasks.
-struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-    acceptor: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.acceptor.abort();
-    }
-}
-
-impl TlsListener {
-    fn new(listener: TcpListener, tls: TlsConfig) -> io::Result<Self> {
-        let local = listener.local_addr()?;
-        let (tx, ready) = mpsc::channel(64);
-        let acceptor = TlsAcceptor::from(tls.0);
-        let acceptor = tokio::spawn(async move {
-            loop {
-                let (tcp, peer) = match listener.accept().await {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait, then go on.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let acceptor = acceptor.clone();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            let _ = tx.send((stream, peer)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Ok(Self {
-            ready,
-            local,
-            acceptor,
-        })
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(conn) => conn,
-            // The accept task never ends on its own; if it did, accept nothing more.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local)
     }
 }
 
@@ -173,12 +97,7 @@ pub async fn serve_tls(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let listener = TlsListener::new(listener, tls)?;
-    let (router, stop) = crate::build(store, config, true);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            stop.send_replace(true);
-        })
-        .await
+    let (router, stop) = crate::build(store, config.clone(), true);
+    let acceptor = TlsAcceptor::from(tls.0);
+    crate::serving::serve(listener, Some(acceptor), router, &config, stop, shutdown).await
 }

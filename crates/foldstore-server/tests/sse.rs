@@ -296,3 +296,111 @@ async fn idle_subscriptions_get_heartbeats() {
         "{chunk:?}"
     );
 }
+
+/// Reads the body until `beats` heartbeat comments arrived; returns every SSE event id
+/// seen before that.
+async fn ids_before_heartbeats(response: reqwest::Response, beats: usize) -> Vec<String> {
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let mut text = String::new();
+    while text.lines().filter(|l| l.starts_with(':')).count() < beats {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+            .await
+            .expect("a heartbeat within 10 s")
+            .expect("the SSE stream is open")
+            .unwrap();
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    text.lines()
+        .filter_map(|l| l.strip_prefix("id:"))
+        .map(|id| id.trim().to_owned())
+        .collect()
+}
+
+async fn subscribe(server: &TestServer, path: &str, last_event_id: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(server.url(path))
+        .header("last-event-id", last_event_id)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn assert_invalid_query(response: reqwest::Response) {
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["code"], "invalid_query");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no event can follow"),
+        "{problem}"
+    );
+}
+
+/// A resume point past the end of a stream means "after the end", never "from the
+/// start": the greatest revision (no revision can follow it) is refused, and one that
+/// the stream has not reached yet waits for the revisions after it.
+#[tokio::test]
+async fn a_stream_resume_point_past_the_end_never_replays_from_the_start() {
+    let server = TestServer::start().await;
+    let client = reqwest::Client::new();
+    append(&client, &server, "meter-1", 3).await;
+
+    let max = subscribe(&server, "/streams/meter-1/subscribe", &u64::MAX.to_string()).await;
+    assert_invalid_query(max).await;
+
+    let below = subscribe(
+        &server,
+        "/streams/meter-1/subscribe",
+        &(u64::MAX - 1).to_string(),
+    )
+    .await;
+    assert_eq!(ids_before_heartbeats(below, 2).await, Vec::<String>::new());
+
+    // Revisions 0..=2 exist; resuming after 5 delivers 6 once the stream reaches it.
+    let response = subscribe(&server, "/streams/meter-1/subscribe", "5").await;
+    let mut sse = SseReader::new(response);
+    append(&client, &server, "meter-1", 4).await;
+    assert_eq!(sse.next().await.id.as_deref(), Some("6"));
+}
+
+/// The same for `$all`: the greatest position is refused, and positions past the end
+/// (also past 64 bits, where a backend's integers end) replay nothing.
+#[tokio::test]
+async fn an_all_resume_point_past_the_end_never_replays_from_the_start() {
+    let server = TestServer::start().await;
+    let client = reqwest::Client::new();
+    append(&client, &server, "meter-2", 3).await;
+
+    let max = subscribe(&server, "/all/subscribe", &u128::MAX.to_string()).await;
+    assert_invalid_query(max).await;
+
+    for past in [
+        u64::MAX.to_string(),
+        (u128::from(u64::MAX) + 1).to_string(),
+        (u128::MAX - 1).to_string(),
+    ] {
+        let response = subscribe(&server, "/all/subscribe", &past).await;
+        assert_eq!(
+            ids_before_heartbeats(response, 2).await,
+            Vec::<String>::new(),
+            "Last-Event-ID {past} replayed events"
+        );
+        let response = client
+            .get(server.url(&format!("/all/subscribe?from={past}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            ids_before_heartbeats(response, 2).await,
+            Vec::<String>::new(),
+            "from={past} replayed events"
+        );
+    }
+}
