@@ -141,6 +141,9 @@ impl IntoResponse for ApiError {
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         response
+            .extensions_mut()
+            .insert(crate::request_log::ProblemCode(self.code));
+        response
     }
 }
 

@@ -28,6 +28,7 @@ mod handlers;
 pub mod live_view;
 mod metrics;
 mod openapi;
+mod request_log;
 mod routes;
 mod sse;
 #[cfg(feature = "testkit")]
@@ -63,6 +64,10 @@ pub struct ServerConfig {
     pub slow_client_timeout: Duration,
     /// The accepted bearer tokens; `None` (the default) needs none. See [`auth`].
     pub tokens: Option<Arc<auth::Tokens>>,
+    /// Requests whose response head takes longer than this are logged at `warn`
+    /// (`None`: never). Every request is logged at `debug`, refused and failed ones at
+    /// `info` and `error`: see the crate docs' "Logs".
+    pub slow_request: Option<Duration>,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +78,7 @@ impl Default for ServerConfig {
             sse_buffer: 256,
             slow_client_timeout: Duration::from_secs(10),
             tokens: None,
+            slow_request: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -105,6 +111,12 @@ impl ServerConfig {
     /// Sets how long a live subscription waits on a client that does not read.
     pub fn slow_client_timeout(mut self, timeout: Duration) -> Self {
         self.slow_client_timeout = timeout;
+        self
+    }
+
+    /// Sets the duration over which a request is logged as slow (`None`: never).
+    pub fn slow_request(mut self, threshold: Option<Duration>) -> Self {
+        self.slow_request = threshold;
         self
     }
 }
@@ -145,6 +157,13 @@ fn build(
     // `$all` subscriptions share one live tail instead of a store read each per commit.
     let store = fanout::LiveTail::wrap(store, shutdown.subscribe());
     let body_limit = config.body_limit;
+    let (routes, doc) = routes::api().split_for_parts();
+    // `/auth/session` is routed by the auth layer, outside the API's router.
+    let templates = doc.paths.paths.keys().map(String::as_str);
+    let request_log = Arc::new(request_log::RequestLog::new(
+        templates.chain(["/auth/session"]),
+        config.slow_request,
+    ));
     let state = AppState {
         store,
         config,
@@ -152,7 +171,7 @@ fn build(
         metrics: Arc::new(metrics::Metrics::new()),
         catalog: Arc::new(catalog::Catalog::default()),
     };
-    let router = routes::router()
+    let router = routes
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -165,6 +184,11 @@ fn build(
         Some(tokens) => auth::protect(router, tokens, tls),
         None => router,
     };
+    // Outermost, so that the requests the auth layer refuses are logged too.
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        request_log,
+        request_log::log_request,
+    ));
     (router, shutdown)
 }
 
