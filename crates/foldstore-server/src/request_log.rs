@@ -15,6 +15,10 @@
 //! come after it) and `token` (the name of the request's token, never the token).
 //! Query strings, headers, cookies and bodies are never logged.
 //!
+//! With `RUST_LOG=debug` or a trace export, each request also gets a span named for
+//! its method and route template (`POST /streams/{stream}`), the parent of the
+//! store's spans (such as the append's commit).
+//!
 //! The code and token name travel outward as response extensions ([`ProblemCode`] set
 //! by [`ApiError`](crate::error::ApiError), [`TokenName`] set by the auth layer), so
 //! this middleware reads no body.
@@ -26,6 +30,7 @@ use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
+use tracing::Instrument;
 
 /// The stable code of a problem answer, in the response's extensions.
 #[derive(Debug, Clone, Copy)]
@@ -101,9 +106,20 @@ pub(crate) async fn log_request(
     let started = Instant::now();
     let method: Method = request.method().clone();
     let uri = request.uri().clone();
-    let response = next.run(request).await;
+    // A span only where a layer wants one (RUST_LOG=debug, or the trace export): at
+    // the default level this is `Span::none()`, and costs nothing.
+    let span = tracing::debug_span!(
+        "request",
+        otel.name = %format_args!("{method} {}", log.route(uri.path())),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = log.route(uri.path()),
+        http.response.status_code = tracing::field::Empty,
+    );
+    let response = next.run(request).instrument(span.clone()).await;
     let took = started.elapsed();
     let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
     let line = Line::of(status, took, log.slow);
     if line == Line::Ok && !tracing::enabled!(tracing::Level::DEBUG) {
         return response;
