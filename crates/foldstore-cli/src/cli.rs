@@ -420,6 +420,11 @@ pub(crate) struct ServeArgs {
         value_name = "MS"
     )]
     pub(crate) slow_request_ms: u64,
+    /// Export traces (a span per request, and per append down to its commit) over
+    /// OTLP/HTTP to this collector, such as http://127.0.0.1:4318 (`/v1/traces` is
+    /// added to a URL without a path).
+    #[arg(long, env = "FOLDSTORE_OTLP_ENDPOINT", value_name = "URL")]
+    pub(crate) otlp_endpoint: Option<String>,
 }
 
 #[cfg(test)]

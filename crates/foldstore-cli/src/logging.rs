@@ -55,8 +55,8 @@ fn filter(level: &str) -> Result<EnvFilter, CliError> {
 }
 
 /// Installs the process's log subscriber: `format` lines on standard error, filtered
-/// by `RUST_LOG` or else at `level` for foldstore's crates, plus `extra` (the
-/// OpenTelemetry export, when configured).
+/// by `RUST_LOG` or else at `level` for foldstore's crates, plus `extra` with its own
+/// filter (the trace export, when configured).
 pub(crate) fn init(
     format: LogFormat,
     level: &str,
@@ -77,12 +77,10 @@ pub(crate) fn init(
             .with_writer(std::io::stderr)
             .boxed(),
     };
-    let layers = match extra {
-        Some(extra) => vec![lines, extra],
-        None => vec![lines],
-    };
+    let mut layers = vec![lines.with_filter(filter).boxed()];
+    layers.extend(extra);
     tracing_subscriber::registry()
-        .with(layers.with_filter(filter))
+        .with(layers)
         .try_init()
         .map_err(|e| CliError::Usage(format!("could not install the log subscriber: {e}")))
 }

@@ -10,6 +10,8 @@ mod database_url;
 mod endpoint;
 mod error;
 mod logging;
+#[cfg(feature = "otlp")]
+mod otlp;
 mod remote;
 
 use std::process::ExitCode;

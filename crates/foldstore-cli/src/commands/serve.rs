@@ -21,7 +21,24 @@ pub(crate) async fn run(
     log_format: LogFormat,
     args: ServeArgs,
 ) -> Result<(), CliError> {
-    logging::init(log_format, "info", None)?;
+    #[cfg(feature = "otlp")]
+    let (export, traces) = match &args.otlp_endpoint {
+        Some(endpoint) => {
+            let (export, layer) = crate::otlp::Export::start(endpoint)?;
+            (Some(export), Some(layer))
+        }
+        None => (None, None),
+    };
+    #[cfg(not(feature = "otlp"))]
+    let traces = match &args.otlp_endpoint {
+        Some(_) => {
+            return Err(CliError::Usage(
+                "--otlp-endpoint: this foldstore was built without the `otlp` feature".to_owned(),
+            ));
+        }
+        None => None,
+    };
+    logging::init(log_format, "info", traces)?;
     let tokens = match &args.tokens_file {
         Some(path) => Some(foldstore_server::auth::Tokens::load(path)?),
         None => None,
@@ -91,6 +108,7 @@ pub(crate) async fn run(
         slow_client_timeout_ms = config.slow_client_timeout.as_millis(),
         heartbeat_ms = config.heartbeat.as_millis(),
         slow_request_ms = args.slow_request_ms,
+        otlp_endpoint = args.otlp_endpoint.as_deref(),
         "foldstore serving"
     );
     if tokens.is_none() && args.insecure && !args.bind.is_loopback() {
@@ -115,6 +133,10 @@ pub(crate) async fn run(
     // The server has stopped and dropped its handles: finish queued writes and close.
     let closed = backend::close(store).await;
     served.map_err(|e| CliError::io("the server failed", e))?;
+    #[cfg(feature = "otlp")]
+    if let Some(export) = export {
+        export.shutdown().await;
+    }
     closed?;
     tracing::info!("foldstore stopped");
     Ok(())
