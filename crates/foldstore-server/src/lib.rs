@@ -17,6 +17,16 @@
 //!
 //! Every error is an RFC 9457 problem (`application/problem+json`) with a stable
 //! `code`; see [`error`].
+//!
+//! ## Logs
+//!
+//! The router logs each request through `tracing` once its response head is ready:
+//! refused (4xx) at `info`, failed (5xx) at `error`, slower than
+//! [`ServerConfig::slow_request`] at `warn`, any other at `debug`; with the method, the
+//! route template (`/streams/{stream}`), the status, the problem's `code`, the token's
+//! name and the duration, never a token, a query string, a header or a body. The
+//! `foldstore serve` command installs the subscriber (docs/operations.md in the
+//! repository lists every line).
 
 pub mod auth;
 mod catalog;
@@ -66,7 +76,7 @@ pub struct ServerConfig {
     pub tokens: Option<Arc<auth::Tokens>>,
     /// Requests whose response head takes longer than this are logged at `warn`
     /// (`None`: never). Every request is logged at `debug`, refused and failed ones at
-    /// `info` and `error`: see the crate docs' "Logs".
+    /// `info` and `error`: see the crate docs' "Logs". Default: 1 s.
     pub slow_request: Option<Duration>,
 }
 
