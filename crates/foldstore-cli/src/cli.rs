@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use foldstore_core::ExpectedRevision;
 
 use crate::backend::Durability;
+use crate::logging::LogFormat;
 use uuid::Uuid;
 
 /// foldstore: an event store you can append to, read from and benchmark.
@@ -32,6 +33,17 @@ pub(crate) struct Cli {
     /// A running server to talk to instead of opening the store.
     #[command(flatten)]
     pub(crate) remote: RemoteArgs,
+    /// How log lines on standard error look: `text`, or `json` (one object per line).
+    /// `RUST_LOG` sets the levels (default: `info` for `serve`, `warn` otherwise).
+    #[arg(
+        long,
+        global = true,
+        env = "FOLDSTORE_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        value_name = "FORMAT"
+    )]
+    pub(crate) log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -399,6 +411,20 @@ pub(crate) struct ServeArgs {
         requires = "tls_cert"
     )]
     pub(crate) tls_key: Option<PathBuf>,
+    /// Log requests that take longer than this many milliseconds, at `warn` (0 turns
+    /// the slow-request line off). Live subscriptions are not timed.
+    #[arg(
+        long,
+        env = "FOLDSTORE_SLOW_REQUEST_MS",
+        default_value_t = 1000,
+        value_name = "MS"
+    )]
+    pub(crate) slow_request_ms: u64,
+    /// Export traces (a span per request, and per append down to its commit) over
+    /// OTLP/HTTP to this collector, such as http://127.0.0.1:4318 (`/v1/traces` is
+    /// added to a URL without a path).
+    #[arg(long, env = "FOLDSTORE_OTLP_ENDPOINT", value_name = "URL")]
+    pub(crate) otlp_endpoint: Option<String>,
 }
 
 #[cfg(test)]

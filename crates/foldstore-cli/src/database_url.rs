@@ -92,6 +92,40 @@ impl DatabaseLocation {
         }
     }
 
+    /// Where the data is, for the logs: the SQLite file, or the PostgreSQL user, hosts,
+    /// database and schema (never the password).
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Self::Sqlite(path) => path.display().to_string(),
+            Self::Postgres { url, schema, .. } => match url.parse::<tokio_postgres::Config>() {
+                Ok(config) => {
+                    let hosts: Vec<String> = config
+                        .get_hosts()
+                        .iter()
+                        .enumerate()
+                        .map(|(i, host)| {
+                            let host = match host {
+                                tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+                            };
+                            match config.get_ports().get(i).or(config.get_ports().first()) {
+                                Some(port) => format!("{host}:{port}"),
+                                None => host,
+                            }
+                        })
+                        .collect();
+                    format!(
+                        "postgres://{}@{}/{} schema {schema}",
+                        config.get_user().unwrap_or(""),
+                        hosts.join(","),
+                        config.get_dbname().unwrap_or(""),
+                    )
+                }
+                Err(_) => format!("postgres (schema {schema})"),
+            },
+        }
+    }
+
     /// Parses `sqlite:///abs/path`, `sqlite://rel/path`, `sqlite:path`, a plain path, or
     /// `postgres://...` / `postgresql://...`.
     pub(crate) fn parse(url: &str) -> Result<Self, DatabaseUrlError> {
@@ -191,6 +225,14 @@ mod tests {
             DatabaseLocation::resolve(None, Path::new("d"), None, tuning),
             Err(DatabaseUrlError::TuningWithoutPostgres)
         );
+    }
+
+    #[test]
+    fn a_postgres_description_has_no_password() {
+        let d = DatabaseLocation::parse("postgres://app:s3cret@db.internal:5433/events")
+            .unwrap()
+            .describe();
+        assert_eq!(d, "postgres://app@db.internal:5433/events schema foldstore");
     }
 
     #[test]

@@ -9,6 +9,9 @@ mod commands;
 mod database_url;
 mod endpoint;
 mod error;
+mod logging;
+#[cfg(feature = "otlp")]
+mod otlp;
 mod remote;
 
 use std::process::ExitCode;
@@ -54,6 +57,9 @@ async fn run(cli: Cli, database_on_command_line: bool) -> Result<(), CliError> {
             "--server (or FOLDSTORE_SERVER) is for the data commands: serve and bench run a store themselves".to_owned(),
         ));
     }
+    if !matches!(cli.command, Command::Serve(_)) {
+        logging::init(cli.log_format, "warn", None)?;
+    }
     let (store, remote) = (&cli.store, &cli.remote);
     match cli.command {
         Command::Append(args) => commands::append::run(store, remote, args).await,
@@ -63,7 +69,7 @@ async fn run(cli: Cli, database_on_command_line: bool) -> Result<(), CliError> {
         Command::Export(args) => commands::export::run(store, remote, args).await,
         Command::Import(args) => commands::import::run(store, remote, args).await,
         Command::Token(command) => commands::token::run(command),
-        Command::Serve(args) => commands::serve::run(&cli.store, args).await,
+        Command::Serve(args) => commands::serve::run(&cli.store, cli.log_format, args).await,
         Command::BenchSubscriber(args) => {
             bench::cross_process::run_subscriber(&cli.store, args).await
         }

@@ -40,6 +40,7 @@ extern crate self as foldstore_core;
 
 pub mod aggregate;
 pub mod command;
+pub mod commit_log;
 pub mod dcb;
 pub mod decider;
 pub mod decision;

@@ -23,6 +23,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio_postgres::NoTls;
 use tokio_postgres::types::{Json, ToSql, Type};
+use tracing::Instrument;
 
 use crate::error::{ConnectError, Effect, backend};
 use crate::locks::matches_everything;
@@ -736,6 +737,9 @@ impl PostgresStore {
             c.fail_if_events_match.validate()?;
         }
         let (reply, answer) = oneshot::channel();
+        // From the hand-off to the answer: the wait for the group commit that carries
+        // this append, and its transaction.
+        let commit = tracing::debug_span!("postgres.commit", events = events.len());
         let request = Request {
             stream: stream.clone(),
             expected,
@@ -744,17 +748,21 @@ impl PostgresStore {
             reply,
             races: 0,
         };
-        self.inner
-            .queue
-            .send(request)
-            .await
-            .map_err(|_| crate::error::closed())?;
-        answer.await.map_err(|_| {
-            AppendError::from(BackendError::new(
-                BackendErrorKind::OutcomeUnknown,
-                "the store shut down while the append was in flight: retry with the same ids",
-            ))
-        })?
+        async {
+            self.inner
+                .queue
+                .send(request)
+                .await
+                .map_err(|_| crate::error::closed())?;
+            answer.await.map_err(|_| {
+                AppendError::from(BackendError::new(
+                    BackendErrorKind::OutcomeUnknown,
+                    "the store shut down while the append was in flight: retry with the same ids",
+                ))
+            })?
+        }
+        .instrument(commit)
+        .await
     }
 }
 

@@ -37,8 +37,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use foldstore_core::commit_log::CommitLog;
 use foldstore_core::dcb::AppendCondition;
 use foldstore_core::rules::{AppendPlan, StoredId, StreamState, plan_append};
 use foldstore_core::{
@@ -121,6 +122,7 @@ type Queue = Arc<Mutex<mpsc::Receiver<Request>>>;
 /// A writer task: runs until the store's queue closes.
 pub(crate) async fn writer(shared: Arc<Shared>, queue: Queue) {
     let max_batch = shared.options.max_batch.max(1);
+    let mut commit_log = CommitLog::new("postgres");
     loop {
         let batch = {
             let mut rx = queue.lock().await;
@@ -151,7 +153,10 @@ pub(crate) async fn writer(shared: Arc<Shared>, queue: Queue) {
             }
             batch
         };
+        let (requests, started) = (batch.len(), Instant::now());
+        let events = batch.iter().map(|r| r.events.len()).sum();
         commit_batch(&shared, batch).await;
+        commit_log.committed(requests, events, started.elapsed());
     }
 }
 

@@ -625,7 +625,7 @@ async fn check(State(tokens): State<Arc<Tokens>>, mut request: Request, next: Ne
     let token = match presented_token(&request) {
         Ok(Some(token)) => token,
         Ok(None) => {
-            tracing::info!(path = request.uri().path(), "refused: no token");
+            tracing::debug!(path = request.uri().path(), "refused: no token");
             return unauthorized(
                 "this server needs a token: send `Authorization: Bearer <token>` (the CLI: --token or FOLDSTORE_TOKEN)",
             );
@@ -633,22 +633,23 @@ async fn check(State(tokens): State<Arc<Tokens>>, mut request: Request, next: Ne
         Err(problem) => return unauthorized(problem),
     };
     let Some(entry) = tokens.authenticate(&token) else {
-        tracing::info!(path = request.uri().path(), "refused: unknown token");
+        tracing::debug!(path = request.uri().path(), "refused: unknown token");
         return unauthorized(
             "the token is not in the server's tokens file: check it, or ask for a new one",
         );
     };
-    match authorize(entry, need, &mut request) {
+    let response = match authorize(entry, need, &mut request) {
         Ok(()) => {
             let reach = Reach::limited(&entry.name, &entry.prefixes);
             request.extensions_mut().insert(reach);
             next.run(request).await
         }
         Err(e) => {
-            tracing::info!(path = request.uri().path(), token = %entry.name, code = e.code(), "refused");
+            tracing::debug!(path = request.uri().path(), token = %entry.name, code = e.code(), "refused");
             e.into_response()
         }
-    }
+    };
+    crate::request_log::with_token_name(response, &entry.name)
 }
 
 /// Body of `POST /auth/session`.

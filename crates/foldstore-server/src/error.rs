@@ -142,6 +142,9 @@ impl IntoResponse for ApiError {
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         response
+            .extensions_mut()
+            .insert(crate::request_log::ProblemCode(self.code));
+        response
     }
 }
 
@@ -178,8 +181,8 @@ fn tombstoned(detail: String) -> ApiError {
     ApiError::new(StatusCode::GONE, "stream_tombstoned", detail)
 }
 
-fn unexpected(detail: &dyn std::fmt::Display) -> ApiError {
-    tracing::error!(error = %detail, "unexpected error");
+fn unexpected(detail: &dyn std::error::Error) -> ApiError {
+    tracing::error!(error = %Causes(detail), "unexpected error");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal",
@@ -191,7 +194,7 @@ impl From<BackendError> for ApiError {
     fn from(e: BackendError) -> Self {
         match e.kind {
             BackendErrorKind::Unavailable => {
-                tracing::warn!(error = %e, "backend unavailable");
+                tracing::warn!(error = %Causes(&e), "backend unavailable");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "backend_unavailable",
@@ -199,7 +202,7 @@ impl From<BackendError> for ApiError {
                 )
             }
             BackendErrorKind::OutcomeUnknown => {
-                tracing::warn!(error = %e, "outcome unknown");
+                tracing::warn!(error = %Causes(&e), "outcome unknown");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "outcome_unknown",
@@ -209,7 +212,7 @@ impl From<BackendError> for ApiError {
             BackendErrorKind::Storage => {
                 // The store refuses writes until an operator restarts it (on SQLite
                 // after a disk error): not retryable, so no Retry-After.
-                tracing::error!(error = %e, "storage failure");
+                tracing::error!(error = %Causes(&e), "storage failure");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "storage_failed",
@@ -218,6 +221,26 @@ impl From<BackendError> for ApiError {
             }
             _ => unexpected(&e),
         }
+    }
+}
+
+/// An error and its causes, for the log: `error: cause: cause of the cause` (a cause
+/// that its error's message already ends with is not repeated).
+struct Causes<'a>(&'a dyn std::error::Error);
+
+impl std::fmt::Display for Causes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut text = self.0.to_string();
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            if !text.ends_with(&cause_text) {
+                text.push_str(": ");
+                text.push_str(&cause_text);
+            }
+            source = cause.source();
+        }
+        f.write_str(&text)
     }
 }
 
@@ -317,6 +340,17 @@ impl From<SubscriptionError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_gets_every_cause() {
+        let io = std::io::Error::other("No space left on device");
+        let e = BackendError::new(BackendErrorKind::Storage, "the commit failed").with_source(io);
+        let text = Causes(&e).to_string();
+        assert!(
+            text.ends_with("the commit failed: No space left on device"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn a_store_that_stopped_writing_answers_503_storage_failed_without_internals() {

@@ -17,6 +17,16 @@
 //!
 //! Every error is an RFC 9457 problem (`application/problem+json`) with a stable
 //! `code`; see [`error`].
+//!
+//! ## Logs
+//!
+//! The router logs each request through `tracing` once its response head is ready:
+//! refused (4xx) at `info`, failed (5xx) at `error`, slower than
+//! [`ServerConfig::slow_request`] at `warn`, any other at `debug`; with the method, the
+//! route template (`/streams/{stream}`), the status, the problem's `code`, the token's
+//! name and the duration, never a token, a query string, a header or a body. The
+//! `foldstore serve` command installs the subscriber (docs/operations.md in the
+//! repository lists every line).
 
 pub mod auth;
 mod catalog;
@@ -30,6 +40,7 @@ mod metrics;
 mod openapi;
 mod parse_errors;
 mod reach;
+mod request_log;
 mod routes;
 mod serving;
 mod sse;
@@ -77,6 +88,10 @@ pub struct ServerConfig {
     pub send_buffer: Option<usize>,
     /// The accepted bearer tokens; `None` (the default) needs none. See [`auth`].
     pub tokens: Option<Arc<auth::Tokens>>,
+    /// Requests whose response head takes longer than this are logged at `warn`
+    /// (`None`: never). Every request is logged at `debug`, refused and failed ones at
+    /// `info` and `error`: see the crate docs' "Logs". Default: 1 s.
+    pub slow_request: Option<Duration>,
 }
 
 impl Default for ServerConfig {
@@ -90,6 +105,7 @@ impl Default for ServerConfig {
             write_timeout: Duration::from_secs(10),
             send_buffer: Some(128 * 1024),
             tokens: None,
+            slow_request: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -142,6 +158,12 @@ impl ServerConfig {
         self.send_buffer = bytes;
         self
     }
+
+    /// Sets the duration over which a request is logged as slow (`None`: never).
+    pub fn slow_request(mut self, threshold: Option<Duration>) -> Self {
+        self.slow_request = threshold;
+        self
+    }
 }
 
 /// What every handler sees.
@@ -180,6 +202,13 @@ fn build(
     // `$all` subscriptions share one live tail instead of a store read each per commit.
     let store = fanout::LiveTail::wrap(store, shutdown.subscribe());
     let body_limit = config.body_limit;
+    let (routes, doc) = routes::api().split_for_parts();
+    // `/auth/session` is routed by the auth layer, outside the API's router.
+    let templates = doc.paths.paths.keys().map(String::as_str);
+    let request_log = Arc::new(request_log::RequestLog::new(
+        templates.chain(["/auth/session"]),
+        config.slow_request,
+    ));
     let state = AppState {
         store,
         config,
@@ -187,7 +216,7 @@ fn build(
         metrics: Arc::new(metrics::Metrics::new()),
         catalog: Arc::new(catalog::Catalog::default()),
     };
-    let router = routes::router()
+    let router = routes
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -200,6 +229,11 @@ fn build(
         Some(tokens) => auth::protect(router, tokens, tls),
         None => router,
     };
+    // Outermost, so that the requests the auth layer refuses are logged too.
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        request_log,
+        request_log::log_request,
+    ));
     (router, shutdown)
 }
 

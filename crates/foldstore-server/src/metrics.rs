@@ -161,7 +161,8 @@ impl Metrics {
 
     /// Registers an open subscription until the guard drops.
     pub(crate) fn subscriber(self: &Arc<Self>) -> SubscriberGuard {
-        self.subscribers.inc();
+        let open = self.subscribers.inc() + 1;
+        tracing::debug!(open, "subscription opened");
         SubscriberGuard {
             metrics: self.clone(),
         }
@@ -177,7 +178,12 @@ impl Metrics {
 
     /// Counts a subscription ended for a client that did not read.
     pub(crate) fn slow_client_disconnected(&self) {
-        self.slow_disconnected.inc();
+        let total = self.slow_disconnected.inc() + 1;
+        tracing::warn!(
+            disconnected_total = total,
+            open = self.subscribers.get(),
+            "a live subscriber did not read its events and was disconnected (subscriber_too_slow)"
+        );
     }
 
     fn encode(&self) -> String {
@@ -202,7 +208,8 @@ pub(crate) struct SubscriberGuard {
 
 impl Drop for SubscriberGuard {
     fn drop(&mut self) {
-        self.metrics.subscribers.dec();
+        let open = self.metrics.subscribers.dec() - 1;
+        tracing::debug!(open, "subscription closed");
     }
 }
 

@@ -2,7 +2,6 @@
 //! handler's `#[utoipa::path]` attribute, so the router and the OpenAPI document
 //! ([`crate::openapi()`]) are built from the same list and cannot disagree.
 
-use axum::Router;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -30,9 +29,4 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi::openapi_json))
         .routes(routes!(ui::index))
         .routes(routes!(ui::asset))
-}
-
-/// The router of every route, without fallbacks and layers (see `build` in `lib.rs`).
-pub(crate) fn router() -> Router<AppState> {
-    api().split_for_parts().0
 }

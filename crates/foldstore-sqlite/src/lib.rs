@@ -157,6 +157,7 @@ use foldstore_core::{
     SubscribeFrom, SubscribeStreamFrom,
 };
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 pub use error::OpenError;
 
@@ -627,14 +628,22 @@ impl SqliteStore {
             c.fail_if_events_match.validate()?;
         }
         let (reply, answer) = oneshot::channel();
-        self.write(Request::Append {
-            stream: stream.clone(),
-            expected,
-            events,
-            condition,
-            reply,
+        // From the hand-off to the answer: the wait for the group commit that carries
+        // this append, and the commit itself when this call leads it.
+        let commit = tracing::debug_span!("sqlite.commit", events = events.len());
+        commit.in_scope(|| {
+            self.write(Request::Append {
+                stream: stream.clone(),
+                expected,
+                events,
+                condition,
+                reply,
+            })
         })?;
-        answer.await.map_err(|_| self.writer_gone())?
+        answer
+            .instrument(commit)
+            .await
+            .map_err(|_| self.writer_gone())?
     }
 
     async fn delete(

@@ -55,6 +55,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use foldstore_core::commit_log::CommitLog;
 use foldstore_core::dcb::AppendCondition;
 use foldstore_core::rules::{AppendPlan, StoredId, StreamState, check_delete, plan_append};
 use foldstore_core::snapshot::{Snapshot, SnapshotError};
@@ -761,6 +762,8 @@ pub(crate) struct Writer {
     pub(crate) lock: File,
     pub(crate) path: PathBuf,
     cache: Cache,
+    /// Group-commit statistics for the logs.
+    commit_log: CommitLog,
 }
 
 impl Writer {
@@ -780,6 +783,7 @@ impl Writer {
             lock,
             path,
             cache: Cache::default(),
+            commit_log: CommitLog::new("sqlite"),
         }
     }
 
@@ -865,6 +869,7 @@ impl Writer {
         let mut outcomes = Vec::with_capacity(batch.len());
         let now_us = Utc::now().timestamp_micros();
         let mut changed = false;
+        let started = Instant::now();
         let result = match self.apply(&batch, now_us, &mut outcomes, &mut changed) {
             Ok(()) => self.commit().map_err(|e| (e, Stage::Commit)),
             Err(e) => Err((e, Stage::Statements)),
@@ -876,6 +881,9 @@ impl Writer {
                 {
                     self.shared.head.store(next - 1, Ordering::Release);
                 }
+                let events = batch.iter().map(Request::weight).sum();
+                self.commit_log
+                    .committed(batch.len(), events, started.elapsed());
                 for (request, outcome) in batch.into_iter().zip(outcomes) {
                     request.answer(Ok(outcome));
                 }

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use foldstore_core::EventStore;
 use foldstore_server::ServerConfig;
@@ -10,10 +11,34 @@ use foldstore_server::ServerConfig;
 use super::{Access, open_store};
 use crate::backend::{self, Store};
 use crate::cli::{ServeArgs, StoreArgs};
+use crate::database_url::DatabaseLocation;
 use crate::error::CliError;
+use crate::logging::{self, LogFormat};
 
 /// Runs `foldstore serve`.
-pub(crate) async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), CliError> {
+pub(crate) async fn run(
+    store_args: &StoreArgs,
+    log_format: LogFormat,
+    args: ServeArgs,
+) -> Result<(), CliError> {
+    #[cfg(feature = "otlp")]
+    let (export, traces) = match &args.otlp_endpoint {
+        Some(endpoint) => {
+            let (export, layer) = crate::otlp::Export::start(endpoint)?;
+            (Some(export), Some(layer))
+        }
+        None => (None, None),
+    };
+    #[cfg(not(feature = "otlp"))]
+    let traces = match &args.otlp_endpoint {
+        Some(_) => {
+            return Err(CliError::Usage(
+                "--otlp-endpoint: this foldstore was built without the `otlp` feature".to_owned(),
+            ));
+        }
+        None => None,
+    };
+    logging::init(log_format, "info", traces)?;
     let tokens = match &args.tokens_file {
         Some(path) => Some(foldstore_server::auth::Tokens::load(path)?),
         None => None,
@@ -55,17 +80,47 @@ pub(crate) async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), C
         "foldstore serving the {} store on {scheme}://{local}/ (Ctrl-C stops)",
         store.backend_name()
     );
+    let slow_request =
+        (args.slow_request_ms > 0).then(|| Duration::from_millis(args.slow_request_ms));
+    let mut config = ServerConfig::default()
+        .body_limit(body_limit)
+        .slow_request(slow_request);
+    let data = DatabaseLocation::resolve(
+        store_args.database.as_deref(),
+        &store_args.data_dir,
+        store_args.pg_schema.as_deref(),
+        store_args.pg_tuning(),
+    )
+    .map_or_else(|_| "?".to_owned(), |l| l.describe());
+    let auth = match (&tokens, &args.tokens_file) {
+        (Some(_), Some(file)) => format!("tokens from {}", file.display()),
+        _ if args.insecure => "none (--insecure)".to_owned(),
+        _ => "none (loopback only)".to_owned(),
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        backend = store.backend_name(),
+        address = %format_args!("{scheme}://{local}/"),
+        auth,
+        data,
+        body_limit_bytes = config.body_limit,
+        sse_buffer_events = config.sse_buffer,
+        slow_client_timeout_ms = config.slow_client_timeout.as_millis(),
+        heartbeat_ms = config.heartbeat.as_millis(),
+        slow_request_ms = args.slow_request_ms,
+        otlp_endpoint = args.otlp_endpoint.as_deref(),
+        "foldstore serving"
+    );
     if tokens.is_none() && args.insecure && !args.bind.is_loopback() {
-        eprintln!(
-            "warning: --insecure: no authentication, anyone who can reach {local} can read and write"
+        tracing::warn!(
+            "--insecure: no authentication, anyone who can reach {local} can read and write"
         );
     }
     if tokens.is_some() && tls.is_none() && !args.bind.is_loopback() {
-        eprintln!(
-            "warning: tokens cross the network in clear text without TLS: give --tls-cert and --tls-key"
+        tracing::warn!(
+            "tokens cross the network in clear text without TLS: give --tls-cert and --tls-key"
         );
     }
-    let mut config = ServerConfig::default().body_limit(body_limit);
     if let Some(tokens) = tokens {
         config = config.tokens(tokens);
     }
@@ -78,8 +133,12 @@ pub(crate) async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), C
     // The server has stopped and dropped its handles: finish queued writes and close.
     let closed = backend::close(store).await;
     served.map_err(|e| CliError::io("the server failed", e))?;
+    #[cfg(feature = "otlp")]
+    if let Some(export) = export {
+        export.shutdown().await;
+    }
     closed?;
-    eprintln!("foldstore stopped");
+    tracing::info!("foldstore stopped");
     Ok(())
 }
 
