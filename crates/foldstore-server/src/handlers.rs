@@ -113,7 +113,8 @@ pub(crate) async fn health(State(state): State<AppState>) -> Result<Json<Value>,
         (status = 410, description = "The stream was tombstoned", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body or the append is too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Neither JSON nor a CloudEvents batch", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable (`backend_unavailable`), the outcome is unknown (`outcome_unknown`: retry with the same event ids), or the store stopped accepting writes after a disk failure (`storage_failed`: an operator must restart it)", body = Problem, content_type = "application/problem+json")
+        (status = 503, description = "The store is unavailable (`backend_unavailable`), the outcome is unknown (`outcome_unknown`: retry with the same event ids), or the store stopped accepting writes after a disk failure (`storage_failed`: an operator must restart it)", body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = "The store's disk is full (`storage_full`): nothing was written; reads still work, and writes succeed again without a restart once space is freed", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub(crate) async fn append(
@@ -332,7 +333,8 @@ pub(crate) struct DeleteQuery {
     responses(
         (status = 204, description = "Deleted"),
         (status = 409, description = "Wrong expected revision", body = Problem, content_type = "application/problem+json"),
-        (status = 410, description = "The stream was tombstoned", body = Problem, content_type = "application/problem+json")
+        (status = 410, description = "The stream was tombstoned", body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = "The store's disk is full (`storage_full`): nothing was written; reads still work, and writes succeed again without a restart once space is freed", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub(crate) async fn delete_stream(
@@ -381,7 +383,8 @@ pub(crate) async fn get_metadata(
     responses(
         (status = 204, description = "Replaced"),
         (status = 400, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
-        (status = 410, description = "The stream was tombstoned", body = Problem, content_type = "application/problem+json")
+        (status = 410, description = "The stream was tombstoned", body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = "The store's disk is full (`storage_full`): nothing was written; reads still work, and writes succeed again without a restart once space is freed", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub(crate) async fn put_metadata(
