@@ -1,4 +1,4 @@
-//! The API over an SQLite store on a disk that fills up: a 8 MiB tmpfs in a private
+//! The API over an SQLite store on a disk that fills up: a 12 MiB tmpfs in a private
 //! mount namespace (`foldstore-sqlite/tests/support/private_tmpfs.rs`; skipped without
 //! root unless `FOLDSTORE_REQUIRE_PRIVILEGED=1`).
 //!
@@ -83,7 +83,7 @@ async fn all_ids(server: &TestServer) -> Vec<String> {
 fn a_full_disk_answers_507_storage_full_keeps_reads_and_recovers_without_a_restart() {
     let Some(dir) = private_tmpfs::enter(
         "a_full_disk_answers_507_storage_full_keeps_reads_and_recovers_without_a_restart",
-        "8m",
+        "12m",
     ) else {
         return;
     };
@@ -96,8 +96,10 @@ fn a_full_disk_answers_507_storage_full_keeps_reads_and_recovers_without_a_resta
 }
 
 async fn fill_over_http(dir: &Path) {
+    // Room to free later, more than the WAL can grow to in what is left, so that the
+    // checkpoint on close has room too.
     let filler = dir.join("filler");
-    std::fs::write(&filler, vec![0x5a_u8; 3 << 20]).unwrap();
+    std::fs::write(&filler, vec![0x5a_u8; 7 << 20]).unwrap();
     let store = SqliteStore::open(dir.join("foldstore.db"), SqliteOptions::default())
         .await
         .unwrap();
