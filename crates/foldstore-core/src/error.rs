@@ -26,12 +26,21 @@ pub enum BackendErrorKind {
     #[error("the store is unavailable (nothing was written; retry later)")]
     Unavailable,
     /// The request may or may not have taken effect (a timeout, a connection lost
-    /// during commit, or a commit that failed on disk). Retry an append with the same
-    /// event ids: it is idempotent. (After a disk failure the retry gets
+    /// during commit, or a commit whose `fsync` failed). Retry an append with the same
+    /// event ids: it is idempotent. (After a failed `fsync` the retry gets
     /// [`BackendErrorKind::Storage`] until the store is reopened.)
     #[error("the outcome is unknown (retry with the same event ids; the retry is idempotent)")]
     OutcomeUnknown,
-    /// The disk or database failed; the store stopped accepting writes to protect data.
+    /// The disk (or the database server's disk) is full: nothing of the request was
+    /// written. Reads keep working. Writes are refused while the disk stays full and
+    /// succeed again, without a restart, once space is freed: free disk space, then
+    /// retry (an append with the same event ids, which is idempotent).
+    #[error(
+        "the disk is full (nothing was written; free disk space, then retry: the store resumes by itself, no restart needed)"
+    )]
+    StorageFull,
+    /// The disk or database failed in a way that leaves durability in doubt (such as a
+    /// failed `fsync`); the store stopped accepting writes to protect data.
     #[error("storage failure (check the disk and the logs, then restart)")]
     Storage,
     /// The stored data is not what this version of foldstore can read.

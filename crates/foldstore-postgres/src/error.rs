@@ -140,7 +140,14 @@ fn classify(
             "PostgreSQL has no free connection (max_connections); lower pool_size or raise the limit"
                 .to_owned(),
         ),
-        c if *c == SqlState::DISK_FULL => (Storage, "PostgreSQL's disk is full".to_owned()),
+        // PostgreSQL answers 53100 when a data file cannot grow; the statement's
+        // transaction is aborted, so nothing was written, even when `COMMIT` got it.
+        // (A full WAL disk makes the server PANIC instead: a lost connection.)
+        c if *c == SqlState::DISK_FULL => (
+            StorageFull,
+            "PostgreSQL's disk is full; nothing was written: free space on the database server's disk, then retry"
+                .to_owned(),
+        ),
         c if *c == SqlState::OUT_OF_MEMORY => (Storage, "PostgreSQL ran out of memory".to_owned()),
         c if *c == SqlState::UNDEFINED_TABLE
             || *c == SqlState::UNDEFINED_FUNCTION
@@ -216,4 +223,26 @@ pub(crate) fn closed() -> BackendError {
         BackendErrorKind::Unavailable,
         "the store is shutting down; nothing was written",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(code: &str) -> BackendErrorKind {
+        let lost = |what: &str| (BackendErrorKind::Unavailable, what.to_owned());
+        classify(&SqlState::from_code(code), &lost).0
+    }
+
+    #[test]
+    fn a_full_disk_is_storage_full_and_other_resource_errors_are_storage() {
+        assert_eq!(kind("53100"), BackendErrorKind::StorageFull);
+        let (_, message) = classify(&SqlState::DISK_FULL, &|w| {
+            (BackendErrorKind::Unavailable, w.to_owned())
+        });
+        assert!(message.contains("free space"), "{message}");
+        assert_eq!(kind("53200"), BackendErrorKind::Storage);
+        assert_eq!(kind("53000"), BackendErrorKind::Storage);
+        assert_eq!(kind("58030"), BackendErrorKind::Storage);
+    }
 }

@@ -129,6 +129,7 @@ fn title(code: &str) -> &'static str {
         "backend_unavailable" => "The store is unavailable",
         "outcome_unknown" => "The outcome is unknown",
         "storage_failed" => "The store stopped accepting writes",
+        "storage_full" => "The store's disk is full",
         "invalid_cloudevent" => "Invalid CloudEvent",
         "subscriber_too_slow" => "The subscriber did not keep up",
         _ => "Internal error",
@@ -209,6 +210,17 @@ impl From<BackendError> for ApiError {
                     "the request may or may not have taken effect: retry an append with the same event ids (it is idempotent)",
                 )
             }
+            BackendErrorKind::StorageFull => {
+                // Refused whole, and nothing is in doubt; the store takes writes again
+                // by itself once space is freed, so no restart (and no Retry-After:
+                // when space returns is up to an operator).
+                tracing::warn!(error = %e, "write refused: the disk is full");
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "storage_full",
+                    "the store's disk is full; nothing of this request was written. Reads still work. Writes succeed again, without a restart, once an operator frees space on the store's disk: retry then (an append with the same event ids is idempotent)",
+                )
+            }
             BackendErrorKind::Storage => {
                 // The store refuses writes until an operator restarts it (on SQLite
                 // after a disk error): not retryable, so no Retry-After.
@@ -216,7 +228,7 @@ impl From<BackendError> for ApiError {
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "storage_failed",
-                    "the store's disk or database failed and it stopped accepting writes; nothing more was written: an operator must check the disk (space, health) and the server log, then restart the server",
+                    "the store's disk or database failed and it stopped accepting writes; nothing more was written: an operator must check the disk's health and the server log, then restart the server",
                 )
             }
             _ => unexpected(&e),
@@ -350,6 +362,37 @@ mod tests {
             text.ends_with("the commit failed: No space left on device"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_full_disk_answers_507_storage_full_without_internals() {
+        for e in [
+            AppendError::Backend(BackendError::new(
+                BackendErrorKind::StorageFull,
+                "the disk is full (database or disk is full): nothing of this write was written",
+            ))
+            .into(),
+            ApiError::from(DeleteError::Backend(BackendError::new(
+                BackendErrorKind::StorageFull,
+                "database or disk is full",
+            ))),
+        ] {
+            assert_eq!(e.status(), StatusCode::INSUFFICIENT_STORAGE);
+            assert_eq!(e.code(), "storage_full");
+            let body = e.body();
+            assert_eq!(body["status"], 507);
+            assert_eq!(body["title"], "The store's disk is full");
+            let detail = body["detail"].as_str().unwrap();
+            assert!(
+                detail.contains("nothing of this request was written")
+                    && detail.contains("without a restart"),
+                "{detail}"
+            );
+            assert!(
+                !detail.contains("database or disk is full"),
+                "internals leaked: {detail}"
+            );
+        }
     }
 
     #[test]

@@ -146,7 +146,8 @@ pub(crate) async fn health(
         (status = 410, description = "The stream was tombstoned", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body or the append is too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Neither JSON nor a CloudEvents batch", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable (`backend_unavailable`), the outcome is unknown (`outcome_unknown`: retry with the same event ids), or the store stopped accepting writes after a disk failure (`storage_failed`: an operator must restart it)", body = Problem, content_type = "application/problem+json")
+        (status = 503, description = "The store is unavailable (`backend_unavailable`), the outcome is unknown (`outcome_unknown`: retry with the same event ids), or the store stopped accepting writes after a disk failure (`storage_failed`: an operator must restart it)", body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = "The store's disk is full (`storage_full`): nothing was written; reads still work, and writes succeed again without a restart once space is freed", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub(crate) async fn append(
@@ -365,7 +366,8 @@ pub(crate) struct DeleteQuery {
     responses(
         (status = 204, description = "Deleted"),
         (status = 409, description = "Wrong expected revision", body = Problem, content_type = "application/problem+json"),
-        (status = 410, description = "The stream was tombstoned", body = Problem, content_type = "application/problem+json")
+        (status = 410, description = "The stream was tombstoned", body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = "The store's disk is full (`storage_full`): nothing was written; reads still work, and writes succeed again without a restart once space is freed", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub(crate) async fn delete_stream(
@@ -415,7 +417,8 @@ pub(crate) async fn get_metadata(
     responses(
         (status = 204, description = "Replaced"),
         (status = 400, description = "Invalid stream name, query or body; nothing was written", body = Problem, content_type = "application/problem+json"),
-        (status = 410, description = "The stream was tombstoned", body = Problem, content_type = "application/problem+json")
+        (status = 410, description = "The stream was tombstoned", body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = "The store's disk is full (`storage_full`): nothing was written; reads still work, and writes succeed again without a restart once space is freed", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub(crate) async fn put_metadata(

@@ -63,7 +63,7 @@ pub enum OpenError {
     },
     /// SQLite failed.
     #[error(
-        "SQLite failed on {path} while {action}: {source} (is it a foldstore database on a healthy disk?)"
+        "SQLite failed on {path} while {action}: {source} (is there free disk space, and is it a foldstore database on a healthy disk?)"
     )]
     Sqlite {
         /// What foldstore was doing.
@@ -86,8 +86,8 @@ pub enum OpenError {
 pub(crate) fn kind_of(e: &rusqlite::Error) -> BackendErrorKind {
     match e {
         rusqlite::Error::SqliteFailure(f, _) => match f.code {
-            ErrorCode::DiskFull
-            | ErrorCode::SystemIoFailure
+            ErrorCode::DiskFull => BackendErrorKind::StorageFull,
+            ErrorCode::SystemIoFailure
             | ErrorCode::CannotOpen
             | ErrorCode::PermissionDenied
             | ErrorCode::ReadOnly
@@ -106,10 +106,11 @@ pub(crate) fn kind_of(e: &rusqlite::Error) -> BackendErrorKind {
     }
 }
 
-/// Whether an SQLite error says the disk or the file failed: `SQLITE_IOERR` (with any of
-/// its extended codes, such as `SQLITE_IOERR_FSYNC`), `SQLITE_FULL`, `SQLITE_CORRUPT`,
-/// `SQLITE_NOTADB` or `SQLITE_CANTOPEN`. After such an error during a write the writer
-/// stops writing (see `failstop`); other errors (constraints, busy, bugs) fail only
+/// Whether an SQLite error says the disk or the file failed in a way that leaves what
+/// is on the disk in doubt: `SQLITE_IOERR` (with any of its extended codes, such as
+/// `SQLITE_IOERR_FSYNC`), `SQLITE_CORRUPT`, `SQLITE_NOTADB` or `SQLITE_CANTOPEN`.
+/// After such an error during a write the writer stops writing (see `failstop`); a
+/// full disk ([`is_disk_full`]) and other errors (constraints, busy, bugs) fail only
 /// their batch.
 pub(crate) fn is_disk_failure(e: &rusqlite::Error) -> bool {
     matches!(
@@ -117,7 +118,6 @@ pub(crate) fn is_disk_failure(e: &rusqlite::Error) -> bool {
         rusqlite::Error::SqliteFailure(f, _) if matches!(
             f.code,
             ErrorCode::SystemIoFailure
-                | ErrorCode::DiskFull
                 | ErrorCode::DatabaseCorrupt
                 | ErrorCode::NotADatabase
                 | ErrorCode::CannotOpen
@@ -125,20 +125,40 @@ pub(crate) fn is_disk_failure(e: &rusqlite::Error) -> bool {
     )
 }
 
-/// The SQLite error behind a [`BackendError`] made by [`backend`], if it is a disk
-/// failure ([`is_disk_failure`]).
-pub(crate) fn disk_failure(e: &BackendError) -> Option<&rusqlite::Error> {
+/// Whether an SQLite error is `SQLITE_FULL`: a write of a file got `ENOSPC` (or was
+/// cut short), so the bytes were never accepted and nothing is in doubt (see
+/// `failstop`).
+pub(crate) fn is_disk_full(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::DiskFull)
+}
+
+/// The SQLite error behind a [`BackendError`] made by [`backend`].
+fn sqlite_source(e: &BackendError) -> Option<&rusqlite::Error> {
     e.source
         .as_deref()
         .and_then(|s| s.downcast_ref::<rusqlite::Error>())
-        .filter(|e| is_disk_failure(e))
+}
+
+/// The SQLite error behind a [`BackendError`] made by [`backend`], if it is a disk
+/// failure ([`is_disk_failure`]).
+pub(crate) fn disk_failure(e: &BackendError) -> Option<&rusqlite::Error> {
+    sqlite_source(e).filter(|e| is_disk_failure(e))
+}
+
+/// The SQLite error behind a [`BackendError`] made by [`backend`], if it says the disk
+/// is full ([`is_disk_full`]).
+pub(crate) fn disk_full(e: &BackendError) -> Option<&rusqlite::Error> {
+    sqlite_source(e).filter(|e| is_disk_full(e))
 }
 
 /// Wraps an SQLite error, saying what the store was doing.
 pub(crate) fn backend(what: &str, e: rusqlite::Error) -> BackendError {
     let kind = kind_of(&e);
     let hint = match kind {
-        BackendErrorKind::Storage => "; check free disk space and the disk's health",
+        BackendErrorKind::StorageFull => {
+            "; free disk space: writes succeed again once there is room, without a restart"
+        }
+        BackendErrorKind::Storage => "; check the disk's health and free space",
         BackendErrorKind::Unavailable => "; the database is busy, retry later",
         BackendErrorKind::Incompatible => "; the database file is damaged or not a foldstore file",
         _ => "",
@@ -164,7 +184,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn busy_is_unavailable_and_full_is_storage() {
+    fn busy_is_unavailable_and_full_is_storage_full() {
         let busy = rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
             None,
@@ -174,13 +194,15 @@ mod tests {
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
             None,
         );
-        assert_eq!(kind_of(&full), BackendErrorKind::Storage);
+        assert_eq!(kind_of(&full), BackendErrorKind::StorageFull);
         let ioerr = rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR_FSYNC),
             None,
         );
         assert_eq!(kind_of(&ioerr), BackendErrorKind::Storage);
-        assert!(backend("committing", full).message.contains("disk"));
+        let full = backend("committing", full);
+        assert!(full.message.contains("free disk space"), "{full}");
+        assert!(disk_full(&full).is_some() && disk_failure(&full).is_none());
     }
 
     fn failure(code: std::ffi::c_int) -> rusqlite::Error {
@@ -188,7 +210,7 @@ mod tests {
     }
 
     #[test]
-    fn io_errors_full_corrupt_notadb_and_cantopen_are_disk_failures() {
+    fn io_errors_corrupt_notadb_and_cantopen_are_disk_failures_and_full_is_not() {
         use rusqlite::ffi;
         for code in [
             ffi::SQLITE_IOERR,
@@ -196,17 +218,20 @@ mod tests {
             ffi::SQLITE_IOERR_WRITE,
             ffi::SQLITE_IOERR_SHORT_READ,
             ffi::SQLITE_IOERR_SHMMAP,
-            ffi::SQLITE_FULL,
+            ffi::SQLITE_IOERR_SHMSIZE,
             ffi::SQLITE_CORRUPT,
             ffi::SQLITE_CORRUPT_INDEX,
             ffi::SQLITE_NOTADB,
             ffi::SQLITE_CANTOPEN,
         ] {
             assert!(is_disk_failure(&failure(code)), "code {code}");
+            assert!(!is_disk_full(&failure(code)), "code {code}");
             let wrapped = backend("committing", failure(code));
             assert!(disk_failure(&wrapped).is_some(), "code {code}");
+            assert!(disk_full(&wrapped).is_none(), "code {code}");
         }
         for code in [
+            ffi::SQLITE_FULL,
             ffi::SQLITE_CONSTRAINT,
             ffi::SQLITE_CONSTRAINT_UNIQUE,
             ffi::SQLITE_BUSY,

@@ -1,14 +1,84 @@
-//! Fail-stop: after a disk error during a write, the store writes nothing more until it
-//! is reopened.
+//! Disk errors during a write. A full disk refuses writes while it is full and the
+//! store takes them again by itself once there is room; an error that leaves what is
+//! on the disk in doubt (a failed `fsync`) stops all writes until the store is
+//! reopened (fail-stop).
 //!
-//! Why not carry on, as after a refused append or a constraint error? Because a failed
-//! `fsync` does not leave the data where the writer can try again. On Linux a failed
-//! writeback marks the dirty pages clean and reports the error once: the data may be
-//! gone from the page cache and from the disk, and the next `fsync` can succeed without
-//! writing it. A writer that took the next batch would then acknowledge commits whose
-//! WAL frames sit behind frames that never reached the disk (PostgreSQL stops with a
-//! PANIC for the same reason, since 2018). Errors that say the file itself is unusable
-//! (full, corrupt, not a database, cannot be opened) get the same treatment: every
+//! ## A full disk: refuse, keep reading, resume
+//!
+//! `SQLITE_FULL` means that a `write()` of one of the store's files got `ENOSPC` (or
+//! wrote less than asked, which SQLite reports the same way): the kernel did not take
+//! the bytes, so no dirty page holds data the disk may later drop, and nothing is in
+//! doubt. The writer rolls the batch back, answers each of its requests
+//! [`BackendErrorKind::StorageFull`] ("nothing of it was written; free disk space"),
+//! drops its cache and takes the next batch as usual. There is no retry loop and no
+//! timer: each new write tries once, in its own batch's transaction, and the first
+//! write after space returns simply commits. Reads never write to the disk and go on
+//! throughout. Only the change is logged as an error ("the disk is full"), and its end
+//! as info ("writes commit again").
+//!
+//! Why "nothing of it was written" holds wherever `ENOSPC` strikes:
+//!
+//! - **A statement.** An insert may spill pages of its transaction into the WAL before
+//!   `COMMIT`, and large statements may use a temporary file. Spilled frames carry no
+//!   commit mark; readers, later writers and recovery use frames only up to the last
+//!   commit mark, so they are dead and the next transaction writes over them. After
+//!   `SQLITE_FULL`, SQLite undoes the statement and may roll back the whole
+//!   transaction by itself (SQLite's "Response To Errors Within A Transaction"); the
+//!   writer rolls back whatever is still open, and SQLite's pager, which goes into its
+//!   error state on a full disk, leaves it when that transaction ends and rereads the
+//!   database on the next one.
+//! - **`COMMIT`.** SQLite writes the transaction's frames in order, the frame with the
+//!   commit mark last, and only then fsyncs. `ENOSPC` comes from a `write()`, so it
+//!   strikes before the fsync and at the latest while the commit frame is written. A
+//!   frame counts only when it is whole and its checksum, which chains over every frame
+//!   before it in the WAL, matches: a commit frame cut short is no commit, and the bytes
+//!   of an older WAL generation left behind it carry another salt. The WAL index (the
+//!   `-shm` file) is updated only after the frames were written and synced, so no reader
+//!   saw them; SQLite rolls the transaction back itself (the connection is out of its
+//!   transaction when `COMMIT` returns the error), and the next transaction writes over
+//!   the frames. The outcome is known: not written.
+//! - **A checkpoint** (copying WAL frames into the database file, which may have to
+//!   grow). SQLite marks frames as copied only after the database file's fsync
+//!   succeeded, so a checkpoint that fails leaves the WAL as the record and the next
+//!   checkpoint copies the frames again; the WAL never restarts over frames that were
+//!   not copied. The failure is logged as a warning and nothing else changes. The
+//!   background checkpointer runs only after commits, so a full disk does not make it
+//!   spin. Closing the store while the disk is full fails its final checkpoint: close
+//!   reports it, the WAL stays, and the next open reads it back.
+//! - **The `-shm` file.** SQLite grows the WAL index in 32 KiB steps (one per 4,096 WAL
+//!   frames or so) by writing to it, and reports a failure as `SQLITE_IOERR_SHMSIZE`,
+//!   not `SQLITE_FULL`. During `COMMIT` the index grows after the frames were written
+//!   and synced: the transaction is on the disk but not in the index, and the next
+//!   transaction would write over it. That is a real "outcome unknown", so it fails
+//!   stop (below), and reopening rebuilds the index from the WAL, transaction
+//!   included. The writer restarts the WAL once it passes 8,192 frames (`RESTART_AT` in
+//!   `writer.rs`), so the index reaches its working size (three steps) within the first
+//!   8,192 frames after an open and rarely grows after that: only then can a full disk
+//!   strike there.
+//! - **Opening** (creating the database, its `-wal`, `-shm` and lock files, migrating
+//!   the schema in one transaction, recovering the WAL). A failure is an
+//!   [`crate::OpenError`] that names SQLite's error ("database or disk is full"); a
+//!   migration is rolled back whole, and nothing was acknowledged.
+//!
+//! **The writer's cache** (each stream's last revision, the next global position, the
+//! greatest stored id) holds the effects of the batch it was applying; like after any
+//! failed batch it is dropped and reloaded from the database by the next batch. So the
+//! refused events are never believed written: the next append gets the revisions and
+//! positions the refused one would have got, and the global order stays gapless.
+//!
+//! A quota (`EDQUOT`) reaches SQLite as `SQLITE_IOERR_WRITE`, which cannot be told
+//! apart from a failing disk, and fails stop.
+//!
+//! ## Fail-stop: after a failed `fsync`, nothing more is written
+//!
+//! Why not carry on, as after a full disk? Because a failed `fsync` does not leave the
+//! data where the writer can try again. On Linux a failed writeback marks the dirty
+//! pages clean and reports the error once: the data may be gone from the page cache
+//! and from the disk, and the next `fsync` can succeed without writing it. A writer
+//! that took the next batch would then acknowledge commits whose WAL frames sit behind
+//! frames that never reached the disk (PostgreSQL stops with a PANIC for the same
+//! reason, since 2018). Errors that say the file itself is unusable (I/O errors of any
+//! kind, corrupt, not a database, cannot be opened) get the same treatment: every
 //! further write could only make things worse. [`crate::error::is_disk_failure`] says
 //! which SQLite errors those are.
 //!
@@ -19,8 +89,9 @@
 //!    error came from `COMMIT` (its WAL frames may or may not be on the disk, and the
 //!    next open may find them), [`BackendErrorKind::Storage`] if it came before `COMMIT`
 //!    (frames without a commit record are never recovered: nothing was written).
-//! 2. The writer records the failure here, stops the background checkpointer and turns
-//!    off SQLite's checkpoint-on-close for its connection.
+//! 2. The writer logs the failure as an error, with its cause (SQLite's message and
+//!    extended code) and the stage it struck, records it here, stops the background
+//!    checkpointer and turns off SQLite's checkpoint-on-close for its connection.
 //! 3. Every later write (append, delete, tombstone, metadata, snapshot save) is answered
 //!    with [`FailStop::refusal`], a [`BackendErrorKind::Storage`] error that says when
 //!    and why the store stopped and what to do. Reads go on: they see every
@@ -41,7 +112,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use foldstore_core::{BackendError, BackendErrorKind};
 
 /// What to do, the same in every fail-stop message.
-const REMEDY: &str = "Check the disk (space, health), then reopen the store (restart the process); reopening recovers from the write-ahead log.";
+const REMEDY: &str = "Check the disk's health (the system log shows its errors), then reopen the store (restart the process); reopening recovers from the write-ahead log.";
 
 /// The store's fail-stop state: empty until the first disk failure of a write.
 #[derive(Debug, Default)]
@@ -106,6 +177,17 @@ pub(crate) fn not_written(cause: &str, requests: usize) -> BackendError {
     )
 }
 
+/// The answer of each request of a batch refused because the disk is full.
+pub(crate) fn disk_full(cause: &str, requests: usize) -> BackendError {
+    BackendError::new(
+        BackendErrorKind::StorageFull,
+        format!(
+            "the disk is full ({cause}): nothing of this write was written ({}). Free space on the disk that holds the database; the store takes writes again by itself once there is room (no restart needed). Then retry (an append with the same event ids is idempotent). Reads keep working.",
+            together(requests)
+        ),
+    )
+}
+
 fn together(requests: usize) -> String {
     match requests {
         0 | 1 => "it was committed alone".to_owned(),
@@ -126,6 +208,9 @@ pub(crate) enum Fault {
     /// `COMMIT` runs, then reports `SQLITE_IOERR_FSYNC`: the batch is in the WAL (as
     /// when the frames reached the disk although the sync reported an error).
     FailAfterCommit,
+    /// `COMMIT` is not run and fails with `SQLITE_FULL`, as when the disk filled up
+    /// while its frames were written.
+    DiskFull,
 }
 
 /// The error SQLite returns when `fsync` fails during a commit.
@@ -134,6 +219,15 @@ pub(crate) fn fsync_error() -> rusqlite::Error {
     rusqlite::Error::SqliteFailure(
         rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR_FSYNC),
         Some("disk I/O error".to_owned()),
+    )
+}
+
+/// The error SQLite returns when a write gets `ENOSPC`.
+#[cfg(test)]
+pub(crate) fn full_error() -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+        Some("database or disk is full".to_owned()),
     )
 }
 
@@ -337,6 +431,73 @@ mod tests {
         disk_error_at_commit(Fault::FailAfterCommit).await;
     }
 
+    /// A full disk at `COMMIT` refuses the batch and nothing else: the store stays
+    /// writable, the refused events are nowhere, and the next write (here the refused
+    /// append retried with the same ids) commits at the positions the refused one would
+    /// have had, without reopening.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_disk_at_commit_refuses_the_batch_and_the_next_write_commits() {
+        let (_dir, path, store) = temp_store().await;
+        let a = StreamName::new("a-1").unwrap();
+        let b = StreamName::new("b-1").unwrap();
+        for n in 0..3 {
+            store
+                .append(&a, ExpectedRevision::Any, vec![event(n)])
+                .await
+                .unwrap();
+        }
+        let acknowledged = log_of(&store).await;
+
+        store.inner.shared.inject(Fault::DiskFull);
+        let refused = vec![event(10), event(11)];
+        let e = kind_of_append(
+            store
+                .append(&b, ExpectedRevision::NoStream, refused.clone())
+                .await,
+        );
+        assert_eq!(e.kind, BackendErrorKind::StorageFull, "{e}");
+        assert!(
+            e.message.contains("database or disk is full")
+                && e.message.contains("nothing of this write was written")
+                && e.message.contains("no restart needed"),
+            "{e}"
+        );
+        assert!(!store.inner.shared.failstop.is_tripped());
+        assert!(store.writable().is_ok(), "a full disk is no fail-stop");
+        assert_eq!(
+            log_of(&store).await,
+            acknowledged,
+            "a refused event is visible"
+        );
+
+        let retried = store
+            .append(&b, ExpectedRevision::NoStream, refused.clone())
+            .await
+            .unwrap();
+        assert_eq!(retried.next_expected_revision, 1);
+        assert_eq!(retried.position, Position::new(5));
+        store
+            .set_stream_metadata(&a, StreamMetadata::default())
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+
+        let store = SqliteStore::open(&path, SqliteOptions::default())
+            .await
+            .unwrap();
+        let log = log_of(&store).await;
+        assert_eq!(&log[..3], &acknowledged[..]);
+        let ids: Vec<_> = log[3..]
+            .iter()
+            .map(|(s, r, id, _)| (s.as_str(), *r, *id))
+            .collect();
+        assert_eq!(
+            ids,
+            vec![("b-1", 0, refused[0].id), ("b-1", 1, refused[1].id)]
+        );
+        store.close().await.unwrap();
+    }
+
     #[tokio::test]
     async fn dropping_a_stopped_store_releases_the_file_without_checkpointing() {
         let (dir, path, store) = temp_store().await;
@@ -378,7 +539,17 @@ mod tests {
         stop.trip("a later error".to_owned());
         let refusal = stop.refusal().unwrap();
         assert!(refusal.message.contains("(disk I/O error)"), "{refusal}");
-        assert!(refusal.message.contains("Check the disk (space, health)"));
+        assert!(refusal.message.contains("Check the disk's health"));
+        let full = disk_full("database or disk is full", 2);
+        assert_eq!(full.kind, BackendErrorKind::StorageFull);
+        assert!(!full.is_retryable());
+        assert!(
+            full.message.contains("nothing of this write was written")
+                && full.message.contains("Free space")
+                && full.message.contains("no restart needed")
+                && full.message.contains("the 1 writes committed with it"),
+            "{full}"
+        );
         let unknown = outcome_unknown("disk I/O error", 3);
         assert_eq!(unknown.kind, BackendErrorKind::OutcomeUnknown);
         assert!(unknown.message.contains("the 2 writes committed with it"));

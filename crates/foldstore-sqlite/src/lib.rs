@@ -109,18 +109,27 @@
 //! Every acknowledged append is all-or-nothing and revisions stay gapless whatever
 //! happens; `tests/crash.rs` kills a writing process over and over to check it.
 //!
+//! ## A full disk
+//!
+//! When the disk is full (`SQLITE_FULL`), the write is refused whole with
+//! [`BackendErrorKind::StorageFull`]: nothing of it is written, wherever the disk ran
+//! out. Reads keep working, and each later write tries again, so the first one after
+//! space is freed commits, without reopening the store. The disk filling up is logged
+//! once as an error, and writes committing again as info.
+//!
 //! ## After a disk error
 //!
-//! When a write fails with an I/O-class SQLite error (`SQLITE_IOERR` and its extended
-//! codes such as a failed `fsync`, `SQLITE_FULL`, `SQLITE_CORRUPT`, `SQLITE_NOTADB`,
-//! `SQLITE_CANTOPEN`), the store **stops accepting writes** until it is reopened:
+//! When a write fails with any other I/O-class SQLite error (`SQLITE_IOERR` and its
+//! extended codes such as a failed `fsync`, `SQLITE_CORRUPT`, `SQLITE_NOTADB`,
+//! `SQLITE_CANTOPEN`), the store **stops accepting writes** until it is reopened, and
+//! logs the error with its cause:
 //!
 //! - The requests of the batch that failed get [`BackendErrorKind::OutcomeUnknown`] when
 //!   the error came from the commit (its WAL frames may or may not have reached the
 //!   disk), or [`BackendErrorKind::Storage`] when it came earlier (nothing was written).
 //! - Every later append, delete, tombstone, metadata change and snapshot save gets a
 //!   [`BackendErrorKind::Storage`] error saying when the store stopped, why, and what to
-//!   do: check the disk (space, health), then reopen the store (restart the process).
+//!   do: check the disk's health, then reopen the store (restart the process).
 //! - Reads keep working and show every acknowledged write.
 //! - [`SqliteStore::close`] still closes and releases the file, but does not checkpoint:
 //!   the WAL, whose frames carry checksums, stays as the disk has it, and the next open

@@ -40,10 +40,13 @@
 //! If anything fails at the SQL level (an insert, the commit), the transaction is rolled
 //! back, every request of the batch gets the error and the cache is dropped, to be
 //! reloaded from the database: nothing unacknowledged is ever believed written. After a
-//! constraint or logic error the writer goes on with the next batch. After a disk error
-//! (`SQLITE_IOERR*`, `SQLITE_FULL`, `SQLITE_CORRUPT`, `SQLITE_NOTADB`,
-//! `SQLITE_CANTOPEN`) it fails stop: it refuses every later write and no longer
-//! checkpoints, until the store is reopened (see [`crate::failstop`] for why).
+//! constraint or logic error, and after a full disk (`SQLITE_FULL`, answered
+//! `StorageFull`), the writer goes on with the next batch: each new write tries again.
+//! After a disk error that leaves the disk's contents in doubt (`SQLITE_IOERR*`, such
+//! as a failed `fsync`, `SQLITE_CORRUPT`, `SQLITE_NOTADB`, `SQLITE_CANTOPEN`) it fails
+//! stop: it refuses every later write and no longer checkpoints, until the store is
+//! reopened (see [`crate::failstop`] for why, and why a full disk is safe to go on
+//! from).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -70,7 +73,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::OpenError;
-use crate::error::{backend, disk_failure, incompatible};
+use crate::error::{backend, disk_failure, disk_full, incompatible};
 use crate::failstop::{self, FailStop};
 
 /// A request to the writer.
@@ -764,6 +767,9 @@ pub(crate) struct Writer {
     cache: Cache,
     /// Group-commit statistics for the logs.
     commit_log: CommitLog,
+    /// Since when writes have been refused for a full disk; `None` while they commit.
+    /// Only the change is logged as an error, so a full disk does not flood the log.
+    full_since: Option<chrono::DateTime<Utc>>,
 }
 
 impl Writer {
@@ -784,6 +790,7 @@ impl Writer {
             path,
             cache: Cache::default(),
             commit_log: CommitLog::new("sqlite"),
+            full_since: None,
         }
     }
 
@@ -887,6 +894,13 @@ impl Writer {
                 for (request, outcome) in batch.into_iter().zip(outcomes) {
                     request.answer(Ok(outcome));
                 }
+                if let Some(since) = self.full_since.take() {
+                    tracing::info!(
+                        path = %self.path.display(),
+                        full_since = %since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                        "the disk has room again: writes commit again"
+                    );
+                }
                 if changed {
                     self.shared.commits.notify();
                     if let Some(c) = &self.checkpointer {
@@ -908,12 +922,33 @@ impl Writer {
             tracing::error!(error = %rollback, "rollback after a failed batch failed");
         }
         self.cache.reset();
+        if let Some(cause) = disk_full(e).map(ToString::to_string) {
+            if self.full_since.is_none() {
+                self.full_since = Some(Utc::now());
+                tracing::error!(
+                    path = %self.path.display(),
+                    error = %e,
+                    requests = batch.len(),
+                    "the disk is full: writes are refused (nothing of them is written) until space is freed; reads go on, and writes commit again by themselves once there is room"
+                );
+            } else {
+                tracing::debug!(error = %e, requests = batch.len(), "a write refused: the disk is still full");
+            }
+            let requests = batch.len();
+            for request in batch {
+                request.answer(Err(failstop::disk_full(&cause, requests)));
+            }
+            return;
+        }
         match disk_failure(e).map(ToString::to_string) {
             Some(cause) => {
                 tracing::error!(
+                    path = %self.path.display(),
                     error = %e,
+                    cause = %cause,
+                    stage = ?stage,
                     requests = batch.len(),
-                    "a disk error failed a write batch; the store stops accepting writes until it is reopened"
+                    "a disk error failed a write batch and left what is on the disk in doubt; the store stops accepting writes until it is reopened (fail-stop): check the disk, then restart"
                 );
                 self.stop_writing(cause.clone());
                 let requests = batch.len();
@@ -960,6 +995,9 @@ impl Writer {
     fn commit(&self) -> SqlResult<()> {
         #[cfg(test)]
         if let Some(fault) = self.shared.take_fault() {
+            if fault == failstop::Fault::DiskFull {
+                return Err(backend("committing", failstop::full_error()));
+            }
             if fault == failstop::Fault::FailAfterCommit {
                 self.conn
                     .execute_batch("COMMIT")
@@ -973,7 +1011,9 @@ impl Writer {
             .map(drop)
             .map_err(|e| {
                 let mut err = backend("committing", e);
-                err.kind = BackendErrorKind::Storage;
+                if err.kind != BackendErrorKind::StorageFull {
+                    err.kind = BackendErrorKind::Storage;
+                }
                 err
             })
     }
@@ -1591,6 +1631,132 @@ mod tests {
             other => panic!("expected a refusal, got {other:?}"),
         }
         assert_eq!(count_events(&f.writer), 1);
+    }
+
+    /// The events logged while `f` runs on this thread: level and `name=value` fields.
+    fn logged<T>(f: impl FnOnce() -> T) -> (T, Vec<(tracing::Level, String)>) {
+        use std::sync::Mutex;
+        use tracing::span::{Attributes, Id, Record};
+
+        #[derive(Clone, Default)]
+        struct Capture(Arc<Mutex<Vec<(tracing::Level, String)>>>);
+        struct Fields(String);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!("{}={value:?} ", field.name()));
+            }
+        }
+        impl tracing::Subscriber for Capture {
+            fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+                true
+            }
+            fn new_span(&self, _: &Attributes<'_>) -> Id {
+                Id::from_u64(1)
+            }
+            fn record(&self, _: &Id, _: &Record<'_>) {}
+            fn record_follows_from(&self, _: &Id, _: &Id) {}
+            fn event(&self, event: &tracing::Event<'_>) {
+                let mut fields = Fields(String::new());
+                event.record(&mut fields);
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push((*event.metadata().level(), fields.0));
+            }
+            fn enter(&self, _: &Id) {}
+            fn exit(&self, _: &Id) {}
+        }
+        let capture = Capture::default();
+        let out = tracing::subscriber::with_default(capture.clone(), f);
+        let events = capture.0.lock().unwrap().clone();
+        (out, events)
+    }
+
+    /// A failed `fsync` stays fail-stop, and the log says so as an error, with the
+    /// cause (SQLite's message and code) and the stage it struck, so that the operator
+    /// the refusals send to the log finds it there.
+    #[test]
+    fn a_failed_fsync_is_fail_stop_and_logged_as_an_error_with_its_cause() {
+        let mut f = fixture_with_a_1();
+        f.writer.shared.inject(failstop::Fault::FailCommit);
+        let (answers, log) = logged(|| {
+            run_batch(
+                &mut f.writer,
+                vec![append_request(
+                    "a-1",
+                    ExpectedRevision::Exact(0),
+                    vec![event("B")],
+                )],
+            )
+        });
+        assert!(
+            matches!(&answers[0], Err(AppendError::Backend(e)) if e.kind == BackendErrorKind::OutcomeUnknown)
+        );
+        assert!(f.writer.shared.failstop.is_tripped());
+        let errors: Vec<_> = log
+            .iter()
+            .filter(|(level, _)| *level == tracing::Level::ERROR)
+            .collect();
+        assert_eq!(errors.len(), 1, "{log:?}");
+        let line = &errors[0].1;
+        assert!(
+            line.contains("fail-stop")
+                && line.contains("disk I/O error")
+                && line.contains("stage=Commit"),
+            "{line}"
+        );
+    }
+
+    /// A full disk refuses the batch without stopping the writer: the next batch
+    /// commits at the position the refused one would have had. The log shows the disk
+    /// filling up once as an error (not once per refused write) and its end once.
+    #[test]
+    fn a_full_disk_refuses_the_batch_logs_the_change_once_and_the_next_batch_commits() {
+        let mut f = fixture_with_a_1();
+        let (_, log) = logged(|| {
+            for _ in 0..3 {
+                f.writer.shared.inject(failstop::Fault::DiskFull);
+                let answers = run_batch(
+                    &mut f.writer,
+                    vec![
+                        append_request("a-1", ExpectedRevision::Exact(0), vec![event("B")]),
+                        append_request("new-1", ExpectedRevision::NoStream, vec![event("C")]),
+                    ],
+                );
+                for a in &answers {
+                    match a {
+                        Err(AppendError::Backend(e)) => {
+                            assert_eq!(e.kind, BackendErrorKind::StorageFull, "{e}");
+                        }
+                        other => panic!("expected a full disk, got {other:?}"),
+                    }
+                }
+                assert!(!f.writer.shared.failstop.is_tripped());
+                assert!(f.writer.conn.is_autocommit(), "the batch was rolled back");
+                assert_eq!(count_events(&f.writer), 1);
+                assert_eq!(f.writer.shared.head.load(Ordering::Acquire), 1);
+            }
+            let answers = run_batch(
+                &mut f.writer,
+                vec![
+                    append_request("a-1", ExpectedRevision::Exact(0), vec![event("B")]),
+                    append_request("new-1", ExpectedRevision::NoStream, vec![event("C")]),
+                ],
+            );
+            assert_eq!(answers[0].as_ref().unwrap().position, Position::new(2));
+            assert_eq!(answers[1].as_ref().unwrap().position, Position::new(3));
+        });
+        let at = |level| log.iter().filter(|(l, _)| *l == level).collect::<Vec<_>>();
+        let errors = at(tracing::Level::ERROR);
+        assert_eq!(errors.len(), 1, "{log:?}");
+        assert!(
+            errors[0].1.contains("the disk is full")
+                && errors[0].1.contains("database or disk is full"),
+            "{errors:?}"
+        );
+        let resumed = at(tracing::Level::INFO);
+        assert_eq!(resumed.len(), 1, "{log:?}");
+        assert!(resumed[0].1.contains("writes commit again"), "{resumed:?}");
     }
 
     #[test]
