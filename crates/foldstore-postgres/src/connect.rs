@@ -190,18 +190,13 @@ fn refused(db: &DbError, target: Target) -> ConnectError {
     if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
         // One SQLSTATE for a missing role, a role without LOGIN and a pg_hba.conf
         // refusal: the server's (English) message tells them apart; in another
-        // language the refusal is reported with the server's own words.
+        // language the refusal is reported with the server's own words. (A refusal's
+        // "no encryption" cannot tell a server that requires TLS from one with no
+        // matching line at all: every foldstore connection is unencrypted.)
         return if message.contains("does not exist") {
             ConnectError::RoleMissing { user: user.clone(), server }
         } else if message.contains("not permitted to log in") {
             ConnectError::LoginNotAllowed { user: user.clone(), server }
-        } else if message.contains("no encryption") {
-            ConnectError::TlsRequired {
-                user: user.clone(),
-                database: database(),
-                server,
-                message,
-            }
         } else {
             ConnectError::AccessDenied {
                 user: user.clone(),

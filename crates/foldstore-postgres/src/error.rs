@@ -131,25 +131,10 @@ pub enum ConnectError {
         /// What the client library said.
         reason: String,
     },
-    /// The server accepts this user and database only over TLS (pg_hba.conf `hostssl`),
-    /// which foldstore's PostgreSQL connections do not speak.
-    #[error(
-        "PostgreSQL at {server} accepts user {user:?} on database {database:?} only over TLS ({message}), and foldstore connects without TLS: allow an unencrypted `host` line for them in the server's pg_hba.conf where the network is trusted, or reach the server through a TLS tunnel such as stunnel or ssh -L"
-    )]
-    TlsRequired {
-        /// The role.
-        user: String,
-        /// The database.
-        database: String,
-        /// `host:port` (or socket path) of the server.
-        server: String,
-        /// The server's message.
-        message: String,
-    },
     /// The server's access rules refused the connection (SQLSTATE 28000 from
     /// pg_hba.conf, or a failed peer or ident check).
     #[error(
-        "PostgreSQL at {server} refused user {user:?} on database {database:?} ({message}): add a line allowing this user, database and address to the server's pg_hba.conf and reload it (`SELECT pg_reload_conf()`), or connect as a user it allows"
+        "PostgreSQL at {server} refused user {user:?} on database {database:?} ({message}): add a `host` line allowing this user, database and address to the server's pg_hba.conf and reload it (`SELECT pg_reload_conf()`), or connect as a user it allows. foldstore connects without TLS, so `hostssl` lines never match it"
     )]
     AccessDenied {
         /// The role.
@@ -379,12 +364,16 @@ pub(crate) fn is_in_failed_transaction(e: &tokio_postgres::Error) -> bool {
 
 /// The error of the connection pool, as a backend error: no statement was sent.
 pub(crate) fn pool(e: deadpool_postgres::PoolError) -> BackendError {
-    use deadpool_postgres::PoolError;
+    use deadpool_postgres::{PoolError, TimeoutType};
     match e {
         PoolError::Backend(e) => backend(e, Effect::None),
-        PoolError::Timeout(_) => BackendError::new(
+        PoolError::Timeout(TimeoutType::Wait) => BackendError::new(
             BackendErrorKind::Unavailable,
-            "no PostgreSQL connection within the connect timeout (server down, unreachable or not answering, or every pooled connection busy)",
+            "every pooled PostgreSQL connection stayed busy for the connect timeout; raise the pool size if this persists",
+        ),
+        PoolError::Timeout(TimeoutType::Create | TimeoutType::Recycle) => BackendError::new(
+            BackendErrorKind::Unavailable,
+            "PostgreSQL did not answer a new connection within the connect timeout (the server is down, unreachable or stuck)",
         ),
         PoolError::Closed => BackendError::new(
             BackendErrorKind::Unavailable,
@@ -403,4 +392,30 @@ pub(crate) fn closed() -> BackendError {
         BackendErrorKind::Unavailable,
         "the store is shutting down",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deadpool_postgres::{PoolError, TimeoutType};
+
+    /// The kind's text says that nothing was written; the message must not say it
+    /// again.
+    #[test]
+    fn unavailable_says_nothing_was_written_once() {
+        for e in [
+            pool(PoolError::Closed),
+            pool(PoolError::Timeout(TimeoutType::Wait)),
+            pool(PoolError::Timeout(TimeoutType::Create)),
+            closed(),
+        ] {
+            let text = e.to_string();
+            assert_eq!(e.kind, BackendErrorKind::Unavailable);
+            assert_eq!(text.matches("nothing was written").count(), 1, "{text}");
+        }
+        let busy = pool(PoolError::Timeout(TimeoutType::Wait)).to_string();
+        assert!(busy.contains("busy"), "{busy}");
+        let silent = pool(PoolError::Timeout(TimeoutType::Create)).to_string();
+        assert!(silent.contains("did not answer"), "{silent}");
+    }
 }
