@@ -920,7 +920,11 @@ fn serve_answers_http_and_stops_on_sigint() {
 fn with_database(url: &str, database: &str) -> String {
     let (path, query) = url.split_once('?').map_or((url, ""), |(p, q)| (p, q));
     let (base, _) = path.rsplit_once('/').expect("a URL with a database");
-    let query = if query.is_empty() { String::new() } else { format!("?{query}") };
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
     format!("{base}/{database}{query}")
 }
 
@@ -960,7 +964,16 @@ fn an_unreachable_postgres_is_named_once() {
     assert_start_up_error(&read, &[&server, "connection refused"]);
     let append = foldstore(
         d,
-        &["--database", &refused, "append", "x-1", "--type", "T", "--data", "{}"],
+        &[
+            "--database",
+            &refused,
+            "append",
+            "x-1",
+            "--type",
+            "T",
+            "--data",
+            "{}",
+        ],
     );
     assert_start_up_error(&append, &[&server, "connection refused"]);
     let serve = foldstore(d, &["--database", &refused, "serve", "--port", "0"]);
@@ -994,7 +1007,16 @@ fn a_missing_postgres_database_or_role_is_named_once() {
     let ghost = with_user(&url, &role);
     let append = foldstore(
         d,
-        &["--database", &ghost, "append", "x-1", "--type", "T", "--data", "{}"],
+        &[
+            "--database",
+            &ghost,
+            "append",
+            "x-1",
+            "--type",
+            "T",
+            "--data",
+            "{}",
+        ],
     );
     assert_start_up_error(
         &append,

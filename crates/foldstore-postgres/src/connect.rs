@@ -51,11 +51,9 @@ impl Target {
                     }
                 }
                 #[cfg(unix)]
-                (Host::Unix(dir), None) => servers.push(format!(
-                    "{}/.s.PGSQL.{}",
-                    dir.display(),
-                    port(i)
-                )),
+                (Host::Unix(dir), None) => {
+                    servers.push(format!("{}/.s.PGSQL.{}", dir.display(), port(i)))
+                }
             }
         }
         if config.get_hosts().is_empty() {
@@ -185,7 +183,10 @@ fn refused(db: &DbError, target: Target) -> ConnectError {
         .unwrap_or_else(|| OS_USER.to_owned());
     let database = || database.clone().unwrap_or_else(|| user.clone());
     if *code == SqlState::INVALID_PASSWORD {
-        return ConnectError::PasswordRejected { user: user.clone(), server };
+        return ConnectError::PasswordRejected {
+            user: user.clone(),
+            server,
+        };
     }
     if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
         // One SQLSTATE for a missing role, a role without LOGIN and a pg_hba.conf
@@ -194,9 +195,15 @@ fn refused(db: &DbError, target: Target) -> ConnectError {
         // "no encryption" cannot tell a server that requires TLS from one with no
         // matching line at all: every foldstore connection is unencrypted.)
         return if message.contains("does not exist") {
-            ConnectError::RoleMissing { user: user.clone(), server }
+            ConnectError::RoleMissing {
+                user: user.clone(),
+                server,
+            }
         } else if message.contains("not permitted to log in") {
-            ConnectError::LoginNotAllowed { user: user.clone(), server }
+            ConnectError::LoginNotAllowed {
+                user: user.clone(),
+                server,
+            }
         } else {
             ConnectError::AccessDenied {
                 user: user.clone(),

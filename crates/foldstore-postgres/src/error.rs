@@ -375,10 +375,9 @@ pub(crate) fn pool(e: deadpool_postgres::PoolError) -> BackendError {
             BackendErrorKind::Unavailable,
             "PostgreSQL did not answer a new connection within the connect timeout (the server is down, unreachable or stuck)",
         ),
-        PoolError::Closed => BackendError::new(
-            BackendErrorKind::Unavailable,
-            "the store is shutting down",
-        ),
+        PoolError::Closed => {
+            BackendError::new(BackendErrorKind::Unavailable, "the store is shutting down")
+        }
         other => BackendError::new(
             BackendErrorKind::Internal,
             format!("the connection pool failed: {other}"),
@@ -388,10 +387,7 @@ pub(crate) fn pool(e: deadpool_postgres::PoolError) -> BackendError {
 
 /// The store's background tasks are gone: it is shutting down.
 pub(crate) fn closed() -> BackendError {
-    BackendError::new(
-        BackendErrorKind::Unavailable,
-        "the store is shutting down",
-    )
+    BackendError::new(BackendErrorKind::Unavailable, "the store is shutting down")
 }
 
 #[cfg(test)]

@@ -219,10 +219,8 @@ impl PostgresStore {
                 options.writers, options.pool_size
             )));
         }
-        let mut config: tokio_postgres::Config = options
-            .url
-            .parse()
-            .map_err(|e| ConnectError::InvalidUrl {
+        let mut config: tokio_postgres::Config =
+            options.url.parse().map_err(|e| ConnectError::InvalidUrl {
                 reason: crate::connect::chain(&e),
             })?;
         config.connect_timeout(options.connect_timeout);

@@ -80,7 +80,10 @@ fn server_of(url: &str) -> String {
         #[cfg(unix)]
         Host::Unix(dir) => return format!("{}/.s.PGSQL.", dir.display()),
     };
-    format!("{host}:{}", config.get_ports().first().copied().unwrap_or(5432))
+    format!(
+        "{host}:{}",
+        config.get_ports().first().copied().unwrap_or(5432)
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,7 +186,12 @@ async fn stand_in(reply: Vec<u8>) -> String {
 /// A PostgreSQL `ErrorResponse` with severity FATAL.
 fn fatal(code: &str, message: &str) -> Vec<u8> {
     let mut fields = Vec::new();
-    for (tag, value) in [(b'S', "FATAL"), (b'V', "FATAL"), (b'C', code), (b'M', message)] {
+    for (tag, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', code),
+        (b'M', message),
+    ] {
         fields.push(tag);
         fields.extend_from_slice(value.as_bytes());
         fields.push(0);
