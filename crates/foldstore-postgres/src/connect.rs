@@ -172,8 +172,8 @@ fn refused(db: &DbError, target: Target) -> ConnectError {
     if *code == SqlState::INVALID_CATALOG_NAME {
         return ConnectError::DatabaseMissing {
             database: database
-                .or(user)
                 .or_else(|| quoted(&message))
+                .or(user)
                 .unwrap_or_else(|| OS_USER.to_owned()),
             server,
         };
