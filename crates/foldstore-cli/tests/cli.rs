@@ -915,3 +915,114 @@ fn serve_answers_http_and_stops_on_sigint() {
     assert!(read.status.success(), "{}", stderr(&read));
     assert!(String::from_utf8_lossy(&read.stdout).contains("Opened"));
 }
+
+/// `url` with its database replaced by `database`.
+fn with_database(url: &str, database: &str) -> String {
+    let (path, query) = url.split_once('?').map_or((url, ""), |(p, q)| (p, q));
+    let (base, _) = path.rsplit_once('/').expect("a URL with a database");
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    format!("{base}/{database}{query}")
+}
+
+/// `url` with its user replaced by `user`.
+fn with_user(url: &str, user: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{user}@{host}")
+}
+
+/// Checks a failed start-up: exit status 1, `needles` each said exactly once on
+/// stderr, nothing on stdout, and no internal error or repeated sentence.
+fn assert_start_up_error(out: &Output, needles: &[&str]) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for needle in needles {
+        assert_eq!(err.matches(needle).count(), 1, "{needle:?} once in: {err}");
+    }
+    assert_eq!(err.matches("error:").count(), 1, "one error line: {err}");
+    assert!(err.matches("nothing was written").count() <= 1, "{err}");
+    assert!(!err.contains("internal error"), "{err}");
+    assert!(stdout(out).is_empty(), "{}", stdout(out));
+}
+
+/// Start-up errors the CLI prints for an unreachable PostgreSQL: refused (with host
+/// and port) and unknown host, for the data commands and for `serve`.
+#[test]
+fn an_unreachable_postgres_is_named_once() {
+    let dir = scratch();
+    let d = dir.path();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let refused = format!("postgres://app@127.0.0.1:{port}/events");
+    let server = format!("127.0.0.1:{port}");
+    let read = foldstore(d, &["--database", &refused, "read", "x-1"]);
+    assert_start_up_error(&read, &[&server, "connection refused"]);
+    let append = foldstore(
+        d,
+        &[
+            "--database",
+            &refused,
+            "append",
+            "x-1",
+            "--type",
+            "T",
+            "--data",
+            "{}",
+        ],
+    );
+    assert_start_up_error(&append, &[&server, "connection refused"]);
+    let serve = foldstore(d, &["--database", &refused, "serve", "--port", "0"]);
+    assert_start_up_error(&serve, &[&server, "connection refused"]);
+
+    let unknown = "postgres://app@nonexistent.invalid:5432/events";
+    let read = foldstore(d, &["--database", unknown, "read", "x-1"]);
+    assert_start_up_error(&read, &["\"nonexistent.invalid\" does not resolve"]);
+}
+
+/// A missing database or role is named, with how to create it, by the data commands
+/// and by `serve`.
+#[test]
+fn a_missing_postgres_database_or_role_is_named_once() {
+    let Some(url) = postgres_url("a_missing_postgres_database_or_role_is_named_once") else {
+        return;
+    };
+    let dir = scratch();
+    let d = dir.path();
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..12];
+    let database = format!("foldstore_missing_{suffix}");
+    let missing = with_database(&url, &database);
+    let named = format!("database \"{database}\" does not exist");
+    let create = format!("createdb {database}");
+    let read = foldstore(d, &["--database", &missing, "read", "x-1"]);
+    assert_start_up_error(&read, &[&named, &create]);
+    let serve = foldstore(d, &["--database", &missing, "serve", "--port", "0"]);
+    assert_start_up_error(&serve, &[&named, &create]);
+
+    let role = format!("foldstore_ghost_{suffix}");
+    let ghost = with_user(&url, &role);
+    let append = foldstore(
+        d,
+        &[
+            "--database",
+            &ghost,
+            "append",
+            "x-1",
+            "--type",
+            "T",
+            "--data",
+            "{}",
+        ],
+    );
+    assert_start_up_error(
+        &append,
+        &[
+            &format!("role \"{role}\" does not exist"),
+            &format!("CREATE ROLE \"{role}\" LOGIN"),
+        ],
+    );
+}

@@ -51,6 +51,7 @@
 //! reads while the server is away and go on from their last position.
 
 mod batch;
+mod connect;
 mod driven;
 mod error;
 mod locks;

@@ -54,8 +54,9 @@ fn lock_key(schema: &str) -> i64 {
 
 /// Creates the schema or migrates it to [`SCHEMA_VERSION`]; refuses a newer one.
 pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<(), ConnectError> {
-    let connect = |e| ConnectError::Connect {
-        source: backend(e, Effect::None),
+    let connect = |e| ConnectError::Setup {
+        step: "reading the server's and the schema's versions",
+        error: backend(e, Effect::None),
     };
     let server: i32 = client
         .query_one("SELECT current_setting('server_version_num')::int", &[])
@@ -142,11 +143,13 @@ pub(crate) async fn check_transaction_ids(
             &[],
         )
         .await
-        .map_err(|e| ConnectError::Connect {
-            source: backend(e, Effect::None),
+        .map_err(|e| ConnectError::Setup {
+            step: "checking the log's transaction ids",
+            error: backend(e, Effect::None),
         })?;
-    let decode = |e| ConnectError::Connect {
-        source: backend(e, Effect::None),
+    let decode = |e| ConnectError::Setup {
+        step: "checking the log's transaction ids",
+        error: backend(e, Effect::None),
     };
     let stored: Option<Xid8> = row.try_get(0).map_err(decode)?;
     let next: Xid8 = row.try_get(1).map_err(decode)?;

@@ -220,10 +220,10 @@ impl PostgresStore {
                 options.writers, options.pool_size
             )));
         }
-        let mut config: tokio_postgres::Config = options
-            .url
-            .parse()
-            .map_err(|source| ConnectError::InvalidUrl { source })?;
+        let mut config: tokio_postgres::Config =
+            options.url.parse().map_err(|e| ConnectError::InvalidUrl {
+                reason: crate::connect::chain(&e),
+            })?;
         config.connect_timeout(options.connect_timeout);
         if config.get_application_name().is_none() {
             config.application_name("foldstore");
@@ -238,12 +238,7 @@ impl PostgresStore {
         }
 
         let (mut client, connection) =
-            config
-                .connect(NoTls)
-                .await
-                .map_err(|e| ConnectError::Connect {
-                    source: backend(e, Effect::None),
-                })?;
+            crate::connect::connect(&config, options.connect_timeout).await?;
         let driver = tokio::spawn(async move {
             let _ = connection.await;
         });

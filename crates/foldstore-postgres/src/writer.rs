@@ -373,7 +373,7 @@ async fn commit_slow(shared: &Shared, mut pending: Vec<Request>) {
                             if request.races > MAX_RACES {
                                 let e = BackendError::new(
                                     BackendErrorKind::Unavailable,
-                                    "the append kept racing with concurrent appends to the same stream or ids; nothing was written: retry",
+                                    "the append kept racing with concurrent appends to the same stream or ids",
                                 );
                                 let _ = request.reply.send(Err(e.into()));
                             } else {

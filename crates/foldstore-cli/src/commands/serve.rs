@@ -70,7 +70,15 @@ pub(crate) async fn run(
         .local_addr()
         .map_err(|e| CliError::io("could not read the listening address", e))?;
 
-    let store = open_store(store_args, Access::Create).await?;
+    let store = match open_store(store_args, Access::Create).await {
+        Ok(store) => store,
+        Err(e) => {
+            // The cause goes to the log as well as to stderr (by `main`), for
+            // operators who read only the log.
+            tracing::error!(error = %e, "foldstore serve: could not open the store; stopping");
+            return Err(e);
+        }
+    };
     let dyn_store: Arc<dyn EventStore> = match &store {
         Store::Sqlite(s) => Arc::new(s.clone()),
         Store::Postgres(p) => Arc::new(p.clone()),
