@@ -489,3 +489,26 @@ async fn other_services_answer_unimplemented_and_http_still_works() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.ends_with("ok"), "{response}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_mode_discovers_us_by_gossip_as_the_leader_at_the_dialled_address() {
+    let server = Server::start(Arc::new(InMemoryStore::new())).await;
+    // Two seeds put the client in cluster mode: it reads gossip from a seed and then
+    // connects to the leader's advertised endpoint, which must be the dialled one.
+    let settings = format!(
+        "kurrentdb://127.0.0.1:{0},localhost:{0}?tls=false&nodePreference=leader",
+        server.port
+    )
+    .parse::<kurrentdb::ClientSettings>()
+    .unwrap();
+    let client = Client::new(settings).unwrap();
+    let written = client
+        .append_to_stream(
+            "gossip-1",
+            &AppendToStreamOptions::default(),
+            vec![json("A", 0)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(written.next_expected_version, 0);
+}
