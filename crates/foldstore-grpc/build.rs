@@ -1,0 +1,24 @@
+//! Generates the gRPC server code from `proto/` with the protoc that ships inside the
+//! `protoc-bin-vendored` crate, so a fresh machine needs nothing installed.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut config = tonic_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    // Event data and metadata stay `Bytes` from the socket to the store.
+    config.bytes(["."]);
+    let protos = [
+        "proto/shared.proto",
+        "proto/status.proto",
+        "proto/gossip.proto",
+        "proto/serverfeatures.proto",
+        "proto/streams.proto",
+    ];
+    let includes = [PathBuf::from("proto"), protoc_bin_vendored::include_path()?];
+    tonic_build::configure()
+        .build_client(false)
+        .build_transport(false)
+        .compile_protos_with_config(config, &protos, &includes)?;
+    Ok(())
+}
