@@ -2,10 +2,12 @@
 //! with tokens limited by stream prefix (`acct-`) and by scope (read only, write
 //! only) and with no token, naming streams and categories inside and outside the
 //! prefix. A leak is any of: a 2xx for a request the token's scopes do not allow; a
-//! 2xx for a request that names a stream, category or prefix outside the token's
-//! prefixes; a 2xx answer to the prefix-limited token that names, or carries data of,
-//! a stream outside its prefixes, or counts more streams than it may see; a 2xx
-//! without a token on a route that is not public.
+//! 2xx for a request that names a stream, or asks for a `prefix`, outside the token's
+//! prefixes (these must be refused); a 2xx answer to the prefix-limited token that
+//! names, or carries data of, a stream outside its prefixes, or counts more streams
+//! than it may see (a category outside the prefixes may be narrowed to nothing rather
+//! than refused, so only its answer is judged); a 2xx without a token on a route that
+//! is not public.
 
 use std::process::Command;
 use std::time::Duration;
@@ -70,6 +72,7 @@ struct Call {
     method: Method,
     path: String,
     body: Option<Value>,
+    /// Names a stream or asks for a prefix outside `acct-`: must be refused.
     outside: bool,
     subscribe: bool,
 }
@@ -248,17 +251,18 @@ fn plan(doc: &Value) -> Vec<Call> {
                         method: method.clone(),
                         path: filled.clone(),
                         body: body(stream),
-                        outside: named && outside,
+                        outside: outside && path.contains("{stream}"),
                         subscribe,
                     });
                 }
-                for (param, value) in [("prefix", if outside { "bank" } else { INSIDE }), ("category", category)] {
+                let prefix = if outside { "bank" } else { INSIDE };
+                for (param, value) in [("prefix", prefix), ("category", category)] {
                     if query.iter().any(|q| q == param) {
                         calls.push(Call {
                             method: method.clone(),
                             path: format!("{filled}?{param}={value}"),
                             body: body(stream),
-                            outside: outside || (named && outside),
+                            outside: outside && (param == "prefix" || path.contains("{stream}")),
                             subscribe,
                         });
                     }
