@@ -26,10 +26,7 @@ fn assert_held(report: Report) {
 }
 
 fn postgres(test: &str) -> Option<String> {
-    test_url(
-        test,
-        "cargo test -p foldstore-cli --test reliability",
-    )
+    test_url(test, "cargo test -p foldstore-cli --test reliability")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,9 @@
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
     /// `foldstore serve` could not be started or did not become healthy.
-    #[error("could not start `foldstore serve`: {0}; check the --foldstore path and the server's stderr above")]
+    #[error(
+        "could not start `foldstore serve`: {0}; check the --foldstore path and the server's stderr above"
+    )]
     Start(String),
     /// A request the scenario cannot do without failed (a seed write, a final read).
     #[error("{what}: {detail}")]

@@ -16,7 +16,12 @@ use foldstore_reliability::{Env, HarnessError, Report};
 #[command(name = "foldstore-reliability")]
 struct Cli {
     /// The `foldstore` binary to test.
-    #[arg(long, global = true, env = "FOLDSTORE_BIN", default_value = "target/release/foldstore")]
+    #[arg(
+        long,
+        global = true,
+        env = "FOLDSTORE_BIN",
+        default_value = "target/release/foldstore"
+    )]
     foldstore: PathBuf,
     /// PostgreSQL for the PostgreSQL scenarios.
     #[arg(long, global = true, env = "FOLDSTORE_TEST_POSTGRES_URL")]

@@ -174,17 +174,26 @@ pub fn judge(
         }
         for e in events {
             match index.get(e.id.as_str()).map(|&i| &all[i]) {
-                Some(a) if a.revision == e.revision && a.position == e.position && a.stream == *name => {}
+                Some(a)
+                    if a.revision == e.revision
+                        && a.position == e.position
+                        && a.stream == *name => {}
                 _ => {
                     v.all_vs_streams += 1;
-                    v.bad(format!("{name}@{} not in $all as read from the stream", e.revision));
+                    v.bad(format!(
+                        "{name}@{} not in $all as read from the stream",
+                        e.revision
+                    ));
                 }
             }
         }
     }
     if in_streams != all.len() {
         v.all_vs_streams += 1;
-        v.bad(format!("$all has {} events, the streams {in_streams}", all.len()));
+        v.bad(format!(
+            "$all has {} events, the streams {in_streams}",
+            all.len()
+        ));
     }
     // Requests.
     let mut sent: HashMap<&str, ()> = HashMap::new();
@@ -219,7 +228,10 @@ pub fn judge(
                 let missing = (r.events.len() - present) as u64;
                 if missing > 0 {
                     v.lost += missing;
-                    v.bad(format!("acknowledged append to {} lost {missing} events", r.stream));
+                    v.bad(format!(
+                        "acknowledged append to {} lost {missing} events",
+                        r.stream
+                    ));
                 } else if !whole {
                     v.torn += 1;
                     v.bad(format!("acknowledged append to {} not adjacent", r.stream));
@@ -238,7 +250,10 @@ pub fn judge(
                 v.failed_requests += 1;
                 if present > 0 {
                     v.failed_present += 1;
-                    v.bad(format!("failed append ({status} {code}) to {} stored", r.stream));
+                    v.bad(format!(
+                        "failed append ({status} {code}) to {} stored",
+                        r.stream
+                    ));
                 }
             }
             Outcome::Unknown { .. } => {

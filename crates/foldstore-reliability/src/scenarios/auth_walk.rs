@@ -44,7 +44,12 @@ struct Token {
     prefix_limited: bool,
 }
 
-fn make_token(env: &Env, file: &std::path::Path, scopes: &str, prefix: Option<&str>) -> Result<String, HarnessError> {
+fn make_token(
+    env: &Env,
+    file: &std::path::Path,
+    scopes: &str,
+    prefix: Option<&str>,
+) -> Result<String, HarnessError> {
     let mut c = Command::new(&env.foldstore);
     c.args(["token", "create", "--scopes", scopes, "--append-to"])
         .arg(file);
@@ -118,27 +123,31 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, HarnessError> {
         },
     ];
     let mut spec = ServerSpec::new(&env.foldstore, fresh.backend())?;
-    spec.extra = vec![
-        "--tokens-file".into(),
-        tokens_file.display().to_string(),
-    ];
+    spec.extra = vec!["--tokens-file".into(), tokens_file.display().to_string()];
     let server = Server::start(&spec).await?;
     let base = spec.url();
     let api = Api::new(Duration::from_secs(10));
     let admin_api = api.with_token(&admin);
     for stream in ["acct-1", "bank-1", "secret-1"] {
-        let marker = if stream == "acct-1" { "visible" } else { "LEAKMARK" };
+        let marker = if stream == "acct-1" {
+            "visible"
+        } else {
+            "LEAKMARK"
+        };
         let events = [json!({"type": "Opened", "data": {"marker": marker}})];
-        admin_api
-            .append(&base, stream, json!("any"), &events)
-            .await;
+        admin_api.append(&base, stream, json!("any"), &events).await;
     }
     let doc = admin_api.get_json(&format!("{base}/openapi.json")).await?;
     let calls = plan(&doc);
     let mut leaks = Vec::new();
     let mut requests = 0u64;
     let mut operations = 0u64;
-    for item in doc["paths"].as_object().into_iter().flatten().map(|(_, i)| i) {
+    for item in doc["paths"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(_, i)| i)
+    {
         for method in item.as_object().into_iter().flatten().map(|(m, _)| m) {
             if ["get", "post", "put", "delete", "patch"].contains(&method.as_str()) {
                 operations += 1;
@@ -241,7 +250,8 @@ fn plan(doc: &Value) -> Vec<Call> {
                 ("PUT", _) => Some(json!({})),
                 _ => None,
             };
-            for (stream, category, outside) in [("acct-1", "acct", false), ("bank-1", "bank", true)] {
+            for (stream, category, outside) in [("acct-1", "acct", false), ("bank-1", "bank", true)]
+            {
                 let named = path.contains('{');
                 let filled = path
                     .replace("{stream}", stream)

@@ -98,7 +98,8 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, HarnessError> {
                             }
                         };
                         let id = uuid::Uuid::new_v4().to_string();
-                        let event = json!({"id": id, "type": "Incremented", "data": {"value": value + 1}});
+                        let event =
+                            json!({"id": id, "type": "Incremented", "data": {"value": value + 1}});
                         match api.append(&base, &stream, expected, &[event]).await {
                             Outcome::Ok { .. } => {
                                 acked.push((stream.clone(), id));

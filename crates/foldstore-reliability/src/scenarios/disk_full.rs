@@ -64,7 +64,10 @@ fn status_of(o: &Outcome) -> String {
     match o {
         Outcome::Ok { .. } => "200".to_owned(),
         Outcome::Failed { status, code } | Outcome::Unknown { status, code } => {
-            format!("{status} {}", if code.len() > 40 { &code[..40] } else { code })
+            format!(
+                "{status} {}",
+                if code.len() > 40 { &code[..40] } else { code }
+            )
         }
     }
 }

@@ -57,7 +57,10 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, HarnessError> {
         recoveries.push(server.startup);
     }
     // Let the last server take some appends before the writers stop.
-    writers.progress.wait_for_acks(10, Duration::from_secs(10)).await;
+    writers
+        .progress
+        .wait_for_acks(10, Duration::from_secs(10))
+        .await;
     writers.stop().await;
     let verdict = oracle::check(&api, &spec.url(), &ledger.requests()).await?;
     server.stop().await;

@@ -75,7 +75,10 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, HarnessError> {
             None => unrecovered += 1,
         }
     }
-    writers.progress.wait_for_acks(10, Duration::from_secs(10)).await;
+    writers
+        .progress
+        .wait_for_acks(10, Duration::from_secs(10))
+        .await;
     writers.stop().await;
     let verdict = oracle::check(&api, &spec.url(), &ledger.requests()).await?;
     server.stop().await;

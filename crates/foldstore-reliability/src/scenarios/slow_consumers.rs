@@ -102,7 +102,10 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, HarnessError> {
         }
     }
     let written_at = Instant::now();
-    until.store(u64::try_from(last_position).unwrap_or(u64::MAX), Ordering::SeqCst);
+    until.store(
+        u64::try_from(last_position).unwrap_or(u64::MAX),
+        Ordering::SeqCst,
+    );
     stop.store(true, Ordering::SeqCst);
     let normal = tokio::time::timeout(Duration::from_secs(120), normal)
         .await
@@ -114,20 +117,32 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, HarnessError> {
     let deadline = written_at + Duration::from_secs(o.close_within_s);
     tokio::time::sleep_until(deadline.into()).await;
     let rss_stuck = rss_bytes(pid).unwrap_or(0);
-    let mut closed = 0usize;
-    let mut buf = vec![0u8; 1 << 16];
-    for s in &mut stuck {
-        let drained = tokio::time::timeout(Duration::from_secs(3), async {
-            loop {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => return true,
-                    Ok(_) => {}
-                }
-            }
+    // Drain every stuck socket at once: one the server closed ends (EOF) within a
+    // moment; one it keeps open does not.
+    let drains: Vec<_> = stuck
+        .drain(..)
+        .map(|mut s| {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 1 << 16];
+                let eof = tokio::time::timeout(Duration::from_secs(3), async {
+                    loop {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                    }
+                })
+                .await
+                .is_ok();
+                (eof, s)
+            })
         })
-        .await;
-        if drained == Ok(true) {
-            closed += 1;
+        .collect();
+    let mut closed = 0usize;
+    for d in drains {
+        if let Ok((eof, s)) = d.await {
+            closed += usize::from(eof);
+            stuck.push(s);
         }
     }
     drop(stuck);

@@ -67,7 +67,10 @@ pub async fn run(env: &Env, o: &Options) -> Result<Report, HarnessError> {
         server.kill().await;
         server = Server::start(&spec).await?;
     }
-    writers.progress.wait_for_acks(10, Duration::from_secs(10)).await;
+    writers
+        .progress
+        .wait_for_acks(10, Duration::from_secs(10))
+        .await;
     writers.stop().await;
     let all = api.read_all(&spec.url()).await?;
     let head = all.last().map_or(0, |e| e.position);
