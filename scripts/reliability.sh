@@ -33,7 +33,9 @@ out=target/reliability-results
 rm -rf "$out"
 mkdir -p "$out"
 
-if [ "$quick" = 1 ]; then
+# RELIABILITY_BUILD=debug keeps the long tier's counts on the debug build (faster to
+# build; slower to recover, which only the recovery times show).
+if [ "$quick" = 1 ] || [ "${RELIABILITY_BUILD:-}" = debug ]; then
     cargo build --quiet -p foldstore-cli --bin foldstore -p foldstore-reliability || exit 1
     bin=target/debug
 else
@@ -167,7 +169,7 @@ run schema-fuzz schema-fuzz schema_fuzz
 
 # The table of figures.
 echo
-echo "## Figures ($(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD), $(nproc) cores, $([ "$quick" = 1 ] && echo quick || echo long) tier)"
+echo "## Figures ($(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD), $(nproc) cores, $([ "$quick" = 1 ] && echo quick || echo long) tier, ${bin#target/} build)"
 echo
 python3 - "$out" <<'PY'
 import glob, json, os, sys
