@@ -290,3 +290,93 @@ fn adjacent(all: &[Stored], found: &[Option<usize>]) -> bool {
         _ => false,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn stored(id: &str, revision: u64, position: u128) -> Stored {
+        Stored {
+            id: id.into(),
+            stream: "s".into(),
+            event_type: "T".into(),
+            revision,
+            position,
+            data: json!(id),
+        }
+    }
+
+    fn request(ids: &[&str], outcome: Outcome) -> Request {
+        Request {
+            stream: "s".into(),
+            events: ids
+                .iter()
+                .map(|i| (i.to_string(), "T".to_owned(), json!(i)))
+                .collect(),
+            outcome,
+        }
+    }
+
+    fn ok(position: u128, next: u64) -> Outcome {
+        Outcome::Ok {
+            position,
+            next_expected_revision: next,
+        }
+    }
+
+    fn unknown() -> Outcome {
+        Outcome::Unknown {
+            status: 0,
+            code: String::new(),
+        }
+    }
+
+    fn judged(requests: &[Request], all: Vec<Stored>) -> Verdict {
+        let streams = BTreeMap::from([("s".to_owned(), all.clone())]);
+        judge(requests, &all, &streams)
+    }
+
+    #[test]
+    fn a_clean_history_passes_and_each_kind_of_damage_is_counted() {
+        let requests = [
+            request(&["a", "b"], ok(2, 1)),
+            request(&["c"], unknown()),
+            request(&["d", "e"], unknown()),
+        ];
+        let clean = judged(
+            &requests,
+            vec![stored("a", 0, 1), stored("b", 1, 2), stored("c", 2, 3)],
+        );
+        assert_eq!(
+            (
+                clean.lost,
+                clean.torn,
+                clean.unknown_present,
+                clean.unknown_absent
+            ),
+            (0, 0, 1, 1)
+        );
+        assert!(clean.examples.is_empty(), "{:?}", clean.examples);
+
+        let lost = judged(&requests, vec![stored("a", 0, 1)]);
+        assert_eq!(lost.lost, 1);
+        let torn = judged(
+            &requests,
+            vec![stored("a", 0, 1), stored("b", 1, 2), stored("d", 2, 3)],
+        );
+        assert_eq!(torn.torn, 1);
+        let doubled = judged(
+            &requests,
+            vec![stored("a", 0, 1), stored("b", 1, 2), stored("a", 2, 3)],
+        );
+        assert_eq!(doubled.duplicated, 1);
+        let reordered = judged(&requests, vec![stored("a", 0, 2), stored("b", 1, 1)]);
+        assert!(reordered.order_violations > 0 && reordered.corrupt > 0);
+        let phantom = judged(
+            &requests,
+            vec![stored("a", 0, 1), stored("b", 1, 2), stored("z", 2, 3)],
+        );
+        assert_eq!(phantom.phantom, 1);
+    }
+}
