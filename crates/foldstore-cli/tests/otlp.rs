@@ -10,7 +10,7 @@ use std::sync::mpsc;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use prost::Message;
+use otlp_prost::Message;
 
 /// A collector on a free port: every POST body to `/v1/traces` goes to the channel.
 fn collector() -> (String, mpsc::Receiver<Vec<u8>>) {

@@ -1,6 +1,7 @@
 //! Test support for code that runs on this backend (feature `testkit`): the test
 //! database from the environment, and a schema of its own for each test, dropped
-//! afterwards, so that runs never collide and leave nothing behind.
+//! afterwards, so that runs never collide and leave nothing behind; and a
+//! [`PrivateCluster`] for tests that crash and restart a PostgreSQL server.
 //!
 //! The conventions every foldstore test follows:
 //!
@@ -25,6 +26,9 @@ use std::io::Write;
 use std::time::Duration;
 
 use crate::{PostgresOptions, PostgresStore};
+
+mod cluster;
+pub use cluster::{BIN_VAR, PrivateCluster};
 
 /// The environment variable holding the test database's URL.
 pub const URL_VAR: &str = "FOLDSTORE_TEST_POSTGRES_URL";

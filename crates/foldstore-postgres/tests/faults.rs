@@ -28,6 +28,7 @@ use foldstore_core::{
     ReadAllOptions, StreamName, SubscribeFrom,
 };
 use foldstore_postgres::PostgresStore;
+use foldstore_postgres::testkit::PrivateCluster;
 use futures::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
@@ -303,119 +304,6 @@ async fn check_outage(
         acknowledged.len(),
         refused.len()
     );
-}
-
-/// A PostgreSQL cluster of the test's own, in a temporary directory on a free port, so
-/// that the test can crash and restart a real server without touching the shared one.
-struct PrivateCluster {
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl PrivateCluster {
-    /// Initialises and starts a cluster, or says why it can't (no PostgreSQL server
-    /// binaries on this machine).
-    fn start() -> Result<Self, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("foldstore-pg-")
-            .tempdir()
-            .map_err(|e| format!("temporary directory: {e}"))?;
-        // PostgreSQL refuses to run as root: hand the directory to `postgres` then.
-        if running_as_root() {
-            let (uid, gid) = postgres_ids().ok_or("running as root and no `postgres` user")?;
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
-                .map_err(|e| format!("chown: {e}"))?;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("free port: {e}"))?
-            .port();
-        let cluster = Self { dir, port };
-        cluster.run(
-            "initdb",
-            &[
-                "-D",
-                &cluster.data(),
-                "--auth=trust",
-                "--username=root",
-                "--no-sync",
-            ],
-        )?;
-        cluster.up()?;
-        Ok(cluster)
-    }
-
-    fn data(&self) -> String {
-        self.dir.path().join("data").display().to_string()
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://root@127.0.0.1:{}/postgres", self.port)
-    }
-
-    fn up(&self) -> Result<(), String> {
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on",
-            self.port,
-            self.dir.path().display()
-        );
-        let log = self.dir.path().join("server.log").display().to_string();
-        self.run(
-            "pg_ctl",
-            &["-D", &self.data(), "-o", &opts, "-l", &log, "-w", "start"],
-        )
-    }
-
-    /// Stops the server the way a crash does: no checkpoint, no clean shutdown; the
-    /// next start runs crash recovery from the WAL.
-    fn crash(&self) -> Result<(), String> {
-        self.run(
-            "pg_ctl",
-            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
-        )
-    }
-
-    fn run(&self, program: &str, args: &[&str]) -> Result<(), String> {
-        let mut command = if running_as_root() {
-            let mut c = std::process::Command::new("runuser");
-            c.args(["-u", "postgres", "--", program]);
-            c
-        } else {
-            std::process::Command::new(program)
-        };
-        let out = command
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .map_err(|e| format!("{program}: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{program} {args:?} failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    }
-}
-
-impl Drop for PrivateCluster {
-    fn drop(&mut self) {
-        let _ = self.crash();
-    }
-}
-
-fn running_as_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-}
-
-/// The uid and gid of the `postgres` user, from /etc/passwd.
-fn postgres_ids() -> Option<(u32, u32)> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    let line = passwd.lines().find(|l| l.starts_with("postgres:"))?;
-    let mut fields = line.split(':').skip(2);
-    Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
 }
 
 /// A real crash of PostgreSQL (`pg_ctl stop -m immediate`, then crash recovery on
