@@ -264,17 +264,19 @@ pub(crate) fn backend(e: tokio_postgres::Error, effect: Effect) -> BackendError 
             "PostgreSQL could not be reached ({})",
             crate::connect::chain(&e)
         )),
-        Some(db) => classify(db, &lost),
+        Some(db) => classify(db.code(), db.message(), &lost),
     };
     BackendError::new(kind, message).with_source(e)
 }
 
+/// The kind and message of a server error, from its SQLSTATE and the server's own
+/// message; `lost` words a lost connection.
 fn classify(
-    db: &tokio_postgres::error::DbError,
+    code: &SqlState,
+    server_message: &str,
     lost: &dyn Fn(&str) -> (BackendErrorKind, String),
 ) -> (BackendErrorKind, String) {
     use BackendErrorKind::*;
-    let code = db.code();
     let class = &code.code()[..2];
     match code {
         c if *c == SqlState::QUERY_CANCELED => (
@@ -324,13 +326,13 @@ fn classify(
             Unavailable,
             format!(
                 "PostgreSQL refused a new connection: {} (SQLSTATE {}); fix the URL's user or database, or create them on the server",
-                db.message(),
+                server_message,
                 code.code()
             ),
         ),
         c if *c == SqlState::CANNOT_CONNECT_NOW => (
             Unavailable,
-            format!("PostgreSQL does not accept connections now: {}", db.message()),
+            format!("PostgreSQL does not accept connections now: {}", server_message),
         ),
         _ if class == "08" || class == "57" => lost("PostgreSQL closed the connection or is shutting down"),
         _ if class == "53" || class == "58" || class == "XX" => (
@@ -341,7 +343,7 @@ fn classify(
             Internal,
             format!(
                 "unexpected PostgreSQL error: {} (SQLSTATE {})",
-                db.message(),
+                server_message,
                 code.code()
             ),
         ),
@@ -421,21 +423,16 @@ mod tests {
         let silent = pool(PoolError::Timeout(TimeoutType::Create)).to_string();
         assert!(silent.contains("did not answer"), "{silent}");
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     fn kind(code: &str) -> BackendErrorKind {
         let lost = |what: &str| (BackendErrorKind::Unavailable, what.to_owned());
-        classify(&SqlState::from_code(code), &lost).0
+        classify(&SqlState::from_code(code), "", &lost).0
     }
 
     #[test]
     fn a_full_disk_is_storage_full_and_other_resource_errors_are_storage() {
         assert_eq!(kind("53100"), BackendErrorKind::StorageFull);
-        let (_, message) = classify(&SqlState::DISK_FULL, &|w| {
+        let (_, message) = classify(&SqlState::DISK_FULL, "", &|w| {
             (BackendErrorKind::Unavailable, w.to_owned())
         });
         assert!(message.contains("free space"), "{message}");
