@@ -18,6 +18,10 @@ pub(crate) const EXIT_USAGE: u8 = 2;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub(crate) enum CliError {
+    /// An error already written to the log (by `serve`, whose operators read the
+    /// log): `main` does not print it again.
+    #[error(transparent)]
+    Logged(Box<CliError>),
     /// The arguments do not make sense together.
     #[error("{0}")]
     Usage(String),
@@ -132,6 +136,9 @@ impl CliError {
 
     /// The process exit status for this error.
     pub(crate) fn exit_code(&self) -> ExitCode {
+        if let CliError::Logged(inner) = self {
+            return inner.exit_code();
+        }
         ExitCode::from(match self {
             CliError::Usage(_)
             | CliError::DatabaseUrl(_)

@@ -45,7 +45,9 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli, database_on_command_line)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            if !matches!(e, CliError::Logged(_)) {
+                eprintln!("error: {e}");
+            }
             e.exit_code()
         }
     }

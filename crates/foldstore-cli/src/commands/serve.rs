@@ -73,10 +73,13 @@ pub(crate) async fn run(
     let store = match open_store(store_args, Access::Create).await {
         Ok(store) => store,
         Err(e) => {
-            // The cause goes to the log as well as to stderr (by `main`), for
-            // operators who read only the log.
+            // Operators read the server's log: the cause goes there, once. With error
+            // lines filtered out of the log, `main` prints it instead.
+            if !tracing::enabled!(tracing::Level::ERROR) {
+                return Err(e);
+            }
             tracing::error!(error = %e, "foldstore serve: could not open the store; stopping");
-            return Err(e);
+            return Err(CliError::Logged(Box::new(e)));
         }
     };
     let dyn_store: Arc<dyn EventStore> = match &store {
