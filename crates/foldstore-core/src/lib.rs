@@ -51,6 +51,7 @@ mod memory;
 mod metadata;
 mod options;
 mod position;
+pub mod persistent;
 pub mod projection;
 mod retry;
 pub mod rules;
