@@ -18,7 +18,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 pub type ConsumerId = u64;
 
 /// How a group chooses the consumer for an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum Strategy {
     /// Each event to the next consumer (in connection order) that has room.
     #[default]
@@ -355,12 +357,18 @@ impl<T: Clone> Dispatcher<T> {
             NackAction::Stop => self.disconnect(consumer),
             NackAction::Skip => self.ack(key),
             NackAction::Park => {
-                if matches!(self.release(key), Some(State::InFlight { .. } | State::Waiting)) {
+                if matches!(
+                    self.release(key),
+                    Some(State::InFlight { .. } | State::Waiting)
+                ) {
                     self.park(key, ParkReason::Nacked);
                 }
             }
             NackAction::Retry => {
-                if matches!(self.release(key), Some(State::InFlight { .. } | State::Waiting)) {
+                if matches!(
+                    self.release(key),
+                    Some(State::InFlight { .. } | State::Waiting)
+                ) {
                     self.retry(key);
                 }
             }
@@ -413,14 +421,22 @@ impl<T: Clone> Dispatcher<T> {
 
     /// `key` is in the parked stream: it is finished.
     pub fn parked(&mut self, key: EventKey) {
-        if self.entries.get(&key).is_some_and(|e| e.state == State::Parking) {
+        if self
+            .entries
+            .get(&key)
+            .is_some_and(|e| e.state == State::Parking)
+        {
             self.finish(key);
         }
     }
 
     /// Writing `key` to the parked stream failed: it waits to be parked again.
     pub fn park_failed(&mut self, key: EventKey, reason: ParkReason) {
-        if self.entries.get(&key).is_some_and(|e| e.state == State::Parking) {
+        if self
+            .entries
+            .get(&key)
+            .is_some_and(|e| e.state == State::Parking)
+        {
             self.to_park.push((key, reason));
         }
     }

@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use proptest::prelude::{Just, ProptestConfig, TestCaseError, prop_assert, prop_assert_eq, prop_oneof, proptest};
+use proptest::prelude::{
+    Just, ProptestConfig, TestCaseError, prop_assert, prop_assert_eq, prop_oneof, proptest,
+};
 use proptest::strategy::Strategy as Gen;
 
 use super::*;
@@ -49,7 +51,11 @@ fn pinned_keeps_a_stream_on_one_consumer_and_waits_for_it() {
     d.push(EventKey::Source(0), 7, 0);
     d.push(EventKey::Source(1), 7, 1);
     let out = d.dispatch(0);
-    assert_eq!(out.len(), 1, "the second event of pin 7 waits for its consumer");
+    assert_eq!(
+        out.len(),
+        1,
+        "the second event of pin 7 waits for its consumer"
+    );
     let owner = out[0].consumer;
     d.ack(EventKey::Source(0));
     let out = d.dispatch(0);
@@ -69,7 +75,11 @@ fn checkpoint_stops_below_the_lowest_unfinished_event() {
     d.ack(EventKey::Source(10));
     assert_eq!(d.checkpoint(), Some(12));
     d.nack(1, EventKey::Source(15), NackAction::Park);
-    assert_eq!(d.checkpoint(), Some(12), "parking is not finished until written");
+    assert_eq!(
+        d.checkpoint(),
+        Some(12),
+        "parking is not finished until written"
+    );
     let parking = d.take_parking();
     assert_eq!(parking.len(), 1);
     d.parked(EventKey::Source(15));
