@@ -307,13 +307,13 @@ impl<T: Clone> Dispatcher<T> {
     }
 
     fn finish(&mut self, key: EventKey) {
-        if let Some(entry) = self.entries.get_mut(&key) {
-            if entry.state != State::Done {
-                entry.state = State::Done;
-                self.finished += 1;
-                if matches!(key, EventKey::Source(_)) {
-                    self.outstanding_source -= 1;
-                }
+        if let Some(entry) = self.entries.get_mut(&key)
+            && entry.state != State::Done
+        {
+            entry.state = State::Done;
+            self.finished += 1;
+            if matches!(key, EventKey::Source(_)) {
+                self.outstanding_source -= 1;
             }
         }
         self.prune();

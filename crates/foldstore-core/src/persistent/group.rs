@@ -479,12 +479,12 @@ impl GroupTask {
             let original = self.store.read_all(options).await.map_err(store)?;
             term.replay_upto = Some(link.revision);
             term.replay_from = link.revision + 1;
-            if let Some(event) = original.into_iter().next() {
-                if event.position.as_u128() == record.position {
-                    let pin = group_hash(event.stream.as_str());
-                    term.disp.push(EventKey::Replay(link.revision), pin, event);
-                    count += 1;
-                }
+            if let Some(event) = original.into_iter().next()
+                && event.position.as_u128() == record.position
+            {
+                let pin = group_hash(event.stream.as_str());
+                term.disp.push(EventKey::Replay(link.revision), pin, event);
+                count += 1;
             }
         }
         Ok(count)

@@ -279,8 +279,8 @@ proptest! {
                 }
                 Op::Advance(ms) => {
                     now += ms;
-                    let late: Vec<u128> = d.in_flight().into_iter()
-                        .filter_map(|(k, _)| match k { EventKey::Source(k) => Some(k), _ => None })
+                    let late: Vec<u128> = d.in_flight().into_keys()
+                        .filter_map(|k| match k { EventKey::Source(k) => Some(k), _ => None })
                         .collect();
                     d.expire(now);
                     let still = d.in_flight();
