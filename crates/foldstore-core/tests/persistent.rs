@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use foldstore_core::persistent::{
     EventKey, NackAction, PersistentSettings, PersistentSubscriptions, Strategy, Target,
+    in_process_locks,
 };
-use foldstore_core::projection::{InMemoryLocks, RunnerLock};
+use foldstore_core::projection::InMemoryLocks;
 use foldstore_core::{EventStore, ExpectedRevision, InMemoryStore, NewEvent, StreamName};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -248,10 +249,7 @@ async fn one_process_serves_a_group_the_other_takes_over() -> Result<(), Error> 
     let store = Arc::new(InMemoryStore::new());
     fill(&store, 4, 50).await?;
     let locks = InMemoryLocks::new();
-    let factory = {
-        let locks = locks.clone();
-        Arc::new(move |name: &str| Box::new(locks.lock(name)) as Box<dyn RunnerLock>)
-    };
+    let factory = in_process_locks(locks);
     let a = PersistentSubscriptions::open_with_locks(store.clone(), factory.clone()).await?;
     a.create(&Target::All, "g", PersistentSettings::default())
         .await?;

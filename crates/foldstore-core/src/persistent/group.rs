@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::persistent::LockFactory;
 use crate::persistent::records::{
     self, CheckpointRecord, ParkedRecord, PersistentSettings, StartFrom, Target,
 };
@@ -84,7 +85,9 @@ pub(crate) struct GroupTask {
     pub(crate) target: Target,
     pub(crate) group: String,
     pub(crate) settings: PersistentSettings,
-    pub(crate) lock: Box<dyn RunnerLock>,
+    locks: LockFactory,
+    lock_name: String,
+    lock: Option<Box<dyn RunnerLock>>,
     pub(crate) rx: mpsc::UnboundedReceiver<Cmd>,
     consumers: Vec<(ConsumerId, usize, mpsc::UnboundedSender<PersistentEvent>)>,
     epoch: Instant,
@@ -106,15 +109,18 @@ impl GroupTask {
         target: Target,
         group: String,
         settings: PersistentSettings,
-        lock: Box<dyn RunnerLock>,
+        locks: LockFactory,
         rx: mpsc::UnboundedReceiver<Cmd>,
     ) -> Self {
+        let lock_name = format!("persistentsubscription:{target}::{group}");
         Self {
             store,
             target,
             group,
             settings,
-            lock,
+            locks,
+            lock_name,
+            lock: None,
             rx,
             consumers: Vec::new(),
             epoch: Instant::now(),
@@ -129,11 +135,22 @@ impl GroupTask {
         loop {
             // Wait for the lock, keeping consumers' registrations meanwhile.
             loop {
-                match self.lock.try_acquire().await {
-                    Ok(true) => break,
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(group = %self.group, "taking the group lock failed: {e}")
+                if self.lock.is_none() {
+                    match (self.locks)(self.lock_name.clone()).await {
+                        Ok(lock) => self.lock = Some(lock),
+                        Err(e) => {
+                            tracing::warn!(group = %self.group, "making the group lock failed: {e}")
+                        }
+                    }
+                }
+                if let Some(lock) = self.lock.as_mut() {
+                    match lock.try_acquire().await {
+                        Ok(true) => break,
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(group = %self.group, "taking the group lock failed: {e}");
+                            self.lock = None;
+                        }
                     }
                 }
                 let sleep = tokio::time::sleep(LOCK_RETRY);
@@ -159,16 +176,23 @@ impl GroupTask {
             };
             match exit {
                 Exit::Stop(done) => {
-                    let _ = self.lock.release().await;
+                    self.release().await;
                     if let Some(done) = done {
                         let _ = done.send(());
                     }
                     return;
                 }
-                Exit::Restart => {
-                    let _ = self.lock.release().await;
-                }
+                Exit::Restart => self.release().await,
             }
+        }
+    }
+
+    async fn release(&mut self) {
+        if let Some(lock) = self.lock.as_mut()
+            && let Err(e) = lock.release().await
+        {
+            tracing::warn!(group = %self.group, "releasing the group lock failed: {e}");
+            self.lock = None;
         }
     }
 
@@ -303,7 +327,7 @@ impl GroupTask {
                 }
                 _ = tick.tick() => {
                     term.disp.expire(self.now());
-                    if !self.lock.is_held() {
+                    if !self.lock.as_ref().is_some_and(|l| l.is_held()) {
                         tracing::warn!(group = %self.group, "lost the group lock; another process serves it now");
                         return Ok(Exit::Restart);
                     }

@@ -58,7 +58,9 @@ pub use records::{
     parked_stream,
 };
 
-use crate::projection::{InMemoryLocks, RunnerLock};
+use futures::future::BoxFuture;
+
+use crate::projection::{HandlerError, InMemoryLocks, RunnerLock};
 use crate::{Direction, EventStore, ExpectedRevision, NewEvent, ReadError, ReadStreamOptions};
 use group::{Cmd, GroupTask};
 use records::ConfigRecord;
@@ -99,8 +101,32 @@ pub enum PersistentError {
     Store(Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// Makes the runner lock of a group from its name (`persistentsubscription:<target>::<group>`).
-pub type LockFactory = Arc<dyn Fn(&str) -> Box<dyn RunnerLock> + Send + Sync>;
+/// Makes the runner lock of a group from its name
+/// (`persistentsubscription:<target>::<group>`). A group's task calls it when it starts
+/// and again after the lock failed.
+///
+/// ```
+/// use std::sync::Arc;
+/// use foldstore_core::persistent::LockFactory;
+/// use foldstore_core::projection::{InMemoryLocks, RunnerLock};
+///
+/// let locks = InMemoryLocks::new();
+/// let factory: LockFactory = Arc::new(move |name: String| {
+///     let lock: Box<dyn RunnerLock> = Box::new(locks.lock(name));
+///     Box::pin(async move { Ok(lock) })
+/// });
+/// ```
+pub type LockFactory = Arc<
+    dyn Fn(String) -> BoxFuture<'static, Result<Box<dyn RunnerLock>, HandlerError>> + Send + Sync,
+>;
+
+/// The lock factory of [`PersistentSubscriptions::open`]: locks in this process only.
+pub fn in_process_locks(locks: InMemoryLocks) -> LockFactory {
+    Arc::new(move |name: String| {
+        let lock: Box<dyn RunnerLock> = Box::new(locks.lock(name));
+        Box::pin(async move { Ok(lock) })
+    })
+}
 
 /// A group as [`PersistentSubscriptions::list`] and [`PersistentSubscriptions::info`]
 /// report it.
@@ -152,12 +178,7 @@ impl PersistentSubscriptions {
     /// Serves every group stored in `store`, with in-process locks (one process per
     /// store, as with SQLite).
     pub async fn open(store: Arc<dyn EventStore>) -> Result<Self, PersistentError> {
-        let locks = InMemoryLocks::new();
-        Self::open_with_locks(
-            store,
-            Arc::new(move |name: &str| Box::new(locks.lock(name)) as Box<dyn RunnerLock>),
-        )
-        .await
+        Self::open_with_locks(store, in_process_locks(InMemoryLocks::new())).await
     }
 
     /// Serves every group stored in `store`, taking each group's lock from `locks`
@@ -185,13 +206,12 @@ impl PersistentSubscriptions {
 
     fn start(&self, target: Target, group: String, settings: PersistentSettings) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let lock = (self.locks)(&format!("persistentsubscription:{target}::{group}"));
         let task = GroupTask::new(
             self.store.clone(),
             target.clone(),
             group.clone(),
             settings,
-            lock,
+            self.locks.clone(),
             rx,
         );
         let task = tokio::spawn(task.run());
