@@ -204,19 +204,36 @@ impl PersistentSubscriptions {
         self.groups.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn start(&self, target: Target, group: String, settings: PersistentSettings) {
+    /// Starts the group's task unless it runs; answers its command channel.
+    fn start(
+        &self,
+        target: Target,
+        group: String,
+        settings: PersistentSettings,
+    ) -> mpsc::UnboundedSender<Cmd> {
+        let mut handles = self.handles();
+        let key = (target, group);
+        if let Some(h) = handles.get(&key) {
+            return h.cmd.clone();
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let task = GroupTask::new(
             self.store.clone(),
-            target.clone(),
-            group.clone(),
+            key.0.clone(),
+            key.1.clone(),
             settings,
             self.locks.clone(),
             rx,
         );
         let task = tokio::spawn(task.run());
-        self.handles()
-            .insert((target, group), Handle { cmd: tx, task });
+        handles.insert(
+            key,
+            Handle {
+                cmd: tx.clone(),
+                task,
+            },
+        );
+        tx
     }
 
     /// Every group stored, by its latest settings record.
@@ -428,16 +445,7 @@ impl PersistentSubscriptions {
         let (Some(settings), _) = self.config(target, group).await? else {
             return Err(Self::not_found(target, group));
         };
-        let mut handles = self.handles();
-        if !handles.contains_key(&(target.clone(), group.to_owned())) {
-            drop(handles);
-            self.start(target.clone(), group.to_owned(), settings);
-            handles = self.handles();
-        }
-        handles
-            .get(&(target.clone(), group.to_owned()))
-            .map(|h| h.cmd.clone())
-            .ok_or_else(|| Self::not_found(target, group))
+        Ok(self.start(target.clone(), group.to_owned(), settings))
     }
 
     /// Connects a consumer that takes up to `buffer_size` events at once (0: the
