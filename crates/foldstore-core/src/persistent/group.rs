@@ -298,18 +298,9 @@ impl GroupTask {
         loop {
             let room = term.disp.outstanding() < live;
             tokio::select! {
+                // Reading first keeps the live buffer full while acks pour in (the
+                // branch is off once it is full, so commands never starve).
                 biased;
-                cmd = self.rx.recv() => {
-                    let Some(cmd) = cmd else { return self.stop(&mut term, None).await };
-                    if let Some(exit) = self.command(&mut term, cmd).await? {
-                        return Ok(exit);
-                    }
-                    while let Ok(cmd) = self.rx.try_recv() {
-                        if let Some(exit) = self.command(&mut term, cmd).await? {
-                            return Ok(exit);
-                        }
-                    }
-                }
                 event = sub.next(), if room && sub_open => {
                     match event {
                         Some(Ok(e)) => self.push(&mut term, e),
@@ -322,6 +313,17 @@ impl GroupTask {
                             Some(Some(Err(e))) => return Err(store(e)),
                             Some(None) => { sub_open = false; break; }
                             None => break,
+                        }
+                    }
+                }
+                cmd = self.rx.recv() => {
+                    let Some(cmd) = cmd else { return self.stop(&mut term, None).await };
+                    if let Some(exit) = self.command(&mut term, cmd).await? {
+                        return Ok(exit);
+                    }
+                    while let Ok(cmd) = self.rx.try_recv() {
+                        if let Some(exit) = self.command(&mut term, cmd).await? {
+                            return Ok(exit);
                         }
                     }
                 }
