@@ -544,23 +544,19 @@ impl GroupTask {
 
 /// The number of visible events in `stream` (0 when it does not exist).
 pub(crate) async fn count_events(
-    store: &dyn EventStore,
+    events: &dyn EventStore,
     stream: &StreamName,
 ) -> Result<u64, PersistentError> {
-    match store
+    match events
         .read_stream(stream, ReadStreamOptions::forwards())
         .await
     {
         Ok(events) => Ok(events.len() as u64),
         Err(ReadError::StreamNotFound { .. }) => Ok(0),
-        Err(e) => Err(store_err(e)),
+        Err(e) => Err(store(e)),
     }
 }
 
 fn store(e: impl std::error::Error + Send + Sync + 'static) -> PersistentError {
     PersistentError::Store(Box::new(e))
-}
-
-fn store_err(e: impl std::error::Error + Send + Sync + 'static) -> PersistentError {
-    store(e)
 }
