@@ -50,6 +50,7 @@ mod event;
 mod memory;
 mod metadata;
 mod options;
+pub mod persistent;
 mod position;
 pub mod projection;
 mod retry;

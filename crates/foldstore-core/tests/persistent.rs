@@ -1,0 +1,285 @@
+//! Persistent subscriptions over the in-memory store: many competing consumers, parking
+//! and replay, timeouts, restarts from the stored checkpoint, and two processes
+//! sharing one group's lock.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use foldstore_core::persistent::{
+    EventKey, NackAction, PersistentSettings, PersistentSubscriptions, Strategy, Target,
+    in_process_locks,
+};
+use foldstore_core::projection::InMemoryLocks;
+use foldstore_core::{EventStore, ExpectedRevision, InMemoryStore, NewEvent, StreamName};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+async fn fill(store: &InMemoryStore, streams: usize, per_stream: usize) -> Result<(), Error> {
+    for s in 0..streams {
+        let name = StreamName::new(format!("order-{s}"))?;
+        let events = (0..per_stream)
+            .map(|i| NewEvent::json("Placed", &i))
+            .collect::<Result<Vec<_>, _>>()?;
+        store.append(&name, ExpectedRevision::Any, events).await?;
+    }
+    Ok(())
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..500 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// 64 consumers share 50,000 events: each is acked, none is held by two at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_consumers_ack_fifty_thousand_events_none_lost_none_doubled() -> Result<(), Error>
+{
+    const EVENTS: usize = 50_000;
+    let store = Arc::new(InMemoryStore::new());
+    fill(&store, 100, EVENTS / 100).await?;
+    let subs = PersistentSubscriptions::open(store.clone()).await?;
+    let settings = PersistentSettings {
+        message_timeout_ms: 60_000,
+        ..PersistentSettings::default()
+    };
+    subs.create(&Target::All, "workers", settings).await?;
+
+    let in_flight = Arc::new(Mutex::new(HashSet::new()));
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let deliveries = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(tokio::sync::Notify::new());
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let mut consumer = subs.connect(&Target::All, "workers", 10).await?;
+        let (in_flight, acked, deliveries, done) = (
+            in_flight.clone(),
+            acked.clone(),
+            deliveries.clone(),
+            done.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while let Some(delivered) = consumer.next().await {
+                let position = delivered.event.position;
+                assert!(
+                    in_flight.lock().unwrap().insert(position),
+                    "event at {position:?} is in flight at two consumers"
+                );
+                deliveries.fetch_add(1, Ordering::Relaxed);
+                tokio::task::yield_now().await;
+                in_flight.lock().unwrap().remove(&position);
+                let total = {
+                    let mut acked = acked.lock().unwrap();
+                    acked.insert(position);
+                    acked.len()
+                };
+                consumer.ack(&[delivered.key]);
+                if total == EVENTS {
+                    done.notify_one();
+                }
+            }
+        }));
+    }
+    tokio::time::timeout(Duration::from_secs(120), done.notified()).await?;
+    let elapsed = started.elapsed();
+    println!(
+        "64 consumers acked {EVENTS} events in {elapsed:?}: {:.0} events/s",
+        EVENTS as f64 / elapsed.as_secs_f64()
+    );
+    assert_eq!(acked.lock().unwrap().len(), EVENTS);
+    assert_eq!(
+        deliveries.load(Ordering::Relaxed),
+        EVENTS,
+        "no event was delivered twice"
+    );
+    subs.shutdown().await;
+    for task in tasks {
+        task.await?;
+    }
+    Ok(())
+}
+
+/// A nacked-park event lands in the parked stream and comes back on replay.
+#[tokio::test]
+async fn nack_park_then_replay_delivers_the_event_again() -> Result<(), Error> {
+    let store = Arc::new(InMemoryStore::new());
+    fill(&store, 1, 3).await?;
+    let target = Target::Stream(StreamName::new("order-0")?);
+    let subs = PersistentSubscriptions::open(store.clone()).await?;
+    subs.create(&target, "g", PersistentSettings::default())
+        .await?;
+    let mut consumer = subs.connect(&target, "g", 10).await?;
+    for _ in 0..3 {
+        let d = consumer.next().await.expect("event");
+        if d.event.revision == 1 {
+            consumer.nack(&[d.key], NackAction::Park);
+        } else {
+            consumer.ack(&[d.key]);
+        }
+    }
+    eventually("one parked event", || async {
+        subs.info(&target, "g").await.unwrap().parked == 1
+    })
+    .await;
+    let parked = store
+        .read_stream(
+            &foldstore_core::persistent::parked_stream(&target, "g")?,
+            foldstore_core::ReadStreamOptions::forwards(),
+        )
+        .await?;
+    assert_eq!(parked[0].event_type, "PersistentSubscriptionParked");
+
+    assert_eq!(subs.replay_parked(&target, "g").await?, 1);
+    let again = consumer.next().await.expect("the replayed event");
+    assert_eq!(again.event.revision, 1);
+    assert!(matches!(again.key, EventKey::Replay(0)));
+    consumer.ack(&[again.key]);
+    eventually("the parked stream emptied by the replay", || async {
+        subs.info(&target, "g").await.unwrap().parked == 0
+    })
+    .await;
+    let info = subs.info(&target, "g").await?;
+    assert_eq!(
+        info.stats.checkpoint, None,
+        "checkpoints wait for the count or time"
+    );
+    subs.shutdown().await;
+    Ok(())
+}
+
+/// An event not acked in time is delivered again, then parked after max retries.
+#[tokio::test]
+async fn a_timeout_retries_then_parks() -> Result<(), Error> {
+    let store = Arc::new(InMemoryStore::new());
+    fill(&store, 1, 1).await?;
+    let target = Target::Stream(StreamName::new("order-0")?);
+    let subs = PersistentSubscriptions::open(store.clone()).await?;
+    let settings = PersistentSettings {
+        message_timeout_ms: 40,
+        max_retry_count: 2,
+        ..PersistentSettings::default()
+    };
+    subs.create(&target, "g", settings).await?;
+    let mut consumer = subs.connect(&target, "g", 1).await?;
+    for expected in 0..=2 {
+        let d = consumer.next().await.expect("event");
+        assert_eq!(d.retry_count, expected);
+    }
+    eventually("the event parked", || async {
+        subs.info(&target, "g").await.unwrap().parked == 1
+    })
+    .await;
+    subs.shutdown().await;
+    Ok(())
+}
+
+/// After a graceful restart the group resumes right after its checkpoint; after a
+/// crash it resumes after the last stored one, delivering some events again but
+/// losing none.
+#[tokio::test]
+async fn a_restart_resumes_from_the_checkpoint_without_losing_events() -> Result<(), Error> {
+    let store = Arc::new(InMemoryStore::new());
+    fill(&store, 1, 100).await?;
+    let target = Target::Stream(StreamName::new("order-0")?);
+    let settings = PersistentSettings {
+        max_checkpoint_count: 10,
+        strategy: Strategy::DispatchToSingle,
+        ..PersistentSettings::default()
+    };
+
+    let subs = PersistentSubscriptions::open(store.clone()).await?;
+    subs.create(&target, "g", settings).await?;
+    let mut consumer = subs.connect(&target, "g", 1).await?;
+    for revision in 0..35 {
+        let d = consumer.next().await.expect("event");
+        assert_eq!(d.event.revision, revision);
+        consumer.ack(&[d.key]);
+    }
+    eventually("a checkpoint at 29", || async {
+        subs.info(&target, "g").await.unwrap().stats.checkpoint == Some(29)
+    })
+    .await;
+    // A crash: no final checkpoint.
+    drop(consumer);
+    drop(subs);
+
+    let subs = PersistentSubscriptions::open(store.clone()).await?;
+    let mut consumer = subs.connect(&target, "g", 1).await?;
+    let d = consumer.next().await.expect("event");
+    assert_eq!(d.event.revision, 30, "resumes after the stored checkpoint");
+    consumer.ack(&[d.key]);
+    let mut next = 31;
+    while next < 60 {
+        let d = consumer.next().await.expect("event");
+        assert_eq!(d.event.revision, next);
+        consumer.ack(&[d.key]);
+        next += 1;
+    }
+    // A graceful stop writes the checkpoint of every finished event.
+    drop(consumer);
+    subs.shutdown().await;
+    drop(subs);
+
+    let subs = PersistentSubscriptions::open(store.clone()).await?;
+    let mut consumer = subs.connect(&target, "g", 1).await?;
+    let d = consumer.next().await.expect("event");
+    assert_eq!(d.event.revision, 60);
+    let groups = subs.list(None).await?;
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0].stats.checkpoint, Some(59));
+    subs.shutdown().await;
+    Ok(())
+}
+
+/// Two processes over one store share the group's lock: one serves while the other's
+/// consumers wait, and the other takes over when the first stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_serves_a_group_the_other_takes_over() -> Result<(), Error> {
+    let store = Arc::new(InMemoryStore::new());
+    fill(&store, 4, 50).await?;
+    let locks = InMemoryLocks::new();
+    let factory = in_process_locks(locks);
+    let a = PersistentSubscriptions::open_with_locks(store.clone(), factory.clone()).await?;
+    a.create(&Target::All, "g", PersistentSettings::default())
+        .await?;
+    let mut on_a = a.connect(&Target::All, "g", 5).await?;
+    eventually("a serves", || async {
+        a.info(&Target::All, "g").await.unwrap().stats.serving
+    })
+    .await;
+
+    let b = PersistentSubscriptions::open_with_locks(store.clone(), factory).await?;
+    let mut on_b = b.connect(&Target::All, "g", 5).await?;
+    let first = on_a.next().await.expect("a delivers");
+    on_a.ack(&[first.key]);
+    assert!(!b.info(&Target::All, "g").await?.stats.serving);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), on_b.next())
+            .await
+            .is_err(),
+        "b delivers nothing while a holds the lock"
+    );
+
+    drop(on_a);
+    a.shutdown().await;
+    let mut seen = HashSet::new();
+    while seen.len() < 199 {
+        let d = on_b.next().await.expect("b delivers after a stopped");
+        assert_ne!(d.event.position, first.event.position, "a acked this one");
+        seen.insert(d.event.position);
+        on_b.ack(&[d.key]);
+    }
+    b.shutdown().await;
+    Ok(())
+}
