@@ -124,9 +124,9 @@ fn write_timestamp(out: &mut Vec<u8>, t: &DateTime<Utc>) -> Result<(), serde_jso
     write_digits(out, t.second());
     let (value, digits) = if nano == 0 {
         (0, 0)
-    } else if nano % 1_000_000 == 0 {
+    } else if nano.is_multiple_of(1_000_000) {
         (nano / 1_000_000, 3)
-    } else if nano % 1_000 == 0 {
+    } else if nano.is_multiple_of(1_000) {
         (nano / 1_000, 6)
     } else {
         (nano, 9)
@@ -169,7 +169,7 @@ mod tests {
             position: Position::new(u128::from(i) * 7 + 1),
             data: B::copy_from_slice(data),
             content_type: content_type.to_owned(),
-            metadata: if i % 2 == 0 {
+            metadata: if i.is_multiple_of(2) {
                 Metadata::new()
             } else {
                 Metadata::from_json(r#"{"a":1,"b":"x"}"#).unwrap()

@@ -4,6 +4,8 @@
 
 mod baseline;
 pub(crate) mod cross_process;
+#[cfg(feature = "grpc-bench")]
+mod grpc;
 mod http;
 mod interleave;
 mod load;
@@ -238,6 +240,16 @@ async fn measure(
         Workload::Rehydrate => rehydrate::rehydrate(&store, params).await,
         Workload::HttpAppend => http::http_append(&store, params).await,
         Workload::SseFanout => http::sse_fanout(&dir.path, params).await,
+        Workload::HttpReadAll => http::http_read_all(&store, params).await,
+        #[cfg(feature = "grpc-bench")]
+        Workload::GrpcReadAll => grpc::grpc_read_all(&store, params).await,
+        #[cfg(feature = "grpc-bench")]
+        Workload::GrpcAppend => grpc::grpc_append(&store, params).await,
+        #[cfg(not(feature = "grpc-bench"))]
+        Workload::GrpcReadAll | Workload::GrpcAppend => Err(CliError::Bench(format!(
+            "{} drives the official KurrentDB client, which this foldstore was built without: build with `cargo build --release -p foldstore-cli --features grpc-bench`",
+            args.workload.name()
+        ))),
     };
     backend::close(store).await?;
     let mut outcome = outcome?;
