@@ -260,7 +260,8 @@ pub(crate) async fn grpc_append(store: &Store, p: Params) -> Result<Outcome, Cli
     let HttpAppends {
         total: http_total,
         elapsed: http_elapsed,
-        ..
+        load_cpu: http_load_cpu,
+        server_cpu: http_server_cpu,
     } = http_appends(store, events, tasks).await?;
     let http_rate = http_total.events as f64 / http_elapsed.as_secs_f64();
     progress(format!("baseline: http-append {http_rate:.0} events/s"));
@@ -323,6 +324,8 @@ pub(crate) async fn grpc_append(store: &Store, p: Params) -> Result<Outcome, Cli
     extra.insert("target_ratio_vs_inprocess_append1".into(), json!(0.5));
     extra.insert("load_cpu_s".into(), json!(round(load_cpu, 2)));
     extra.insert("server_cpu_s".into(), json!(round(server_cpu, 2)));
+    extra.insert("http_load_cpu_s".into(), json!(round(http_load_cpu, 2)));
+    extra.insert("http_server_cpu_s".into(), json!(round(http_server_cpu, 2)));
     Ok(Outcome {
         events: total.events,
         elapsed,
