@@ -299,6 +299,14 @@ pub(crate) enum Workload {
     HttpAppend,
     /// Many server-sent-event subscribers to one `foldstore serve` process.
     SseFanout,
+    /// Page through `GET /all` of an in-process server, against in-process read-all.
+    HttpReadAll,
+    /// A catch-up `$all` subscription through the official KurrentDB client, against
+    /// in-process read-all (needs the `grpc-bench` feature).
+    GrpcReadAll,
+    /// One-event appends through the official KurrentDB client, against in-process
+    /// append-1 and http-append (needs the `grpc-bench` feature).
+    GrpcAppend,
 }
 
 impl Workload {
@@ -313,6 +321,9 @@ impl Workload {
             Workload::Rehydrate => "rehydrate",
             Workload::HttpAppend => "http-append",
             Workload::SseFanout => "sse-fanout",
+            Workload::HttpReadAll => "http-read-all",
+            Workload::GrpcReadAll => "grpc-read-all",
+            Workload::GrpcAppend => "grpc-append",
         }
     }
 }

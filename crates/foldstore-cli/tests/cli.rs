@@ -469,6 +469,50 @@ fn bench_read_all_reports_the_raw_read_of_the_same_rows() {
     );
 }
 
+/// `http-read-all` reads every event through `GET /all` (the bench fails if a page
+/// is not JSON or the count differs), and reports its rate over the same run's
+/// in-process paging of `$all`.
+#[test]
+fn bench_http_read_all_pages_every_event_and_reports_the_in_process_ratio() {
+    let dir = scratch();
+    let out = foldstore(
+        dir.path(),
+        &["bench", "http-read-all", "--events", "3000", "--json"],
+    );
+    let report = report_of(&out);
+    let last = report.to_string();
+    assert_eq!(report["workload"], "http-read-all", "{last}");
+    assert_eq!(report["events"], 3000, "{last}");
+    assert_eq!(
+        report["operations"], 3,
+        "three pages of 1000, the last without next: {last}"
+    );
+    let base = report["inprocess_read_all_events_per_sec"]
+        .as_f64()
+        .unwrap();
+    let rate = report["events_per_sec"].as_f64().unwrap();
+    let ratio = report["ratio_vs_inprocess_read_all"].as_f64().unwrap();
+    assert!(base > 0.0 && (rate / base - ratio).abs() < 0.01, "{last}");
+    assert_nothing_left(dir.path());
+}
+
+/// Without the `grpc-bench` feature the gRPC workloads say how to build them.
+#[cfg(not(feature = "grpc-bench"))]
+#[test]
+fn bench_grpc_workloads_name_the_feature_they_need() {
+    let dir = scratch();
+    for workload in ["grpc-read-all", "grpc-append"] {
+        let out = foldstore(dir.path(), &["bench", workload, "--events", "10"]);
+        assert!(!out.status.success(), "{workload}");
+        assert!(
+            stderr(&out).contains("--features grpc-bench"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_nothing_left(dir.path());
+}
+
 /// `read-stream`'s report carries the same stream read raw, and the ratio of the two
 /// medians.
 fn assert_raw_stream_baseline(report: &Value) {

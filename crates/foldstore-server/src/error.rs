@@ -191,6 +191,13 @@ fn unexpected(detail: &dyn std::error::Error) -> ApiError {
     )
 }
 
+/// Writing a response body failed: a bug, since bodies are written into memory.
+impl From<serde_json::Error> for ApiError {
+    fn from(e: serde_json::Error) -> Self {
+        unexpected(&e)
+    }
+}
+
 impl From<BackendError> for ApiError {
     fn from(e: BackendError) -> Self {
         match e.kind {

@@ -19,8 +19,9 @@ use crate::cloudevents::AppendInput;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, QueryParams};
 use crate::openapi::{Health, Problem, StreamMetadataDoc};
+use crate::page_json::{PageJson, page_json};
 use crate::reach::Reach;
-use crate::wire::{AppendAnswer, AppendBody, WirePage, page, parse_expected};
+use crate::wire::{AppendAnswer, AppendBody, WirePage, parse_expected};
 
 /// Events per page when `limit` is not given.
 pub(crate) const DEFAULT_LIMIT: usize = 100;
@@ -195,7 +196,7 @@ pub(crate) async fn read_stream(
     State(state): State<AppState>,
     StreamPath(stream): StreamPath,
     QueryParams(q): QueryParams<StreamReadQuery>,
-) -> Result<Json<WirePage>, ApiError> {
+) -> Result<PageJson, ApiError> {
     let limit = check_limit(q.limit)?;
     let mut options = match q.direction.unwrap_or_default() {
         Direction::Forwards => ReadStreamOptions::forwards(),
@@ -205,7 +206,7 @@ pub(crate) async fn read_stream(
     options.from = q.from;
     let mut events = state.store.read_stream(&stream, options).await?;
     let next = split_page(&mut events, limit).map(|e| json!(e.revision));
-    Ok(Json(page(&events, next)))
+    page_json(&events, next.as_ref()).map_err(ApiError::from)
 }
 
 /// Query of `GET /all`.
@@ -263,7 +264,7 @@ async fn read_global(
     direction: Option<Direction>,
     limit: Option<usize>,
     filter: EventFilter,
-) -> Result<Json<WirePage>, ApiError> {
+) -> Result<PageJson, ApiError> {
     let limit = check_limit(limit)?;
     let mut options = match direction.unwrap_or_default() {
         Direction::Forwards => ReadAllOptions::forwards(),
@@ -273,7 +274,7 @@ async fn read_global(
     options.from = from;
     let mut events = state.store.read_all(options.filter(filter)).await?;
     let next = split_page(&mut events, limit).map(|e| json!(e.position.to_string()));
-    Ok(Json(page(&events, next)))
+    page_json(&events, next.as_ref()).map_err(ApiError::from)
 }
 
 /// `GET /all`.
@@ -290,7 +291,7 @@ async fn read_global(
 pub(crate) async fn read_all(
     State(state): State<AppState>,
     QueryParams(q): QueryParams<AllReadQuery>,
-) -> Result<Json<WirePage>, ApiError> {
+) -> Result<PageJson, ApiError> {
     let filter = filter(q.category, q.event_type.as_deref(), q.prefix)?;
     read_global(&state, q.from, q.direction, q.limit, filter).await
 }
@@ -329,7 +330,7 @@ pub(crate) async fn read_category(
     State(state): State<AppState>,
     CategoryPath(category): CategoryPath,
     QueryParams(q): QueryParams<CategoryReadQuery>,
-) -> Result<Json<WirePage>, ApiError> {
+) -> Result<PageJson, ApiError> {
     let mut filter = EventFilter::category(category)?;
     match (q.group_member, q.group_size) {
         (None, None) => {}

@@ -38,6 +38,7 @@ mod handlers;
 pub mod live_view;
 mod metrics;
 mod openapi;
+mod page_json;
 mod parse_errors;
 mod reach;
 mod request_log;

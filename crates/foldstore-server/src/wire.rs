@@ -202,10 +202,13 @@ pub(crate) fn event_json(e: &RecordedEvent) -> Value {
     serde_json::to_value(wire_event(e)).unwrap_or(Value::Null)
 }
 
-/// A page of events; `next` is the `from` of the following page, absent at the end.
-pub(crate) fn page(events: &[RecordedEvent], next: Option<Value>) -> WirePage {
-    WirePage {
-        events: events.iter().map(wire_event).collect(),
-        next,
+#[cfg(test)]
+impl WirePage {
+    /// The `serde` form of a page, which [`crate::page_json`] writes by hand.
+    pub(crate) fn of(events: &[RecordedEvent], next: Option<Value>) -> Self {
+        Self {
+            events: events.iter().map(wire_event).collect(),
+            next,
+        }
     }
 }

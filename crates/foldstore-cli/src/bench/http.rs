@@ -26,30 +26,31 @@ use tokio::net::TcpStream;
 use super::load::{self, LoadSpec};
 use super::payload::{self, STREAMS};
 use super::procstat;
-use super::report::Outcome;
+use super::report::{Outcome, ratio, round};
 use super::workloads::Params;
+use super::workloads::{self, READ_PAGE};
 use crate::backend::Store;
 use crate::error::CliError;
 
 /// The name prefix of the load generator's threads.
-const LOAD_THREADS: &str = "fs-load";
+pub(super) const LOAD_THREADS: &str = "fs-load";
 /// How long subscribers may lag after the last append before the run fails.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn progress(msg: impl AsRef<str>) {
+pub(super) fn progress(msg: impl AsRef<str>) {
     eprintln!("bench: {}", msg.as_ref());
 }
 
-fn bench_err(what: &str, e: impl std::fmt::Display) -> CliError {
+pub(super) fn bench_err(what: &str, e: impl std::fmt::Display) -> CliError {
     CliError::Bench(format!("{what}: {e}"))
 }
 
 /// A runtime of its own, shut down without blocking when dropped (a runtime dropped
 /// the ordinary way inside the bench's async code would panic).
-struct OwnRuntime(Option<tokio::runtime::Runtime>);
+pub(super) struct OwnRuntime(Option<tokio::runtime::Runtime>);
 
 impl OwnRuntime {
-    fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    pub(super) fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
     where
         F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
@@ -57,6 +58,17 @@ impl OwnRuntime {
         match &self.0 {
             Some(rt) => rt.spawn(future),
             None => tokio::spawn(future),
+        }
+    }
+}
+
+impl OwnRuntime {
+    /// Shuts the runtime down, waiting up to `timeout` for its tasks to be dropped.
+    /// It blocks: call it off the async threads.
+    #[cfg(feature = "grpc-bench")]
+    pub(super) fn shutdown(mut self, timeout: Duration) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_timeout(timeout);
         }
     }
 }
@@ -70,7 +82,7 @@ impl Drop for OwnRuntime {
 }
 
 /// A runtime with `threads` workers named `name`.
-fn runtime(name: &str, threads: usize) -> Result<OwnRuntime, CliError> {
+pub(super) fn runtime(name: &str, threads: usize) -> Result<OwnRuntime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .thread_name(name)
@@ -143,10 +155,10 @@ async fn send(
 
 /// What one HTTP client did.
 #[derive(Default)]
-struct ClientResult {
-    events: u64,
-    latencies: Vec<Duration>,
-    conflicts: u64,
+pub(super) struct ClientResult {
+    pub(super) events: u64,
+    pub(super) latencies: Vec<Duration>,
+    pub(super) conflicts: u64,
 }
 
 /// One keep-alive client appending one event at a time to the streams it owns, with
@@ -280,11 +292,75 @@ pub(crate) async fn http_append(store: &Store, p: Params) -> Result<Outcome, Cli
     let inprocess_rate = base.events as f64 / base.elapsed.as_secs_f64();
     progress(format!("baseline: {inprocess_rate:.0} events/s"));
 
-    let dyn_store: Arc<dyn EventStore> = match store {
+    let HttpAppends {
+        total,
+        elapsed,
+        load_cpu,
+        server_cpu,
+    } = http_appends(store, events, clients).await?;
+    let http_rate = total.events as f64 / elapsed.as_secs_f64();
+    let round = |x: f64, d: i32| {
+        let f = 10f64.powi(d);
+        (x * f).round() / f
+    };
+    let mut extra = Map::new();
+    extra.insert("clients".into(), json!(clients));
+    extra.insert(
+        "inprocess_append1_events_per_sec".into(),
+        json!(round(inprocess_rate, 1)),
+    );
+    extra.insert(
+        "ratio_vs_inprocess_append1".into(),
+        json!(round(http_rate / inprocess_rate.max(1e-9), 3)),
+    );
+    extra.insert("load_cpu_s".into(), json!(round(load_cpu, 2)));
+    extra.insert("server_cpu_s".into(), json!(round(server_cpu, 2)));
+    extra.insert(
+        "load_cpu_share".into(),
+        json!(round(load_cpu / (load_cpu + server_cpu).max(1e-9), 3)),
+    );
+    extra.insert(
+        "cores_used".into(),
+        json!(round((load_cpu + server_cpu) / elapsed.as_secs_f64(), 2)),
+    );
+    extra.insert("target_events_per_sec".into(), json!(20_000));
+    extra.insert("target_ratio_vs_inprocess".into(), json!(0.5));
+    Ok(Outcome {
+        events: total.events,
+        elapsed,
+        latencies: total.latencies,
+        latency_of: "HTTP append of 1 event (request to response)",
+        conflicts: total.conflicts,
+        writes: true,
+        peak_rss: None,
+        extra,
+    })
+}
+
+/// What the HTTP phase of `http-append` measured.
+pub(super) struct HttpAppends {
+    pub(super) total: ClientResult,
+    pub(super) elapsed: Duration,
+    pub(super) load_cpu: f64,
+    pub(super) server_cpu: f64,
+}
+
+/// The store as the server takes it.
+pub(super) fn dyn_store(store: &Store) -> Arc<dyn EventStore> {
+    match store {
         Store::Sqlite(s) => Arc::new(s.clone()),
         Store::Postgres(s) => Arc::new(s.clone()),
-    };
-    let server = InProcessServer::start(dyn_store)?;
+    }
+}
+
+/// `events` one-event appends from `clients` keep-alive HTTP clients to an in-process
+/// server on a free loopback port.
+pub(super) async fn http_appends(
+    store: &Store,
+    events: u64,
+    clients: usize,
+) -> Result<HttpAppends, CliError> {
+    let server = InProcessServer::start(dyn_store(store))?;
     let addr = server.addr;
     progress(format!(
         "HTTP: {events} one-event appends from {clients} keep-alive clients to http://{addr}"
@@ -321,42 +397,113 @@ pub(crate) async fn http_append(store: &Store, p: Params) -> Result<Outcome, Cli
         total.conflicts += r.conflicts;
         total.latencies.extend(r.latencies);
     }
-
     let (load_cpu, server_cpu) = procstat::split_since(&cpu_before, &cpu_after, LOAD_THREADS);
-    let http_rate = total.events as f64 / elapsed.as_secs_f64();
-    let round = |x: f64, d: i32| {
-        let f = 10f64.powi(d);
-        (x * f).round() / f
-    };
+    Ok(HttpAppends {
+        total,
+        elapsed,
+        load_cpu,
+        server_cpu,
+    })
+}
+
+/// One page of `GET /all` as the reader needs it: how many events, and where next.
+#[derive(serde::Deserialize)]
+struct PageHead {
+    events: Vec<serde::de::IgnoredAny>,
+    next: Option<String>,
+}
+
+/// `http-read-all`: fills the store, pages through `$all` in process (the same-run
+/// baseline), then pages through `GET /all?limit=1000` of an in-process server on a
+/// free loopback port with one keep-alive client, which checks each page is JSON
+/// and counts its events.
+pub(crate) async fn http_read_all(store: &Store, p: Params) -> Result<Outcome, CliError> {
+    let events = p.events.unwrap_or(1_000_000);
+    let streams = payload::stream_names("fill", STREAMS);
+    workloads::fill(store, &streams, events, workloads::FILL_TASKS).await?;
+
+    progress("baseline: in-process read-all, pages of 1000");
+    let (base_read, base_elapsed, _) = workloads::page_through_all(store).await?;
+    let inprocess_rate = base_read as f64 / base_elapsed.as_secs_f64();
+    progress(format!("baseline: {inprocess_rate:.0} events/s"));
+
+    let server = InProcessServer::start(dyn_store(store))?;
+    let addr = server.addr;
+    progress(format!(
+        "HTTP: paging GET http://{addr}/all?limit={READ_PAGE}"
+    ));
+    let load_rt = runtime(LOAD_THREADS, 1)?;
+    let cpu_before = procstat::threads();
+    let start = Instant::now();
+    let reader = load_rt.spawn(async move {
+        let mut sender = connect(addr).await?;
+        let mut latencies = Vec::new();
+        let mut read = 0u64;
+        let mut bytes = 0u64;
+        let mut from: Option<String> = None;
+        loop {
+            let uri = match &from {
+                Some(f) => format!("/all?limit={READ_PAGE}&from={f}"),
+                None => format!("/all?limit={READ_PAGE}"),
+            };
+            let request = Request::get(uri)
+                .header("host", "127.0.0.1")
+                .body(Full::new(Bytes::new()))
+                .map_err(|e| bench_err("could not build a request", e))?;
+            let t0 = Instant::now();
+            let (status, body) = send(&mut sender, request).await?;
+            if status != StatusCode::OK {
+                return Err(CliError::Bench(format!(
+                    "GET /all answered {status}: {}",
+                    String::from_utf8_lossy(&body)
+                )));
+            }
+            let page: PageHead = serde_json::from_slice(&body)
+                .map_err(|e| bench_err("a page of GET /all did not parse", e))?;
+            latencies.push(t0.elapsed());
+            read += page.events.len() as u64;
+            bytes += body.len() as u64;
+            match page.next {
+                Some(next) => from = Some(next),
+                None => break,
+            }
+        }
+        Ok::<_, CliError>((read, bytes, latencies))
+    });
+    let result = reader.await;
+    let elapsed = start.elapsed();
+    let cpu_after = procstat::threads();
+    drop(load_rt);
+    server.stop().await?;
+    let (read, bytes, latencies) = result.map_err(|e| bench_err("the reader task failed", e))??;
+    if read != base_read {
+        return Err(CliError::Bench(format!(
+            "GET /all returned {read} events where the store holds {base_read}"
+        )));
+    }
+    let (load_cpu, server_cpu) = procstat::split_since(&cpu_before, &cpu_after, LOAD_THREADS);
+    let http_rate = read as f64 / elapsed.as_secs_f64();
     let mut extra = Map::new();
-    extra.insert("clients".into(), json!(clients));
+    extra.insert("page_size".into(), json!(READ_PAGE));
+    extra.insert("response_mb".into(), json!(round(bytes as f64 / 1e6, 1)));
     extra.insert(
-        "inprocess_append1_events_per_sec".into(),
-        json!(round(inprocess_rate, 1)),
+        "inprocess_read_all_events_per_sec".into(),
+        json!(inprocess_rate.round()),
     );
     extra.insert(
-        "ratio_vs_inprocess_append1".into(),
-        json!(round(http_rate / inprocess_rate.max(1e-9), 3)),
+        "ratio_vs_inprocess_read_all".into(),
+        json!(ratio(http_rate, inprocess_rate)),
     );
+    extra.insert("target_ratio_vs_inprocess".into(), json!(0.5));
     extra.insert("load_cpu_s".into(), json!(round(load_cpu, 2)));
     extra.insert("server_cpu_s".into(), json!(round(server_cpu, 2)));
-    extra.insert(
-        "load_cpu_share".into(),
-        json!(round(load_cpu / (load_cpu + server_cpu).max(1e-9), 3)),
-    );
-    extra.insert(
-        "cores_used".into(),
-        json!(round((load_cpu + server_cpu) / elapsed.as_secs_f64(), 2)),
-    );
-    extra.insert("target_events_per_sec".into(), json!(20_000));
-    extra.insert("target_ratio_vs_inprocess".into(), json!(0.5));
     Ok(Outcome {
-        events: total.events,
+        events: read,
         elapsed,
-        latencies: total.latencies,
-        latency_of: "HTTP append of 1 event (request to response)",
-        conflicts: total.conflicts,
-        writes: true,
+        latencies,
+        latency_of: "GET /all of 1000 events (request to parsed page)",
+        conflicts: 0,
+        writes: false,
         peak_rss: None,
         extra,
     })

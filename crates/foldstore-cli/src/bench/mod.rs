@@ -4,6 +4,8 @@
 
 mod baseline;
 pub(crate) mod cross_process;
+#[cfg(feature = "grpc-bench")]
+mod grpc;
 mod http;
 mod interleave;
 mod load;
@@ -128,6 +130,10 @@ pub(crate) async fn run(
     database: Option<String>,
     tuning: PgTuning,
 ) -> Result<(), CliError> {
+    #[cfg(not(feature = "grpc-bench"))]
+    if matches!(args.workload, Workload::GrpcReadAll | Workload::GrpcAppend) {
+        return Err(grpc_bench_missing(args.workload));
+    }
     // Declared first, so dropped last: after the store and the directory.
     let (_pg_schema, dir, location) = match database {
         Some(url) => match DatabaseLocation::parse(&url)? {
@@ -190,6 +196,15 @@ pub(crate) async fn run(
     // directory and a fresh schema whatever happened.
 }
 
+/// The gRPC workloads in a binary built without the official client.
+#[cfg(not(feature = "grpc-bench"))]
+fn grpc_bench_missing(workload: Workload) -> CliError {
+    CliError::Bench(format!(
+        "{} drives the official KurrentDB client, which this foldstore was built without: build it with `cargo build --release -p foldstore-cli --features grpc-bench`",
+        workload.name()
+    ))
+}
+
 async fn measure(
     args: &BenchArgs,
     dir: &BenchDir,
@@ -238,6 +253,13 @@ async fn measure(
         Workload::Rehydrate => rehydrate::rehydrate(&store, params).await,
         Workload::HttpAppend => http::http_append(&store, params).await,
         Workload::SseFanout => http::sse_fanout(&dir.path, params).await,
+        Workload::HttpReadAll => http::http_read_all(&store, params).await,
+        #[cfg(feature = "grpc-bench")]
+        Workload::GrpcReadAll => grpc::grpc_read_all(&store, params).await,
+        #[cfg(feature = "grpc-bench")]
+        Workload::GrpcAppend => grpc::grpc_append(&store, params).await,
+        #[cfg(not(feature = "grpc-bench"))]
+        Workload::GrpcReadAll | Workload::GrpcAppend => Err(grpc_bench_missing(args.workload)),
     };
     backend::close(store).await?;
     let mut outcome = outcome?;

@@ -24,9 +24,9 @@ use crate::error::CliError;
 /// Events per append when filling a store before a read workload.
 const FILL_BATCH: usize = 1000;
 /// Tasks filling a store, so the writer can group their commits.
-const FILL_TASKS: u32 = 4;
+pub(crate) const FILL_TASKS: u32 = 4;
 /// Events per page in the read-all workload.
-const READ_PAGE: usize = 1000;
+pub(crate) const READ_PAGE: usize = 1000;
 /// Whole-stream reads in the read-stream workload.
 const STREAM_READS: usize = 200;
 /// How long subscribe-latency measures the maximum append rate.
@@ -54,7 +54,7 @@ fn progress(msg: impl AsRef<str>) {
 }
 
 /// Fills `store` with `events` events on `streams`, fast and unmeasured.
-async fn fill(
+pub(crate) async fn fill(
     store: &Store,
     streams: &Arc<[StreamName]>,
     events: u64,
@@ -77,6 +77,31 @@ async fn fill(
         r.events as f64 / r.elapsed.as_secs_f64().max(1e-9)
     ));
     Ok(())
+}
+
+/// Reads the whole of `$all` forwards in pages of [`READ_PAGE`], in process: the
+/// events read, the time taken and each page's latency.
+pub(crate) async fn page_through_all(
+    store: &Store,
+) -> Result<(u64, Duration, Vec<Duration>), CliError> {
+    let mut latencies = Vec::new();
+    let mut read = 0u64;
+    let mut from: Option<Position> = None;
+    let start = Instant::now();
+    loop {
+        let mut opts = ReadAllOptions::forwards().max_count(READ_PAGE);
+        opts.from = from;
+        let t0 = Instant::now();
+        let page = store.read_all(opts).await?;
+        latencies.push(t0.elapsed());
+        let Some(last) = page.last() else { break };
+        from = Some(last.position.next());
+        read += page.len() as u64;
+        if page.len() < READ_PAGE {
+            break;
+        }
+    }
+    Ok((read, start.elapsed(), latencies))
 }
 
 /// `append-1` (batch 1) and `append-batch` (batch 100). With `turns`, every append
@@ -281,24 +306,7 @@ pub(crate) async fn read_all(
     fill(&store, &streams, events, FILL_TASKS).await?;
 
     progress("reading $all forwards in pages of 1000");
-    let mut latencies = Vec::new();
-    let mut read = 0u64;
-    let mut from: Option<Position> = None;
-    let start = Instant::now();
-    loop {
-        let mut opts = ReadAllOptions::forwards().max_count(READ_PAGE);
-        opts.from = from;
-        let t0 = Instant::now();
-        let page = store.read_all(opts).await?;
-        latencies.push(t0.elapsed());
-        let Some(last) = page.last() else { break };
-        from = Some(last.position.next());
-        read += page.len() as u64;
-        if page.len() < READ_PAGE {
-            break;
-        }
-    }
-    let elapsed = start.elapsed();
+    let (read, elapsed, latencies) = page_through_all(&store).await?;
     backend::close(store).await?;
 
     progress("reading the same rows raw, without foldstore (same-run baseline)");

@@ -1,0 +1,339 @@
+//! The gRPC workloads, through the official KurrentDB Rust client against an
+//! in-process server that answers gRPC and the HTTP API on one port (h2c and
+//! HTTP/1.1), as `foldstore serve` does:
+//!
+//! - `grpc-read-all`: a catch-up subscription to `$all` from the start, until
+//!   `CaughtUp`, next to the same run's in-process paging of `$all`;
+//! - `grpc-append`: one-event appends with the exact expected revision from
+//!   `--concurrency` tasks sharing one client (one HTTP/2 connection, as an
+//!   application would), next to the same run's in-process `append-1` and
+//!   `http-append` with as many keep-alive HTTP clients.
+//!
+//! The client is built only with the `grpc-bench` feature, which brings in a gRPC
+//! client stack the `foldstore` binary has no other use for.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use foldstore_core::{EventStore, StreamName};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use kurrentdb::{
+    AppendToStreamOptions, Client, ClientSettings, EventData, StreamPosition, StreamState,
+    SubscribeToAllOptions, SubscriptionEvent,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Map, json};
+
+use super::http::{
+    ClientResult, HttpAppends, LOAD_THREADS, OwnRuntime, bench_err, dyn_store, http_appends,
+    progress, runtime,
+};
+use super::load::{self, LoadSpec};
+use super::payload::{self, STREAMS};
+use super::procstat;
+use super::report::{Outcome, ratio, round};
+use super::workloads::{self, Params};
+use crate::backend::Store;
+use crate::error::CliError;
+
+/// How long the subscription may stay silent before the run fails.
+const SILENCE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// gRPC and the HTTP API on one free loopback port, on a runtime of its own
+/// (threads `fs-server`); stopped with its runtime.
+struct GrpcServer {
+    addr: SocketAddr,
+    runtime: OwnRuntime,
+}
+
+impl GrpcServer {
+    fn start(store: Arc<dyn EventStore>) -> Result<Self, CliError> {
+        let runtime = runtime("fs-server", 2)?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| bench_err("could not bind 127.0.0.1:0", e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| bench_err("no local address", e))?;
+        let app = foldstore_grpc::grpc_or_http(
+            foldstore_grpc::routes(Arc::clone(&store)),
+            foldstore_server::app(store, foldstore_server::ServerConfig::default()),
+        );
+        runtime.spawn(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                return;
+            };
+            while let Ok((socket, _)) = listener.accept().await {
+                let _ = socket.set_nodelay(true);
+                let service = TowerToHyperService::new(app.clone());
+                tokio::spawn(async move {
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(socket), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Self { addr, runtime })
+    }
+
+    /// A client of the official KurrentDB crate for this server, made on `rt`: the
+    /// client drives its connection on the runtime it was made on, and the load's
+    /// CPU time is counted by its threads' names.
+    async fn client(&self, rt: &OwnRuntime) -> Result<Client, CliError> {
+        let settings = format!("kurrentdb://{}?tls=false", self.addr)
+            .parse::<ClientSettings>()
+            .map_err(|e| bench_err("bad connection string", e))?;
+        rt.spawn(async move { Client::new(settings) })
+            .await
+            .map_err(|e| bench_err("the client task failed", e))?
+            .map_err(|e| bench_err("could not make a KurrentDB client", e))
+    }
+
+    /// Stops the server: its runtime ends, and with it every connection and its hold
+    /// on the store.
+    async fn stop(self) {
+        let Self { runtime, .. } = self;
+        let _ = tokio::task::spawn_blocking(move || runtime.shutdown(Duration::from_secs(5))).await;
+    }
+}
+
+/// `grpc-read-all`: fills the store, pages through `$all` in process (the same-run
+/// baseline), then reads it all through a catch-up subscription of the official
+/// client from the start until `CaughtUp`.
+pub(crate) async fn grpc_read_all(store: &Store, p: Params) -> Result<Outcome, CliError> {
+    let events = p.events.unwrap_or(1_000_000);
+    let streams = payload::stream_names("fill", STREAMS);
+    workloads::fill(store, &streams, events, workloads::FILL_TASKS).await?;
+
+    progress("baseline: in-process read-all, pages of 1000");
+    let (base_read, base_elapsed, _) = workloads::page_through_all(store).await?;
+    let inprocess_rate = base_read as f64 / base_elapsed.as_secs_f64();
+    progress(format!("baseline: {inprocess_rate:.0} events/s"));
+
+    let server = GrpcServer::start(dyn_store(store))?;
+    progress(format!(
+        "gRPC: catch-up subscription to $all from the start at {}",
+        server.addr
+    ));
+    let load_rt = runtime(LOAD_THREADS, 1)?;
+    let client = server.client(&load_rt).await?;
+    let cpu_before = procstat::threads();
+    let start = Instant::now();
+    let reader = load_rt.spawn(async move {
+        let options = SubscribeToAllOptions::default().position(StreamPosition::Start);
+        let mut sub = client.subscribe_to_all(&options).await;
+        let mut read = 0u64;
+        let mut bytes = 0u64;
+        let mut first = None;
+        loop {
+            let event = tokio::time::timeout(SILENCE_TIMEOUT, sub.next_subscription_event())
+                .await
+                .map_err(|_| CliError::Bench("the subscription went silent for 30 s".into()))?
+                .map_err(|e| bench_err("the subscription failed", e))?;
+            match event {
+                SubscriptionEvent::EventAppeared(e) => {
+                    first.get_or_insert_with(|| start.elapsed());
+                    bytes += e.get_original_event().data.len() as u64;
+                    read += 1;
+                }
+                SubscriptionEvent::CaughtUp(_) => break,
+                _ => {}
+            }
+        }
+        Ok::<_, CliError>((read, bytes, first))
+    });
+    let result = reader.await;
+    let elapsed = start.elapsed();
+    let cpu_after = procstat::threads();
+    drop(load_rt);
+    server.stop().await;
+    let (read, bytes, first) = result.map_err(|e| bench_err("the reader task failed", e))??;
+    if read != base_read {
+        return Err(CliError::Bench(format!(
+            "the subscription delivered {read} events before CaughtUp where the store holds {base_read}"
+        )));
+    }
+    let (load_cpu, server_cpu) = procstat::split_since(&cpu_before, &cpu_after, LOAD_THREADS);
+    let rate = read as f64 / elapsed.as_secs_f64();
+    let mut extra = Map::new();
+    extra.insert("data_mb".into(), json!(round(bytes as f64 / 1e6, 1)));
+    extra.insert(
+        "first_event_ms".into(),
+        json!(first.map(|d| round(d.as_secs_f64() * 1e3, 2))),
+    );
+    extra.insert(
+        "inprocess_read_all_events_per_sec".into(),
+        json!(inprocess_rate.round()),
+    );
+    extra.insert(
+        "ratio_vs_inprocess_read_all".into(),
+        json!(ratio(rate, inprocess_rate)),
+    );
+    extra.insert("target_ratio_vs_inprocess".into(), json!(0.5));
+    extra.insert("load_cpu_s".into(), json!(round(load_cpu, 2)));
+    extra.insert("server_cpu_s".into(), json!(round(server_cpu, 2)));
+    Ok(Outcome {
+        events: read,
+        elapsed,
+        latencies: first.into_iter().collect(),
+        latency_of: "subscribe to the first event",
+        conflicts: 0,
+        writes: false,
+        peak_rss: None,
+        extra,
+    })
+}
+
+/// One task appending one event at a time to the streams it owns, with the exact
+/// expected revision, through the shared client.
+async fn append_task(
+    client: Client,
+    streams: Arc<[StreamName]>,
+    owned: Vec<usize>,
+    quota: u64,
+    seq_base: u64,
+) -> Result<ClientResult, CliError> {
+    let mut out = ClientResult {
+        latencies: Vec::with_capacity(usize::try_from(quota).unwrap_or(0)),
+        ..ClientResult::default()
+    };
+    if owned.is_empty() {
+        return Ok(out);
+    }
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    let mut revisions: Vec<Option<u64>> = vec![None; owned.len()];
+    let mut seq = seq_base;
+    for _ in 0..quota {
+        let k = rng.random_range(0..owned.len());
+        let stream = streams[owned[k]].as_str();
+        seq += 1;
+        let data = String::from_utf8(payload::event_data(seq, 0))
+            .map_err(|e| bench_err("the payload is not UTF-8", e))?;
+        let data = serde_json::value::RawValue::from_string(data)
+            .map_err(|e| bench_err("the payload is not JSON", e))?;
+        let event = EventData::json(payload::EVENT_TYPE, &data)
+            .map_err(|e| bench_err("could not make an event", e))?;
+        let state = match revisions[k] {
+            None => StreamState::NoStream,
+            Some(r) => StreamState::StreamRevision(r),
+        };
+        let options = AppendToStreamOptions::default().stream_state(state);
+        let t0 = Instant::now();
+        let written = client
+            .append_to_stream(stream, &options, event)
+            .await
+            .map_err(|e| bench_err("a gRPC append failed", e))?;
+        out.latencies.push(t0.elapsed());
+        revisions[k] = Some(written.next_expected_version);
+        out.events += 1;
+    }
+    Ok(out)
+}
+
+/// `grpc-append`: in-process `append-1`, then `http-append`, then the same load
+/// through the official client's `Streams.Append`, each with `--events` events from
+/// `--concurrency` tasks, in one run.
+pub(crate) async fn grpc_append(store: &Store, p: Params) -> Result<Outcome, CliError> {
+    let events = p.events.unwrap_or(50_000);
+    let tasks = p.concurrency.max(1) as usize;
+
+    progress(format!(
+        "baseline: in-process append-1, {events} events, {tasks} tasks"
+    ));
+    let spec = LoadSpec {
+        concurrency: p.concurrency,
+        events,
+        batch: 1,
+        deadline: None,
+        rate: None,
+        clock: Instant::now(),
+        gate: None,
+    };
+    let base = load::run(store, &payload::stream_names("inproc", STREAMS), &spec).await?;
+    let inprocess_rate = base.events as f64 / base.elapsed.as_secs_f64();
+    progress(format!("baseline: {inprocess_rate:.0} events/s"));
+
+    let HttpAppends {
+        total: http_total,
+        elapsed: http_elapsed,
+        load_cpu: http_load_cpu,
+        server_cpu: http_server_cpu,
+    } = http_appends(store, events, tasks).await?;
+    let http_rate = http_total.events as f64 / http_elapsed.as_secs_f64();
+    progress(format!("baseline: http-append {http_rate:.0} events/s"));
+
+    let server = GrpcServer::start(dyn_store(store))?;
+    progress(format!(
+        "gRPC: {events} one-event appends from {tasks} tasks sharing one client to {}",
+        server.addr
+    ));
+    let load_rt = runtime(LOAD_THREADS, 2)?;
+    let client = server.client(&load_rt).await?;
+    let streams = payload::stream_names("grpc", STREAMS);
+    let cpu_before = procstat::threads();
+    let start = Instant::now();
+    let mut handles = Vec::with_capacity(tasks);
+    for t in 0..tasks {
+        let quota = events / tasks as u64 + u64::from((t as u64) < events % tasks as u64);
+        let owned: Vec<usize> = (t..streams.len()).step_by(tasks).collect();
+        handles.push(load_rt.spawn(append_task(
+            client.clone(),
+            Arc::clone(&streams),
+            owned,
+            quota,
+            (t as u64) << 40,
+        )));
+    }
+    let mut results = Vec::with_capacity(tasks);
+    for h in handles {
+        results.push(h.await);
+    }
+    let elapsed = start.elapsed();
+    let cpu_after = procstat::threads();
+    drop(load_rt);
+    server.stop().await;
+    let mut total = ClientResult::default();
+    for r in results {
+        let r = r.map_err(|e| bench_err("an append task failed", e))??;
+        total.events += r.events;
+        total.latencies.extend(r.latencies);
+    }
+    let (load_cpu, server_cpu) = procstat::split_since(&cpu_before, &cpu_after, LOAD_THREADS);
+    let rate = total.events as f64 / elapsed.as_secs_f64();
+    let mut extra = Map::new();
+    extra.insert("tasks".into(), json!(tasks));
+    extra.insert("clients".into(), json!(1));
+    extra.insert(
+        "inprocess_append1_events_per_sec".into(),
+        json!(round(inprocess_rate, 1)),
+    );
+    extra.insert(
+        "http_append_events_per_sec".into(),
+        json!(round(http_rate, 1)),
+    );
+    extra.insert("ratio_vs_http_append".into(), json!(ratio(rate, http_rate)));
+    extra.insert(
+        "ratio_vs_inprocess_append1".into(),
+        json!(ratio(rate, inprocess_rate)),
+    );
+    extra.insert("target_ratio_vs_http_append".into(), json!(0.8));
+    extra.insert("target_ratio_vs_inprocess_append1".into(), json!(0.5));
+    extra.insert("load_cpu_s".into(), json!(round(load_cpu, 2)));
+    extra.insert("server_cpu_s".into(), json!(round(server_cpu, 2)));
+    extra.insert("http_load_cpu_s".into(), json!(round(http_load_cpu, 2)));
+    extra.insert("http_server_cpu_s".into(), json!(round(http_server_cpu, 2)));
+    Ok(Outcome {
+        events: total.events,
+        elapsed,
+        latencies: total.latencies,
+        latency_of: "gRPC Streams.Append of 1 event (call to answer)",
+        conflicts: 0,
+        writes: true,
+        peak_rss: None,
+        extra,
+    })
+}
