@@ -38,7 +38,10 @@ use tokio::sync::watch;
 pub(crate) const RING_EVENTS: usize = 4096;
 /// Events an unfiltered page read from the ring holds at most (see
 /// `RingView::read_page`).
-const RING_PAGE: usize = 128;
+const RING_PAGE: usize = 32;
+/// Events an unfiltered page read from the store for a subscriber behind the ring
+/// holds at most.
+const STORE_PAGE: usize = 64;
 /// Bytes of data and metadata the ring keeps at most (it keeps fewer events then).
 const RING_BYTES: usize = 16 * 1024 * 1024;
 
@@ -311,21 +314,27 @@ impl EventStore for LiveTail {
 impl GlobalLog for RingView {
     /// Forwards pages the ring covers come from the ring; others from the store.
     ///
-    /// An unfiltered page from the ring holds at most [`RING_PAGE`] events: what a
+    /// An unfiltered page from the ring holds at most [`RING_PAGE`] events, and one
+    /// from the store [`STORE_PAGE`]: what a
     /// subscription holds for a client that stopped reading is then small, and as the
     /// page comes back short the subscription reads no page ahead. An unfiltered
     /// subscription does not use the head (it moves only past the events it got), so a
     /// short page skips nothing; a filtered one does, so its pages stay whole.
     async fn read_page(&self, options: ReadAllOptions) -> Result<Vec<RecordedEvent>, ReadError> {
+        let mut options = options;
         if options.direction == Direction::Forwards
             && let Ok(ring) = self.0.ring.read()
             && ring.covers(options.from)
         {
-            let mut options = options;
             if options.filter.is_all() {
                 options.max_count = options.max_count.min(RING_PAGE);
             }
             return Ok(ring.read(&options));
+        }
+        // A subscriber behind the ring reads the store; its pages are capped too, or
+        // one that stopped reading would hold a whole store page (thousands of events).
+        if options.filter.is_all() {
+            options.max_count = options.max_count.min(STORE_PAGE);
         }
         self.0.inner.read_all(options).await
     }
