@@ -1,5 +1,6 @@
-//! `foldstore serve`: the HTTP API of `foldstore-server` over the store the global
-//! options point at, until Ctrl-C (or SIGTERM).
+//! `foldstore serve`: the HTTP API of `foldstore-server`, and KurrentDB's gRPC
+//! protocol (`foldstore-grpc`) on the same port, over the store the global options
+//! point at, until Ctrl-C (or SIGTERM).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -129,6 +130,7 @@ pub(crate) async fn run(
             "tokens cross the network in clear text without TLS: give --tls-cert and --tls-key"
         );
     }
+    config = config.grpc(foldstore_grpc::routes(dyn_store.clone()));
     if let Some(tokens) = tokens {
         config = config.tokens(tokens);
     }
