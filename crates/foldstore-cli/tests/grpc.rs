@@ -212,3 +212,113 @@ async fn shutdown_ends_a_live_grpc_subscription() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A tokens file in `dir` with `admin` (every scope, every stream), `reader` (read,
+/// every stream) and `acct` (read and write, streams `account-…`), whose tokens are
+/// `<name>-secret`.
+fn tokens_file(dir: &Path) -> PathBuf {
+    use foldstore_server::auth::{Scope, token_line};
+    let lines = [
+        token_line("admin", "admin-secret", &[Scope::Admin], &[]),
+        token_line("reader", "reader-secret", &[Scope::Read], &[]),
+        token_line(
+            "acct",
+            "acct-secret",
+            &[Scope::Read, Scope::Write],
+            &["account-".to_owned()],
+        ),
+    ];
+    let path = dir.join("tokens");
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    path
+}
+
+fn is_access_denied<T: std::fmt::Debug>(result: &Result<T, kurrentdb::Error>) -> bool {
+    matches!(result, Err(kurrentdb::Error::AccessDenied))
+}
+
+async fn all_streams(client: &Client, options: &ReadAllOptions) -> kurrentdb::Result<Vec<String>> {
+    let mut read = client.read_all(options).await?;
+    let mut out = Vec::new();
+    while let Some(e) = read.next().await? {
+        out.push(e.get_original_event().stream_id().to_owned());
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_authenticate_grpc_calls_and_their_scopes_and_prefixes_apply() {
+    let dir = scratch();
+    let d = dir.path();
+    let tokens = tokens_file(d);
+    let server = Server::start(d, &["--tokens-file", tokens.to_str().unwrap()]);
+    let admin = server.client("kurrentdb://admin:admin-secret@127.0.0.1:{port}?tls=false");
+    let reader = server.client("kurrentdb://reader:reader-secret@127.0.0.1:{port}?tls=false");
+    let acct = server.client("kurrentdb://acct:acct-secret@127.0.0.1:{port}?tls=false");
+    let nobody = server.client("kurrentdb://127.0.0.1:{port}?tls=false");
+    let wrong = server.client("kurrentdb://admin:reader-secret@127.0.0.1:{port}?tls=false");
+
+    // Basic credentials: user name = the token's name, password = the token.
+    for stream in ["account-1", "order-1"] {
+        admin
+            .append_to_stream(stream, &Default::default(), vec![event("Opened", 0)])
+            .await
+            .unwrap();
+    }
+    // No credentials, or a token under another name: refused.
+    let anonymous = nobody
+        .append_to_stream("account-2", &Default::default(), vec![event("Opened", 0)])
+        .await;
+    assert!(is_access_denied(&anonymous), "{anonymous:?}");
+    let anonymous = all_streams(&nobody, &ReadAllOptions::default()).await;
+    assert!(is_access_denied(&anonymous), "{anonymous:?}");
+    let mismatched = all_streams(&wrong, &ReadAllOptions::default()).await;
+    assert!(is_access_denied(&mismatched), "{mismatched:?}");
+
+    // Scopes: a reader reads but neither appends nor deletes.
+    assert_eq!(revisions(&reader, "order-1").await, [0]);
+    let appended = reader
+        .append_to_stream("order-1", &Default::default(), vec![event("Paid", 1)])
+        .await;
+    assert!(is_access_denied(&appended), "{appended:?}");
+    let deleted = acct.delete_stream("account-1", &Default::default()).await;
+    assert!(is_access_denied(&deleted), "{deleted:?}");
+
+    // Prefixes: `acct` appends and reads its streams only, and sees only them in $all.
+    acct.append_to_stream(
+        "account-1",
+        &Default::default(),
+        vec![event("Deposited", 1)],
+    )
+    .await
+    .unwrap();
+    let outside = acct
+        .append_to_stream("order-1", &Default::default(), vec![event("Paid", 1)])
+        .await;
+    assert!(is_access_denied(&outside), "{outside:?}");
+    let outside = acct
+        .read_stream("order-1", &ReadStreamOptions::default())
+        .await;
+    let outside = match outside {
+        Ok(mut read) => read.next().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    assert!(is_access_denied(&outside), "{outside:?}");
+    assert_eq!(
+        all_streams(&acct, &ReadAllOptions::default())
+            .await
+            .unwrap(),
+        ["account-1", "account-1"]
+    );
+    assert_eq!(
+        all_streams(&admin, &ReadAllOptions::default())
+            .await
+            .unwrap(),
+        ["account-1", "order-1", "account-1"]
+    );
+
+    // A bearer token, through the per-call credentials.
+    let bearer =
+        ReadAllOptions::default().authenticated(kurrentdb::Authentication::bearer("reader-secret"));
+    assert_eq!(all_streams(&nobody, &bearer).await.unwrap().len(), 3);
+}

@@ -25,6 +25,7 @@
 // return the same type rather than box it only to unbox it again.
 #![allow(clippy::result_large_err)]
 
+mod auth;
 mod error;
 mod features;
 mod filter;
@@ -35,5 +36,6 @@ mod routes;
 mod streams;
 mod wire;
 
+pub use auth::{Authenticator, Credentials, Grant};
 pub use features::SERVER_VERSION;
-pub use routes::{grpc_or_http, is_grpc, routes};
+pub use routes::{authenticated_routes, grpc_or_http, is_grpc, routes};

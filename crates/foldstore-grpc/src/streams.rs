@@ -9,6 +9,7 @@ use foldstore_core::{
 };
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::{Caller, Need};
 use crate::error::{self, invalid_argument};
 use crate::proto::event_store::client::Empty;
 use crate::proto::event_store::client::streams::streams_server::Streams;
@@ -38,12 +39,13 @@ impl Streams for StreamsService {
     type BatchAppendStream = futures::stream::BoxStream<'static, Result<BatchAppendResp, Status>>;
 
     async fn read(&self, request: Request<ReadReq>) -> Result<Response<ReadStream>, Status> {
+        let caller = Caller::of(&request)?;
         let options = request
             .into_inner()
             .options
             .ok_or_else(|| invalid_argument("a read request needs options"))?;
         Ok(Response::new(
-            read::read(self.store.clone(), options).await?,
+            read::read(self.store.clone(), options, caller).await?,
         ))
     }
 
@@ -51,6 +53,7 @@ impl Streams for StreamsService {
         &self,
         request: Request<Streaming<AppendReq>>,
     ) -> Result<Response<AppendResp>, Status> {
+        let caller = Caller::of(&request)?;
         let mut messages = request.into_inner();
         let Some(append_req::Content::Options(options)) =
             messages.message().await?.and_then(|m| m.content)
@@ -60,6 +63,7 @@ impl Streams for StreamsService {
             ));
         };
         let stream = wire::stream_name(options.stream_identifier.as_ref())?;
+        caller.check(Need::Write, Some(&stream))?;
         use append_req::options::ExpectedStreamRevision as E;
         let expected = match options.expected_stream_revision {
             Some(E::Revision(n)) => ExpectedRevision::Exact(n),
@@ -102,11 +106,13 @@ impl Streams for StreamsService {
     }
 
     async fn delete(&self, request: Request<DeleteReq>) -> Result<Response<DeleteResp>, Status> {
+        let caller = Caller::of(&request)?;
         let options = request
             .into_inner()
             .options
             .ok_or_else(|| invalid_argument("a delete request needs options"))?;
         let stream = wire::stream_name(options.stream_identifier.as_ref())?;
+        caller.check(Need::Admin, Some(&stream))?;
         use delete_req::options::ExpectedStreamRevision as E;
         let expected = match options.expected_stream_revision {
             Some(E::Revision(n)) => ExpectedRevision::Exact(n),
@@ -127,11 +133,13 @@ impl Streams for StreamsService {
         &self,
         request: Request<TombstoneReq>,
     ) -> Result<Response<TombstoneResp>, Status> {
+        let caller = Caller::of(&request)?;
         let options = request
             .into_inner()
             .options
             .ok_or_else(|| invalid_argument("a tombstone request needs options"))?;
         let stream = wire::stream_name(options.stream_identifier.as_ref())?;
+        caller.check(Need::Admin, Some(&stream))?;
         use tombstone_req::options::ExpectedStreamRevision as E;
         let expected = match options.expected_stream_revision {
             Some(E::Revision(n)) => ExpectedRevision::Exact(n),

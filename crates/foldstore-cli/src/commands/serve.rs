@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use foldstore_core::EventStore;
 use foldstore_server::ServerConfig;
+use foldstore_server::auth::{Scope, Tokens};
 
 use super::{Access, open_store};
 use crate::backend::{self, Store};
@@ -130,7 +131,13 @@ pub(crate) async fn run(
             "tokens cross the network in clear text without TLS: give --tls-cert and --tls-key"
         );
     }
-    config = config.grpc(foldstore_grpc::routes(dyn_store.clone()));
+    config = config.grpc(match &tokens {
+        Some(tokens) => foldstore_grpc::authenticated_routes(
+            dyn_store.clone(),
+            Arc::new(GrpcTokens(tokens.clone())),
+        ),
+        None => foldstore_grpc::routes(dyn_store.clone()),
+    });
     if let Some(tokens) = tokens {
         config = config.tokens(tokens);
     }
@@ -150,6 +157,32 @@ pub(crate) async fn run(
     closed?;
     tracing::info!("foldstore stopped");
     Ok(())
+}
+
+/// The tokens file, for the gRPC clients' credentials: a bearer token is a token; basic
+/// credentials are the token's name (its first field in the tokens file) as the user
+/// name and the token as the password.
+struct GrpcTokens(Tokens);
+
+impl foldstore_grpc::Authenticator for GrpcTokens {
+    fn authenticate(
+        &self,
+        credentials: foldstore_grpc::Credentials<'_>,
+    ) -> Option<foldstore_grpc::Grant> {
+        let entry = match credentials {
+            foldstore_grpc::Credentials::Bearer(token) => self.0.authenticate(token)?,
+            foldstore_grpc::Credentials::Basic { username, password } => {
+                let entry = self.0.authenticate(password)?;
+                (entry.name() == username).then_some(entry)?
+            }
+        };
+        Some(foldstore_grpc::Grant {
+            read: entry.has(Scope::Read),
+            write: entry.has(Scope::Write),
+            admin: entry.has(Scope::Admin),
+            prefixes: entry.prefixes().to_vec(),
+        })
+    }
 }
 
 /// Completes on Ctrl-C, or on SIGTERM on Unix.
