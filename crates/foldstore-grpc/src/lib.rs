@@ -26,6 +26,7 @@
 #![allow(clippy::result_large_err)]
 
 mod auth;
+mod batch;
 mod error;
 mod features;
 mod filter;

@@ -10,6 +10,7 @@ use foldstore_core::{
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Caller, Need};
+use crate::batch;
 use crate::error::{self, invalid_argument};
 use crate::proto::event_store::client::Empty;
 use crate::proto::event_store::client::streams::streams_server::Streams;
@@ -75,7 +76,13 @@ impl Streams for StreamsService {
         while let Some(message) = messages.message().await? {
             match message.content {
                 Some(append_req::Content::ProposedMessage(m)) => {
-                    events.push(new_event(events.len(), m)?);
+                    let proposed = Proposed {
+                        id: m.id,
+                        metadata: m.metadata,
+                        custom_metadata: m.custom_metadata,
+                        data: m.data,
+                    };
+                    events.push(new_event(events.len(), proposed)?);
                 }
                 _ => {
                     return Err(invalid_argument(
@@ -158,17 +165,28 @@ impl Streams for StreamsService {
 
     async fn batch_append(
         &self,
-        _request: Request<Streaming<BatchAppendReq>>,
+        request: Request<Streaming<BatchAppendReq>>,
     ) -> Result<Response<Self::BatchAppendStream>, Status> {
-        Err(error::unimplemented(
-            "Streams.BatchAppend (use Streams.Append)",
-        ))
+        let caller = Caller::of(&request)?;
+        Ok(Response::new(batch::serve(
+            self.store.clone(),
+            caller,
+            request.into_inner(),
+        )))
     }
+}
+
+/// A proposed message of `Append` or `BatchAppend` (the same fields in two types).
+pub(crate) struct Proposed {
+    pub(crate) id: Option<crate::proto::event_store::client::Uuid>,
+    pub(crate) metadata: std::collections::HashMap<String, String>,
+    pub(crate) custom_metadata: bytes::Bytes,
+    pub(crate) data: bytes::Bytes,
 }
 
 /// A proposed message as our event: `type` and `content-type` are required metadata;
 /// `application/json` data must be JSON, any other content type is kept as bytes.
-fn new_event(index: usize, message: append_req::ProposedMessage) -> Result<NewEvent, Status> {
+pub(crate) fn new_event(index: usize, message: Proposed) -> Result<NewEvent, Status> {
     let id = wire::event_id(message.id)?;
     let mut metadata = message.metadata;
     let (Some(event_type), Some(content_type)) =

@@ -57,6 +57,7 @@ on_every_backend!(
     filtered_all_subscription_sends_history_then_live_and_checkpoints,
     delete_then_append_continues_revisions,
     tombstoned_stream_refuses_reads_and_appends,
+    batch_append_answers_each_correlation_id,
 );
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -470,11 +471,6 @@ async fn other_services_answer_unimplemented_and_http_still_works() {
         list.is_err(),
         "persistent subscriptions are not implemented yet"
     );
-    let batch = client.batch_append(&Default::default()).await;
-    assert!(
-        matches!(batch, Err(kurrentdb::Error::UnsupportedFeature)),
-        "BatchAppend is not listed"
-    );
     // Plain HTTP/1.1 on the same port reaches the HTTP routes.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
@@ -511,4 +507,63 @@ async fn cluster_mode_discovers_us_by_gossip_as_the_leader_at_the_dialled_addres
         .await
         .unwrap();
     assert_eq!(written.next_expected_version, 0);
+}
+
+async fn batch_append_answers_each_correlation_id(client: Client) {
+    let batch = client
+        .batch_append(&kurrentdb::BatchAppendOptions::default())
+        .await
+        .unwrap();
+    // Many appends in flight at once on one call, each answered with its own result.
+    let appends = (0..20u64).map(|n| {
+        let batch = &batch;
+        async move {
+            let events = (0..3)
+                .map(|i| {
+                    EventData::json("Batched", &serde_json::json!({ "n": n, "i": i })).unwrap()
+                })
+                .collect();
+            let stream = format!("batch-{n}");
+            let written = batch
+                .append_to_stream(stream.as_str(), StreamState::NoStream, events)
+                .await
+                .unwrap();
+            (stream, written)
+        }
+    });
+    for (stream, written) in futures::future::join_all(appends).await {
+        assert_eq!(written.stream_name(), stream);
+        assert_eq!(written.current_revision(), Some(2));
+        assert!(written.current_position().is_some());
+        assert_eq!(
+            read_stream(&client, &stream, ReadStreamOptions::default()).await,
+            [0, 1, 2]
+        );
+    }
+    // A wrong expected revision answers its own correlation id (the client then ends
+    // its batch session, so the next append opens another).
+    let wrong = batch
+        .append_to_stream(
+            "batch-0",
+            StreamState::StreamRevision(7),
+            vec![EventData::json("Batched", &serde_json::json!({})).unwrap()],
+        )
+        .await;
+    assert!(
+        matches!(&wrong, Err(kurrentdb::Error::Grpc { code, .. }) if *code == tonic::Code::AlreadyExists),
+        "{wrong:?}"
+    );
+    let batch = client
+        .batch_append(&kurrentdb::BatchAppendOptions::default())
+        .await
+        .unwrap();
+    let next = batch
+        .append_to_stream(
+            "batch-0",
+            StreamState::StreamRevision(2),
+            vec![EventData::json("Batched", &serde_json::json!({})).unwrap()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(next.current_revision(), Some(3));
 }
