@@ -31,6 +31,7 @@ mod error;
 mod features;
 mod filter;
 mod gossip;
+mod metastream;
 mod proto;
 mod read;
 mod routes;

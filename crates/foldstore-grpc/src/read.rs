@@ -22,6 +22,7 @@ use tonic::Status;
 use crate::auth::{Caller, Need, Reach};
 use crate::error::{self, invalid_argument};
 use crate::filter::Filter;
+use crate::metastream;
 use crate::proto::event_store::client::streams::ReadResp;
 use crate::proto::event_store::client::streams::read_req::Options;
 use crate::proto::event_store::client::streams::read_req::options::{
@@ -64,6 +65,19 @@ pub(crate) async fn read(
                 return Err(invalid_argument(
                     "filters apply to $all only: read $all with a stream-name filter",
                 ));
+            }
+            if let Some(stream) = metastream::target(s.stream_identifier.as_ref())? {
+                caller.check(Need::Read, Some(&stream))?;
+                let answer = match metastream::read(&*store, &stream, structured).await? {
+                    Some(event) if count > 0 => Content::Event(event),
+                    Some(_) => return Ok(empty()),
+                    None => Content::StreamNotFound(read_resp::StreamNotFound {
+                        stream_identifier: Some(metastream::identifier(&stream)),
+                    }),
+                };
+                return Ok(Box::pin(futures::stream::once(async move {
+                    Ok(content(answer))
+                })));
             }
             let stream = wire::stream_name(s.stream_identifier.as_ref())?;
             caller.check(Need::Read, Some(&stream))?;

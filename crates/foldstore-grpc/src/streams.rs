@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::{Caller, Need};
 use crate::batch;
 use crate::error::{self, invalid_argument};
+use crate::metastream;
 use crate::proto::event_store::client::Empty;
 use crate::proto::event_store::client::streams::streams_server::Streams;
 use crate::proto::event_store::client::streams::{
@@ -63,8 +64,18 @@ impl Streams for StreamsService {
                 "an append starts with its options (stream and expected revision)",
             ));
         };
-        let stream = wire::stream_name(options.stream_identifier.as_ref())?;
-        caller.check(Need::Write, Some(&stream))?;
+        let metastream = metastream::target(options.stream_identifier.as_ref())?;
+        let stream = match &metastream {
+            Some(stream) => {
+                caller.check(Need::Admin, Some(stream))?;
+                stream.clone()
+            }
+            None => {
+                let stream = wire::stream_name(options.stream_identifier.as_ref())?;
+                caller.check(Need::Write, Some(&stream))?;
+                stream
+            }
+        };
         use append_req::options::ExpectedStreamRevision as E;
         let expected = match options.expected_stream_revision {
             Some(E::Revision(n)) => ExpectedRevision::Exact(n),
@@ -90,6 +101,11 @@ impl Streams for StreamsService {
                     ));
                 }
             }
+        }
+        if metastream.is_some() {
+            return Ok(Response::new(
+                metastream::append(self.store.clone(), &stream, expected, events).await?,
+            ));
         }
         if events.is_empty() {
             let current = current_revision(&*self.store, &stream).await?;
@@ -223,7 +239,10 @@ async fn current_revision(
     }
 }
 
-fn success(current: CurrentRevision, position: Option<foldstore_core::Position>) -> AppendResp {
+pub(crate) fn success(
+    current: CurrentRevision,
+    position: Option<foldstore_core::Position>,
+) -> AppendResp {
     use append_resp::success::{CurrentRevisionOption, PositionOption};
     let current_revision_option = Some(match current {
         CurrentRevision::Current(n) => CurrentRevisionOption::CurrentRevision(n),
@@ -248,7 +267,10 @@ fn success(current: CurrentRevision, position: Option<foldstore_core::Position>)
 }
 
 /// A wrong expected revision is a result of the append, not an error.
-fn wrong_expected_version(expected: ExpectedRevision, actual: CurrentRevision) -> AppendResp {
+pub(crate) fn wrong_expected_version(
+    expected: ExpectedRevision,
+    actual: CurrentRevision,
+) -> AppendResp {
     use append_resp::wrong_expected_version::{
         CurrentRevisionOption as Current, CurrentRevisionOption2060 as Current2060,
         ExpectedRevisionOption as Expected, ExpectedRevisionOption2060 as Expected2060,

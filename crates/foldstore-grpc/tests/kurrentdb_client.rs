@@ -58,6 +58,7 @@ on_every_backend!(
     delete_then_append_continues_revisions,
     tombstoned_stream_refuses_reads_and_appends,
     batch_append_answers_each_correlation_id,
+    stream_metadata_round_trips_and_applies_to_reads,
 );
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -566,4 +567,80 @@ async fn batch_append_answers_each_correlation_id(client: Client) {
         .await
         .unwrap();
     assert_eq!(next.current_revision(), Some(3));
+}
+
+async fn stream_metadata_round_trips_and_applies_to_reads(client: Client) {
+    use kurrentdb::{StreamMetadata, StreamMetadataResult};
+    let none = client
+        .get_stream_metadata("meta-1", &ReadStreamOptions::default())
+        .await
+        .unwrap();
+    assert!(matches!(none, StreamMetadataResult::NotFound), "{none:?}");
+    let events = (0..5)
+        .map(|n| EventData::json("Counted", &serde_json::json!({ "n": n })).unwrap())
+        .collect::<Vec<_>>();
+    client
+        .append_to_stream("meta-1", &AppendToStreamOptions::default(), events)
+        .await
+        .unwrap();
+    let metadata = StreamMetadata::builder()
+        .max_count(2)
+        .max_age(Duration::from_secs(3600))
+        .cache_control(Duration::from_secs(30))
+        .insert_custom_property("owner", "billing")
+        .build();
+    let written = client
+        .set_stream_metadata(
+            "meta-1",
+            &AppendToStreamOptions::default().stream_state(StreamState::NoStream),
+            &metadata,
+        )
+        .await
+        .unwrap();
+    assert_eq!(written.next_expected_version, 0);
+    // `$maxCount` applies to reads.
+    assert_eq!(
+        read_stream(&client, "meta-1", ReadStreamOptions::default()).await,
+        [3, 4]
+    );
+    let StreamMetadataResult::Success(read) = client
+        .get_stream_metadata("meta-1", &ReadStreamOptions::default())
+        .await
+        .unwrap()
+    else {
+        panic!("metadata was written");
+    };
+    assert_eq!(read.version(), 0);
+    assert_eq!(read.metadata().max_count, Some(2));
+    assert_eq!(read.metadata().max_age, Some(Duration::from_secs(3600)));
+    assert_eq!(read.metadata().cache_control, Some(Duration::from_secs(30)));
+    assert_eq!(
+        read.metadata().custom_properties.get("owner"),
+        Some(&serde_json::json!("billing"))
+    );
+    // The metastream's revision is checked like a stream's.
+    let stale = client
+        .set_stream_metadata(
+            "meta-1",
+            &AppendToStreamOptions::default().stream_state(StreamState::NoStream),
+            &StreamMetadata::builder().truncate_before(1).build(),
+        )
+        .await;
+    assert!(
+        matches!(stale, Err(kurrentdb::Error::WrongExpectedVersion { .. })),
+        "{stale:?}"
+    );
+    let next = client
+        .set_stream_metadata(
+            "meta-1",
+            &AppendToStreamOptions::default().stream_state(StreamState::StreamRevision(0)),
+            &StreamMetadata::builder().truncate_before(1).build(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(next.next_expected_version, 1);
+    assert_eq!(
+        read_stream(&client, "meta-1", ReadStreamOptions::default()).await,
+        [1, 2, 3, 4]
+    );
 }
