@@ -197,12 +197,12 @@ fn from_json(mut json: Map<String, Value>) -> Result<StreamMetadata, Status> {
     let truncate_before = number("$tb")?;
     json.remove(REVISION_KEY);
     json.remove(EVENT_ID_KEY);
-    let mut metadata = StreamMetadata::default();
-    metadata.max_age_secs = max_age_secs;
-    metadata.max_count = max_count;
-    metadata.truncate_before = truncate_before;
-    metadata.custom = json;
-    Ok(metadata)
+    Ok(StreamMetadata {
+        max_count,
+        max_age_secs,
+        truncate_before,
+        custom: json,
+    })
 }
 
 /// The metastream's JSON from our metadata.
