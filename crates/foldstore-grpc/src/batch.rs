@@ -28,7 +28,10 @@ use crate::error;
 use crate::proto::event_store::client::streams::{
     BatchAppendReq, BatchAppendResp, batch_append_req, batch_append_resp,
 };
-use crate::proto::event_store::client::{AllStreamPosition, Empty, StreamIdentifier, Uuid};
+use crate::proto::event_store::client::{
+    AllStreamPosition, Empty, StreamDeleted, StreamIdentifier, Uuid, WrongExpectedVersion,
+    wrong_expected_version,
+};
 use crate::proto::google::rpc;
 use crate::streams::{Proposed, new_event};
 use crate::wire;
@@ -256,6 +259,7 @@ async fn run(store: Arc<dyn EventStore>, append: Pending, tx: Answers) {
             Ok(Err(AppendError::WrongExpectedRevision {
                 expected, actual, ..
             })) => {
+                let actual_revision = actual;
                 let actual = match actual {
                     CurrentRevision::Current(n) => n.to_string(),
                     CurrentRevision::NoStream => "no stream".to_owned(),
@@ -266,9 +270,34 @@ async fn run(store: Arc<dyn EventStore>, append: Pending, tx: Answers) {
                         "wrong expected version: expected {expected:?}, the stream is at {actual}"
                     ),
                 );
+                use wrong_expected_version::{
+                    CurrentStreamRevisionOption as C, ExpectedStreamPositionOption as E,
+                };
+                let detail = WrongExpectedVersion {
+                    current_stream_revision_option: Some(match actual_revision {
+                        CurrentRevision::Current(n) => C::CurrentStreamRevision(n),
+                        CurrentRevision::NoStream => C::CurrentNoStream(Empty {}),
+                    }),
+                    expected_stream_position_option: Some(match expected {
+                        ExpectedRevision::Exact(n) => E::ExpectedStreamPosition(n),
+                        ExpectedRevision::Any => E::ExpectedAny(Empty {}),
+                        ExpectedRevision::StreamExists => E::ExpectedStreamExists(Empty {}),
+                        ExpectedRevision::NoStream => E::ExpectedNoStream(Empty {}),
+                    }),
+                };
                 let mut answer = failure(correlation, &status);
+                with_detail(&mut answer, "WrongExpectedVersion", &detail);
                 answer.stream_identifier = Some(identifier);
                 answer.expected_stream_position = Some(expected_position(expected));
+                answer
+            }
+            Ok(Err(AppendError::StreamTombstoned { stream })) => {
+                let mut answer = failure(correlation, &error::stream_deleted(&stream));
+                let detail = StreamDeleted {
+                    stream_identifier: Some(identifier.clone()),
+                };
+                with_detail(&mut answer, "StreamDeleted", &detail);
+                answer.stream_identifier = Some(identifier);
                 answer
             }
             Ok(Err(e)) => {
@@ -303,5 +332,16 @@ fn failure(correlation: Uuid, status: &Status) -> BatchAppendResp {
         // The clients expect a stream identifier in every answer.
         stream_identifier: Some(StreamIdentifier::default()),
         expected_stream_position: None,
+    }
+}
+
+/// Packs `detail` (`event_store.client.<name>`) into an error answer, where the clients
+/// look for the kind of error.
+fn with_detail(answer: &mut BatchAppendResp, name: &str, detail: &impl prost::Message) {
+    if let Some(batch_append_resp::Result::Error(status)) = &mut answer.result {
+        status.details = Some(prost_types::Any {
+            type_url: format!("type.googleapis.com/event_store.client.{name}"),
+            value: detail.encode_to_vec(),
+        });
     }
 }
