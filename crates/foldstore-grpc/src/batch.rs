@@ -48,6 +48,8 @@ const ANSWERS: usize = 64;
 /// One append being received.
 struct Pending {
     correlation: Uuid,
+    /// Whether the append writes the stream's metastream (`$$<stream>`).
+    metastream: bool,
     stream: StreamName,
     expected: ExpectedRevision,
     deadline: Instant,
@@ -139,8 +141,19 @@ fn receive(
                 "a BatchAppend sends its options in the first chunk of a correlation id only",
             ));
         }
-        let stream = wire::stream_name(options.stream_identifier.as_ref())?;
-        caller.check(Need::Write, Some(&stream))?;
+        let meta = crate::metastream::target(options.stream_identifier.as_ref())?;
+        let metastream = meta.is_some();
+        let stream = match meta {
+            Some(stream) => {
+                caller.check(Need::Admin, Some(&stream))?;
+                stream
+            }
+            None => {
+                let stream = wire::stream_name(options.stream_identifier.as_ref())?;
+                caller.check(Need::Write, Some(&stream))?;
+                stream
+            }
+        };
         use batch_append_req::options::{DeadlineOption, ExpectedStreamPosition as E};
         let expected = match options.expected_stream_position {
             Some(E::StreamPosition(n)) => ExpectedRevision::Exact(n),
@@ -167,6 +180,7 @@ fn receive(
             key,
             Pending {
                 correlation,
+                metastream,
                 stream,
                 expected,
                 deadline,
@@ -210,11 +224,17 @@ fn at_time(seconds: i64, nanos: i32) -> Instant {
 async fn run(store: Arc<dyn EventStore>, append: Pending, tx: Answers) {
     let Pending {
         correlation,
+        metastream,
         stream,
         expected,
         deadline,
         events,
     } = append;
+    if metastream {
+        let answer = meta_answer(&store, correlation, &stream, expected, events).await;
+        let _ = tx.send(Ok(answer)).await;
+        return;
+    }
     let identifier = wire::stream_identifier(&stream);
     let answer = if Instant::now() >= deadline {
         failure(
@@ -344,4 +364,60 @@ fn with_detail(answer: &mut BatchAppendResp, name: &str, detail: &impl prost::Me
             value: detail.encode_to_vec(),
         });
     }
+}
+
+/// A metastream write, answered as a batch append.
+async fn meta_answer(
+    store: &Arc<dyn EventStore>,
+    correlation: Uuid,
+    stream: &StreamName,
+    expected: ExpectedRevision,
+    events: Vec<NewEvent>,
+) -> BatchAppendResp {
+    use crate::proto::event_store::client::streams::append_resp;
+    let identifier = crate::metastream::identifier(stream);
+    let mut answer = match crate::metastream::append(store.clone(), stream, expected, events).await
+    {
+        Err(status) => failure(correlation, &status),
+        Ok(response) => match response.result {
+            Some(append_resp::Result::Success(success)) => {
+                use append_resp::success::CurrentRevisionOption as C;
+                use batch_append_resp::success::CurrentRevisionOption as B;
+                BatchAppendResp {
+                    correlation_id: Some(correlation),
+                    result: Some(batch_append_resp::Result::Success(
+                        batch_append_resp::Success {
+                            current_revision_option: success.current_revision_option.map(
+                                |c| match c {
+                                    C::CurrentRevision(n) => B::CurrentRevision(n),
+                                    C::NoStream(e) => B::NoStream(e),
+                                },
+                            ),
+                            position_option: Some(
+                                batch_append_resp::success::PositionOption::NoPosition(Empty {}),
+                            ),
+                        },
+                    )),
+                    stream_identifier: None,
+                    expected_stream_position: None,
+                }
+            }
+            _ => {
+                let status = Status::new(
+                    Code::AlreadyExists,
+                    "wrong expected version of the metastream",
+                );
+                let mut answer = failure(correlation, &status);
+                let detail = WrongExpectedVersion {
+                    current_stream_revision_option: None,
+                    expected_stream_position_option: None,
+                };
+                with_detail(&mut answer, "WrongExpectedVersion", &detail);
+                answer
+            }
+        },
+    };
+    answer.stream_identifier = Some(identifier);
+    answer.expected_stream_position = Some(expected_position(expected));
+    answer
 }
