@@ -50,7 +50,7 @@ pub(crate) fn unimplemented(what: &str) -> Status {
 pub(crate) fn stream_deleted(stream: &StreamName) -> Status {
     with_exception(
         Code::FailedPrecondition,
-        format!("stream {stream} was tombstoned: it can never be read or written again"),
+        format!("stream {stream} is deleted (tombstoned): it can never be read or written again"),
         "stream-deleted",
         &[("stream-name", stream.to_string())],
     )

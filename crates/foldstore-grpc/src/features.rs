@@ -19,6 +19,11 @@ pub(crate) const METHODS: &[(&str, &str, &[&str])] = &[
         &["position", "events"],
     ),
     ("event_store.client.streams.streams", "append", &[]),
+    (
+        "event_store.client.streams.streams",
+        "batchappend",
+        &["deadline_duration"],
+    ),
     ("event_store.client.streams.streams", "delete", &[]),
     ("event_store.client.streams.streams", "tombstone", &[]),
     ("event_store.client.gossip.gossip", "read", &[]),

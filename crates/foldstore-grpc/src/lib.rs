@@ -25,15 +25,19 @@
 // return the same type rather than box it only to unbox it again.
 #![allow(clippy::result_large_err)]
 
+mod auth;
+mod batch;
 mod error;
 mod features;
 mod filter;
 mod gossip;
+mod metastream;
 mod proto;
 mod read;
 mod routes;
 mod streams;
 mod wire;
 
+pub use auth::{Authenticator, Credentials, Grant};
 pub use features::SERVER_VERSION;
-pub use routes::{grpc_or_http, is_grpc, routes};
+pub use routes::{authenticated_routes, grpc_or_http, is_grpc, routes};

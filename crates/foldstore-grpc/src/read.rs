@@ -19,8 +19,10 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tonic::Status;
 
+use crate::auth::{Caller, Need, Reach};
 use crate::error::{self, invalid_argument};
 use crate::filter::Filter;
+use crate::metastream;
 use crate::proto::event_store::client::streams::ReadResp;
 use crate::proto::event_store::client::streams::read_req::Options;
 use crate::proto::event_store::client::streams::read_req::options::{
@@ -45,6 +47,7 @@ type Tx = mpsc::Sender<Result<ReadResp, Status>>;
 pub(crate) async fn read(
     store: Arc<dyn EventStore>,
     options: Options,
+    caller: Caller,
 ) -> Result<ReadStream, Status> {
     let structured = matches!(
         options.uuid_option.and_then(|u| u.content),
@@ -63,7 +66,21 @@ pub(crate) async fn read(
                     "filters apply to $all only: read $all with a stream-name filter",
                 ));
             }
+            if let Some(stream) = metastream::target(s.stream_identifier.as_ref())? {
+                caller.check(Need::Read, Some(&stream))?;
+                let answer = match metastream::read(&*store, &stream, structured).await? {
+                    Some(event) if count > 0 => Content::Event(event),
+                    Some(_) => return Ok(empty()),
+                    None => Content::StreamNotFound(read_resp::StreamNotFound {
+                        stream_identifier: Some(metastream::identifier(&stream)),
+                    }),
+                };
+                return Ok(Box::pin(futures::stream::once(async move {
+                    Ok(content(answer))
+                })));
+            }
             let stream = wire::stream_name(s.stream_identifier.as_ref())?;
+            caller.check(Need::Read, Some(&stream))?;
             let from = match s.revision_option {
                 Some(stream_options::RevisionOption::Revision(r)) => Some(r),
                 Some(stream_options::RevisionOption::End(_)) if !backwards => return Ok(empty()),
@@ -75,6 +92,8 @@ pub(crate) async fn read(
             }))
         }
         (Some(StreamOption::All(a)), Some(CountOption::Count(count))) => {
+            caller.check(Need::Read, None)?;
+            let reach = caller.reach();
             let from = match a.all_option {
                 Some(all_options::AllOption::Position(p)) => {
                     let p = wire::store_position(&*store, p.commit_position, p.prepare_position)
@@ -94,7 +113,7 @@ pub(crate) async fn read(
                 _ => None,
             };
             Ok(respond(move |tx| {
-                read_all(tx, store, from, backwards, count, filter, out)
+                read_all(tx, store, from, backwards, count, (filter, reach), out)
             }))
         }
         (Some(StreamOption::Stream(s)), Some(CountOption::Subscription(_))) => {
@@ -104,6 +123,7 @@ pub(crate) async fn read(
                 ));
             }
             let stream = wire::stream_name(s.stream_identifier.as_ref())?;
+            caller.check(Need::Read, Some(&stream))?;
             let from = match s.revision_option {
                 Some(stream_options::RevisionOption::Revision(r)) => SubscribeStreamFrom::After(r),
                 Some(stream_options::RevisionOption::End(_)) => SubscribeStreamFrom::End,
@@ -117,6 +137,8 @@ pub(crate) async fn read(
             if backwards {
                 return Err(invalid_argument("a subscription reads forwards"));
             }
+            caller.check(Need::Read, None)?;
+            let reach = caller.reach();
             let from = match a.all_option {
                 Some(all_options::AllOption::Position(p)) => SubscribeFrom::After(
                     wire::store_position(&*store, p.commit_position, p.prepare_position).await?,
@@ -125,7 +147,7 @@ pub(crate) async fn read(
                 _ => SubscribeFrom::Start,
             };
             Ok(respond(move |tx| {
-                subscribe_all(tx, store, from, filter, out)
+                subscribe_all(tx, store, from, (filter, reach), out)
             }))
         }
         _ => Err(invalid_argument(
@@ -240,7 +262,7 @@ async fn read_all(
     mut from: Option<Position>,
     backwards: bool,
     mut remaining: u64,
-    filter: Option<Filter>,
+    (filter, reach): (Option<Filter>, Reach),
     out: Out,
 ) {
     let direction = if backwards {
@@ -250,8 +272,10 @@ async fn read_all(
     };
     while remaining > 0 {
         let page = match filter {
-            Some(_) => PAGE,
-            None => usize::try_from(remaining).unwrap_or(usize::MAX).min(PAGE),
+            None if reach.is_everything() => {
+                usize::try_from(remaining).unwrap_or(usize::MAX).min(PAGE)
+            }
+            _ => PAGE,
         };
         let options = ReadAllOptions {
             from,
@@ -271,7 +295,9 @@ async fn read_all(
         };
         let full = events.len() == page;
         for event in &events {
-            if filter.as_ref().is_none_or(|f| f.matches(event)) {
+            if reach.allows(event.stream.as_str())
+                && filter.as_ref().is_none_or(|f| f.matches(event))
+            {
                 if !send(&tx, Ok(out.event(event))).await {
                     return;
                 }
@@ -379,7 +405,7 @@ async fn subscribe_all(
     tx: Tx,
     store: Arc<dyn EventStore>,
     from: SubscribeFrom,
-    filter: Option<Filter>,
+    (filter, reach): (Option<Filter>, Reach),
     out: Out,
 ) {
     if !send(&tx, Ok(confirmation())).await {
@@ -427,7 +453,8 @@ async fn subscribe_all(
             }
             None => return,
         };
-        if filter.as_ref().is_none_or(|f| f.matches(&event))
+        if reach.allows(event.stream.as_str())
+            && filter.as_ref().is_none_or(|f| f.matches(&event))
             && !send(&tx, Ok(out.event(&event))).await
         {
             return;

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use foldstore_core::EventStore;
 use tower::ServiceExt;
 
+use crate::auth::{self, Authenticator};
 use crate::error;
 use crate::features::FeaturesService;
 use crate::gossip::GossipService;
@@ -34,6 +35,20 @@ pub(crate) struct Dialled(pub(crate) String);
 /// [`Router::merge`]. It must be served over HTTP/2 (KurrentDB's clients speak h2c,
 /// HTTP/2 without TLS, when the connection string says `tls=false`).
 pub fn routes(store: Arc<dyn EventStore>) -> Router {
+    build(store, None)
+}
+
+/// [`routes`] where every call but `Gossip` and `ServerFeatures` needs credentials
+/// that `authenticator` accepts (`Unauthenticated` otherwise), and the [`Grant`](crate::Grant)
+///  it answers limits what the call may do (`PermissionDenied`).
+pub fn authenticated_routes(
+    store: Arc<dyn EventStore>,
+    authenticator: Arc<dyn Authenticator>,
+) -> Router {
+    build(store, Some(authenticator))
+}
+
+fn build(store: Arc<dyn EventStore>, authenticator: Option<Arc<dyn Authenticator>>) -> Router {
     let streams = StreamsServer::new(StreamsService::new(store))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -49,6 +64,10 @@ pub fn routes(store: Arc<dyn EventStore>) -> Router {
             features,
         )
         .fallback(unimplemented)
+        .layer(axum::middleware::from_fn_with_state(
+            authenticator,
+            auth::authenticate,
+        ))
         .layer(axum::middleware::map_request(remember_dialled))
 }
 

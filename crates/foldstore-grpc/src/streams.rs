@@ -9,7 +9,10 @@ use foldstore_core::{
 };
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::{Caller, Need};
+use crate::batch;
 use crate::error::{self, invalid_argument};
+use crate::metastream;
 use crate::proto::event_store::client::Empty;
 use crate::proto::event_store::client::streams::streams_server::Streams;
 use crate::proto::event_store::client::streams::{
@@ -38,12 +41,13 @@ impl Streams for StreamsService {
     type BatchAppendStream = futures::stream::BoxStream<'static, Result<BatchAppendResp, Status>>;
 
     async fn read(&self, request: Request<ReadReq>) -> Result<Response<ReadStream>, Status> {
+        let caller = Caller::of(&request)?;
         let options = request
             .into_inner()
             .options
             .ok_or_else(|| invalid_argument("a read request needs options"))?;
         Ok(Response::new(
-            read::read(self.store.clone(), options).await?,
+            read::read(self.store.clone(), options, caller).await?,
         ))
     }
 
@@ -51,6 +55,7 @@ impl Streams for StreamsService {
         &self,
         request: Request<Streaming<AppendReq>>,
     ) -> Result<Response<AppendResp>, Status> {
+        let caller = Caller::of(&request)?;
         let mut messages = request.into_inner();
         let Some(append_req::Content::Options(options)) =
             messages.message().await?.and_then(|m| m.content)
@@ -59,7 +64,18 @@ impl Streams for StreamsService {
                 "an append starts with its options (stream and expected revision)",
             ));
         };
-        let stream = wire::stream_name(options.stream_identifier.as_ref())?;
+        let metastream = metastream::target(options.stream_identifier.as_ref())?;
+        let stream = match &metastream {
+            Some(stream) => {
+                caller.check(Need::Admin, Some(stream))?;
+                stream.clone()
+            }
+            None => {
+                let stream = wire::stream_name(options.stream_identifier.as_ref())?;
+                caller.check(Need::Write, Some(&stream))?;
+                stream
+            }
+        };
         use append_req::options::ExpectedStreamRevision as E;
         let expected = match options.expected_stream_revision {
             Some(E::Revision(n)) => ExpectedRevision::Exact(n),
@@ -71,7 +87,13 @@ impl Streams for StreamsService {
         while let Some(message) = messages.message().await? {
             match message.content {
                 Some(append_req::Content::ProposedMessage(m)) => {
-                    events.push(new_event(events.len(), m)?);
+                    let proposed = Proposed {
+                        id: m.id,
+                        metadata: m.metadata,
+                        custom_metadata: m.custom_metadata,
+                        data: m.data,
+                    };
+                    events.push(new_event(events.len(), proposed)?);
                 }
                 _ => {
                     return Err(invalid_argument(
@@ -79,6 +101,11 @@ impl Streams for StreamsService {
                     ));
                 }
             }
+        }
+        if metastream.is_some() {
+            return Ok(Response::new(
+                metastream::append(self.store.clone(), &stream, expected, events).await?,
+            ));
         }
         if events.is_empty() {
             let current = current_revision(&*self.store, &stream).await?;
@@ -102,11 +129,13 @@ impl Streams for StreamsService {
     }
 
     async fn delete(&self, request: Request<DeleteReq>) -> Result<Response<DeleteResp>, Status> {
+        let caller = Caller::of(&request)?;
         let options = request
             .into_inner()
             .options
             .ok_or_else(|| invalid_argument("a delete request needs options"))?;
         let stream = wire::stream_name(options.stream_identifier.as_ref())?;
+        caller.check(Need::Admin, Some(&stream))?;
         use delete_req::options::ExpectedStreamRevision as E;
         let expected = match options.expected_stream_revision {
             Some(E::Revision(n)) => ExpectedRevision::Exact(n),
@@ -127,11 +156,13 @@ impl Streams for StreamsService {
         &self,
         request: Request<TombstoneReq>,
     ) -> Result<Response<TombstoneResp>, Status> {
+        let caller = Caller::of(&request)?;
         let options = request
             .into_inner()
             .options
             .ok_or_else(|| invalid_argument("a tombstone request needs options"))?;
         let stream = wire::stream_name(options.stream_identifier.as_ref())?;
+        caller.check(Need::Admin, Some(&stream))?;
         use tombstone_req::options::ExpectedStreamRevision as E;
         let expected = match options.expected_stream_revision {
             Some(E::Revision(n)) => ExpectedRevision::Exact(n),
@@ -150,17 +181,28 @@ impl Streams for StreamsService {
 
     async fn batch_append(
         &self,
-        _request: Request<Streaming<BatchAppendReq>>,
+        request: Request<Streaming<BatchAppendReq>>,
     ) -> Result<Response<Self::BatchAppendStream>, Status> {
-        Err(error::unimplemented(
-            "Streams.BatchAppend (use Streams.Append)",
-        ))
+        let caller = Caller::of(&request)?;
+        Ok(Response::new(batch::serve(
+            self.store.clone(),
+            caller,
+            request.into_inner(),
+        )))
     }
+}
+
+/// A proposed message of `Append` or `BatchAppend` (the same fields in two types).
+pub(crate) struct Proposed {
+    pub(crate) id: Option<crate::proto::event_store::client::Uuid>,
+    pub(crate) metadata: std::collections::HashMap<String, String>,
+    pub(crate) custom_metadata: bytes::Bytes,
+    pub(crate) data: bytes::Bytes,
 }
 
 /// A proposed message as our event: `type` and `content-type` are required metadata;
 /// `application/json` data must be JSON, any other content type is kept as bytes.
-fn new_event(index: usize, message: append_req::ProposedMessage) -> Result<NewEvent, Status> {
+pub(crate) fn new_event(index: usize, message: Proposed) -> Result<NewEvent, Status> {
     let id = wire::event_id(message.id)?;
     let mut metadata = message.metadata;
     let (Some(event_type), Some(content_type)) =
@@ -197,7 +239,10 @@ async fn current_revision(
     }
 }
 
-fn success(current: CurrentRevision, position: Option<foldstore_core::Position>) -> AppendResp {
+pub(crate) fn success(
+    current: CurrentRevision,
+    position: Option<foldstore_core::Position>,
+) -> AppendResp {
     use append_resp::success::{CurrentRevisionOption, PositionOption};
     let current_revision_option = Some(match current {
         CurrentRevision::Current(n) => CurrentRevisionOption::CurrentRevision(n),
@@ -222,7 +267,10 @@ fn success(current: CurrentRevision, position: Option<foldstore_core::Position>)
 }
 
 /// A wrong expected revision is a result of the append, not an error.
-fn wrong_expected_version(expected: ExpectedRevision, actual: CurrentRevision) -> AppendResp {
+pub(crate) fn wrong_expected_version(
+    expected: ExpectedRevision,
+    actual: CurrentRevision,
+) -> AppendResp {
     use append_resp::wrong_expected_version::{
         CurrentRevisionOption as Current, CurrentRevisionOption2060 as Current2060,
         ExpectedRevisionOption as Expected, ExpectedRevisionOption2060 as Expected2060,

@@ -1,5 +1,6 @@
 //! KurrentDB's official Rust client (`kurrentdb`) against our gRPC routes, over h2c on
-//! a free port, on the in-memory store and on SQLite: each call the crate implements,
+//! a free port, on the in-memory store, on SQLite and on PostgreSQL (when
+//! `FOLDSTORE_TEST_POSTGRES_URL` is set; skipped saying so otherwise): each call the crate implements,
 //! as an unchanged KurrentDB application makes it.
 
 mod common;
@@ -44,6 +45,21 @@ macro_rules! on_every_backend {
                 }
             )*
         }
+        mod postgres {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let how = "cargo test -p foldstore-grpc --test kurrentdb_client postgres";
+                    let Some(url) = foldstore_postgres::testkit::test_url(stringify!($name), how) else {
+                        return;
+                    };
+                    let (store, _schema) = foldstore_postgres::testkit::fresh_store(&url).await;
+                    let server = Server::start(Arc::new(store)).await;
+                    super::$name(server.client()).await;
+                }
+            )*
+        }
     };
 }
 
@@ -57,6 +73,8 @@ on_every_backend!(
     filtered_all_subscription_sends_history_then_live_and_checkpoints,
     delete_then_append_continues_revisions,
     tombstoned_stream_refuses_reads_and_appends,
+    batch_append_answers_each_correlation_id,
+    stream_metadata_round_trips_and_applies_to_reads,
 );
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -88,7 +106,19 @@ async fn append_then_read_forwards_and_backwards(client: Client) {
         .await
         .unwrap();
     assert_eq!(written.next_expected_version, 4);
-    assert_eq!(written.position.commit, written.position.prepare);
+    // The position is the last event's (both halves carry a narrow position; a wide
+    // PostgreSQL one is split, see the README).
+    let mut last = client
+        .read_all(
+            &ReadAllOptions::default()
+                .backwards()
+                .position(StreamPosition::End)
+                .max_count(1),
+        )
+        .await
+        .unwrap();
+    let last = last.next().await.unwrap().unwrap();
+    assert_eq!(last.get_original_event().position, written.position);
 
     let forwards = read_stream(&client, "count-1", ReadStreamOptions::default()).await;
     assert_eq!(forwards, [0, 1, 2, 3, 4]);
@@ -470,11 +500,6 @@ async fn other_services_answer_unimplemented_and_http_still_works() {
         list.is_err(),
         "persistent subscriptions are not implemented yet"
     );
-    let batch = client.batch_append(&Default::default()).await;
-    assert!(
-        matches!(batch, Err(kurrentdb::Error::UnsupportedFeature)),
-        "BatchAppend is not listed"
-    );
     // Plain HTTP/1.1 on the same port reaches the HTTP routes.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
@@ -511,4 +536,139 @@ async fn cluster_mode_discovers_us_by_gossip_as_the_leader_at_the_dialled_addres
         .await
         .unwrap();
     assert_eq!(written.next_expected_version, 0);
+}
+
+async fn batch_append_answers_each_correlation_id(client: Client) {
+    let batch = client
+        .batch_append(&kurrentdb::BatchAppendOptions::default())
+        .await
+        .unwrap();
+    // Many appends in flight at once on one call, each answered with its own result.
+    let appends = (0..20u64).map(|n| {
+        let batch = &batch;
+        async move {
+            let events = (0..3)
+                .map(|i| {
+                    EventData::json("Batched", &serde_json::json!({ "n": n, "i": i })).unwrap()
+                })
+                .collect();
+            let stream = format!("batch-{n}");
+            let written = batch
+                .append_to_stream(stream.as_str(), StreamState::NoStream, events)
+                .await
+                .unwrap();
+            (stream, written)
+        }
+    });
+    for (stream, written) in futures::future::join_all(appends).await {
+        assert_eq!(written.stream_name(), stream);
+        assert_eq!(written.current_revision(), Some(2));
+        assert!(written.current_position().is_some());
+        assert_eq!(
+            read_stream(&client, &stream, ReadStreamOptions::default()).await,
+            [0, 1, 2]
+        );
+    }
+    // A wrong expected revision answers its own correlation id (the client then ends
+    // its batch session, so the next append opens another).
+    let wrong = batch
+        .append_to_stream(
+            "batch-0",
+            StreamState::StreamRevision(7),
+            vec![EventData::json("Batched", &serde_json::json!({})).unwrap()],
+        )
+        .await;
+    assert!(
+        matches!(&wrong, Err(kurrentdb::Error::Grpc { code, .. }) if *code == tonic::Code::AlreadyExists),
+        "{wrong:?}"
+    );
+    let batch = client
+        .batch_append(&kurrentdb::BatchAppendOptions::default())
+        .await
+        .unwrap();
+    let next = batch
+        .append_to_stream(
+            "batch-0",
+            StreamState::StreamRevision(2),
+            vec![EventData::json("Batched", &serde_json::json!({})).unwrap()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(next.current_revision(), Some(3));
+}
+
+async fn stream_metadata_round_trips_and_applies_to_reads(client: Client) {
+    use kurrentdb::{StreamMetadata, StreamMetadataResult};
+    let none = client
+        .get_stream_metadata("meta-1", &ReadStreamOptions::default())
+        .await
+        .unwrap();
+    assert!(matches!(none, StreamMetadataResult::NotFound), "{none:?}");
+    let events = (0..5)
+        .map(|n| EventData::json("Counted", &serde_json::json!({ "n": n })).unwrap())
+        .collect::<Vec<_>>();
+    client
+        .append_to_stream("meta-1", &AppendToStreamOptions::default(), events)
+        .await
+        .unwrap();
+    let metadata = StreamMetadata::builder()
+        .max_count(2)
+        .max_age(Duration::from_secs(3600))
+        .cache_control(Duration::from_secs(30))
+        .insert_custom_property("owner", "billing")
+        .build();
+    let written = client
+        .set_stream_metadata(
+            "meta-1",
+            &AppendToStreamOptions::default().stream_state(StreamState::NoStream),
+            &metadata,
+        )
+        .await
+        .unwrap();
+    assert_eq!(written.next_expected_version, 0);
+    // `$maxCount` applies to reads.
+    assert_eq!(
+        read_stream(&client, "meta-1", ReadStreamOptions::default()).await,
+        [3, 4]
+    );
+    let StreamMetadataResult::Success(read) = client
+        .get_stream_metadata("meta-1", &ReadStreamOptions::default())
+        .await
+        .unwrap()
+    else {
+        panic!("metadata was written");
+    };
+    assert_eq!(read.version(), 0);
+    assert_eq!(read.metadata().max_count, Some(2));
+    assert_eq!(read.metadata().max_age, Some(Duration::from_secs(3600)));
+    assert_eq!(read.metadata().cache_control, Some(Duration::from_secs(30)));
+    assert_eq!(
+        read.metadata().custom_properties.get("owner"),
+        Some(&serde_json::json!("billing"))
+    );
+    // The metastream's revision is checked like a stream's.
+    let stale = client
+        .set_stream_metadata(
+            "meta-1",
+            &AppendToStreamOptions::default().stream_state(StreamState::NoStream),
+            &StreamMetadata::builder().truncate_before(1).build(),
+        )
+        .await;
+    assert!(
+        matches!(stale, Err(kurrentdb::Error::WrongExpectedVersion { .. })),
+        "{stale:?}"
+    );
+    let next = client
+        .set_stream_metadata(
+            "meta-1",
+            &AppendToStreamOptions::default().stream_state(StreamState::StreamRevision(0)),
+            &StreamMetadata::builder().truncate_before(1).build(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(next.next_expected_version, 1);
+    assert_eq!(
+        read_stream(&client, "meta-1", ReadStreamOptions::default()).await,
+        [1, 2, 3, 4]
+    );
 }

@@ -34,6 +34,7 @@ mod cloudevents;
 pub mod error;
 mod extract;
 mod fanout;
+mod grpc_mount;
 mod handlers;
 pub mod live_view;
 mod metrics;
@@ -93,6 +94,11 @@ pub struct ServerConfig {
     /// (`None`: never). Every request is logged at `debug`, refused and failed ones at
     /// `info` and `error`: see the crate docs' "Logs". Default: 1 s.
     pub slow_request: Option<Duration>,
+    /// A gRPC router served on the same port: requests whose `content-type` starts
+    /// with `application/grpc` go to it, all others to the API. It does its own
+    /// authentication (the tokens above do not guard it), and its streaming responses
+    /// end with `Unavailable` when the server shuts down. `None` (the default): none.
+    pub grpc: Option<Router>,
 }
 
 impl Default for ServerConfig {
@@ -107,6 +113,7 @@ impl Default for ServerConfig {
             send_buffer: Some(128 * 1024),
             tokens: None,
             slow_request: Some(Duration::from_secs(1)),
+            grpc: None,
         }
     }
 }
@@ -121,6 +128,13 @@ impl ServerConfig {
     /// Requires one of `tokens` on every request but the public ones (see [`auth`]).
     pub fn tokens(mut self, tokens: auth::Tokens) -> Self {
         self.tokens = Some(Arc::new(tokens));
+        self
+    }
+
+    /// Serves `grpc` (for instance `foldstore_grpc::routes`) beside the API on the same
+    /// port; see [`ServerConfig::grpc`](ServerConfig#structfield.grpc).
+    pub fn grpc(mut self, grpc: Router) -> Self {
+        self.grpc = Some(grpc);
         self
     }
 
@@ -199,6 +213,7 @@ fn build(
     tls: bool,
 ) -> (Router, Arc<watch::Sender<bool>>) {
     let tokens = config.tokens.clone();
+    let grpc = config.grpc.clone();
     let shutdown = Arc::new(watch::Sender::new(false));
     // `$all` subscriptions share one live tail instead of a store read each per commit.
     let store = fanout::LiveTail::wrap(store, shutdown.subscribe());
@@ -235,6 +250,10 @@ fn build(
         request_log,
         request_log::log_request,
     ));
+    let router = match grpc {
+        Some(grpc) => grpc_mount::split(grpc, router, shutdown.subscribe()),
+        None => router,
+    };
     (router, shutdown)
 }
 

@@ -1,5 +1,6 @@
-//! `foldstore serve`: the HTTP API of `foldstore-server` over the store the global
-//! options point at, until Ctrl-C (or SIGTERM).
+//! `foldstore serve`: the HTTP API of `foldstore-server`, and KurrentDB's gRPC
+//! protocol (`foldstore-grpc`) on the same port, over the store the global options
+//! point at, until Ctrl-C (or SIGTERM).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use foldstore_core::EventStore;
 use foldstore_server::ServerConfig;
+use foldstore_server::auth::{Scope, Tokens};
 
 use super::{Access, open_store};
 use crate::backend::{self, Store};
@@ -132,6 +134,13 @@ pub(crate) async fn run(
             "tokens cross the network in clear text without TLS: give --tls-cert and --tls-key"
         );
     }
+    config = config.grpc(match &tokens {
+        Some(tokens) => foldstore_grpc::authenticated_routes(
+            dyn_store.clone(),
+            Arc::new(GrpcTokens(tokens.clone())),
+        ),
+        None => foldstore_grpc::routes(dyn_store.clone()),
+    });
     if let Some(tokens) = tokens {
         config = config.tokens(tokens);
     }
@@ -151,6 +160,32 @@ pub(crate) async fn run(
     closed?;
     tracing::info!("foldstore stopped");
     Ok(())
+}
+
+/// The tokens file, for the gRPC clients' credentials: a bearer token is a token; basic
+/// credentials are the token's name (its first field in the tokens file) as the user
+/// name and the token as the password.
+struct GrpcTokens(Tokens);
+
+impl foldstore_grpc::Authenticator for GrpcTokens {
+    fn authenticate(
+        &self,
+        credentials: foldstore_grpc::Credentials<'_>,
+    ) -> Option<foldstore_grpc::Grant> {
+        let entry = match credentials {
+            foldstore_grpc::Credentials::Bearer(token) => self.0.authenticate(token)?,
+            foldstore_grpc::Credentials::Basic { username, password } => {
+                let entry = self.0.authenticate(password)?;
+                (entry.name() == username).then_some(entry)?
+            }
+        };
+        Some(foldstore_grpc::Grant {
+            read: entry.has(Scope::Read),
+            write: entry.has(Scope::Write),
+            admin: entry.has(Scope::Admin),
+            prefixes: entry.prefixes().to_vec(),
+        })
+    }
 }
 
 /// Completes on Ctrl-C, or on SIGTERM on Unix.
