@@ -38,10 +38,10 @@ use tokio::sync::watch;
 pub(crate) const RING_EVENTS: usize = 4096;
 /// Events an unfiltered page read from the ring holds at most (see
 /// `RingView::read_page`).
-const RING_PAGE: usize = 32;
+const RING_PAGE: usize = 16;
 /// Events an unfiltered page read from the store for a subscriber behind the ring
 /// holds at most.
-const STORE_PAGE: usize = 64;
+const STORE_PAGE: usize = 32;
 /// Bytes of data and metadata the ring keeps at most (it keeps fewer events then).
 const RING_BYTES: usize = 16 * 1024 * 1024;
 

@@ -107,7 +107,7 @@ impl Default for ServerConfig {
             body_limit: 32 * 1024 * 1024,
             heartbeat: Duration::from_secs(15),
             sse_buffer: 256,
-            sse_buffer_bytes: 32 * 1024,
+            sse_buffer_bytes: 16 * 1024,
             slow_client_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             send_buffer: Some(128 * 1024),
