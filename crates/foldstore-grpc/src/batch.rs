@@ -33,7 +33,7 @@ use crate::proto::event_store::client::{
     wrong_expected_version,
 };
 use crate::proto::google::rpc;
-use crate::streams::{Proposed, new_event};
+use crate::streams::{Proposed, expected_revision, new_event};
 use crate::wire;
 
 /// A `deadline` duration longer than this is a point in time (since the Unix epoch).
@@ -155,12 +155,7 @@ fn receive(
             }
         };
         use batch_append_req::options::{DeadlineOption, ExpectedStreamPosition as E};
-        let expected = match options.expected_stream_position {
-            Some(E::StreamPosition(n)) => ExpectedRevision::Exact(n),
-            Some(E::NoStream(_)) => ExpectedRevision::NoStream,
-            Some(E::StreamExists(_)) => ExpectedRevision::StreamExists,
-            Some(E::Any(_)) | None => ExpectedRevision::Any,
-        };
+        let expected = expected_revision!(options.expected_stream_position, E::StreamPosition);
         let deadline = match options.deadline_option {
             Some(DeadlineOption::Deadline21100(at)) => at_time(at.seconds, at.nanos),
             Some(DeadlineOption::Deadline(d)) => {

@@ -23,6 +23,21 @@ use crate::proto::event_store::client::streams::{
 use crate::read::{self, ReadStream};
 use crate::wire;
 
+/// Our expected revision from a request's `expected_stream_revision`: each request has
+/// its own generated enum of the same shape (`exact` names its revision variant); none
+/// means any.
+macro_rules! expected_revision {
+    ($value:expr, $E:ident :: $exact:ident) => {
+        match $value {
+            Some($E::$exact(n)) => ExpectedRevision::Exact(n),
+            Some($E::NoStream(_)) => ExpectedRevision::NoStream,
+            Some($E::StreamExists(_)) => ExpectedRevision::StreamExists,
+            Some($E::Any(_)) | None => ExpectedRevision::Any,
+        }
+    };
+}
+pub(crate) use expected_revision;
+
 /// The streams service over one store.
 #[derive(Clone)]
 pub(crate) struct StreamsService {
@@ -77,12 +92,7 @@ impl Streams for StreamsService {
             }
         };
         use append_req::options::ExpectedStreamRevision as E;
-        let expected = match options.expected_stream_revision {
-            Some(E::Revision(n)) => ExpectedRevision::Exact(n),
-            Some(E::NoStream(_)) => ExpectedRevision::NoStream,
-            Some(E::StreamExists(_)) => ExpectedRevision::StreamExists,
-            Some(E::Any(_)) | None => ExpectedRevision::Any,
-        };
+        let expected = expected_revision!(options.expected_stream_revision, E::Revision);
         let mut events = Vec::new();
         while let Some(message) = messages.message().await? {
             match message.content {
@@ -137,12 +147,7 @@ impl Streams for StreamsService {
         let stream = wire::stream_name(options.stream_identifier.as_ref())?;
         caller.check(Need::Admin, Some(&stream))?;
         use delete_req::options::ExpectedStreamRevision as E;
-        let expected = match options.expected_stream_revision {
-            Some(E::Revision(n)) => ExpectedRevision::Exact(n),
-            Some(E::NoStream(_)) => ExpectedRevision::NoStream,
-            Some(E::StreamExists(_)) => ExpectedRevision::StreamExists,
-            Some(E::Any(_)) | None => ExpectedRevision::Any,
-        };
+        let expected = expected_revision!(options.expected_stream_revision, E::Revision);
         self.store
             .delete_stream(&stream, expected)
             .await
@@ -164,12 +169,7 @@ impl Streams for StreamsService {
         let stream = wire::stream_name(options.stream_identifier.as_ref())?;
         caller.check(Need::Admin, Some(&stream))?;
         use tombstone_req::options::ExpectedStreamRevision as E;
-        let expected = match options.expected_stream_revision {
-            Some(E::Revision(n)) => ExpectedRevision::Exact(n),
-            Some(E::NoStream(_)) => ExpectedRevision::NoStream,
-            Some(E::StreamExists(_)) => ExpectedRevision::StreamExists,
-            Some(E::Any(_)) | None => ExpectedRevision::Any,
-        };
+        let expected = expected_revision!(options.expected_stream_revision, E::Revision);
         self.store
             .tombstone_stream(&stream, expected)
             .await
