@@ -33,10 +33,10 @@ mkdir -p "$out"
 # RELIABILITY_BUILD=debug keeps the long tier's counts on the debug build (faster to
 # build; slower to recover, which only the recovery times show).
 if [ "$quick" = 1 ] || [ "${RELIABILITY_BUILD:-}" = debug ]; then
-    cargo build --quiet -p foldstore-cli --bin foldstore -p foldstore-reliability || exit 1
+    cargo build --quiet -p foldstore-cli -p foldstore-reliability --bin foldstore --bin foldstore-reliability || exit 1
     bin=target/debug
 else
-    cargo build --quiet --release -p foldstore-cli --bin foldstore -p foldstore-reliability || exit 1
+    cargo build --quiet --release -p foldstore-cli -p foldstore-reliability --bin foldstore --bin foldstore-reliability || exit 1
     bin=target/release
 fi
 export FOLDSTORE_BIN="$PWD/$bin/foldstore"
