@@ -11,8 +11,10 @@
 //! The metastream holds one event, the latest metadata, at the revision that counts
 //! the writes (kept in our metadata under [`REVISION_KEY`], with the last write's
 //! event id under [`EVENT_ID_KEY`], so that repeating a write is idempotent); an
-//! append's expected revision is checked against it. `$acl` is stored and returned
-//! but not enforced: tokens decide who may do what (see the crate's README).
+//! append's expected revision is checked against it, and the writes of this process
+//! take turns ([`WRITES`]) so that the check and the write act as one step. `$acl` is
+//! stored and returned but not enforced: tokens decide who may do what (see the
+//! crate's README), and a write that sets it says so in the log.
 
 use std::sync::Arc;
 
@@ -38,6 +40,14 @@ pub(crate) const REVISION_KEY: &str = "$grpc_metastream_revision";
 
 /// The custom key holding the event id of the last metadata write.
 pub(crate) const EVENT_ID_KEY: &str = "$grpc_metastream_event_id";
+
+/// Metastream writes in this process, one at a time: each reads the metastream's
+/// revision, checks the expected revision against it and writes the next one, and two
+/// writes interleaving there would both succeed at the same revision. Metadata writes
+/// are rare, so one lock for all of them costs nothing that matters. (Servers that
+/// share one PostgreSQL database do not share this lock: between them, the later of
+/// two concurrent writes wins.)
+static WRITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The stream whose metastream `identifier` names, if it names one.
 pub(crate) fn target(identifier: Option<&StreamIdentifier>) -> Result<Option<StreamName>, Status> {
@@ -122,6 +132,7 @@ pub(crate) async fn append(
     expected: ExpectedRevision,
     events: Vec<NewEvent>,
 ) -> Result<AppendResp, Status> {
+    let _turn = WRITES.lock().await;
     let current = store
         .stream_metadata(stream)
         .await
@@ -162,6 +173,13 @@ pub(crate) async fn append(
         return Err(invalid_argument("stream metadata is a JSON object"));
     };
     let mut metadata = from_json(json)?;
+    if metadata.custom.contains_key("$acl") {
+        tracing::warn!(
+            stream = %stream,
+            "stream metadata sets $acl, which foldstore stores but does not enforce: \
+             limit access with tokens (scopes and stream prefixes, --tokens-file) instead"
+        );
+    }
     let next = match current_revision {
         CurrentRevision::Current(n) => n + 1,
         CurrentRevision::NoStream => 0,

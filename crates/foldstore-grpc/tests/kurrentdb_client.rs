@@ -75,6 +75,7 @@ on_every_backend!(
     tombstoned_stream_refuses_reads_and_appends,
     batch_append_answers_each_correlation_id,
     stream_metadata_round_trips_and_applies_to_reads,
+    concurrent_metadata_writes_at_one_expected_revision_let_one_win,
 );
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -671,4 +672,55 @@ async fn stream_metadata_round_trips_and_applies_to_reads(client: Client) {
         read_stream(&client, "meta-1", ReadStreamOptions::default()).await,
         [1, 2, 3, 4]
     );
+}
+
+async fn concurrent_metadata_writes_at_one_expected_revision_let_one_win(client: Client) {
+    use kurrentdb::StreamMetadata;
+    // Sixteen writers race, each expecting the metastream at revision 0 after a first
+    // write: exactly one may succeed, and the metastream ends at revision 1 with its
+    // value.
+    client
+        .set_stream_metadata(
+            "meta-race",
+            &AppendToStreamOptions::default().stream_state(StreamState::NoStream),
+            &StreamMetadata::builder().max_count(100).build(),
+        )
+        .await
+        .unwrap();
+    let writers = (1..=16u64).map(|n| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let metadata = StreamMetadata::builder().max_count(n).build();
+            let options =
+                AppendToStreamOptions::default().stream_state(StreamState::StreamRevision(0));
+            (
+                n,
+                client
+                    .set_stream_metadata("meta-race", &options, &metadata)
+                    .await,
+            )
+        })
+    });
+    let mut winners = Vec::new();
+    for writer in writers {
+        let (n, result) = writer.await.unwrap();
+        match result {
+            Ok(written) => {
+                assert_eq!(written.next_expected_version, 1);
+                winners.push(n);
+            }
+            Err(kurrentdb::Error::WrongExpectedVersion { .. }) => {}
+            Err(other) => panic!("writer {n}: {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "winners: {winners:?}");
+    let kurrentdb::StreamMetadataResult::Success(read) = client
+        .get_stream_metadata("meta-race", &ReadStreamOptions::default())
+        .await
+        .unwrap()
+    else {
+        panic!("metadata was written");
+    };
+    assert_eq!(read.version(), 1);
+    assert_eq!(read.metadata().max_count, Some(winners[0]));
 }
