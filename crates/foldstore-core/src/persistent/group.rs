@@ -414,7 +414,9 @@ impl GroupTask {
             Cmd::Ack(keys) => keys.into_iter().for_each(|k| term.disp.ack(k)),
             Cmd::Nack(id, keys, action) => {
                 if action == NackAction::Stop {
+                    // Even a stop naming no event disconnects the consumer.
                     self.consumers.retain(|c| c.0 != id);
+                    term.disp.disconnect(id);
                 }
                 for k in keys {
                     term.disp.nack(id, k, action);
