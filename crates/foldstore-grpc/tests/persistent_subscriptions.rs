@@ -71,6 +71,7 @@ on_every_backend!(
     an_all_group_delivers_only_what_its_filter_matches,
     a_parked_event_shows_in_the_parked_stream_and_comes_back_on_replay,
     a_retry_nack_delivers_again_with_the_retry_count,
+    a_stop_nack_drops_the_consumer_and_another_gets_its_events,
     an_unacked_event_comes_again_after_the_timeout_then_is_parked,
     list_answers_with_no_groups_then_with_each,
     get_info_reports_the_settings_connections_and_counts,
@@ -418,6 +419,38 @@ async fn a_retry_nack_delivers_again_with_the_retry_count(client: Client) {
     let info = info(&client, "retry-1", "g").await;
     assert_eq!(info.stats.parked_message_count, 0);
     assert_eq!(info.stats.total_in_flight_messages, 0);
+}
+
+async fn a_stop_nack_drops_the_consumer_and_another_gets_its_events(client: Client) {
+    append(&client, "stop-1", 0..2).await;
+    let options = from_start().consumer_strategy_name(SystemConsumerStrategy::DispatchToSingle);
+    client
+        .create_persistent_subscription("stop-1", "g", &options)
+        .await
+        .unwrap();
+    let mut first = subscribe(&client, "stop-1", "g").await;
+    let (event, _) = next(&mut first).await;
+    assert_eq!(revision(&event), 0);
+    let mut second = subscribe(&client, "stop-1", "g").await;
+    confirmation(&mut second).await;
+    first
+        .nack(&event, NakAction::Stop, "shutting down")
+        .await
+        .unwrap();
+    let dropped = ended(&mut first).await;
+    assert!(
+        matches!(dropped, kurrentdb::Error::IllegalStateError(_)),
+        "{dropped:?}"
+    );
+    // What the first held goes to the second, which is now the only consumer.
+    let mut revisions = Vec::new();
+    for _ in 0..2 {
+        let (event, _) = next(&mut second).await;
+        revisions.push(revision(&event));
+        second.ack(&event).await.unwrap();
+    }
+    revisions.sort();
+    assert_eq!(revisions, [0, 1]);
 }
 
 async fn an_unacked_event_comes_again_after_the_timeout_then_is_parked(client: Client) {
