@@ -4,13 +4,16 @@
 //! acks and nacks; we answer a confirmation (`<stream or $all>::<group>`), then the
 //! events the group hands this consumer, each with its retry count. Acks and nacks name
 //! events by id, as the clients send them: the call remembers which of the core's
-//! event keys each id it delivered stands for. A nack's action `Unknown` retries.
+//! event keys each id it delivered stands for, until acked or nacked (the
+//! [`REMEMBERED`] latest, so that a client that never answers cannot grow it without
+//! bound; an ack of a forgotten id is ignored and the event times out and comes
+//! again). A nack's action `Unknown` retries.
 //!
 //! The call ends when the client stops sending (or goes), and with
 //! `persistent-subscription-dropped` when the group drops the consumer: the group was
 //! deleted or updated, the subsystem restarted, or the consumer nacked with `Stop`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -40,6 +43,9 @@ pub(crate) type ReadStream = Pin<Box<dyn Stream<Item = Result<ReadResp, Status>>
 const CHANNEL: usize = 64;
 
 type Tx = mpsc::Sender<Result<ReadResp, Status>>;
+
+/// How many delivered, unanswered event ids a call remembers at most.
+const REMEMBERED: usize = 65_536;
 
 /// Answers a consumer's call: reads its options, connects it to the group and streams
 /// the group's events to it while taking its acks and nacks.
@@ -86,6 +92,7 @@ pub(crate) async fn read(
         group,
         structured,
         delivered: HashMap::new(),
+        order: VecDeque::new(),
     };
     tokio::spawn(async move {
         call.serve(requests, tx).await;
@@ -123,6 +130,8 @@ struct Call {
     structured: bool,
     /// The keys of the events delivered and not yet acked or nacked, by event id.
     delivered: HashMap<uuid::Uuid, Vec<EventKey>>,
+    /// The ids of `delivered`, oldest first (some may be answered already).
+    order: VecDeque<uuid::Uuid>,
 }
 
 impl Call {
@@ -166,9 +175,16 @@ impl Call {
 
     /// An event as the response carries it, remembered by its id.
     fn deliver(&mut self, delivered: PersistentEvent) -> ReadResp {
-        let keys = self.delivered.entry(delivered.event.id).or_default();
+        let id = delivered.event.id;
+        let keys = self.delivered.entry(id).or_default();
         if !keys.contains(&delivered.key) {
             keys.push(delivered.key);
+            self.order.push_back(id);
+        }
+        while self.order.len() > REMEMBERED {
+            if let Some(oldest) = self.order.pop_front() {
+                self.delivered.remove(&oldest);
+            }
         }
         let read = wire::read_event(&delivered.event, self.structured);
         let commit = read.event.as_ref().map_or(0, |e| e.commit_position);
