@@ -3,7 +3,9 @@
 // Usage: node node_client.mjs kurrentdb://127.0.0.1:PORT?tls=false
 // Appends (with a wrong expected revision), reads forwards and backwards, reads $all,
 // subscribes to $all with a filter and to a stream (history, then live), deletes,
-// tombstones, and sets and gets stream metadata. Exits non-zero on the first failure.
+// tombstones, sets and gets stream metadata, and drives a persistent subscription
+// (create, read, ack, nack-park, replay parked, list, get info, delete). Exits non-zero
+// on the first failure.
 
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
@@ -11,8 +13,10 @@ import { createRequire } from "node:module";
 
 const require = createRequire(process.env.KURRENT_NODE_MODULES + "/");
 const {
-  KurrentDBClient, jsonEvent, streamNameFilter, ANY, NO_STREAM, BACKWARDS, END,
+  KurrentDBClient, jsonEvent, streamNameFilter, ANY, NO_STREAM, BACKWARDS, END, START, PARK,
+  ROUND_ROBIN, persistentSubscriptionToStreamSettingsFromDefaults,
   WrongExpectedVersionError, StreamNotFoundError, StreamDeletedError,
+  PersistentSubscriptionDoesNotExistError,
 } = require("@kurrent/kurrentdb-client");
 
 const client = KurrentDBClient.connectionString(process.argv[2]);
@@ -87,6 +91,61 @@ const gone = `node${run}-gone-1`;
 await client.appendToStream(gone, [event("Opened", 0)], { streamState: NO_STREAM });
 await client.tombstoneStream(gone, { streamState: 0n });
 await assert.rejects(client.appendToStream(gone, [event("Again", 1)]), StreamDeletedError);
+
+// A persistent subscription. The client names the stream of a new group the older way
+// (the start in the settings' revision) and uses gRPC for list, info and replay because
+// the server lists those calls with the feature `stream`.
+{
+  const orders = `node${run}-orders-1`;
+  const eventually = async (what, check) => {
+    for (let i = 0; i < 250; i++) {
+      if (await check()) return;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    throw new Error(`timed out waiting for ${what}`);
+  };
+  const info = () => client.getPersistentSubscriptionToStreamInfo(orders, "workers");
+  await client.appendToStream(orders, [0, 1, 2].map((n) => event("Placed", n)), { streamState: NO_STREAM });
+  await client.createPersistentSubscriptionToStream(
+    orders,
+    "workers",
+    persistentSubscriptionToStreamSettingsFromDefaults({ startFrom: START }),
+  );
+  const subscription = client.subscribeToPersistentSubscriptionToStream(orders, "workers");
+  const seen = [];
+  for await (const resolved of subscription) {
+    const revision = resolved.event.revision;
+    seen.push(revision);
+    // Park 1 the first time; ack everything else.
+    if (revision === 1n && seen.length === 2) {
+      await subscription.nack(PARK, "cannot process", resolved);
+    } else {
+      await subscription.ack(resolved);
+    }
+    if (seen.length === 3) {
+      await eventually("one parked event", async () => (await info()).stats.parkedMessageCount === 1n);
+      await client.replayParkedMessagesToStream(orders, "workers");
+    }
+    if (seen.length === 4) break;
+  }
+  await subscription.unsubscribe();
+  assert.deepEqual(seen, [0n, 1n, 2n, 1n], "the parked event comes back on replay");
+  await eventually("the replayed event acked", async () => (await info()).stats.parkedMessageCount === 0n);
+
+  const listed = await client.listPersistentSubscriptionsToStream(orders);
+  assert.deepEqual(listed.map((s) => s.groupName), ["workers"]);
+  const all = (await client.listAllPersistentSubscriptions()).filter((s) => s.eventSource === orders);
+  assert.equal(all.length, 1);
+  const details = await info();
+  assert.equal(details.eventSource, orders);
+  assert.equal(details.settings.startFrom, START);
+  assert.equal(details.settings.consumerStrategyName, ROUND_ROBIN);
+  assert.equal(details.stats.totalItems, 4n);
+
+  await client.deletePersistentSubscriptionToStream(orders, "workers");
+  await assert.rejects(info(), PersistentSubscriptionDoesNotExistError);
+  assert.deepEqual(await client.listPersistentSubscriptionsToStream(orders), []);
+}
 
 await client.dispose();
 console.log("node @kurrent/kurrentdb-client: ok");

@@ -3,10 +3,13 @@
 Usage: python_client.py kurrentdb://127.0.0.1:PORT?tls=false
 Appends (with a wrong expected revision), reads forwards and backwards, reads $all,
 subscribes to $all with a filter and to a stream (history, then live), deletes,
-tombstones, and sets and gets stream metadata. Exits non-zero on the first failure.
+tombstones, sets and gets stream metadata, and drives a persistent subscription
+(create, read, ack, nack-park, replay parked, list, get info, delete). Exits non-zero
+on the first failure.
 """
 
 import sys
+import time
 import uuid
 
 from kurrentdbclient import KurrentDBClient, NewEvent, StreamState
@@ -98,8 +101,65 @@ def main(uri):
     except FailedPreconditionError as e:
         # The client maps a one-event append's deleted-stream status by its message.
         assert "is deleted" in str(e), e
+
+    persistent_subscription(client, run)
     client.close()
     print("python kurrentdbclient: ok")
+
+
+def eventually(what, check):
+    for _ in range(250):
+        if check():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def persistent_subscription(client, run):
+    stream = f"py{run}-orders-1"
+    client.append_to_stream(stream, events=[event("Placed", n) for n in range(3)], current_version=StreamState.NO_STREAM)
+    # From the start of the stream (the client's defaults: DispatchToSingle, 5 consumers at most).
+    client.create_subscription_to_stream("workers", stream)
+
+    # Read: ack 0 and 2, park 1; the client acks in batches.
+    sub = client.read_subscription_to_stream("workers", stream)
+    assert sub.subscription_id == f"{stream}::workers", sub.subscription_id
+    for e in sub:
+        assert e.retry_count == 0, e
+        if e.stream_position == 1:
+            sub.nack(e, action="park")
+        else:
+            sub.ack(e)
+        if e.stream_position == 2:
+            break
+    eventually("one parked event", lambda: client.get_subscription_info("workers", stream).parked_message_count == 1)
+
+    # Replayed, the parked event comes again.
+    client.replay_parked_events("workers", stream)
+    again = next(sub)
+    assert again.stream_position == 1, again
+    sub.ack(again)
+    eventually("the parked event acked", lambda: client.get_subscription_info("workers", stream).parked_message_count == 0)
+    sub.stop()
+
+    # List and get info.
+    ours = [s for s in client.list_subscriptions() if s.event_source == stream]
+    assert [s.group_name for s in ours] == ["workers"], ours
+    assert [s.group_name for s in client.list_subscriptions_to_stream(stream)] == ["workers"]
+    info = client.get_subscription_info("workers", stream)
+    assert info.consumer_strategy == "DispatchToSingle", info
+    assert info.max_subscriber_count == 5, info
+    assert info.start_from == "0", info
+    assert info.total_items == 4, info
+
+    # Delete: the group is gone.
+    client.delete_subscription("workers", stream)
+    try:
+        client.get_subscription_info("workers", stream)
+        raise AssertionError("a deleted group answered")
+    except NotFoundError:
+        pass
+    assert client.list_subscriptions_to_stream(stream) == []
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/gossip.proto",
         "proto/serverfeatures.proto",
         "proto/streams.proto",
+        "proto/persistent.proto",
     ];
     let includes = [PathBuf::from("proto"), protoc_bin_vendored::include_path()?];
     tonic_build::configure()

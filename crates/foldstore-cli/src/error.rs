@@ -123,6 +123,9 @@ pub(crate) enum CliError {
     /// The TLS certificate or key cannot be used.
     #[error(transparent)]
     Tls(#[from] foldstore_server::TlsError),
+    /// The persistent subscriptions stored in the store could not be served.
+    #[error("could not serve the persistent subscriptions: {0}")]
+    Persistent(#[from] foldstore_core::persistent::PersistentError),
 }
 
 impl CliError {

@@ -213,6 +213,76 @@ async fn shutdown_ends_a_live_grpc_subscription() {
     }
 }
 
+/// `foldstore serve` serves persistent subscriptions, and stopping it writes each
+/// group's checkpoint: a restarted server resumes right after the last ack (with the
+/// default settings, three acks are too few for a checkpoint before the stop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_serves_persistent_subscriptions_and_a_stop_checkpoints_them() {
+    let dir = scratch();
+    let mut server = Server::start(dir.path(), &[]);
+    let client = server.client("kurrentdb://127.0.0.1:{port}?tls=false");
+    let events = (0..6).map(|n| event("Opened", n)).collect::<Vec<_>>();
+    client
+        .append_to_stream("ps-1", &Default::default(), events)
+        .await
+        .unwrap();
+    let options = kurrentdb::PersistentSubscriptionOptions::default()
+        .start_from(kurrentdb::StreamPosition::Start);
+    client
+        .create_persistent_subscription("ps-1", "g", &options)
+        .await
+        .unwrap();
+    let mut sub = client
+        .subscribe_to_persistent_subscription("ps-1", "g", &Default::default())
+        .await
+        .unwrap();
+    for expected in 0..3 {
+        let event = sub.next().await.unwrap();
+        assert_eq!(event.get_original_event().revision, expected);
+        sub.ack(&event).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while client
+        .get_persistent_subscription_info("ps-1", "g", &Default::default())
+        .await
+        .unwrap()
+        .stats
+        .total_items
+        < 3
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the acks did not arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Stopped with the consumer still connected.
+    let term = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "serve did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop((sub, client, server));
+
+    let server = Server::start(dir.path(), &[]);
+    let client = server.client("kurrentdb://127.0.0.1:{port}?tls=false");
+    let mut sub = client
+        .subscribe_to_persistent_subscription("ps-1", "g", &Default::default())
+        .await
+        .unwrap();
+    let event = sub.next().await.unwrap();
+    assert_eq!(
+        event.get_original_event().revision,
+        3,
+        "resumes right after the last ack"
+    );
+}
+
 /// A tokens file in `dir` with `admin` (every scope, every stream), `reader` (read,
 /// every stream) and `acct` (read and write, streams `account-…`), whose tokens are
 /// `<name>-secret`.

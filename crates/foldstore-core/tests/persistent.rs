@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use foldstore_core::persistent::{
-    EventKey, NackAction, PersistentSettings, PersistentSubscriptions, Strategy, Target,
-    in_process_locks,
+    EventKey, NackAction, PatternFilter, PatternSubject, PersistentError, PersistentSettings,
+    PersistentSubscriptions, Strategy, Target, in_process_locks,
 };
 use foldstore_core::projection::InMemoryLocks;
 use foldstore_core::{EventStore, ExpectedRevision, InMemoryStore, NewEvent, StreamName};
@@ -281,5 +281,135 @@ async fn one_process_serves_a_group_the_other_takes_over() -> Result<(), Error> 
         on_b.ack(&[d.key]);
     }
     b.shutdown().await;
+    Ok(())
+}
+
+/// A group with a maximum refuses the consumer beyond it, and admits one again once a
+/// consumer left.
+#[tokio::test]
+async fn a_group_refuses_consumers_beyond_its_maximum() -> Result<(), Error> {
+    let store = Arc::new(InMemoryStore::new());
+    let target = Target::Stream(StreamName::new("order-0")?);
+    let subs = PersistentSubscriptions::open(store.clone()).await?;
+    let settings = PersistentSettings {
+        max_subscriber_count: 1,
+        ..PersistentSettings::default()
+    };
+    subs.create(&target, "g", settings).await?;
+    let first = subs.connect(&target, "g", 1).await?;
+    let refused = subs.connect(&target, "g", 1).await;
+    assert!(
+        matches!(refused, Err(PersistentError::MaxSubscribers { max: 1, .. })),
+        "{refused:?}"
+    );
+    drop(first);
+    eventually("the first consumer gone", || async {
+        subs.info(&target, "g")
+            .await
+            .unwrap()
+            .stats
+            .consumers
+            .is_empty()
+    })
+    .await;
+    subs.connect(&target, "g", 1).await?;
+    subs.shutdown().await;
+    Ok(())
+}
+
+/// A `$all` group with a regex filter receives only the events it matches.
+#[tokio::test]
+async fn an_all_group_applies_its_pattern_filter() -> Result<(), Error> {
+    let store = Arc::new(InMemoryStore::new());
+    fill(&store, 3, 2).await?;
+    let subs = PersistentSubscriptions::open(store.clone()).await?;
+    let settings = PersistentSettings {
+        pattern: Some(PatternFilter::regex(
+            PatternSubject::StreamName,
+            "^(?!order-1$)",
+        )),
+        ..PersistentSettings::default()
+    };
+    subs.create(&Target::All, "g", settings).await?;
+    let mut consumer = subs.connect(&Target::All, "g", 10).await?;
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        let d = consumer.next().await.expect("event");
+        streams.push(d.event.stream.as_str().to_owned());
+        consumer.ack(&[d.key]);
+    }
+    assert_eq!(streams, ["order-0", "order-0", "order-2", "order-2"]);
+    let bad = PersistentSettings {
+        pattern: Some(PatternFilter::regex(PatternSubject::EventType, "(")),
+        ..PersistentSettings::default()
+    };
+    let refused = subs.create(&Target::All, "bad", bad).await;
+    assert!(
+        matches!(refused, Err(PersistentError::InvalidSettings(_))),
+        "{refused:?}"
+    );
+    subs.shutdown().await;
+    Ok(())
+}
+
+/// A replay that stops at a revision of the parked stream replays the events before
+/// it; the others stay parked.
+#[tokio::test]
+async fn a_replay_stops_at_the_given_parked_revision() -> Result<(), Error> {
+    let store = Arc::new(InMemoryStore::new());
+    fill(&store, 1, 3).await?;
+    let target = Target::Stream(StreamName::new("order-0")?);
+    let subs = PersistentSubscriptions::open(store.clone()).await?;
+    subs.create(&target, "g", PersistentSettings::default())
+        .await?;
+    let mut consumer = subs.connect(&target, "g", 10).await?;
+    for _ in 0..3 {
+        let d = consumer.next().await.expect("event");
+        consumer.nack(&[d.key], NackAction::Park);
+    }
+    eventually("three parked", || async {
+        subs.info(&target, "g").await.unwrap().parked == 3
+    })
+    .await;
+    assert_eq!(subs.replay_parked_until(&target, "g", Some(2)).await?, 2);
+    for revision in 0..2 {
+        let d = consumer.next().await.expect("replayed");
+        assert_eq!(d.event.revision, revision);
+        consumer.ack(&[d.key]);
+    }
+    eventually("one left parked", || async {
+        subs.info(&target, "g").await.unwrap().parked == 1
+    })
+    .await;
+    subs.shutdown().await;
+    Ok(())
+}
+
+/// A restart disconnects the consumers and serves the groups again from their
+/// checkpoints.
+#[tokio::test]
+async fn a_restart_drops_consumers_and_serves_again() -> Result<(), Error> {
+    let store = Arc::new(InMemoryStore::new());
+    fill(&store, 1, 3).await?;
+    let target = Target::Stream(StreamName::new("order-0")?);
+    let subs = PersistentSubscriptions::open(store.clone()).await?;
+    subs.create(&target, "g", PersistentSettings::default())
+        .await?;
+    let mut consumer = subs.connect(&target, "g", 10).await?;
+    let d = consumer.next().await.expect("event");
+    consumer.ack(&[d.key]);
+    subs.restart().await?;
+    let mut rest = Vec::new();
+    while let Some(d) = consumer.next().await {
+        rest.push(d.event.revision);
+    }
+    assert!(rest.len() <= 2, "the old consumer ends: {rest:?}");
+    let mut again = subs.connect(&target, "g", 10).await?;
+    let d = again.next().await.expect("served again");
+    assert_eq!(
+        d.event.revision, 1,
+        "after the checkpoint the restart wrote"
+    );
+    subs.shutdown().await;
     Ok(())
 }

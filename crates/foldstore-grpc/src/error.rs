@@ -1,5 +1,6 @@
 //! Our errors as gRPC statuses, with the `exception` trailer KurrentDB's clients read.
 
+use foldstore_core::persistent::{PersistentError, Target};
 use foldstore_core::{
     AppendError, BackendError, BackendErrorKind, CurrentRevision, DeleteError, ExpectedRevision,
     ReadError, StreamName, SubscriptionError,
@@ -10,8 +11,10 @@ use tonic::{Code, Status};
 /// What this crate implements, named in every `Unimplemented` answer.
 pub(crate) const SUPPORTED: &str = "foldstore speaks KurrentDB's gRPC protocol for \
     Gossip.Read, ServerFeatures.GetSupportedMethods and Streams.Read (streams and $all, \
-    reads and catch-up subscriptions), Streams.Append, Streams.Delete and \
-    Streams.Tombstone; it also has an HTTP/JSON API on the same port";
+    reads and catch-up subscriptions), Streams.Append, Streams.BatchAppend, \
+    Streams.Delete and Streams.Tombstone, and for PersistentSubscriptions (Create, \
+    Update, Delete, Read, GetInfo, ReplayParked, List, RestartSubsystem) when the server \
+    serves them, as `foldstore serve` does; it also has an HTTP/JSON API on the same port";
 
 /// A status with the `exception` trailer and extra trailers.
 fn with_exception(
@@ -142,4 +145,64 @@ pub(crate) fn delete(error: DeleteError) -> Status {
         DeleteError::Backend(e) => backend(e),
         other => Status::internal(other.to_string()),
     }
+}
+
+/// The trailers KurrentDB's clients read to name a persistent subscription's group.
+fn group_trailers(target: &str, group: &str) -> [(&'static str, String); 2] {
+    [
+        ("stream-name", target.to_owned()),
+        ("group-name", group.to_owned()),
+    ]
+}
+
+/// A failed persistent-subscription operation, with the codes, messages and
+/// `exception` trailers the clients map to their own errors.
+pub(crate) fn persistent(error: PersistentError) -> Status {
+    match error {
+        PersistentError::NotFound { target, group } => with_exception(
+            Code::NotFound,
+            format!(
+                "Subscription group '{group}' on stream '{target}' does not exist: create it first"
+            ),
+            "persistent-subscription-does-not-exist",
+            &group_trailers(&target, &group),
+        ),
+        PersistentError::AlreadyExists { target, group } => with_exception(
+            Code::AlreadyExists,
+            format!(
+                "Subscription group '{group}' on stream '{target}' exists already: update or delete it"
+            ),
+            "persistent-subscription-exists",
+            &group_trailers(&target, &group),
+        ),
+        // The Python client recognises this one by the start of its message.
+        PersistentError::MaxSubscribers { target, group, max } => with_exception(
+            Code::FailedPrecondition,
+            format!(
+                "Maximum subscriptions reached for subscription group '{group}' on stream '{target}' ({max}): disconnect a consumer, or update the group with a higher max subscriber count"
+            ),
+            "maximum-subscribers-reached",
+            &group_trailers(&target, &group),
+        ),
+        PersistentError::InvalidName(message) | PersistentError::InvalidSettings(message) => {
+            invalid_argument(message)
+        }
+        e @ (PersistentError::NotServing { .. } | PersistentError::Store(_)) => {
+            Status::unavailable(e.to_string())
+        }
+        other => Status::internal(other.to_string()),
+    }
+}
+
+/// The end of a consumer's call whose group dropped it.
+pub(crate) fn persistent_dropped(target: &Target, group: &str) -> Status {
+    let target = target.to_string();
+    with_exception(
+        Code::Cancelled,
+        format!(
+            "Subscription group '{group}' on stream '{target}' was dropped: the group was deleted or updated, the subsystem restarted, or this consumer nacked with stop; subscribe again if the group exists"
+        ),
+        "persistent-subscription-dropped",
+        &group_trailers(&target, group),
+    )
 }

@@ -34,9 +34,30 @@ pub(crate) const METHODS: &[(&str, &str, &[&str])] = &[
     ),
 ];
 
+/// The persistent-subscription calls, listed when the server serves them. `stream` and
+/// `all` say a call takes a stream or `$all`; the Node.js client uses `List`, `GetInfo`
+/// and `ReplayParked` over gRPC only when they carry `stream`, and the Rust client does
+/// only when all four of `List`, `GetInfo`, `ReplayParked` and `RestartSubsystem` are
+/// listed (otherwise both call KurrentDB's HTTP API).
+pub(crate) const PERSISTENT_METHODS: &[(&str, &str, &[&str])] = &[
+    (PERSISTENT, "create", &["stream", "all"]),
+    (PERSISTENT, "update", &["stream", "all"]),
+    (PERSISTENT, "delete", &["stream", "all"]),
+    (PERSISTENT, "read", &["stream", "all"]),
+    (PERSISTENT, "getinfo", &["stream", "all"]),
+    (PERSISTENT, "replayparked", &["stream", "all"]),
+    (PERSISTENT, "list", &["stream", "all"]),
+    (PERSISTENT, "restartsubsystem", &["stream", "all"]),
+];
+
+const PERSISTENT: &str = "event_store.client.persistent_subscriptions.persistentsubscriptions";
+
 /// The server-features service.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct FeaturesService;
+pub(crate) struct FeaturesService {
+    /// Whether the persistent-subscriptions service is served.
+    pub(crate) persistent: bool,
+}
 
 #[tonic::async_trait]
 impl ServerFeatures for FeaturesService {
@@ -44,8 +65,14 @@ impl ServerFeatures for FeaturesService {
         &self,
         _request: Request<Empty>,
     ) -> Result<Response<SupportedMethods>, Status> {
+        let persistent = if self.persistent {
+            PERSISTENT_METHODS
+        } else {
+            &[]
+        };
         let methods = METHODS
             .iter()
+            .chain(persistent)
             .map(|(service, method, features)| SupportedMethod {
                 method_name: (*method).to_owned(),
                 service_name: (*service).to_owned(),

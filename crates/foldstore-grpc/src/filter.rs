@@ -1,8 +1,10 @@
-//! Server-side filters of `$all` reads and subscriptions: on stream name or event
-//! type, by prefixes or by a regular expression (unanchored, with lookaround, as the
-//! clients' defaults such as `^(?!\$).*` need).
+//! Server-side filters of `$all` reads, subscriptions and persistent subscriptions: on
+//! stream name or event type, by prefixes or by a regular expression (unanchored, with
+//! lookaround, as the clients' defaults such as `^(?!\$).*` need). The matching is the
+//! core's [`PatternFilter`], which persistent-subscription groups store.
 
 use foldstore_core::RecordedEvent;
+use foldstore_core::persistent::{CompiledPattern, PatternFilter, PatternSubject};
 use tonic::Status;
 
 use crate::error::invalid_argument;
@@ -12,76 +14,51 @@ use crate::proto::event_store::client::streams::read_req::options::filter_option
 /// The search window KurrentDB uses when a filter asks for `count` rather than `max`.
 const DEFAULT_WINDOW: u64 = 32;
 
-/// What a filter looks at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Subject {
-    StreamName,
-    EventType,
-}
-
 /// A compiled filter.
 #[derive(Debug, Clone)]
 pub(crate) struct Filter {
-    subject: Subject,
-    prefixes: Vec<String>,
-    regex: Option<fancy_regex::Regex>,
+    pattern: CompiledPattern,
     /// A subscription sends a checkpoint after this many scanned events.
     pub(crate) checkpoint_interval: u64,
 }
 
+/// The request's filter as our pattern: with prefixes, an event passes when its
+/// subject starts with one of them; otherwise when the regex matches somewhere in it.
+pub(crate) fn pattern(options: &FilterOptions) -> Result<PatternFilter, Status> {
+    let (subject, expression) = match &options.filter {
+        Some(filter_options::Filter::StreamIdentifier(e)) => (PatternSubject::StreamName, e),
+        Some(filter_options::Filter::EventType(e)) => (PatternSubject::EventType, e),
+        None => {
+            return Err(invalid_argument(
+                "a filter names stream_identifier or event_type",
+            ));
+        }
+    };
+    let mut pattern = PatternFilter::prefixes(subject, expression.prefix.iter().cloned());
+    pattern.regex = expression.regex.clone();
+    Ok(pattern)
+}
+
 impl Filter {
-    /// Compiles the request's filter. With prefixes, an event passes when its subject
-    /// starts with one of them; otherwise when the regex matches somewhere in it.
+    /// Compiles the request's filter.
     pub(crate) fn new(options: FilterOptions) -> Result<Self, Status> {
-        let (subject, expression) = match options.filter {
-            Some(filter_options::Filter::StreamIdentifier(e)) => (Subject::StreamName, e),
-            Some(filter_options::Filter::EventType(e)) => (Subject::EventType, e),
-            None => {
-                return Err(invalid_argument(
-                    "a filter names stream_identifier or event_type",
-                ));
-            }
-        };
-        let regex = if expression.prefix.is_empty() && !expression.regex.is_empty() {
-            let regex = fancy_regex::Regex::new(&expression.regex).map_err(|e| {
-                invalid_argument(format!(
-                    "filter regex {:?} does not compile: {e}",
-                    expression.regex
-                ))
-            })?;
-            Some(regex)
-        } else {
-            None
-        };
+        let pattern = pattern(&options)?
+            .compile()
+            .map_err(|e| invalid_argument(e.to_string()))?;
         let window = match options.window {
             Some(filter_options::Window::Max(max)) if max > 0 => u64::from(max),
             _ => DEFAULT_WINDOW,
         };
         let multiplier = u64::from(options.checkpoint_interval_multiplier.max(1));
         Ok(Self {
-            subject,
-            prefixes: expression.prefix,
-            regex,
+            pattern,
             checkpoint_interval: window.saturating_mul(multiplier),
         })
     }
 
     /// Whether `event` passes.
     pub(crate) fn matches(&self, event: &RecordedEvent) -> bool {
-        let subject = match self.subject {
-            Subject::StreamName => event.stream.as_str(),
-            Subject::EventType => event.event_type.as_str(),
-        };
-        if !self.prefixes.is_empty() {
-            return self
-                .prefixes
-                .iter()
-                .any(|p| subject.starts_with(p.as_str()));
-        }
-        // A regex that cannot finish (backtracking limit) lets nothing through.
-        self.regex
-            .as_ref()
-            .is_none_or(|r| r.is_match(subject).unwrap_or(false))
+        self.pattern.matches(event)
     }
 }
 

@@ -32,6 +32,8 @@ mod features;
 mod filter;
 mod gossip;
 mod metastream;
+mod parked;
+mod persistent;
 mod proto;
 mod read;
 mod routes;
@@ -40,4 +42,4 @@ mod wire;
 
 pub use auth::{Authenticator, Credentials, Grant};
 pub use features::SERVER_VERSION;
-pub use routes::{authenticated_routes, grpc_or_http, is_grpc, routes};
+pub use routes::{Services, authenticated_routes, grpc_or_http, is_grpc, routes};

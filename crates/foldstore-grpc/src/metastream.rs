@@ -57,13 +57,13 @@ pub(crate) fn target(identifier: Option<&StreamIdentifier>) -> Result<Option<Str
     let identifier = StreamIdentifier {
         stream_name: Bytes::copy_from_slice(name),
     };
-    wire::stream_name(Some(&identifier)).map(Some)
+    wire::readable_stream_name(Some(&identifier)).map(Some)
 }
 
 /// The metastream's identifier.
 pub(crate) fn identifier(stream: &StreamName) -> StreamIdentifier {
     StreamIdentifier {
-        stream_name: Bytes::from(format!("{PREFIX}{stream}")),
+        stream_name: Bytes::from(format!("{PREFIX}{}", crate::parked::wire_name(stream))),
     }
 }
 

@@ -13,6 +13,11 @@ pub mod event_store {
             tonic::include_proto!("event_store.client.streams");
         }
 
+        /// Package `event_store.client.persistent_subscriptions`.
+        pub mod persistent_subscriptions {
+            tonic::include_proto!("event_store.client.persistent_subscriptions");
+        }
+
         /// Package `event_store.client.gossip`.
         pub mod gossip {
             tonic::include_proto!("event_store.client.gossip");

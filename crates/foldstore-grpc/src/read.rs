@@ -79,7 +79,7 @@ pub(crate) async fn read(
                     Ok(content(answer))
                 })));
             }
-            let stream = wire::stream_name(s.stream_identifier.as_ref())?;
+            let stream = wire::readable_stream_name(s.stream_identifier.as_ref())?;
             caller.check(Need::Read, Some(&stream))?;
             let from = match s.revision_option {
                 Some(stream_options::RevisionOption::Revision(r)) => Some(r),
@@ -122,7 +122,7 @@ pub(crate) async fn read(
                     "a stream subscription reads forwards without a filter",
                 ));
             }
-            let stream = wire::stream_name(s.stream_identifier.as_ref())?;
+            let stream = wire::readable_stream_name(s.stream_identifier.as_ref())?;
             caller.check(Need::Read, Some(&stream))?;
             let from = match s.revision_option {
                 Some(stream_options::RevisionOption::Revision(r)) => SubscribeStreamFrom::After(r),

@@ -8,13 +8,17 @@ use axum::extract::Request;
 use axum::http::header::{CONTENT_TYPE, HOST};
 use axum::response::{IntoResponse, Response};
 use foldstore_core::EventStore;
+use foldstore_core::persistent::PersistentSubscriptions;
+use tonic::Status;
 use tower::ServiceExt;
 
 use crate::auth::{self, Authenticator};
 use crate::error;
 use crate::features::FeaturesService;
 use crate::gossip::GossipService;
+use crate::persistent::PersistentService;
 use crate::proto::event_store::client::gossip::gossip_server::GossipServer;
+use crate::proto::event_store::client::persistent_subscriptions::persistent_subscriptions_server::PersistentSubscriptionsServer;
 use crate::proto::event_store::client::server_features::server_features_server::ServerFeaturesServer;
 use crate::proto::event_store::client::streams::streams_server::StreamsServer;
 use crate::streams::StreamsService;
@@ -27,7 +31,8 @@ const MAX_MESSAGE_BYTES: usize = 17 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub(crate) struct Dialled(pub(crate) String);
 
-/// KurrentDB's gRPC services over `store`, as an axum router.
+/// KurrentDB's gRPC services over `store`, as an axum router: [`Services`] without
+/// persistent subscriptions or authentication.
 ///
 /// Requests for services or methods this crate does not implement get gRPC
 /// `Unimplemented` with a message naming what it supports. The router has a fallback,
@@ -35,7 +40,7 @@ pub(crate) struct Dialled(pub(crate) String);
 /// [`Router::merge`]. It must be served over HTTP/2 (KurrentDB's clients speak h2c,
 /// HTTP/2 without TLS, when the connection string says `tls=false`).
 pub fn routes(store: Arc<dyn EventStore>) -> Router {
-    build(store, None)
+    Services::new(store).router()
 }
 
 /// [`routes`] where every call but `Gossip` and `ServerFeatures` needs credentials
@@ -45,30 +50,115 @@ pub fn authenticated_routes(
     store: Arc<dyn EventStore>,
     authenticator: Arc<dyn Authenticator>,
 ) -> Router {
-    build(store, Some(authenticator))
+    Services::new(store).authenticator(authenticator).router()
 }
 
-fn build(store: Arc<dyn EventStore>, authenticator: Option<Arc<dyn Authenticator>>) -> Router {
-    let streams = StreamsServer::new(StreamsService::new(store))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let gossip = GossipServer::new(GossipService {
-        instance_id: uuid::Uuid::new_v4(),
-    });
-    let features = ServerFeaturesServer::new(FeaturesService);
-    Router::new()
-        .route_service("/event_store.client.streams.Streams/{*rest}", streams)
-        .route_service("/event_store.client.gossip.Gossip/{*rest}", gossip)
-        .route_service(
-            "/event_store.client.server_features.ServerFeatures/{*rest}",
-            features,
-        )
-        .fallback(unimplemented)
-        .layer(axum::middleware::from_fn_with_state(
-            authenticator,
-            auth::authenticate,
-        ))
-        .layer(axum::middleware::map_request(remember_dialled))
+/// The services to serve, built into a router by [`Services::router`].
+///
+/// Persistent subscriptions are served when given [`Services::persistent`]: one
+/// [`PersistentSubscriptions`] that the server shares with whatever else serves them
+/// (its HTTP API), since one process serves each group. Without it, their calls answer
+/// `Unimplemented` and `GetSupportedMethods` leaves them out.
+///
+/// ```
+/// use std::sync::Arc;
+/// use foldstore_core::persistent::PersistentSubscriptions;
+/// use foldstore_core::{EventStore, InMemoryStore};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let store: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
+/// let subs = Arc::new(PersistentSubscriptions::open(store.clone()).await?);
+/// let grpc = foldstore_grpc::Services::new(store).persistent(subs.clone()).router();
+/// # let _ = grpc;
+/// // ... serve, then checkpoint every group:
+/// subs.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Services {
+    store: Arc<dyn EventStore>,
+    persistent: Option<Arc<PersistentSubscriptions>>,
+    authenticator: Option<Arc<dyn Authenticator>>,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services")
+            .field("persistent", &self.persistent.is_some())
+            .field("authenticated", &self.authenticator.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Services {
+    /// The streams, gossip and server-features services over `store`.
+    pub fn new(store: Arc<dyn EventStore>) -> Self {
+        Self {
+            store,
+            persistent: None,
+            authenticator: None,
+        }
+    }
+
+    /// Also serves persistent subscriptions, through `subs` (opened over the same
+    /// store).
+    pub fn persistent(mut self, subs: Arc<PersistentSubscriptions>) -> Self {
+        self.persistent = Some(subs);
+        self
+    }
+
+    /// Every call but `Gossip` and `ServerFeatures` needs credentials that
+    /// `authenticator` accepts, as in [`authenticated_routes`].
+    pub fn authenticator(mut self, authenticator: Arc<dyn Authenticator>) -> Self {
+        self.authenticator = Some(authenticator);
+        self
+    }
+
+    /// The services as an axum router (see [`routes`]).
+    pub fn router(self) -> Router {
+        let streams = StreamsServer::new(StreamsService::new(self.store.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let gossip = GossipServer::new(GossipService {
+            instance_id: uuid::Uuid::new_v4(),
+        });
+        let features = ServerFeaturesServer::new(FeaturesService {
+            persistent: self.persistent.is_some(),
+        });
+        let mut router = Router::new()
+            .route_service("/event_store.client.streams.Streams/{*rest}", streams)
+            .route_service("/event_store.client.gossip.Gossip/{*rest}", gossip)
+            .route_service(
+                "/event_store.client.server_features.ServerFeatures/{*rest}",
+                features,
+            );
+        if let Some(subs) = self.persistent {
+            let persistent = PersistentSubscriptionsServer::new(PersistentService::new(
+                self.store.clone(),
+                subs,
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            router = router
+                .route(
+                    "/event_store.client.persistent_subscriptions.PersistentSubscriptions/TruncateParked",
+                    axum::routing::any(truncate_parked),
+                )
+                .route_service(
+                    "/event_store.client.persistent_subscriptions.PersistentSubscriptions/{*rest}",
+                    persistent,
+                );
+        }
+        router
+            .fallback(unimplemented)
+            .layer(axum::middleware::from_fn_with_state(
+                self.authenticator,
+                auth::authenticate,
+            ))
+            .layer(axum::middleware::map_request(remember_dialled))
+    }
 }
 
 /// One router for one port: requests whose `content-type` starts with
@@ -105,6 +195,18 @@ pub fn is_grpc<B>(request: &axum::http::Request<B>) -> bool {
         .headers()
         .get(CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// `TruncateParked`: not in the protocol the clients speak; truncating a parked stream
+/// is its metadata's `$tb`.
+async fn truncate_parked() -> Response {
+    Status::unimplemented(
+        "TruncateParked is not served: set $tb in the metadata of the parked stream \
+         ($$$persistentsubscription-<stream>::<group>-parked) to truncate it, or replay \
+         the parked events with ReplayParked",
+    )
+    .into_http::<axum::body::Body>()
+    .into_response()
 }
 
 async fn unimplemented(request: Request) -> Response {

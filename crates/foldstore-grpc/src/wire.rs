@@ -12,6 +12,7 @@ use foldstore_core::{EventStore, Metadata, Position, RecordedEvent, StreamName};
 use tonic::Status;
 
 use crate::error::invalid_argument;
+use crate::parked;
 use crate::proto::event_store::client::streams::read_resp::{ReadEvent, read_event};
 use crate::proto::event_store::client::uuid as wire_id;
 use crate::proto::event_store::client::{StreamIdentifier, Uuid as WireUuid};
@@ -93,10 +94,26 @@ pub(crate) fn stream_name(identifier: Option<&StreamIdentifier>) -> Result<Strea
     StreamName::new(name).map_err(|e| invalid_argument(e.to_string()))
 }
 
-/// The identifier of a stream, as responses carry it.
+/// A stream name from the wire for a read, a subscription or metadata: also accepts
+/// the `$persistentsubscription-…-parked` name of a parked stream (see
+/// [`crate::parked`]).
+pub(crate) fn readable_stream_name(
+    identifier: Option<&StreamIdentifier>,
+) -> Result<StreamName, Status> {
+    if let Some(stream) = identifier
+        .and_then(|i| std::str::from_utf8(&i.stream_name).ok())
+        .and_then(parked::stored)
+    {
+        return Ok(stream);
+    }
+    stream_name(identifier)
+}
+
+/// The identifier of a stream, as responses carry it (a parked stream under its `$`
+/// name).
 pub(crate) fn stream_identifier(stream: &StreamName) -> StreamIdentifier {
     StreamIdentifier {
-        stream_name: Bytes::copy_from_slice(stream.as_str().as_bytes()),
+        stream_name: Bytes::copy_from_slice(parked::wire_name(stream).as_bytes()),
     }
 }
 

@@ -499,7 +499,7 @@ async fn other_services_answer_unimplemented_and_http_still_works() {
         .await;
     assert!(
         list.is_err(),
-        "persistent subscriptions are not implemented yet"
+        "routes() serves no persistent subscriptions: they are not listed, so the client asks KurrentDB's HTTP API, which this server lacks"
     );
     // Plain HTTP/1.1 on the same port reaches the HTTP routes.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

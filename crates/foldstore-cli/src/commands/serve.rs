@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use foldstore_core::EventStore;
+use foldstore_core::persistent::{LockFactory, PersistentSubscriptions};
+use foldstore_core::projection::RunnerLock;
 use foldstore_server::ServerConfig;
 use foldstore_server::auth::{Scope, Tokens};
 
@@ -134,13 +136,12 @@ pub(crate) async fn run(
             "tokens cross the network in clear text without TLS: give --tls-cert and --tls-key"
         );
     }
-    config = config.grpc(match &tokens {
-        Some(tokens) => foldstore_grpc::authenticated_routes(
-            dyn_store.clone(),
-            Arc::new(GrpcTokens(tokens.clone())),
-        ),
-        None => foldstore_grpc::routes(dyn_store.clone()),
-    });
+    let subs = open_persistent(&store, dyn_store.clone(), store_args).await?;
+    let mut grpc = foldstore_grpc::Services::new(dyn_store.clone()).persistent(subs.clone());
+    if let Some(tokens) = &tokens {
+        grpc = grpc.authenticator(Arc::new(GrpcTokens(tokens.clone())));
+    }
+    config = config.grpc(grpc.router());
     if let Some(tokens) = tokens {
         config = config.tokens(tokens);
     }
@@ -150,6 +151,8 @@ pub(crate) async fn run(
         }
         None => foldstore_server::serve(listener, dyn_store, config, shutdown_signal()).await,
     };
+    // Every group's checkpoint, before the store closes.
+    subs.shutdown().await;
     // The server has stopped and dropped its handles: finish queued writes and close.
     let closed = backend::close(store).await;
     served.map_err(|e| CliError::io("the server failed", e))?;
@@ -160,6 +163,39 @@ pub(crate) async fn run(
     closed?;
     tracing::info!("foldstore stopped");
     Ok(())
+}
+
+/// The persistent subscriptions this server serves, one set shared by everything that
+/// serves them. On PostgreSQL each group's lock is an advisory lock (named with the
+/// schema, so schemas sharing a database do not collide), so that among servers over
+/// one database one serves each group; on SQLite the store's file lock already makes
+/// this process the only one.
+async fn open_persistent(
+    store: &Store,
+    dyn_store: Arc<dyn EventStore>,
+    store_args: &StoreArgs,
+) -> Result<Arc<PersistentSubscriptions>, CliError> {
+    let location = DatabaseLocation::resolve(
+        store_args.database.as_deref(),
+        &store_args.data_dir,
+        store_args.pg_schema.as_deref(),
+        store_args.pg_tuning(),
+    )?;
+    let subs = match (store, location) {
+        (Store::Postgres(_), DatabaseLocation::Postgres { url, schema, .. }) => {
+            let locks: LockFactory = Arc::new(move |name: String| {
+                let (url, name) = (url.clone(), format!("{schema}:{name}"));
+                Box::pin(async move {
+                    let lock =
+                        foldstore_postgres::projection::AdvisoryLock::connect(&url, &name).await?;
+                    Ok(Box::new(lock) as Box<dyn RunnerLock>)
+                })
+            });
+            PersistentSubscriptions::open_with_locks(dyn_store, locks).await?
+        }
+        _ => PersistentSubscriptions::open(dyn_store).await?,
+    };
+    Ok(Arc::new(subs))
 }
 
 /// The tokens file, for the gRPC clients' credentials: a bearer token is a token; basic

@@ -19,7 +19,8 @@ use crate::persistent::records::{
     self, CheckpointRecord, ParkedRecord, PersistentSettings, StartFrom, Target,
 };
 use crate::persistent::{
-    ConsumerId, DispatchRules, Dispatcher, EventKey, NackAction, ParkReason, PersistentError,
+    CompiledPattern, ConsumerId, DispatchRules, Dispatcher, EventKey, NackAction, ParkReason,
+    PersistentError,
 };
 use crate::projection::RunnerLock;
 use crate::{
@@ -66,11 +67,12 @@ pub(crate) enum Cmd {
         id: ConsumerId,
         capacity: usize,
         tx: mpsc::UnboundedSender<PersistentEvent>,
+        reply: oneshot::Sender<Result<(), PersistentError>>,
     },
     Disconnect(ConsumerId),
     Ack(Vec<EventKey>),
     Nack(ConsumerId, Vec<EventKey>, NackAction),
-    Replay(oneshot::Sender<Result<u64, PersistentError>>),
+    Replay(Option<u64>, oneshot::Sender<Result<u64, PersistentError>>),
     Stats(oneshot::Sender<GroupStats>),
     Stop(oneshot::Sender<()>),
 }
@@ -90,6 +92,7 @@ pub(crate) struct GroupTask {
     lock: Option<Box<dyn RunnerLock>>,
     pub(crate) rx: mpsc::UnboundedReceiver<Cmd>,
     consumers: Vec<(ConsumerId, usize, mpsc::UnboundedSender<PersistentEvent>)>,
+    pattern: Option<CompiledPattern>,
     epoch: Instant,
 }
 
@@ -123,6 +126,7 @@ impl GroupTask {
             lock: None,
             rx,
             consumers: Vec::new(),
+            pattern: None,
             epoch: Instant::now(),
         }
     }
@@ -196,15 +200,44 @@ impl GroupTask {
         }
     }
 
+    /// Registers a consumer unless the group has its maximum; answers whether it did.
+    fn admit(
+        &mut self,
+        id: ConsumerId,
+        capacity: usize,
+        tx: mpsc::UnboundedSender<PersistentEvent>,
+        reply: oneshot::Sender<Result<(), PersistentError>>,
+    ) -> bool {
+        let max = self.settings.max_subscriber_count;
+        if max > 0 && self.consumers.len() >= max {
+            let _ = reply.send(Err(PersistentError::MaxSubscribers {
+                target: self.target.to_string(),
+                group: self.group.clone(),
+                max,
+            }));
+            return false;
+        }
+        self.consumers.push((id, capacity, tx));
+        let _ = reply.send(Ok(()));
+        true
+    }
+
     /// A command while not serving.
     fn idle(&mut self, cmd: Cmd) {
         match cmd {
-            Cmd::Connect { id, capacity, tx } => self.consumers.push((id, capacity, tx)),
+            Cmd::Connect {
+                id,
+                capacity,
+                tx,
+                reply,
+            } => {
+                self.admit(id, capacity, tx, reply);
+            }
             Cmd::Disconnect(id) | Cmd::Nack(id, _, NackAction::Stop) => {
                 self.consumers.retain(|c| c.0 != id)
             }
             Cmd::Ack(_) | Cmd::Nack(..) | Cmd::Stop(_) => {}
-            Cmd::Replay(reply) => {
+            Cmd::Replay(_, reply) => {
                 let _ = reply.send(Err(PersistentError::NotServing {
                     group: self.group.clone(),
                 }));
@@ -267,6 +300,10 @@ impl GroupTask {
     }
 
     async fn serve(&mut self) -> Result<Exit, PersistentError> {
+        self.pattern = match (&self.target, &self.settings.pattern) {
+            (Target::All, Some(pattern)) => Some(pattern.compile()?),
+            _ => None,
+        };
         let stored = self.load_checkpoint().await?;
         let start = stored.or(match self.settings.start_from {
             StartFrom::After(p) => Some(p),
@@ -342,7 +379,10 @@ impl GroupTask {
     }
 
     fn push(&self, term: &mut Term, e: RecordedEvent) {
-        if self.target == Target::All && records::is_bookkeeping(e.stream.category()) {
+        if self.target == Target::All
+            && (records::is_bookkeeping(e.stream.category())
+                || self.pattern.as_ref().is_some_and(|p| !p.matches(&e)))
+        {
             return;
         }
         let key = self.key_of(&e);
@@ -357,9 +397,15 @@ impl GroupTask {
         cmd: Cmd,
     ) -> Result<Option<Exit>, PersistentError> {
         match cmd {
-            Cmd::Connect { id, capacity, tx } => {
-                self.consumers.push((id, capacity, tx));
-                term.disp.connect(id, capacity);
+            Cmd::Connect {
+                id,
+                capacity,
+                tx,
+                reply,
+            } => {
+                if self.admit(id, capacity, tx, reply) {
+                    term.disp.connect(id, capacity);
+                }
             }
             Cmd::Disconnect(id) => {
                 self.consumers.retain(|c| c.0 != id);
@@ -368,14 +414,16 @@ impl GroupTask {
             Cmd::Ack(keys) => keys.into_iter().for_each(|k| term.disp.ack(k)),
             Cmd::Nack(id, keys, action) => {
                 if action == NackAction::Stop {
+                    // Even a stop naming no event disconnects the consumer.
                     self.consumers.retain(|c| c.0 != id);
+                    term.disp.disconnect(id);
                 }
                 for k in keys {
                     term.disp.nack(id, k, action);
                 }
             }
-            Cmd::Replay(reply) => {
-                let r = self.replay(term).await;
+            Cmd::Replay(stop_at, reply) => {
+                let r = self.replay(term, stop_at).await;
                 let _ = reply.send(r);
             }
             Cmd::Stats(reply) => {
@@ -487,8 +535,9 @@ impl GroupTask {
         Ok(())
     }
 
-    /// Queues the parked events for delivery again; answers how many.
-    async fn replay(&self, term: &mut Term) -> Result<u64, PersistentError> {
+    /// Queues the parked events (those below revision `stop_at` of the parked stream,
+    /// when given) for delivery again; answers how many.
+    async fn replay(&self, term: &mut Term, stop_at: Option<u64>) -> Result<u64, PersistentError> {
         let stream = records::parked_stream(&self.target, &self.group)?;
         let options = ReadStreamOptions::forwards().from_revision(term.replay_from);
         let links = match self.store.read_stream(&stream, options).await {
@@ -498,6 +547,9 @@ impl GroupTask {
         };
         let mut count = 0;
         for link in links {
+            if stop_at.is_some_and(|s| link.revision >= s) {
+                break;
+            }
             let record: ParkedRecord = link.json().map_err(store)?;
             let mut options = ReadAllOptions::forwards().max_count(1);
             options.direction = Direction::Forwards;

@@ -41,6 +41,7 @@
 
 mod dispatch;
 mod group;
+mod pattern;
 mod records;
 
 use std::collections::HashMap;
@@ -53,6 +54,7 @@ pub use dispatch::{
     ConsumerId, Delivery, DispatchRules, Dispatcher, EventKey, NackAction, ParkReason, Strategy,
 };
 pub use group::{GroupStats, PersistentEvent};
+pub use pattern::{CompiledPattern, PatternFilter, PatternSubject};
 pub use records::{
     CHECKPOINT_CATEGORY, CONFIG_CATEGORY, PARKED_CATEGORY, PersistentSettings, StartFrom, Target,
     parked_stream,
@@ -90,6 +92,21 @@ pub enum PersistentError {
     /// A stream or group name was refused.
     #[error("{0}")]
     InvalidName(String),
+    /// A setting was refused (a filter regex that does not compile, for instance).
+    #[error("{0}")]
+    InvalidSettings(String),
+    /// The group has as many consumers as its `max_subscriber_count`.
+    #[error(
+        "maximum subscriptions reached for group {group:?} on {target} ({max} consumers): disconnect one, or update the group with a higher max_subscriber_count"
+    )]
+    MaxSubscribers {
+        /// The stream or `$all`.
+        target: String,
+        /// The group.
+        group: String,
+        /// Its `max_subscriber_count`.
+        max: usize,
+    },
     /// Another process serves the group (it holds the group's lock).
     #[error("group {group:?} is served by another process now: try again there or later")]
     NotServing {
@@ -364,6 +381,7 @@ impl PersistentSubscriptions {
         group: &str,
         mut settings: PersistentSettings,
     ) -> Result<(), PersistentError> {
+        validate_settings(&settings)?;
         let (current, revision) = self.config(target, group).await?;
         if current.is_some() {
             return Err(PersistentError::AlreadyExists {
@@ -387,6 +405,7 @@ impl PersistentSubscriptions {
         group: &str,
         mut settings: PersistentSettings,
     ) -> Result<(), PersistentError> {
+        validate_settings(&settings)?;
         let (current, revision) = self.config(target, group).await?;
         if current.is_none() {
             return Err(Self::not_found(target, group));
@@ -433,6 +452,17 @@ impl PersistentSubscriptions {
         }
     }
 
+    /// Stops every group (writing its checkpoint and disconnecting its consumers) and
+    /// serves every stored group again from its checkpoint, with its stored settings
+    /// (KurrentDB's `RestartSubsystem`).
+    pub async fn restart(&self) -> Result<(), PersistentError> {
+        self.shutdown().await;
+        for (target, group, settings) in self.stored().await? {
+            self.start(target, group, settings);
+        }
+        Ok(())
+    }
+
     /// The command channel of a group, starting its task if another process created it.
     async fn handle(
         &self,
@@ -449,7 +479,8 @@ impl PersistentSubscriptions {
     }
 
     /// Connects a consumer that takes up to `buffer_size` events at once (0: the
-    /// group's `consumer_buffer_size`).
+    /// group's `consumer_buffer_size`). Refused with [`PersistentError::MaxSubscribers`]
+    /// when the group has its `max_subscriber_count` of consumers.
     pub async fn connect(
         &self,
         target: &Target,
@@ -467,8 +498,17 @@ impl PersistentSubscriptions {
         };
         let id = self.next_consumer.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
-        cmd.send(Cmd::Connect { id, capacity, tx })
-            .map_err(|_| Self::not_found(target, group))?;
+        let (reply, admitted) = oneshot::channel();
+        cmd.send(Cmd::Connect {
+            id,
+            capacity,
+            tx,
+            reply,
+        })
+        .map_err(|_| Self::not_found(target, group))?;
+        admitted
+            .await
+            .map_err(|_| Self::not_found(target, group))??;
         Ok(Consumer { id, rx, cmd })
     }
 
@@ -478,9 +518,21 @@ impl PersistentSubscriptions {
         target: &Target,
         group: &str,
     ) -> Result<u64, PersistentError> {
+        self.replay_parked_until(target, group, None).await
+    }
+
+    /// Delivers the group's parked events again up to, not including, the one at
+    /// revision `stop_at` of its parked stream (all of them for `None`); answers how
+    /// many were queued. Those from `stop_at` on stay parked.
+    pub async fn replay_parked_until(
+        &self,
+        target: &Target,
+        group: &str,
+        stop_at: Option<u64>,
+    ) -> Result<u64, PersistentError> {
         let cmd = self.handle(target, group).await?;
         let (reply, answer) = oneshot::channel();
-        cmd.send(Cmd::Replay(reply))
+        cmd.send(Cmd::Replay(stop_at, reply))
             .map_err(|_| Self::not_found(target, group))?;
         answer.await.map_err(|_| Self::not_found(target, group))?
     }
@@ -559,4 +611,12 @@ impl Drop for Consumer {
 
 fn store(e: impl std::error::Error + Send + Sync + 'static) -> PersistentError {
     PersistentError::Store(Box::new(e))
+}
+
+/// Refuses settings a group could not run with.
+fn validate_settings(settings: &PersistentSettings) -> Result<(), PersistentError> {
+    if let Some(pattern) = &settings.pattern {
+        pattern.compile()?;
+    }
+    Ok(())
 }

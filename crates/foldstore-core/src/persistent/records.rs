@@ -13,7 +13,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::persistent::{PersistentError, Strategy};
+use crate::persistent::{PatternFilter, PersistentError, Strategy};
 use crate::{EventFilter, StreamName};
 
 /// The category of parked-event streams.
@@ -89,6 +89,9 @@ pub struct PersistentSettings {
     pub start_from: StartFrom,
     /// Which events of `$all` the group receives (ignored by stream groups).
     pub filter: EventFilter,
+    /// KurrentDB's filter of `$all` (prefixes or a regular expression), applied after
+    /// `filter`; `None` for none (ignored by stream groups).
+    pub pattern: Option<PatternFilter>,
     /// An event in flight longer than this is retried, in milliseconds.
     pub message_timeout_ms: u64,
     /// An event retried more often than this is parked.
@@ -106,6 +109,19 @@ pub struct PersistentSettings {
     pub max_checkpoint_count: u64,
     /// How consumers are chosen (namedConsumerStrategy).
     pub strategy: Strategy,
+    /// The most consumers connected at once; 0 for no limit (maxSubscriberCount).
+    pub max_subscriber_count: usize,
+    /// Kept and reported only: foldstore has no link events to resolve
+    /// (resolveLinktos).
+    pub resolve_links: bool,
+    /// Kept and reported only: no extra statistics are gathered (extraStatistics).
+    pub extra_statistics: bool,
+    /// Kept and reported only: the group reads through the store's subscription,
+    /// which pages by itself (readBatchSize).
+    pub read_batch_size: usize,
+    /// Kept and reported only: `live_buffer_size` bounds what the group holds
+    /// (historyBufferSize).
+    pub history_buffer_size: usize,
 }
 
 impl Default for PersistentSettings {
@@ -113,6 +129,7 @@ impl Default for PersistentSettings {
         Self {
             start_from: StartFrom::Start,
             filter: EventFilter::all(),
+            pattern: None,
             message_timeout_ms: 30_000,
             max_retry_count: 10,
             live_buffer_size: 500,
@@ -121,6 +138,11 @@ impl Default for PersistentSettings {
             min_checkpoint_count: 10,
             max_checkpoint_count: 1_000,
             strategy: Strategy::RoundRobin,
+            max_subscriber_count: 0,
+            resolve_links: false,
+            extra_statistics: false,
+            read_batch_size: 20,
+            history_buffer_size: 500,
         }
     }
 }
