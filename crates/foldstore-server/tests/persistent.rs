@@ -20,6 +20,7 @@ use foldstore_core::{EventStore, ExpectedRevision, InMemoryStore, NewEvent, Stre
 use foldstore_postgres::projection::AdvisoryLock;
 use foldstore_postgres::testkit;
 use foldstore_server::ServerConfig;
+use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -491,6 +492,176 @@ async fn a_lease_not_acked_comes_back_after_the_message_timeout() {
         i["checkpoint"] == "2" || (i["finished"] == 3 && i["in_flight"] == 0)
     })
     .await;
+    server.stop().await;
+    subs.shutdown().await;
+}
+
+/// One consumer as server-sent events: it is given at most its buffer, its acks go
+/// through the ack route, and closing the connection gives its events to others.
+#[tokio::test]
+async fn a_consumer_over_server_sent_events_gets_its_buffer_and_acks_by_key() {
+    let (server, store, subs) = server().await;
+    let api = Api::new(&server);
+    append(store.as_ref(), "job-1", 4).await;
+    api.ok(Method::PUT, "/subscriptions/job-1/g", Some(json!({})))
+        .await;
+    let response = reqwest::Client::new()
+        .get(server.url("/subscriptions/job-1/g/subscribe?buffer_size=2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let mut text = String::new();
+    let messages = |text: &str| -> Vec<Value> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    };
+    while messages(&text).len() < 2 {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.contains("event: message"), "{text}");
+    let first = messages(&text);
+    // Two in flight at it: the other two wait for a consumer with room.
+    api.info_until("job-1/g", "two in flight, two waiting", |i| {
+        i["in_flight"] == 2 && i["waiting"] == 2
+    })
+    .await;
+    let key = first[0]["key"].as_str().unwrap().to_owned();
+    api.ack("job-1/g", &[key]).await;
+    while messages(&text).len() < 3 {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    // Closing the connection gives back what it holds, without a retry.
+    drop(body);
+    let rest = {
+        let mut rest = Vec::new();
+        while rest.len() < 3 {
+            rest.extend(api.poll("job-1/g", "?count=10&wait_ms=5000").await);
+        }
+        rest
+    };
+    assert!(rest.iter().all(|m| m.2 == 0), "{rest:?}");
+    assert_eq!(
+        rest.iter().map(|m| m.1).collect::<BTreeSet<_>>().len() + 1,
+        4,
+        "{rest:?}"
+    );
+    server.stop().await;
+    subs.shutdown().await;
+}
+
+/// Scopes and prefixes: reading and consuming a group needs `read`, managing it
+/// `admin`; a prefix-limited token reaches the groups of its streams only, none on
+/// `$all`.
+#[tokio::test]
+async fn tokens_reach_groups_by_scope_and_prefix() {
+    use foldstore_server::auth::{Scope, Tokens, token_line};
+    let store = Arc::new(InMemoryStore::new());
+    let subs = Arc::new(PersistentSubscriptions::open(store.clone()).await.unwrap());
+    let prefixes = vec!["job-".to_owned()];
+    let lines = [
+        token_line("admin", "t-admin", &[Scope::Admin], &[]),
+        token_line("reader", "t-reader", &[Scope::Read], &[]),
+        token_line("jobs", "t-jobs", &[Scope::Admin], &prefixes),
+    ];
+    let config = ServerConfig::default()
+        .tokens(Tokens::parse(&lines.join("\n")).unwrap())
+        .persistent(subs.clone());
+    let server = TestServer::start(store.clone(), config).await;
+    append(store.as_ref(), "job-1", 1).await;
+    let client = reqwest::Client::new();
+    let call = |method: Method, path: &str, token: &str| {
+        let request = client
+            .request(method, server.url(path))
+            .bearer_auth(token)
+            .json(&json!({}));
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            (status, body["code"].as_str().unwrap_or("").to_owned())
+        }
+    };
+    for path in [
+        "/subscriptions/job-1/g",
+        "/subscriptions/order-1/g",
+        "/subscriptions/$all/g",
+    ] {
+        assert_eq!(call(Method::PUT, path, "t-admin").await.0, 201, "{path}");
+    }
+    assert_eq!(
+        call(Method::PUT, "/subscriptions/job-1/h", "t-reader").await,
+        (403, "insufficient_scope".to_owned())
+    );
+    assert_eq!(
+        call(
+            Method::POST,
+            "/subscriptions/job-1/g/replay-parked",
+            "t-reader"
+        )
+        .await,
+        (403, "insufficient_scope".to_owned())
+    );
+    assert_eq!(
+        call(Method::GET, "/subscriptions/job-1/g", "t-reader")
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call(Method::POST, "/subscriptions/job-1/g/messages", "t-reader")
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call(Method::PUT, "/subscriptions/job-1/h", "t-jobs")
+            .await
+            .0,
+        201
+    );
+    for (method, path) in [
+        (Method::GET, "/subscriptions/order-1/g"),
+        (Method::POST, "/subscriptions/order-1/g/messages"),
+        (Method::GET, "/subscriptions/$all/g"),
+        (Method::GET, "/subscriptions/%24all"),
+        (Method::PUT, "/subscriptions/$all/h"),
+    ] {
+        assert_eq!(
+            call(method.clone(), path, "t-jobs").await,
+            (403, "stream_forbidden".to_owned()),
+            "{method} {path}"
+        );
+    }
+    let listed: Value = client
+        .get(server.url("/subscriptions"))
+        .bearer_auth("t-jobs")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = listed["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["stream"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["job-1", "job-1"]);
     server.stop().await;
     subs.shutdown().await;
 }
