@@ -163,6 +163,9 @@ shells that expand `$`.")]
     /// Append the events of an NDJSON export, idempotently and resumably.
     #[command(after_help = crate::commands::import::EXAMPLES)]
     Import(crate::commands::import::ImportArgs),
+    /// Manage the persistent subscription groups (competing consumers) of a server.
+    #[command(subcommand, after_help = crate::commands::subscriptions::examples())]
+    Subscriptions(crate::commands::subscriptions::SubscriptionsCommand),
     /// Make bearer tokens for `serve --tokens-file`.
     #[command(subcommand)]
     Token(crate::commands::token::TokenCommand),

@@ -88,6 +88,10 @@ pub(crate) enum CliError {
     /// Ctrl-C.
     #[error("interrupted")]
     Interrupted,
+    /// The persistent subscriptions could not be opened (their settings are read from
+    /// the store).
+    #[error("could not open the persistent subscriptions: {0}")]
+    Persistent(#[from] foldstore_core::persistent::PersistentError),
     /// A delete was refused or failed.
     #[error(transparent)]
     Delete(#[from] DeleteError),

@@ -1,12 +1,15 @@
 //! `foldstore serve`: the HTTP API of `foldstore-server`, and KurrentDB's gRPC
 //! protocol (`foldstore-grpc`) on the same port, over the store the global options
-//! point at, until Ctrl-C (or SIGTERM).
+//! point at, with its persistent subscriptions, until Ctrl-C (or SIGTERM).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use foldstore_core::EventStore;
+use foldstore_core::persistent::{LockFactory, PersistentSubscriptions};
+use foldstore_core::projection::RunnerLock;
+use foldstore_postgres::projection::AdvisoryLock;
 use foldstore_server::ServerConfig;
 use foldstore_server::auth::{Scope, Tokens};
 
@@ -134,6 +137,17 @@ pub(crate) async fn run(
             "tokens cross the network in clear text without TLS: give --tls-cert and --tls-key"
         );
     }
+    // One set of persistent subscriptions per process, for every protocol; on
+    // PostgreSQL each group's advisory lock lets one `foldstore serve` deliver it.
+    let persistent = match open_persistent(&store, dyn_store.clone()).await {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            drop(dyn_store);
+            let _ = backend::close(store).await;
+            return Err(e);
+        }
+    };
+    config = config.persistent(persistent.clone());
     config = config.grpc(match &tokens {
         Some(tokens) => foldstore_grpc::authenticated_routes(
             dyn_store.clone(),
@@ -150,7 +164,10 @@ pub(crate) async fn run(
         }
         None => foldstore_server::serve(listener, dyn_store, config, shutdown_signal()).await,
     };
-    // The server has stopped and dropped its handles: finish queued writes and close.
+    // The server has stopped: write each group's checkpoint, then finish queued
+    // writes and close.
+    persistent.shutdown().await;
+    drop(persistent);
     let closed = backend::close(store).await;
     served.map_err(|e| CliError::io("the server failed", e))?;
     #[cfg(feature = "otlp")]
@@ -160,6 +177,29 @@ pub(crate) async fn run(
     closed?;
     tracing::info!("foldstore stopped");
     Ok(())
+}
+
+/// The persistent subscriptions of `store`, served by this process: with in-process
+/// locks on SQLite (one process per file), with a PostgreSQL advisory lock per group
+/// (named with the schema, so two schemas of one database do not share locks) on
+/// PostgreSQL, so that several servers over one database never deliver one event to
+/// two consumers of a group at once.
+async fn open_persistent(
+    store: &Store,
+    events: Arc<dyn EventStore>,
+) -> Result<PersistentSubscriptions, CliError> {
+    let Store::Postgres(pg) = store else {
+        return Ok(PersistentSubscriptions::open(events).await?);
+    };
+    let (url, schema) = (pg.options().url.clone(), pg.options().schema.clone());
+    let locks: LockFactory = Arc::new(move |name: String| {
+        let (url, name) = (url.clone(), format!("{schema}:{name}"));
+        Box::pin(async move {
+            let lock = AdvisoryLock::connect(&url, &name).await?;
+            Ok(Box::new(lock) as Box<dyn RunnerLock>)
+        })
+    });
+    Ok(PersistentSubscriptions::open_with_locks(events, locks).await?)
 }
 
 /// The tokens file, for the gRPC clients' credentials: a bearer token is a token; basic
