@@ -1,7 +1,9 @@
 //! # foldstore-server
 //!
 //! foldstore's HTTP API over any [`EventStore`]: JSON appends and reads, stream
-//! deletion and metadata, and live subscriptions as server-sent events.
+//! deletion and metadata, live subscriptions as server-sent events, and persistent
+//! subscriptions (competing consumers that poll with leases and ack by key; see
+//! [`ServerConfig::persistent`](ServerConfig#method.persistent)).
 //!
 //! [`app`] builds the [`Router`]; [`serve`] runs it on a listener until a shutdown
 //! signal, ending live subscriptions so that the shutdown completes.
