@@ -163,6 +163,9 @@ shells that expand `$`.")]
     /// Append the events of an NDJSON export, idempotently and resumably.
     #[command(after_help = crate::commands::import::EXAMPLES)]
     Import(crate::commands::import::ImportArgs),
+    /// Manage the persistent subscription groups (competing consumers) of a server.
+    #[command(subcommand, after_help = crate::commands::subscriptions::examples())]
+    Subscriptions(crate::commands::subscriptions::SubscriptionsCommand),
     /// Make bearer tokens for `serve --tokens-file`.
     #[command(subcommand)]
     Token(crate::commands::token::TokenCommand),
@@ -188,6 +191,7 @@ loopback needs --tokens-file (make tokens with `foldstore token create`) or
   foldstore bench subscribe-latency --concurrency 16 --rate 5000
   foldstore bench http-append --concurrency 64 --json
   foldstore bench sse-fanout --concurrency 1000 --rate 100 --json
+  foldstore bench persistent --concurrency 64 --json
   foldstore bench append-1 --concurrency 64 --json --database postgres://user@host:5432/db
 
 Workloads and their defaults (--events):
@@ -211,6 +215,10 @@ Workloads and their defaults (--events):
   sse-fanout         --concurrency SSE subscribers to a `foldstore serve` child process
                      on a fresh SQLite store while one writer appends --rate events/s
                      (100) for --events events (1,000); delivery latency, server RSS
+  persistent         fill 100 streams (50,000 events), read them in pages of 1,000 (the
+                     baseline), then --concurrency consumers of one persistent
+                     subscription group on $all ack every event; fails if one is lost
+                     or held by two consumers at once
 
 Without --database each run uses a fresh database in a new directory ./bench-<random>/
 (removed afterwards), and measures the baselines (fsync rate, raw SQLite inserts) in that
@@ -301,6 +309,9 @@ pub(crate) enum Workload {
     SseFanout,
     /// Page through `GET /all` of an in-process server, against in-process read-all.
     HttpReadAll,
+    /// `--concurrency` consumers of one persistent subscription group on `$all` ack
+    /// every event, against in-process read-all.
+    Persistent,
     /// A catch-up `$all` subscription through the official KurrentDB client, against
     /// in-process read-all (needs the `grpc-bench` feature).
     GrpcReadAll,
@@ -322,6 +333,7 @@ impl Workload {
             Workload::HttpAppend => "http-append",
             Workload::SseFanout => "sse-fanout",
             Workload::HttpReadAll => "http-read-all",
+            Workload::Persistent => "persistent",
             Workload::GrpcReadAll => "grpc-read-all",
             Workload::GrpcAppend => "grpc-append",
         }

@@ -88,6 +88,10 @@ pub(crate) enum CliError {
     /// Ctrl-C.
     #[error("interrupted")]
     Interrupted,
+    /// The persistent subscriptions could not be opened (their settings are read from
+    /// the store).
+    #[error("could not open the persistent subscriptions: {0}")]
+    Persistent(#[from] foldstore_core::persistent::PersistentError),
     /// A delete was refused or failed.
     #[error(transparent)]
     Delete(#[from] DeleteError),
@@ -123,9 +127,6 @@ pub(crate) enum CliError {
     /// The TLS certificate or key cannot be used.
     #[error(transparent)]
     Tls(#[from] foldstore_server::TlsError),
-    /// The persistent subscriptions stored in the store could not be served.
-    #[error("could not serve the persistent subscriptions: {0}")]
-    Persistent(#[from] foldstore_core::persistent::PersistentError),
 }
 
 impl CliError {

@@ -72,6 +72,7 @@ async fn run(cli: Cli, database_on_command_line: bool) -> Result<(), CliError> {
         Command::Export(args) => commands::export::run(store, remote, args).await,
         Command::Import(args) => commands::import::run(store, remote, args).await,
         Command::Token(command) => commands::token::run(command),
+        Command::Subscriptions(command) => commands::subscriptions::run(remote, command).await,
         Command::Serve(args) => commands::serve::run(&cli.store, cli.log_format, args).await,
         Command::BenchSubscriber(args) => {
             bench::cross_process::run_subscriber(&cli.store, args).await

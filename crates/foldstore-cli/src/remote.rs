@@ -217,6 +217,29 @@ impl Remote {
         }
     }
 
+    /// A JSON call: `body` as the request's JSON; the answer's JSON, `None` for an
+    /// answer without a body (204).
+    pub(crate) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Option<Value>, CliError> {
+        let mut request = self.request(method, path);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let answer = self.send(request).await?;
+        if answer.is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_slice(&answer)
+            .map(Some)
+            .map_err(|e| CliError::Protocol(format!("the answer to {path} did not parse: {e}")))
+    }
+
     /// `POST /streams/{stream}`.
     pub(crate) async fn append(
         &self,

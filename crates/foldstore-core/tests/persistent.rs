@@ -413,3 +413,80 @@ async fn a_restart_drops_consumers_and_serves_again() -> Result<(), Error> {
     subs.shutdown().await;
     Ok(())
 }
+
+/// A polling client: connects, takes what waits, pauses, and acks by key without its
+/// consumer. A paused consumer keeps its events (nobody else gets them) and is given
+/// no more; its events come back after the message timeout.
+#[tokio::test]
+async fn a_paused_consumer_keeps_what_it_took_and_gets_nothing_more() -> Result<(), Error> {
+    let store = Arc::new(InMemoryStore::new());
+    fill(&store, 1, 6).await?;
+    let subs = PersistentSubscriptions::open(store.clone()).await?;
+    let target = Target::Stream(StreamName::new("order-0")?);
+    let settings = PersistentSettings {
+        message_timeout_ms: 300,
+        ..PersistentSettings::default()
+    };
+    subs.create(&target, "poll", settings).await?;
+
+    let mut first = subs.connect(&target, "poll", 4).await?;
+    let one = tokio::time::timeout(Duration::from_secs(5), first.next())
+        .await?
+        .expect("an event");
+    first.pause().await;
+    let mut taken = vec![one];
+    while let Some(e) = first.try_next() {
+        taken.push(e);
+    }
+    assert_eq!(
+        taken.len(),
+        4,
+        "the pause hands over what waits, up to the buffer"
+    );
+
+    let mut second = subs.connect(&target, "poll", 10).await?;
+    second.pause().await;
+    let mut rest = Vec::new();
+    while let Some(e) = second.try_next() {
+        rest.push(e);
+    }
+    let revisions: Vec<u64> = rest.iter().map(|e| e.event.revision).collect();
+    assert_eq!(
+        revisions,
+        [4, 5],
+        "the first poller's events are not given again"
+    );
+
+    // Acks by key, without a consumer; nothing more reaches the paused consumers.
+    subs.ack(&target, "poll", &[taken[0].key, taken[1].key])
+        .await?;
+    subs.nack(
+        &target,
+        "poll",
+        &[rest[0].key, rest[1].key],
+        NackAction::Skip,
+    )
+    .await?;
+    assert!(first.try_next().is_none() && second.try_next().is_none());
+
+    // The two taken and not acked come back after the timeout, to a new poller.
+    let mut third = subs.connect(&target, "poll", 10).await?;
+    let mut again = Vec::new();
+    while again.len() < 2 {
+        let e = tokio::time::timeout(Duration::from_secs(5), third.next())
+            .await?
+            .expect("redelivered");
+        again.push((e.event.revision, e.retry_count));
+    }
+    again.sort();
+    assert_eq!(
+        again,
+        [(taken[2].event.revision, 1), (taken[3].event.revision, 1)]
+    );
+    assert!(matches!(
+        subs.ack(&Target::All, "nope", &[EventKey::Source(0)]).await,
+        Err(foldstore_core::persistent::PersistentError::NotFound { .. })
+    ));
+    subs.shutdown().await;
+    Ok(())
+}

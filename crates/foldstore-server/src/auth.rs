@@ -23,8 +23,10 @@
 //!   secret: a token is 256 random bits, so a fast hash is enough (a slow password hash
 //!   such as argon2 protects guessable secrets, which these are not).
 //! - **scopes**: comma-separated `read`, `write`, `admin`. `read`: reads, metadata
-//!   reads and subscriptions; `write`: appends; `admin`: deletes, tombstones, metadata
-//!   writes and `/metrics`, and implies `read` and `write`.
+//!   reads, subscriptions, and listing and consuming persistent subscription groups
+//!   (poll, ack, nack); `write`: appends; `admin`: deletes, tombstones, metadata
+//!   writes, `/metrics`, and managing persistent subscription groups (create, update,
+//!   delete, replay parked events), and implies `read` and `write`.
 //! - **stream prefixes**: comma-separated; when given, the token only reaches streams
 //!   whose name starts with one of them (see below). Absent means every stream.
 //!
@@ -50,7 +52,10 @@
 //! `/api/stats`) answer a prefix-limited token about its own streams only: the
 //! listing covers its prefixes (an explicit `prefix=` outside them is refused with
 //! 403), and the figures count its streams and leave out the store-wide ones (see
-//! `crate::reach`). A path that no rule here classifies is refused to a
+//! `crate::reach`). The persistent subscription groups (`/subscriptions/{stream}/...`)
+//! follow their stream: a prefix-limited token reaches the groups of its streams,
+//! never those on `$all` (their events come from any stream), and `GET /subscriptions`
+//! lists only the groups it reaches. A path that no rule here classifies is refused to a
 //! prefix-limited token, so a new route is closed to it until it is classified.
 //!
 //! # Answers
@@ -377,7 +382,30 @@ fn need(method: &Method, path: &str) -> Need {
         ["categories", c] => Need::Category(decoded(c)),
         ["metrics"] => Need::Unlimited(Scope::Admin),
         ["api", "streams" | "stats"] if get => Need::Narrowed,
+        ["subscriptions"] if get => Need::Narrowed,
+        ["subscriptions", s] => group_need(Scope::Read, &decoded(s)),
+        ["subscriptions", s, _] => {
+            let scope = if get { Scope::Read } else { Scope::Admin };
+            group_need(scope, &decoded(s))
+        }
+        ["subscriptions", s, _, "replay-parked"] => group_need(Scope::Admin, &decoded(s)),
+        [
+            "subscriptions",
+            s,
+            _,
+            "messages" | "ack" | "nack" | "subscribe",
+        ] => group_need(Scope::Read, &decoded(s)),
         _ => Need::Unclassified,
+    }
+}
+
+/// What a persistent-subscription route on `{stream}` needs: `scope` on the stream,
+/// or on every stream for `$all` (whose groups deliver events of any stream).
+fn group_need(scope: Scope, stream: &str) -> Need {
+    if stream == "$all" {
+        Need::Unlimited(scope)
+    } else {
+        Need::Stream(scope, stream.to_owned())
     }
 }
 
@@ -832,6 +860,39 @@ mod tests {
         assert_eq!(need(&Method::GET, "/all/subscribe"), All);
         assert_eq!(need(&Method::GET, "/categories/a"), Category("a".into()));
         assert_eq!(need(&Method::GET, "/metrics"), Unlimited(Scope::Admin));
+        assert_eq!(need(&Method::GET, "/subscriptions"), Narrowed);
+        assert_eq!(need(&Method::POST, "/subscriptions"), Unclassified);
+        assert_eq!(
+            need(&Method::GET, "/subscriptions/a-1"),
+            Stream(Scope::Read, "a-1".into())
+        );
+        assert_eq!(
+            need(&Method::GET, "/subscriptions/%24all"),
+            Unlimited(Scope::Read)
+        );
+        for (method, path, scope) in [
+            (Method::GET, "/subscriptions/a-1/g", Scope::Read),
+            (Method::PUT, "/subscriptions/a-1/g", Scope::Admin),
+            (Method::POST, "/subscriptions/a-1/g", Scope::Admin),
+            (Method::DELETE, "/subscriptions/a-1/g", Scope::Admin),
+            (
+                Method::POST,
+                "/subscriptions/a-1/g/replay-parked",
+                Scope::Admin,
+            ),
+            (Method::POST, "/subscriptions/a-1/g/messages", Scope::Read),
+            (Method::POST, "/subscriptions/a-1/g/ack", Scope::Read),
+            (Method::POST, "/subscriptions/a-1/g/nack", Scope::Read),
+            (Method::GET, "/subscriptions/a-1/g/subscribe", Scope::Read),
+        ] {
+            assert_eq!(need(&method, path), Stream(scope, "a-1".into()), "{path}");
+            let all = path.replace("a-1", "$all");
+            assert_eq!(need(&method, &all), Unlimited(scope), "{all}");
+        }
+        assert_eq!(
+            need(&Method::POST, "/subscriptions/a-1/g/other"),
+            Unclassified
+        );
         assert_eq!(need(&Method::GET, "/whatever"), Unclassified);
     }
 

@@ -7,6 +7,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use foldstore_core::persistent::PersistentError;
 use foldstore_core::{
     AppendError, BackendError, BackendErrorKind, CurrentRevision, DeleteError, ExpectedRevision,
     InvalidStreamName, MetadataError, ReadError, SubscriptionError,
@@ -132,6 +133,13 @@ fn title(code: &str) -> &'static str {
         "storage_full" => "The store's disk is full",
         "invalid_cloudevent" => "Invalid CloudEvent",
         "subscriber_too_slow" => "The subscriber did not keep up",
+        "subscription_not_found" => "No such persistent subscription group",
+        "subscription_exists" => "The persistent subscription group exists already",
+        "invalid_group_name" => "Invalid group name",
+        "invalid_settings" => "Invalid persistent subscription settings",
+        "invalid_key" => "Invalid event key",
+        "subscription_served_elsewhere" => "Another server serves this group now",
+        "persistent_subscriptions_disabled" => "This server has no persistent subscriptions",
         _ => "Internal error",
     }
 }
@@ -353,6 +361,56 @@ impl From<SubscriptionError> for ApiError {
             SubscriptionError::Read { source, .. } => source.into(),
             other => unexpected(&other),
         }
+    }
+}
+
+impl From<PersistentError> for ApiError {
+    fn from(e: PersistentError) -> Self {
+        let detail = e.to_string();
+        match e {
+            PersistentError::NotFound { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "subscription_not_found", detail)
+            }
+            PersistentError::AlreadyExists { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "subscription_exists", detail)
+            }
+            PersistentError::InvalidName(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_group_name", detail)
+            }
+            PersistentError::NotServing { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "subscription_served_elsewhere",
+                format!(
+                    "{detail} (another `foldstore serve` over this database holds the group's lock)"
+                ),
+            ),
+            PersistentError::Store(source) => store_failure(source),
+            other => unexpected(&other),
+        }
+    }
+}
+
+/// A store error the persistent subscriptions passed on, mapped by its own kind.
+fn store_failure(source: Box<dyn std::error::Error + Send + Sync>) -> ApiError {
+    let source = match source.downcast::<ReadError>() {
+        Ok(e) => return (*e).into(),
+        Err(other) => other,
+    };
+    let source = match source.downcast::<AppendError>() {
+        Ok(e) => return (*e).into(),
+        Err(other) => other,
+    };
+    let source = match source.downcast::<SubscriptionError>() {
+        Ok(e) => return (*e).into(),
+        Err(other) => other,
+    };
+    let source = match source.downcast::<MetadataError>() {
+        Ok(e) => return (*e).into(),
+        Err(other) => other,
+    };
+    match source.downcast::<BackendError>() {
+        Ok(e) => (*e).into(),
+        Err(other) => unexpected(other.as_ref()),
     }
 }
 

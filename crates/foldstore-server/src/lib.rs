@@ -1,7 +1,9 @@
 //! # foldstore-server
 //!
 //! foldstore's HTTP API over any [`EventStore`]: JSON appends and reads, stream
-//! deletion and metadata, and live subscriptions as server-sent events.
+//! deletion and metadata, live subscriptions as server-sent events, and persistent
+//! subscriptions (competing consumers that poll with leases and ack by key; see
+//! [`ServerConfig::persistent`](ServerConfig#method.persistent)).
 //!
 //! [`app`] builds the [`Router`]; [`serve`] runs it on a listener until a shutdown
 //! signal, ending live subscriptions so that the shutdown completes.
@@ -41,6 +43,7 @@ mod metrics;
 mod openapi;
 mod page_json;
 mod parse_errors;
+mod persistent;
 mod reach;
 mod request_log;
 mod routes;
@@ -63,6 +66,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use foldstore_core::EventStore;
+use foldstore_core::persistent::PersistentSubscriptions;
 use tokio::sync::watch;
 
 /// How the server behaves.
@@ -99,6 +103,10 @@ pub struct ServerConfig {
     /// authentication (the tokens above do not guard it), and its streaming responses
     /// end with `Unavailable` when the server shuts down. `None` (the default): none.
     pub grpc: Option<Router>,
+    /// The persistent subscriptions served under `/subscriptions` (see
+    /// [`ServerConfig::persistent`](ServerConfig#method.persistent)). `None` (the
+    /// default): those routes answer 404 `persistent_subscriptions_disabled`.
+    pub persistent: Option<Arc<PersistentSubscriptions>>,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +122,7 @@ impl Default for ServerConfig {
             tokens: None,
             slow_request: Some(Duration::from_secs(1)),
             grpc: None,
+            persistent: None,
         }
     }
 }
@@ -135,6 +144,34 @@ impl ServerConfig {
     /// port; see [`ServerConfig::grpc`](ServerConfig#structfield.grpc).
     pub fn grpc(mut self, grpc: Router) -> Self {
         self.grpc = Some(grpc);
+        self
+    }
+
+    /// Serves `persistent` (competing consumers) under `/subscriptions`: groups are
+    /// managed, polled and acked over HTTP. Open it over the same store as the server
+    /// (and keep one per store and process: each serves every group it finds); call
+    /// its `shutdown` after the server stopped, so that every group's checkpoint is
+    /// written.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use foldstore_core::InMemoryStore;
+    /// use foldstore_core::persistent::PersistentSubscriptions;
+    /// use foldstore_server::{ServerConfig, app};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let store = Arc::new(InMemoryStore::new());
+    /// let persistent = Arc::new(PersistentSubscriptions::open(store.clone()).await?);
+    /// let router = app(store, ServerConfig::default().persistent(persistent.clone()));
+    /// # drop(router);
+    /// // ... serve the router; once it stopped:
+    /// persistent.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn persistent(mut self, persistent: Arc<PersistentSubscriptions>) -> Self {
+        self.persistent = Some(persistent);
         self
     }
 
@@ -192,15 +229,18 @@ struct AppState {
     metrics: Arc<metrics::Metrics>,
     /// The stream count shown on the dashboard, cached (see `catalog`).
     catalog: Arc<catalog::Catalog>,
+    /// The events HTTP pollers of persistent subscriptions hold (see `persistent`).
+    leases: Arc<persistent::Leases>,
 }
 
 /// The HTTP API over `store`.
 ///
 /// Routes: `POST`/`GET`/`DELETE /streams/{stream}`, `GET`/`PUT
 /// /streams/{stream}/metadata`, `GET /streams/{stream}/subscribe`, `GET /all`, `GET
-/// /all/subscribe`, `GET /categories/{category}`, `GET /health`, `GET /metrics`,
-/// `GET /api/stats`, `GET /api/streams`, `GET /openapi.json` (every route is in
-/// [`openapi()`]), and the web UI at `/`.
+/// /all/subscribe`, `GET /categories/{category}`, the persistent subscriptions under
+/// `/subscriptions` (with [`ServerConfig::persistent`]), `GET /health`, `GET
+/// /metrics`, `GET /api/stats`, `GET /api/streams`, `GET /openapi.json` (every route
+/// is in [`openapi()`]), and the web UI at `/`.
 pub fn app(store: Arc<dyn EventStore>, config: ServerConfig) -> Router {
     build(store, config, false).0
 }
@@ -231,6 +271,7 @@ fn build(
         shutdown: shutdown.clone(),
         metrics: Arc::new(metrics::Metrics::new()),
         catalog: Arc::new(catalog::Catalog::default()),
+        leases: Arc::new(persistent::Leases::default()),
     };
     let router = routes
         .fallback(handlers::not_found)

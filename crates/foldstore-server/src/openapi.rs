@@ -20,13 +20,14 @@ use utoipa::OpenApi;
     components(schemas(Problem)),
     info(
         title = "foldstore",
-        description = "foldstore's HTTP API: appends (JSON or a CloudEvents 1.0 batch), reads of streams, `$all` and categories, live subscriptions as server-sent events, Prometheus metrics, and the web UI. Every error is an RFC 9457 problem (`application/problem+json`) with a stable `code`.",
+        description = "foldstore's HTTP API: appends (JSON or a CloudEvents 1.0 batch), reads of streams, `$all` and categories, live subscriptions as server-sent events, persistent subscriptions (competing consumers), Prometheus metrics, and the web UI. Every error is an RFC 9457 problem (`application/problem+json`) with a stable `code`.",
         license(name = "MIT OR Apache-2.0")
     ),
     tags(
         (name = "streams", description = "Appends and reads of one stream"),
         (name = "global", description = "Reads of `$all` and categories"),
         (name = "live", description = "Live subscriptions (server-sent events)"),
+        (name = "subscriptions", description = "Persistent subscriptions: groups of competing consumers, polled with leases and acked by key"),
         (name = "operations", description = "Health, metrics, statistics, this document"),
         (name = "auth", description = "Browser sessions (only with a tokens file)"),
         (name = "ui", description = "The web UI")

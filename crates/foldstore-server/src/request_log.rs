@@ -5,7 +5,7 @@
 //! | --- | --- | --- |
 //! | 5xx | `error` | `request failed` |
 //! | 4xx | `info` | `request refused` |
-//! | slower than [`ServerConfig::slow_request`](crate::ServerConfig::slow_request) | `warn` | `slow request` |
+//! | slower than [`ServerConfig::slow_request`](crate::ServerConfig::slow_request) (a long poll's wait not counted) | `warn` | `slow request` |
 //! | every other request | `debug` | `request` |
 //!
 //! Each line has `method`, `route` (the route template such as
@@ -35,6 +35,11 @@ use tracing::Instrument;
 /// The stable code of a problem answer, in the response's extensions.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ProblemCode(pub(crate) &'static str);
+
+/// How long a request waited on purpose (a long poll's `wait_ms`), in the response's
+/// extensions: that time does not make it a slow request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Waited(pub(crate) Duration);
 
 /// The name of the token a request presented, in the response's extensions.
 #[derive(Debug, Clone)]
@@ -120,7 +125,11 @@ pub(crate) async fn log_request(
     let took = started.elapsed();
     let status = response.status();
     span.record("http.response.status_code", status.as_u16());
-    let line = Line::of(status, took, log.slow);
+    let waited = response
+        .extensions()
+        .get::<Waited>()
+        .map_or(Duration::ZERO, |w| w.0);
+    let line = Line::of(status, took.saturating_sub(waited), log.slow);
     if line == Line::Ok && !tracing::enabled!(tracing::Level::DEBUG) {
         return response;
     }

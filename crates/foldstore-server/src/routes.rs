@@ -7,7 +7,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::openapi::ApiDoc;
-use crate::{AppState, catalog, handlers, metrics, openapi, sse, ui};
+use crate::{AppState, catalog, handlers, metrics, openapi, persistent, sse, ui};
 
 /// Every route with its documentation.
 pub(crate) fn api() -> OpenApiRouter<AppState> {
@@ -23,6 +23,19 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(handlers::read_all))
         .routes(routes!(sse::subscribe_all))
         .routes(routes!(handlers::read_category))
+        .routes(routes!(persistent::list_subscriptions))
+        .routes(routes!(persistent::list_stream_subscriptions))
+        .routes(routes!(
+            persistent::create_subscription,
+            persistent::update_subscription,
+            persistent::get_subscription,
+            persistent::delete_subscription
+        ))
+        .routes(routes!(persistent::replay_parked))
+        .routes(routes!(persistent::poll_messages))
+        .routes(routes!(persistent::ack_messages))
+        .routes(routes!(persistent::nack_messages))
+        .routes(routes!(persistent::subscribe_group))
         .routes(routes!(metrics::metrics))
         .routes(routes!(catalog::stats))
         .routes(routes!(catalog::list_streams))

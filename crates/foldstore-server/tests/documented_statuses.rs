@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use common::TestServer;
 use foldstore_core::InMemoryStore;
+use foldstore_core::persistent::PersistentSubscriptions;
 use foldstore_server::ServerConfig;
 use foldstore_server::auth::{Scope, Tokens, token_line};
 use reqwest::Method;
@@ -59,7 +60,9 @@ fn config() -> ServerConfig {
 /// A server with streams inside and outside the limited tokens' prefix, a deleted
 /// stream and a tombstoned one.
 async fn seeded_server() -> TestServer {
-    let server = TestServer::start(Arc::new(InMemoryStore::new()), config()).await;
+    let store = Arc::new(InMemoryStore::new());
+    let persistent = Arc::new(PersistentSubscriptions::open(store.clone()).await.unwrap());
+    let server = TestServer::start(store, config().persistent(persistent)).await;
     let client = reqwest::Client::new();
     for stream in ["acct-1", "other-1", "deleted-1", "gone-1"] {
         let response = client
@@ -83,6 +86,36 @@ async fn seeded_server() -> TestServer {
             .unwrap();
         assert_eq!(response.status(), 204, "deleting {stream}");
     }
+    // Persistent subscription groups named like the first good path value, inside
+    // and outside the limited tokens' prefix and on `$all`, one with a parked event.
+    for stream in ["acct-1", "other-1", "%24all"] {
+        let response = client
+            .put(server.url(&format!("/subscriptions/{stream}/acct-1")))
+            .bearer_auth(ADMIN)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "creating a group on {stream}");
+    }
+    let polled: Value = client
+        .post(server.url("/subscriptions/acct-1/acct-1/messages?count=1&wait_ms=5000"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = polled["messages"][0]["key"].clone();
+    let response = client
+        .post(server.url("/subscriptions/acct-1/acct-1/nack"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"keys": [key], "action": "park"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204, "parking an event");
     server
 }
 
@@ -159,6 +192,8 @@ impl Operation {
                 json!({"expected_revision": "any", "events": [{"type": "Walked", "data": {}}]})
             }
             "SessionBody" => json!({"token": ADMIN}),
+            "AckBody" => json!({"keys": ["1"]}),
+            "NackBody" => json!({"keys": ["1"], "action": "retry"}),
             _ => json!({}),
         };
         Some((media.clone(), body.to_string()))
@@ -189,9 +224,17 @@ fn operations(document: &Value) -> Vec<Operation> {
 /// Values for a path parameter: good ones first, then hostile ones.
 fn path_values(name: &str) -> Vec<String> {
     let mut values: Vec<String> = match name {
-        "stream" => ["acct-1", "other-1", "deleted-1", "gone-1", "acct-missing"]
-            .map(str::to_owned)
-            .to_vec(),
+        "stream" => [
+            "acct-1",
+            "other-1",
+            "deleted-1",
+            "gone-1",
+            "acct-missing",
+            "%24all",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+        "group" => ["acct-1", "missing"].map(str::to_owned).to_vec(),
         "category" => ["acct", "other", "bad-category"]
             .map(str::to_owned)
             .to_vec(),
@@ -221,6 +264,9 @@ fn query_value(name: &str) -> &'static str {
         "after" => "acct-0",
         "group_member" => "0",
         "group_size" => "1",
+        "count" => "2",
+        "wait_ms" => "1",
+        "buffer_size" => "1",
         _ => "1",
     }
 }
@@ -590,6 +636,7 @@ async fn every_answer_of_every_operation_is_documented_and_every_error_is_a_prob
         let path = path
             .replace("{stream}", "acct-1")
             .replace("{category}", "acct")
+            .replace("{group}", "acct-1")
             .replace("{file}", "app.js");
         let documented = &document["paths"][&path];
         for method in [Method::OPTIONS, Method::PATCH, Method::PUT, Method::TRACE] {

@@ -91,6 +91,17 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/all"),
     ("get", "/all/subscribe"),
     ("get", "/categories/{category}"),
+    ("get", "/subscriptions"),
+    ("get", "/subscriptions/{stream}"),
+    ("put", "/subscriptions/{stream}/{group}"),
+    ("post", "/subscriptions/{stream}/{group}"),
+    ("get", "/subscriptions/{stream}/{group}"),
+    ("delete", "/subscriptions/{stream}/{group}"),
+    ("post", "/subscriptions/{stream}/{group}/replay-parked"),
+    ("post", "/subscriptions/{stream}/{group}/messages"),
+    ("post", "/subscriptions/{stream}/{group}/ack"),
+    ("post", "/subscriptions/{stream}/{group}/nack"),
+    ("get", "/subscriptions/{stream}/{group}/subscribe"),
     ("get", "/"),
     ("get", "/ui/{file}"),
     ("post", "/auth/session"),
@@ -181,6 +192,7 @@ async fn every_route_is_documented_and_every_documented_operation_is_served() {
             let uri = path
                 .replace("{stream}", "probe-1")
                 .replace("{category}", "probe")
+                .replace("{group}", "probe")
                 .replace("{file}", "app.js");
             let body = match method.as_str() {
                 "post" => Some(

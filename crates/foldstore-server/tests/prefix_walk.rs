@@ -20,6 +20,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use foldstore_core::InMemoryStore;
+use foldstore_core::persistent::PersistentSubscriptions;
 use foldstore_server::auth::{Scope, Tokens, token_line};
 use foldstore_server::{ServerConfig, app};
 use futures::StreamExt;
@@ -31,7 +32,9 @@ const LIMITED: &str = "fst_walk_accounts";
 /// What the outside streams carry; no answer to the limited token may hold it.
 const MARKERS: [&str; 4] = ["secret-", "vault", "SecretMoved", "TOPSECRETDATA"];
 
-fn router() -> axum::Router {
+/// A server with tokens and persistent subscriptions over a fresh store. (The
+/// subscriptions' tasks stop when the test's runtime does.)
+async fn router() -> axum::Router {
     let lines = [
         token_line("admin", ADMIN, &[Scope::Admin], &[]),
         token_line(
@@ -44,7 +47,9 @@ fn router() -> axum::Router {
     let config = ServerConfig::default()
         .tokens(Tokens::parse(&lines.join("\n")).unwrap())
         .heartbeat(Duration::from_millis(50));
-    app(Arc::new(InMemoryStore::new()), config)
+    let store = Arc::new(InMemoryStore::new());
+    let persistent = PersistentSubscriptions::open(store.clone()).await.unwrap();
+    app(store, config.persistent(Arc::new(persistent)))
 }
 
 /// An answer: status, content type and body (the first moments of a stream).
@@ -150,6 +155,67 @@ async fn seed_inside(router: &axum::Router) {
     }
 }
 
+/// A persistent subscription group on `stream`, named like it (the walk fills every
+/// path parameter with one value), and, once its task has read the stream's events,
+/// the same answers on both servers.
+async fn seed_group(router: &axum::Router, stream: &str, events: usize) {
+    let answer = call(
+        router,
+        "PUT",
+        &format!("/subscriptions/{stream}/{stream}"),
+        ADMIN,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    for _ in 0..500 {
+        let info = call(
+            router,
+            "GET",
+            &format!("/subscriptions/{stream}/{stream}"),
+            ADMIN,
+            None,
+        )
+        .await;
+        let info: Value = serde_json::from_str(&info.body).unwrap();
+        if info["waiting"] == events {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the group on {stream} did not read its {events} events");
+}
+
+/// The groups the limited token reaches, the same on both servers.
+async fn seed_inside_groups(router: &axum::Router) {
+    seed_group(router, "account-1", 2).await;
+}
+
+/// Groups outside the token's prefixes: on outside streams and on `$all` (one with
+/// events leased, so that its figures are not zero).
+async fn seed_outside_groups(router: &axum::Router) {
+    seed_group(router, "secret-1", 2).await;
+    seed_group(router, "vault-9", 1).await;
+    let answer = call(
+        router,
+        "PUT",
+        "/subscriptions/$all/secret-1",
+        ADMIN,
+        Some(json!({"filter": {"category": "secret"}})),
+    )
+    .await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    let polled = call(
+        router,
+        "POST",
+        "/subscriptions/secret-1/secret-1/messages?count=1&wait_ms=1000",
+        ADMIN,
+        None,
+    )
+    .await;
+    assert!(polled.body.contains("TOPSECRETDATA"), "{}", polled.body);
+}
+
 /// Streams outside the token's prefixes, several per category so that a count or a
 /// listing that included them would change.
 async fn seed_outside(router: &axum::Router) {
@@ -207,7 +273,7 @@ fn uris(method: &str, template: &str) -> Vec<String> {
     let values: &[&str] = if template.contains("{category}") {
         &["account", "secret", "accounting"]
     } else {
-        &["account-1", "secret-1", "vault-9"]
+        &["account-1", "secret-1", "vault-9", "$all"]
     };
     let mut paths = Vec::new();
     for value in values {
@@ -256,11 +322,14 @@ fn assert_no_markers(what: &str, answer: &Answer) {
 
 #[tokio::test]
 async fn every_route_keeps_to_the_tokens_prefixes() {
-    let plain = router();
-    let mixed = router();
+    let plain = router().await;
+    let mixed = router().await;
     seed_inside(&plain).await;
     seed_inside(&mixed).await;
     seed_outside(&mixed).await;
+    seed_inside_groups(&plain).await;
+    seed_inside_groups(&mixed).await;
+    seed_outside_groups(&mixed).await;
     let operations = operations(&mixed).await;
 
     let mut reads = 0;
@@ -287,22 +356,21 @@ async fn every_route_keeps_to_the_tokens_prefixes() {
     assert!(reads > 50, "the walk made only {reads} reads");
 
     // Writes outside the prefixes are refused; inside, the answer names no outside
-    // stream.
-    for (method, template) in operations.iter().filter(|(m, _)| m != "GET") {
+    // stream. Deletes go last, so that the other writes find what they act on.
+    let mut writes: Vec<&(String, String)> =
+        operations.iter().filter(|(m, _)| m != "GET").collect();
+    writes.sort_by_key(|(m, _)| m == "DELETE");
+    let mut exercised = 0;
+    for (method, template) in writes {
         if !template.contains('{') {
             continue;
         }
         for uri in uris(method, template) {
-            let body = match method.as_str() {
-                "POST" => Some(event(
-                    "00000000-0000-4000-8000-0000000000ff",
-                    "Deposited",
-                    json!({}),
-                )),
-                "PUT" => Some(json!({"max_count": 100})),
-                _ => None,
-            };
+            let body = write_body(method, template);
             let answer = call(&mixed, method, &uri, LIMITED, body).await;
+            if answer.status.is_success() {
+                exercised += 1;
+            }
             let outside = !uri.contains("/account-1") && !uri.contains("/account/");
             if outside {
                 assert_eq!(
@@ -316,14 +384,38 @@ async fn every_route_keeps_to_the_tokens_prefixes() {
             }
         }
     }
+    assert!(
+        exercised >= 8,
+        "only {exercised} writes inside the prefixes succeeded"
+    );
+}
+
+/// A body each write takes, so that writes inside the prefixes succeed.
+fn write_body(method: &str, template: &str) -> Option<Value> {
+    if template.starts_with("/subscriptions/") {
+        return match template.rsplit('/').next() {
+            Some("ack") => Some(json!({"keys": ["0"]})),
+            Some("nack") => Some(json!({"keys": ["1"], "action": "retry"})),
+            Some("{group}") if method != "DELETE" => Some(json!({"message_timeout_ms": 1000})),
+            _ => None,
+        };
+    }
+    match method {
+        "POST" => Some(event(
+            "00000000-0000-4000-8000-0000000000ff",
+            "Deposited",
+            json!({}),
+        )),
+        "PUT" => Some(json!({"max_count": 100})),
+        _ => None,
+    }
 }
 
 #[tokio::test]
 async fn the_streams_listing_and_the_figures_narrow_to_the_tokens_prefixes() {
-    let router = router();
+    let router = router().await;
     seed_inside(&router).await;
     seed_outside(&router).await;
-
     let listing = call(&router, "GET", "/api/streams", LIMITED, None).await;
     assert_eq!(listing.status, 200);
     let page: Value = serde_json::from_str(&listing.body).unwrap();
@@ -361,5 +453,50 @@ async fn the_streams_listing_and_the_figures_narrow_to_the_tokens_prefixes() {
     for token in [LIMITED, ADMIN] {
         let answer = call(&router, "GET", repeated, token, None).await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+    }
+
+    // Persistent subscription groups: the listing shows the groups of the token's
+    // streams, and the others (on `$all` too) are out of its reach.
+    seed_inside_groups(&router).await;
+    seed_outside_groups(&router).await;
+
+    let groups = |body: &str| -> Vec<(String, String)> {
+        let list: Value = serde_json::from_str(body).unwrap();
+        list["subscriptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                let name = |k: &str| g[k].as_str().unwrap().to_owned();
+                (name("stream"), name("group"))
+            })
+            .collect()
+    };
+    let listing = call(&router, "GET", "/subscriptions", LIMITED, None).await;
+    assert_eq!(listing.status, 200, "{}", listing.body);
+    assert_eq!(
+        groups(&listing.body),
+        [("account-1".to_owned(), "account-1".to_owned())]
+    );
+    let listing = call(&router, "GET", "/subscriptions", ADMIN, None).await;
+    assert_eq!(groups(&listing.body).len(), 4, "{}", listing.body);
+    for uri in [
+        "/subscriptions/secret-1",
+        "/subscriptions/$all",
+        "/subscriptions/%24all/secret-1",
+        "/subscriptions/secret-1/secret-1/messages",
+    ] {
+        let method = if uri.ends_with("messages") {
+            "POST"
+        } else {
+            "GET"
+        };
+        let answer = call(&router, method, uri, LIMITED, None).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::FORBIDDEN,
+            "{uri}: {}",
+            answer.body
+        );
     }
 }

@@ -11,6 +11,7 @@ mod interleave;
 mod load;
 mod machine;
 mod payload;
+mod persistent;
 mod procstat;
 mod raw_sqlite;
 mod rehydrate;
@@ -254,6 +255,7 @@ async fn measure(
         Workload::HttpAppend => http::http_append(&store, params).await,
         Workload::SseFanout => http::sse_fanout(&dir.path, params).await,
         Workload::HttpReadAll => http::http_read_all(&store, params).await,
+        Workload::Persistent => persistent::persistent(&store, params).await,
         #[cfg(feature = "grpc-bench")]
         Workload::GrpcReadAll => grpc::grpc_read_all(&store, params).await,
         #[cfg(feature = "grpc-bench")]

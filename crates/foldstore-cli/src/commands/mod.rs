@@ -1,5 +1,6 @@
 //! The store commands (`append`, `read`, `tail`, `delete`, `export`, `import`,
-//! `serve`, `token`) and opening the store they work on.
+//! `serve`, `token`), the server's persistent subscriptions (`subscriptions`), and
+//! opening the store they work on.
 
 pub(crate) mod append;
 pub(crate) mod delete;
@@ -7,6 +8,7 @@ pub(crate) mod export;
 pub(crate) mod import;
 pub(crate) mod read;
 pub(crate) mod serve;
+pub(crate) mod subscriptions;
 pub(crate) mod tail;
 pub(crate) mod token;
 

@@ -1,6 +1,6 @@
 //! `foldstore serve`: the HTTP API of `foldstore-server`, and KurrentDB's gRPC
 //! protocol (`foldstore-grpc`) on the same port, over the store the global options
-//! point at, until Ctrl-C (or SIGTERM).
+//! point at, with its persistent subscriptions, until Ctrl-C (or SIGTERM).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use std::time::Duration;
 use foldstore_core::EventStore;
 use foldstore_core::persistent::{LockFactory, PersistentSubscriptions};
 use foldstore_core::projection::RunnerLock;
+use foldstore_postgres::projection::AdvisoryLock;
 use foldstore_server::ServerConfig;
 use foldstore_server::auth::{Scope, Tokens};
 
@@ -136,8 +137,18 @@ pub(crate) async fn run(
             "tokens cross the network in clear text without TLS: give --tls-cert and --tls-key"
         );
     }
-    let subs = open_persistent(&store, dyn_store.clone(), store_args).await?;
-    let mut grpc = foldstore_grpc::Services::new(dyn_store.clone()).persistent(subs.clone());
+    // One set of persistent subscriptions per process, for every protocol; on
+    // PostgreSQL each group's advisory lock lets one `foldstore serve` deliver it.
+    let persistent = match open_persistent(&store, dyn_store.clone()).await {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            drop(dyn_store);
+            let _ = backend::close(store).await;
+            return Err(e);
+        }
+    };
+    config = config.persistent(persistent.clone());
+    let mut grpc = foldstore_grpc::Services::new(dyn_store.clone()).persistent(persistent.clone());
     if let Some(tokens) = &tokens {
         grpc = grpc.authenticator(Arc::new(GrpcTokens(tokens.clone())));
     }
@@ -151,9 +162,10 @@ pub(crate) async fn run(
         }
         None => foldstore_server::serve(listener, dyn_store, config, shutdown_signal()).await,
     };
-    // Every group's checkpoint, before the store closes.
-    subs.shutdown().await;
-    // The server has stopped and dropped its handles: finish queued writes and close.
+    // The server has stopped: write each group's checkpoint, then finish queued
+    // writes and close.
+    persistent.shutdown().await;
+    drop(persistent);
     let closed = backend::close(store).await;
     served.map_err(|e| CliError::io("the server failed", e))?;
     #[cfg(feature = "otlp")]
@@ -165,37 +177,27 @@ pub(crate) async fn run(
     Ok(())
 }
 
-/// The persistent subscriptions this server serves, one set shared by everything that
-/// serves them. On PostgreSQL each group's lock is an advisory lock (named with the
-/// schema, so schemas sharing a database do not collide), so that among servers over
-/// one database one serves each group; on SQLite the store's file lock already makes
-/// this process the only one.
+/// The persistent subscriptions of `store`, served by this process: with in-process
+/// locks on SQLite (one process per file), with a PostgreSQL advisory lock per group
+/// (named with the schema, so two schemas of one database do not share locks) on
+/// PostgreSQL, so that several servers over one database never deliver one event to
+/// two consumers of a group at once.
 async fn open_persistent(
     store: &Store,
-    dyn_store: Arc<dyn EventStore>,
-    store_args: &StoreArgs,
-) -> Result<Arc<PersistentSubscriptions>, CliError> {
-    let location = DatabaseLocation::resolve(
-        store_args.database.as_deref(),
-        &store_args.data_dir,
-        store_args.pg_schema.as_deref(),
-        store_args.pg_tuning(),
-    )?;
-    let subs = match (store, location) {
-        (Store::Postgres(_), DatabaseLocation::Postgres { url, schema, .. }) => {
-            let locks: LockFactory = Arc::new(move |name: String| {
-                let (url, name) = (url.clone(), format!("{schema}:{name}"));
-                Box::pin(async move {
-                    let lock =
-                        foldstore_postgres::projection::AdvisoryLock::connect(&url, &name).await?;
-                    Ok(Box::new(lock) as Box<dyn RunnerLock>)
-                })
-            });
-            PersistentSubscriptions::open_with_locks(dyn_store, locks).await?
-        }
-        _ => PersistentSubscriptions::open(dyn_store).await?,
+    events: Arc<dyn EventStore>,
+) -> Result<PersistentSubscriptions, CliError> {
+    let Store::Postgres(pg) = store else {
+        return Ok(PersistentSubscriptions::open(events).await?);
     };
-    Ok(Arc::new(subs))
+    let (url, schema) = (pg.options().url.clone(), pg.options().schema.clone());
+    let locks: LockFactory = Arc::new(move |name: String| {
+        let (url, name) = (url.clone(), format!("{schema}:{name}"));
+        Box::pin(async move {
+            let lock = AdvisoryLock::connect(&url, &name).await?;
+            Ok(Box::new(lock) as Box<dyn RunnerLock>)
+        })
+    });
+    Ok(PersistentSubscriptions::open_with_locks(events, locks).await?)
 }
 
 /// The tokens file, for the gRPC clients' credentials: a bearer token is a token; basic

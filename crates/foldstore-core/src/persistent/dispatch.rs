@@ -7,7 +7,8 @@
 //! tested directly, against a reference model (`tests` below):
 //!
 //! - an event is in flight at one consumer at most, and a consumer never has more in
-//!   flight than the buffer size it connected with;
+//!   flight than the buffer size it connected with (a paused consumer keeps what it
+//!   had and gets nothing more);
 //! - every event is eventually acked, skipped or parked (at-least-once): a timeout, a
 //!   retry nack or the consumer's disconnection makes it wait for delivery again;
 //! - the checkpoint never passes an event that is not finished.
@@ -204,6 +205,16 @@ impl<T: Clone> Dispatcher<T> {
         }
     }
 
+    /// Pauses a consumer: it keeps the events it has in flight (until they are acked,
+    /// nacked or time out) but is given no more, and [`Strategy::Pinned`] pins streams
+    /// to the other consumers. A client that polls (the HTTP API's leases) connects,
+    /// takes what is dispatched, and pauses.
+    pub fn pause(&mut self, id: ConsumerId) {
+        if let Some(c) = self.consumers.iter_mut().find(|c| c.id == id) {
+            c.capacity = 0;
+        }
+    }
+
     /// Disconnects a consumer: its events in flight wait for another one (this does
     /// not count as a retry).
     pub fn disconnect(&mut self, id: ConsumerId) {
@@ -244,7 +255,7 @@ impl<T: Clone> Dispatcher<T> {
         let mut free: usize = self
             .consumers
             .iter()
-            .map(|c| c.capacity - c.in_flight)
+            .map(|c| c.capacity.saturating_sub(c.in_flight))
             .sum();
         let keys: Vec<EventKey> = self.waiting.iter().copied().collect();
         for key in keys {
@@ -263,8 +274,15 @@ impl<T: Clone> Dispatcher<T> {
                     (0..n).find(|&i| self.consumers[i].in_flight < self.consumers[i].capacity)
                 }
                 Strategy::Pinned => {
-                    let i = (entry.pin % n as u64) as usize;
-                    (self.consumers[i].in_flight < self.consumers[i].capacity).then_some(i)
+                    // Among the consumers that are not paused.
+                    let open = self.consumers.iter().filter(|c| c.capacity > 0).count();
+                    let nth = (entry.pin % open.max(1) as u64) as usize;
+                    self.consumers
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| c.capacity > 0)
+                        .nth(nth)
+                        .and_then(|(i, c)| (c.in_flight < c.capacity).then_some(i))
                 }
             };
             let Some(i) = chosen else { continue };

@@ -70,6 +70,9 @@ pub(crate) enum Cmd {
         reply: oneshot::Sender<Result<(), PersistentError>>,
     },
     Disconnect(ConsumerId),
+    /// Hand the consumer what waits now, then give it nothing more; answered once
+    /// done, so every delivery to it is in its channel.
+    Pause(ConsumerId, oneshot::Sender<()>),
     Ack(Vec<EventKey>),
     Nack(ConsumerId, Vec<EventKey>, NackAction),
     Replay(Option<u64>, oneshot::Sender<Result<u64, PersistentError>>),
@@ -222,6 +225,14 @@ impl GroupTask {
         true
     }
 
+    /// Records that consumer `id` is paused (capacity 0), so that it stays paused
+    /// when the task serves again after losing its lock.
+    fn pause_registration(&mut self, id: ConsumerId) {
+        if let Some(c) = self.consumers.iter_mut().find(|c| c.0 == id) {
+            c.1 = 0;
+        }
+    }
+
     /// A command while not serving.
     fn idle(&mut self, cmd: Cmd) {
         match cmd {
@@ -235,6 +246,10 @@ impl GroupTask {
             }
             Cmd::Disconnect(id) | Cmd::Nack(id, _, NackAction::Stop) => {
                 self.consumers.retain(|c| c.0 != id)
+            }
+            Cmd::Pause(id, done) => {
+                self.pause_registration(id);
+                let _ = done.send(());
             }
             Cmd::Ack(_) | Cmd::Nack(..) | Cmd::Stop(_) => {}
             Cmd::Replay(_, reply) => {
@@ -325,6 +340,9 @@ impl GroupTask {
         };
         for (id, capacity, _) in &self.consumers {
             term.disp.connect(*id, *capacity);
+            if *capacity == 0 {
+                term.disp.pause(*id);
+            }
         }
         let mut sub = self.subscribe(start).await?;
         let mut sub_open = true;
@@ -410,6 +428,12 @@ impl GroupTask {
             Cmd::Disconnect(id) => {
                 self.consumers.retain(|c| c.0 != id);
                 term.disp.disconnect(id);
+            }
+            Cmd::Pause(id, done) => {
+                self.pump(term).await?;
+                self.pause_registration(id);
+                term.disp.pause(id);
+                let _ = done.send(());
             }
             Cmd::Ack(keys) => keys.into_iter().for_each(|k| term.disp.ack(k)),
             Cmd::Nack(id, keys, action) => {

@@ -512,6 +512,53 @@ impl PersistentSubscriptions {
         Ok(Consumer { id, rx, cmd })
     }
 
+    /// Acknowledges events of a group by their keys, without a consumer: for a client
+    /// that polls and whose consumer may be gone (an ack after the message timeout
+    /// still finishes an event). Answers [`PersistentError::NotFound`] for no such
+    /// group.
+    pub async fn ack(
+        &self,
+        target: &Target,
+        group: &str,
+        keys: &[EventKey],
+    ) -> Result<(), PersistentError> {
+        let cmd = self.handle(target, group).await?;
+        cmd.send(Cmd::Ack(keys.to_vec()))
+            .map_err(|_| Self::not_found(target, group))
+    }
+
+    /// Nacks events of a group by their keys, without a consumer (see
+    /// [`PersistentSubscriptions::ack`]). [`NackAction::Stop`] stops no consumer here:
+    /// it does nothing.
+    pub async fn nack(
+        &self,
+        target: &Target,
+        group: &str,
+        keys: &[EventKey],
+        action: NackAction,
+    ) -> Result<(), PersistentError> {
+        let cmd = self.handle(target, group).await?;
+        if action == NackAction::Stop {
+            return Ok(());
+        }
+        // Consumer ids start at 1: 0 is no consumer.
+        cmd.send(Cmd::Nack(0, keys.to_vec(), action))
+            .map_err(|_| Self::not_found(target, group))
+    }
+
+    /// A group's settings, as stored (a start at the end is resolved to where the end
+    /// was when the group was created or updated).
+    pub async fn settings(
+        &self,
+        target: &Target,
+        group: &str,
+    ) -> Result<PersistentSettings, PersistentError> {
+        match self.config(target, group).await? {
+            (Some(settings), _) => Ok(settings),
+            (None, _) => Err(Self::not_found(target, group)),
+        }
+    }
+
     /// Delivers the group's parked events again; answers how many were queued.
     pub async fn replay_parked(
         &self,
@@ -590,6 +637,24 @@ impl Consumer {
     /// or this consumer nacked with [`NackAction::Stop`]).
     pub async fn next(&mut self) -> Option<PersistentEvent> {
         self.rx.recv().await
+    }
+
+    /// The next event if one is delivered already, without waiting.
+    pub fn try_next(&mut self) -> Option<PersistentEvent> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Hands this consumer the events that wait for delivery now (up to its buffer
+    /// size), then pauses it: it keeps the events it has until it acks or nacks them
+    /// or they time out, and is given no more. Once this returns, every event
+    /// delivered to it is in its queue ([`Consumer::try_next`] takes them). A client
+    /// that polls (the HTTP API's leases) connects, waits for a first event, pauses,
+    /// and keeps the consumer while it works on what it took.
+    pub async fn pause(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.cmd.send(Cmd::Pause(self.id, done)).is_ok() {
+            let _ = wait.await;
+        }
     }
 
     /// Acknowledges events: they are finished.

@@ -50,6 +50,15 @@ impl TestServer {
         serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
     }
 
+    /// Stops the server gracefully and waits until it has: requests in flight finish,
+    /// and the store handles it held are dropped.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.unwrap().unwrap();
+    }
+
     /// GETs `path` and returns the status and the body as text.
     pub async fn get_text(&self, path: &str) -> (u16, String) {
         let response = reqwest::get(self.url(path)).await.unwrap();

@@ -133,11 +133,47 @@ fn replays_do_not_move_the_checkpoint() {
     assert_eq!(d.checkpoint(), Some(51));
 }
 
+#[test]
+fn a_paused_consumer_keeps_its_events_and_gets_no_more() {
+    let mut d = Dispatcher::new(rules(Strategy::Pinned, 5), None);
+    d.connect(1, 2);
+    d.connect(2, 2);
+    for k in 0..4 {
+        d.push(EventKey::Source(k), k as u64, ());
+    }
+    let first = d.dispatch(0);
+    let held_by_1 = first.iter().filter(|d| d.consumer == 1).count();
+    assert!(held_by_1 > 0, "{first:?}");
+    d.pause(1);
+    assert_eq!(d.consumers()[0], (1, 0, held_by_1), "it keeps what it had");
+    for del in first.iter().filter(|d| d.consumer == 2) {
+        d.ack(del.key);
+    }
+    d.push(EventKey::Source(4), 0, ());
+    d.push(EventKey::Source(5), 2, ());
+    let later = d.dispatch(0);
+    assert_eq!(later.len(), 2);
+    assert!(
+        later.iter().all(|d| d.consumer == 2),
+        "a paused consumer is given nothing, and pins go to the others: {later:?}"
+    );
+    for del in later {
+        d.ack(del.key);
+    }
+    // Its events come back after their timeout, to the consumer that is not paused.
+    d.expire(100);
+    let again = d.dispatch(100);
+    assert_eq!(again.len(), held_by_1);
+    assert!(again.iter().all(|d| d.consumer == 2 && d.retry_count == 1));
+    assert_eq!(d.consumers()[0], (1, 0, 0));
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Push,
     Connect(usize),
     Disconnect(usize),
+    Pause(usize),
     Dispatch,
     Ack(usize),
     Nack(usize, u8),
@@ -150,6 +186,7 @@ fn op() -> impl Gen<Value = Op> {
         3 => Just(Op::Push),
         1 => (1usize..4).prop_map(Op::Connect),
         1 => (0usize..8).prop_map(Op::Disconnect),
+        1 => (0usize..8).prop_map(Op::Pause),
         3 => Just(Op::Dispatch),
         3 => (0usize..16).prop_map(Op::Ack),
         2 => ((0usize..16), (0u8..4)).prop_map(|(i, a)| Op::Nack(i, a)),
@@ -180,7 +217,11 @@ fn check(
     caps: &HashMap<ConsumerId, usize>,
 ) -> Result<(), TestCaseError> {
     for (id, cap, in_flight) in d.consumers() {
-        prop_assert!(in_flight <= cap, "consumer {id} holds {in_flight} > {cap}");
+        // A paused consumer (capacity 0) keeps what it held when paused.
+        prop_assert!(
+            in_flight <= cap || cap == 0,
+            "consumer {id} holds {in_flight} > {cap}"
+        );
         prop_assert_eq!(caps.get(&id), Some(&cap));
     }
     let lowest_open = model
@@ -210,11 +251,12 @@ proptest! {
         let mut now = 0u64;
         let mut parked = Vec::new();
 
-        let deliver = |out: Vec<Delivery<u128>>, model: &mut BTreeMap<u128, Seen>| -> Result<(), TestCaseError> {
+        let deliver = |out: Vec<Delivery<u128>>, model: &mut BTreeMap<u128, Seen>, caps: &HashMap<ConsumerId, usize>| -> Result<(), TestCaseError> {
             for del in out {
                 let EventKey::Source(k) = del.key else { unreachable!() };
                 prop_assert_eq!(del.item, k);
                 let seen = model.get(&k).copied();
+                prop_assert!(caps.get(&del.consumer) != Some(&0), "event {} delivered to paused consumer {}", k, del.consumer);
                 prop_assert!(
                     seen == Some(Seen::Open),
                     "event {} delivered to {} while {:?}", k, del.consumer, seen
@@ -246,7 +288,14 @@ proptest! {
                         }
                     }
                 }
-                Op::Dispatch => deliver(d.dispatch(now), &mut model)?,
+                Op::Pause(i) => {
+                    let ids: Vec<_> = d.consumers().into_iter().map(|c| c.0).collect();
+                    if let Some(&id) = ids.get(i % ids.len().max(1)) {
+                        d.pause(id);
+                        caps.insert(id, 0);
+                    }
+                }
+                Op::Dispatch => deliver(d.dispatch(now), &mut model, &caps)?,
                 Op::Ack(i) | Op::Nack(i, _) => {
                     let held: Vec<(u128, ConsumerId)> = model.iter()
                         .filter_map(|(k, s)| match s { Seen::With(c) => Some((*k, *c)), _ => None })
@@ -323,7 +372,7 @@ proptest! {
                 }
                 continue;
             }
-            deliver(out.clone(), &mut model)?;
+            deliver(out.clone(), &mut model, &caps)?;
             for del in out {
                 d.ack(del.key);
                 let EventKey::Source(k) = del.key else { unreachable!() };
