@@ -3,20 +3,74 @@
 //! accept new appends. It guards against a schema change without a migration, and
 //! against a migration that loses or reinterprets stored data.
 //!
-//! `tests/fixtures/schema_v1.db` was written by `write_schema_v1_fixture` (ignored; run
-//! it only to recreate the file, never after the schema moved on).
+//! `tests/fixtures/schema_v1.db` was written by `write_schema_v1_fixture`, and
+//! `tests/fixtures/schema_v2.db` by `write_schema_v2_fixture` (the scenario of
+//! `foldstore_core::testkit::old_format`) with foldstore at schema version 2 (both
+//! ignored; run them only to recreate a file, never after the schema moved on).
 
 use std::path::{Path, PathBuf};
 
 use foldstore_core::{
     AppendError, EventStore, ExpectedRevision, JSON, Metadata, NewEvent, ReadAllOptions, ReadError,
-    ReadStreamOptions, StreamMetadata, StreamName,
+    ReadStreamOptions, SnapshotStore, StreamMetadata, StreamName,
 };
 use foldstore_sqlite::{SqliteOptions, SqliteStore};
 use uuid::Uuid;
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schema_v1.db")
+}
+
+fn fixture_v2() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schema_v2.db")
+}
+
+/// Removes a database file and its companions.
+fn remove_database(path: &Path) {
+    for suffix in ["", "-wal", "-shm", ".lock"] {
+        let mut p = path.to_owned().into_os_string();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// What the version 2 fixture holds besides the shared scenario: two tagged events
+/// and a snapshot.
+async fn write_v2_extras(store: &SqliteStore) {
+    let tagged = NewEvent::json("Claimed", &serde_json::json!({"seat": 1}))
+        .unwrap()
+        .with_id(foldstore_core::testkit::old_format::id(8))
+        .with_tags(["course:c1", "student:ada"]);
+    store
+        .append(&name("claim-1"), ExpectedRevision::NoStream, vec![tagged])
+        .await
+        .unwrap();
+    store
+        .save_snapshot(foldstore_core::Snapshot::new(
+            name("account-1"),
+            "Balance",
+            1,
+            2,
+            b"6".to_vec(),
+        ))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+#[ignore = "writes the checked-in fixture; run only to recreate it"]
+async fn write_schema_v2_fixture() {
+    let path = fixture_v2();
+    remove_database(&path);
+    let store = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap();
+    foldstore_core::testkit::old_format::write_scenario(&store).await;
+    write_v2_extras(&store).await;
+    store.close().await.unwrap();
+    let mut lock = path.into_os_string();
+    lock.push(".lock");
+    let _ = std::fs::remove_file(lock);
 }
 
 fn name(s: &str) -> StreamName {
@@ -317,5 +371,36 @@ async fn schema_v1_file_migrates_to_v2_and_keeps_its_events() {
             .len(),
         8
     );
+    store.close().await.unwrap();
+}
+
+/// A version 2 file opens (migrating as needed) and keeps the shared scenario, its
+/// tags and its snapshot.
+#[tokio::test]
+async fn schema_v2_file_opens_and_reads_back() {
+    use foldstore_core::dcb::{Query, QueryItem, ReadQueryOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.db");
+    std::fs::copy(fixture_v2(), &path).expect("tests/fixtures/schema_v2.db is checked in");
+    let store = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap();
+    foldstore_core::testkit::old_format::check_scenario(&store).await;
+    let claims = store
+        .read_query(
+            &Query::from_items([QueryItem::new().tags(["student:ada"])]),
+            ReadQueryOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 1, "the tag index survived");
+    assert_eq!(claims[0].tags, ["course:c1", "student:ada"]);
+    let snapshot = store
+        .load_snapshot(&name("account-1"), "Balance")
+        .await
+        .unwrap()
+        .expect("the snapshot survived");
+    assert_eq!(snapshot.revision, 2);
     store.close().await.unwrap();
 }
