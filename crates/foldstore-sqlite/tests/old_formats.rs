@@ -21,6 +21,13 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schema_v1.db")
 }
 
+fn version(path: &Path) -> u32 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap()
+}
+
 fn fixture_v2() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schema_v2.db")
 }
@@ -258,23 +265,18 @@ async fn schema_v1_file_opens_and_reads_back() {
     store.close().await.unwrap();
 }
 
-/// A version 1 file is migrated to version 2 on open: every event is kept (with no
-/// tags), and the new features work on it: tagged appends, query reads through the tag
-/// index, conditions and snapshots. The migration is stored, so a reopen does nothing.
+/// A version 1 file is migrated to the current version on open: every event is kept
+/// (with no tags), and the newer features work on it: tagged appends, query reads
+/// through the tag index, conditions and snapshots. The migration is stored, so a
+/// reopen does nothing.
 #[tokio::test]
-async fn schema_v1_file_migrates_to_v2_and_keeps_its_events() {
+async fn schema_v1_file_migrates_and_keeps_its_events() {
     use foldstore_core::dcb::{AppendCondition, Query, QueryItem, ReadQueryOptions};
     use foldstore_core::{AppendError, Snapshot, SnapshotStore};
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v1.db");
     std::fs::copy(fixture(), &path).expect("tests/fixtures/schema_v1.db is checked in");
-    let version = |path: &Path| -> u32 {
-        rusqlite::Connection::open(path)
-            .unwrap()
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .unwrap()
-    };
     assert_eq!(version(&path), 1, "the fixture is a version 1 file");
     let store = SqliteStore::open(&path, SqliteOptions::default())
         .await
@@ -348,7 +350,7 @@ async fn schema_v1_file_migrates_to_v2_and_keeps_its_events() {
         .unwrap();
     store.close().await.unwrap();
 
-    assert_eq!(version(&path), 2, "the migration is stored");
+    assert_eq!(version(&path), 3, "the migration is stored");
     let store = SqliteStore::open(&path, SqliteOptions::default())
         .await
         .unwrap();
@@ -374,15 +376,17 @@ async fn schema_v1_file_migrates_to_v2_and_keeps_its_events() {
     store.close().await.unwrap();
 }
 
-/// A version 2 file opens (migrating as needed) and keeps the shared scenario, its
-/// tags and its snapshot.
+/// A version 2 file opens, migrating to version 3 (tracking), and keeps the shared
+/// scenario, its tags and its snapshot; transactions with tracking work on it.
 #[tokio::test]
 async fn schema_v2_file_opens_and_reads_back() {
     use foldstore_core::dcb::{Query, QueryItem, ReadQueryOptions};
+    use foldstore_core::{AppendTransaction, Position};
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v2.db");
     std::fs::copy(fixture_v2(), &path).expect("tests/fixtures/schema_v2.db is checked in");
+    assert_eq!(version(&path), 2, "the fixture is a version 2 file");
     let store = SqliteStore::open(&path, SqliteOptions::default())
         .await
         .unwrap();
@@ -402,5 +406,27 @@ async fn schema_v2_file_opens_and_reads_back() {
         .unwrap()
         .expect("the snapshot survived");
     assert_eq!(snapshot.revision, 2);
+    assert_eq!(store.tracking("mirror").await.unwrap(), None);
+    store
+        .append_transaction(
+            AppendTransaction::new()
+                .stream(
+                    name("claim-1"),
+                    ExpectedRevision::Exact(0),
+                    vec![NewEvent::json("Released", &1).unwrap()],
+                )
+                .tracking("mirror", Position::new(3)),
+        )
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    assert_eq!(version(&path), 3, "the migration is stored");
+    let store = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.tracking("mirror").await.unwrap(),
+        Some(Position::new(3))
+    );
     store.close().await.unwrap();
 }
