@@ -212,4 +212,34 @@ async fn schema_v3_dump_opens_and_reads_back() {
         .expect("load_snapshot")
         .expect("the snapshot survived");
     assert_eq!(snapshot.revision, 2);
+    // Migrated to version 4: transactions with tracking work on it.
+    assert_eq!(store.tracking("mirror").await.expect("tracking"), None);
+    let claim = NewEvent::json("Released", &1).expect("JSON");
+    let released = store
+        .append_transaction(
+            foldstore_core::AppendTransaction::new()
+                .stream(
+                    StreamName::new("claim-1").expect("valid"),
+                    ExpectedRevision::Exact(0),
+                    vec![claim],
+                )
+                .tracking("mirror", foldstore_core::Position::new(3)),
+        )
+        .await
+        .expect("a transaction on the migrated schema");
+    assert_eq!(released.streams[0].next_expected_revision, 1);
+    assert_eq!(
+        store.tracking("mirror").await.expect("tracking"),
+        Some(foldstore_core::Position::new(3))
+    );
+    let version: i32 = raw(&url)
+        .await
+        .query_one(
+            &format!("SELECT max(version) FROM \"{schema}\".schema_version"),
+            &[],
+        )
+        .await
+        .expect("read the schema version")
+        .get(0);
+    assert_eq!(version, 4, "the migration is stored");
 }
