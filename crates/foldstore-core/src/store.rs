@@ -86,26 +86,12 @@ pub trait EventStore: Send + Sync {
     async fn append_transaction(
         &self,
         transaction: AppendTransaction,
-    ) -> Result<TransactionResult, AppendError> {
-        // Until every backend implements it (this series of commits).
-        let _ = transaction;
-        Err(AppendError::Backend(BackendError::new(
-            BackendErrorKind::Internal,
-            "this store does not implement append_transaction yet",
-        )))
-    }
+    ) -> Result<TransactionResult, AppendError>;
 
     /// The position stored for tracking `source` by the last transaction that carried
     /// it (see [`crate::transaction::Tracking`]), or `None` when none did. An invalid
     /// source name is [`ReadError::InvalidTracking`].
-    async fn tracking(&self, source: &str) -> Result<Option<Position>, ReadError> {
-        // Until every backend implements it (this series of commits).
-        let _ = source;
-        Err(ReadError::Backend(BackendError::new(
-            BackendErrorKind::Internal,
-            "this store does not implement tracking yet",
-        )))
-    }
+    async fn tracking(&self, source: &str) -> Result<Option<Position>, ReadError>;
 
     /// Appends `events` to `stream` atomically, if the stream is at `expected`: a
     /// transaction of one part ([`EventStore::append_transaction`]).
