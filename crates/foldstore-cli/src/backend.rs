@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use foldstore_core::dcb::AppendCondition;
 use foldstore_core::{
     AppendError, AppendResult, EventFilter, EventStore, EventSubscription, ExpectedRevision,
     NewEvent, Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamName,
@@ -134,6 +135,20 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.append(stream, expected, events).await,
             Store::Postgres(p) => p.append(stream, expected, events).await,
+        }
+    }
+
+    /// [`EventStore::append_if`].
+    pub(crate) async fn append_if(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> Result<AppendResult, AppendError> {
+        match self {
+            Store::Sqlite(s) => s.append_if(stream, expected, events, condition).await,
+            Store::Postgres(p) => p.append_if(stream, expected, events, condition).await,
         }
     }
 

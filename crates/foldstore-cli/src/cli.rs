@@ -198,6 +198,9 @@ Workloads and their defaults (--events):
   append-1           one event per append, exact expected revision, 10,000 streams
                      (100,000 events with --concurrency 1, else 200,000); on PostgreSQL
                      it and append-batch report appends_per_transaction
+  append-if          append-1's load, each append conditional on no new event with its
+                     tag since this task's last append to the stream (never fails), after
+                     the same run's plain append-1; reports ratio_vs_append_1
   append-batch       100 events per append (200,000 events)
   read-all           fill 1,000,000 events, read them in pages of 1,000, then through
                      subscribe_to_all(Start) on a reopened store; reports peak_rss_mb
@@ -292,6 +295,9 @@ pub(crate) enum Workload {
     /// One-event appends with an exact expected revision to random streams among 10,000.
     #[value(name = "append-1")]
     Append1,
+    /// `append-1` with a DCB condition on each append (on the event's own tag), after
+    /// the same run's plain `append-1`.
+    AppendIf,
     /// Appends of 100 events each.
     AppendBatch,
     /// Fill 1,000,000 events, then read them all forwards in pages and by a subscription.
@@ -325,6 +331,7 @@ impl Workload {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Workload::Append1 => "append-1",
+            Workload::AppendIf => "append-if",
             Workload::AppendBatch => "append-batch",
             Workload::ReadAll => "read-all",
             Workload::ReadStream => "read-stream",

@@ -115,13 +115,15 @@ pub enum AppendError {
     /// The stream name is invalid.
     #[error(transparent)]
     InvalidStreamName(#[from] InvalidStreamName),
-    /// The append carried no events.
+    /// The append carried no events (or a part of a transaction carried none, or a
+    /// transaction carried neither events nor tracking).
     #[error("an append must carry at least one event; to check a stream's revision, read it")]
     NoEvents,
     /// One of the events is invalid.
     #[error("event {index} of the append is invalid: {reason}")]
     InvalidEvent {
-        /// 0-based index of the event in the append.
+        /// 0-based index of the event in the append (in a transaction, counted over
+        /// all its parts, part after part).
         index: usize,
         /// What is wrong with it.
         reason: InvalidEvent,
@@ -180,6 +182,30 @@ pub enum AppendError {
     /// A tag on an event, or in the condition's query, is invalid.
     #[error("{0}")]
     InvalidTag(#[from] crate::dcb::InvalidTag),
+    /// Two parts of a transaction name the same stream.
+    #[error(
+        "stream {stream} is named by two parts of the transaction: put all of its events in one part"
+    )]
+    DuplicateStream {
+        /// The stream.
+        stream: StreamName,
+    },
+    /// The transaction's tracking position is not past the one stored for its source:
+    /// what it carries was processed already (see [`crate::transaction::Tracking`]).
+    #[error(
+        "source {source_name:?} was already processed up to position {stored}, so position {position} was processed already: skip it and go on after {stored}"
+    )]
+    AlreadyProcessed {
+        /// The tracking source.
+        source_name: String,
+        /// The position stored for it.
+        stored: Position,
+        /// The position the transaction carried.
+        position: Position,
+    },
+    /// The transaction's tracking source name is invalid.
+    #[error("{0}")]
+    InvalidTracking(#[from] crate::transaction::InvalidTracking),
     /// The backend failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -207,6 +233,9 @@ pub enum ReadError {
     /// A tag in a query is invalid.
     #[error("{0}")]
     InvalidTag(#[from] crate::dcb::InvalidTag),
+    /// A tracking source name is invalid.
+    #[error("{0}")]
+    InvalidTracking(#[from] crate::transaction::InvalidTracking),
     /// A consumer group was given with `member >= size` or `size == 0`.
     #[error("consumer group member {member} of size {size} is invalid: use 0 <= member < size")]
     InvalidConsumerGroup {

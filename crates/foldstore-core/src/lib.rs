@@ -4,7 +4,8 @@
 //!
 //! - [`StreamName`], [`NewEvent`], [`RecordedEvent`], [`Position`], [`ExpectedRevision`];
 //! - the [`EventStore`] trait, with typed errors per operation ([`AppendError`],
-//!   [`ReadError`], ...);
+//!   [`ReadError`], ...), whose one write of events is the [`transaction`]: events for
+//!   several streams, a DCB condition and tracking, all or nothing;
 //! - [`rules`]: the append and visibility rules as pure functions, so every backend
 //!   decides the same way;
 //! - [`subscription`]: catch-up-then-live subscriptions built from reads and a commit
@@ -64,6 +65,7 @@ pub mod subscription;
 pub mod testing;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod transaction;
 pub mod upcast;
 
 #[doc = include_str!("../../../docs/guide.md")]
@@ -97,3 +99,4 @@ pub use store::{EventStore, EventSubscription};
 pub use stream_name::{
     InvalidStreamName, MAX_STREAM_NAME_BYTES, StreamName, category_of, validate_category,
 };
+pub use transaction::{AppendTransaction, StreamAppend, Tracking, TransactionResult};

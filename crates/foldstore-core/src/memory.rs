@@ -8,16 +8,20 @@ use async_trait::async_trait;
 use chrono::Utc;
 use uuid::Uuid;
 
-use crate::dcb::{AppendCondition, Query, ReadQueryOptions};
+use crate::dcb::{Query, ReadQueryOptions};
 use crate::rules::{
-    AppendPlan, StoredId, StreamState, Visibility, check_delete, plan_append, validate_events,
+    StoredId, StreamState, TransactionPlan, Visibility, check_delete, check_tracking,
+    plan_transaction, validate_transaction,
 };
 use crate::snapshot::{
     Snapshot, SnapshotError, SnapshotStore, should_replace, validate_state_type,
 };
 use crate::subscription::{CommitNotifier, subscribe_all, subscribe_stream};
+use crate::transaction::{
+    AppendTransaction, StreamRevision, TransactionResult, validate_tracking_source,
+};
 use crate::{
-    AppendError, AppendResult, DeleteError, Direction, EventFilter, EventStore, EventSubscription,
+    AppendError, DeleteError, Direction, EventFilter, EventStore, EventSubscription,
     ExpectedRevision, Limits, MetadataError, NewEvent, Position, ReadAllOptions, ReadError,
     ReadStreamOptions, RecordedEvent, StreamMetadata, StreamName, SubscribeFrom,
     SubscribeStreamFrom,
@@ -38,6 +42,8 @@ struct State {
     streams: HashMap<StreamName, Stream>,
     ids: HashMap<Uuid, usize>,
     snapshots: HashMap<(StreamName, String), Snapshot>,
+    /// Tracking positions by source.
+    tracking: HashMap<String, Position>,
 }
 
 /// An event store in memory.
@@ -100,38 +106,44 @@ fn stream_state(state: &State, stream: &StreamName) -> StreamState {
 }
 
 impl InMemoryStore {
-    fn append_checked(
-        &self,
-        stream: &StreamName,
-        expected: ExpectedRevision,
-        events: Vec<NewEvent>,
-        condition: Option<&AppendCondition>,
-    ) -> Result<AppendResult, AppendError> {
-        validate_events(&events, &self.limits)?;
-        if let Some(c) = condition {
-            c.fail_if_events_match.validate()?;
-        }
+    fn stored_ids(st: &State, events: &[NewEvent]) -> Vec<Option<StoredId>> {
+        events
+            .iter()
+            .map(|e| {
+                st.ids.get(&e.id).map(|&i| {
+                    let r = &st.events[i];
+                    StoredId {
+                        stream: r.stream.clone(),
+                        revision: r.revision,
+                        position: r.position,
+                    }
+                })
+            })
+            .collect()
+    }
+
+    fn commit(&self, tx: AppendTransaction) -> Result<TransactionResult, AppendError> {
+        validate_transaction(&tx, &self.limits)?;
         let result = {
             let mut st = self.lock();
-            let stored: Vec<Option<StoredId>> = events
+            let states: Vec<StreamState> = tx
+                .parts
                 .iter()
-                .map(|e| {
-                    st.ids.get(&e.id).map(|&i| {
-                        let r = &st.events[i];
-                        StoredId {
-                            stream: r.stream.clone(),
-                            revision: r.revision,
-                            position: r.position,
-                        }
-                    })
-                })
+                .map(|p| stream_state(&st, &p.stream))
                 .collect();
-            let current = stream_state(&st, stream);
-            let first_revision = match plan_append(stream, expected, &current, &events, &stored)? {
-                AppendPlan::AlreadyStored(result) => return Ok(result),
-                AppendPlan::Write { first_revision } => first_revision,
+            let stored: Vec<Vec<Option<StoredId>>> = tx
+                .parts
+                .iter()
+                .map(|p| Self::stored_ids(&st, &p.events))
+                .collect();
+            let first_revisions = match plan_transaction(&tx.parts, &states, &stored)? {
+                TransactionPlan::AlreadyStored(result) => return Ok(result),
+                TransactionPlan::Write { first_revisions } => first_revisions,
             };
-            if let Some(c) = condition {
+            if let Some(t) = &tx.tracking {
+                check_tracking(t, st.tracking.get(&t.source).copied())?;
+            }
+            if let Some(c) = &tx.condition {
                 let start = c
                     .after
                     .map_or(0, |p| usize::try_from(p.as_u128()).unwrap_or(usize::MAX));
@@ -147,32 +159,45 @@ impl InMemoryStore {
                 }
             }
             let now = Utc::now();
-            let mut revision = first_revision;
-            let mut indexes = Vec::with_capacity(events.len());
-            for e in events {
-                let index = st.events.len();
-                st.ids.insert(e.id, index);
-                st.events.push(RecordedEvent {
-                    id: e.id,
-                    stream: stream.clone(),
-                    event_type: e.event_type,
-                    revision,
-                    position: position_of(index),
-                    data: e.data,
-                    content_type: e.content_type,
-                    metadata: e.metadata,
-                    recorded_at: now,
-                    tags: e.tags,
+            let first_index = st.events.len();
+            let mut streams = Vec::with_capacity(tx.parts.len());
+            for (part, first_revision) in tx.parts.into_iter().zip(first_revisions) {
+                let mut revision = first_revision;
+                let mut indexes = Vec::with_capacity(part.events.len());
+                for e in part.events {
+                    let index = st.events.len();
+                    st.ids.insert(e.id, index);
+                    st.events.push(RecordedEvent {
+                        id: e.id,
+                        stream: part.stream.clone(),
+                        event_type: e.event_type,
+                        revision,
+                        position: position_of(index),
+                        data: e.data,
+                        content_type: e.content_type,
+                        metadata: e.metadata,
+                        recorded_at: now,
+                        tags: e.tags,
+                    });
+                    indexes.push(index);
+                    revision += 1;
+                }
+                let entry = st.streams.entry(part.stream.clone()).or_default();
+                entry.events.extend(indexes);
+                entry.state.last_revision = Some(revision - 1);
+                streams.push(StreamRevision {
+                    stream: part.stream,
+                    next_expected_revision: revision - 1,
                 });
-                indexes.push(index);
-                revision += 1;
             }
-            let entry = st.streams.entry(stream.clone()).or_default();
-            entry.events.extend(indexes);
-            entry.state.last_revision = Some(revision - 1);
-            AppendResult {
-                next_expected_revision: revision - 1,
-                position: position_of(st.events.len() - 1),
+            if let Some(t) = tx.tracking {
+                st.tracking.insert(t.source, t.position);
+            }
+            let written = first_index..st.events.len();
+            TransactionResult {
+                streams,
+                first_position: (!written.is_empty()).then(|| position_of(written.start)),
+                last_position: written.last().map(position_of),
             }
         };
         self.commits.notify();
@@ -182,23 +207,16 @@ impl InMemoryStore {
 
 #[async_trait]
 impl EventStore for InMemoryStore {
-    async fn append(
+    async fn append_transaction(
         &self,
-        stream: &StreamName,
-        expected: ExpectedRevision,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendResult, AppendError> {
-        self.append_checked(stream, expected, events, None)
+        transaction: AppendTransaction,
+    ) -> Result<TransactionResult, AppendError> {
+        self.commit(transaction)
     }
 
-    async fn append_if(
-        &self,
-        stream: &StreamName,
-        expected: ExpectedRevision,
-        events: Vec<NewEvent>,
-        condition: AppendCondition,
-    ) -> Result<AppendResult, AppendError> {
-        self.append_checked(stream, expected, events, Some(&condition))
+    async fn tracking(&self, source: &str) -> Result<Option<Position>, ReadError> {
+        validate_tracking_source(source)?;
+        Ok(self.lock().tracking.get(source).copied())
     }
 
     async fn read_query(

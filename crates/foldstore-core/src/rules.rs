@@ -9,6 +9,10 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::transaction::{
+    AppendTransaction, StreamAppend, StreamRevision, Tracking, TransactionResult,
+    validate_tracking_source,
+};
 use crate::{
     AppendError, CurrentRevision, DeleteError, ExpectedRevision, InvalidEvent, JSON,
     MAX_EVENT_TYPE_BYTES, NewEvent, Position, StreamName,
@@ -43,7 +47,63 @@ pub fn validate_events(events: &[NewEvent], limits: &Limits) -> Result<(), Appen
     if events.is_empty() {
         return Err(AppendError::NoEvents);
     }
-    let size: usize = events.iter().map(NewEvent::size).sum();
+    check_events(events, limits)
+}
+
+/// Checks a transaction on its own, before the store is consulted: every part carries
+/// events (and the transaction carries events or tracking), the events as
+/// [`validate_events`] checks one append's (the size limit and event indexes count over
+/// all parts, and ids must differ across parts too), each stream is named once, then the
+/// condition's tags and the tracking source.
+///
+/// ```
+/// use foldstore_core::transaction::AppendTransaction;
+/// use foldstore_core::{AppendError, ExpectedRevision, Limits, NewEvent, StreamName, rules::validate_transaction};
+///
+/// let s = StreamName::new("cart-1").unwrap();
+/// let event = || NewEvent::json("Added", &1).unwrap();
+/// let twice = AppendTransaction::new()
+///     .stream(s.clone(), ExpectedRevision::Any, vec![event()])
+///     .stream(s, ExpectedRevision::Any, vec![event()]);
+/// let r = validate_transaction(&twice, &Limits::default());
+/// assert!(matches!(r, Err(AppendError::DuplicateStream { .. })));
+/// ```
+pub fn validate_transaction(tx: &AppendTransaction, limits: &Limits) -> Result<(), AppendError> {
+    if tx.parts.is_empty() && tx.tracking.is_none() {
+        return Err(AppendError::NoEvents);
+    }
+    if tx.parts.iter().any(|p| p.events.is_empty()) {
+        return Err(AppendError::NoEvents);
+    }
+    match tx.parts.as_slice() {
+        [] => {}
+        [one] => check_events(&one.events, limits)?,
+        parts => {
+            let all: Vec<&NewEvent> = tx.events().collect();
+            check_events(&all, limits)?;
+            let mut streams = HashSet::with_capacity(parts.len());
+            if let Some(twice) = parts.iter().find(|p| !streams.insert(&p.stream)) {
+                return Err(AppendError::DuplicateStream {
+                    stream: twice.stream.clone(),
+                });
+            }
+        }
+    }
+    if let Some(c) = &tx.condition {
+        c.fail_if_events_match.validate()?;
+    }
+    if let Some(t) = &tx.tracking {
+        validate_tracking_source(&t.source)?;
+    }
+    Ok(())
+}
+
+/// The checks of [`validate_events`] after the count, on events given by reference.
+fn check_events<E: std::borrow::Borrow<NewEvent>>(
+    events: &[E],
+    limits: &Limits,
+) -> Result<(), AppendError> {
+    let size: usize = events.iter().map(|e| e.borrow().size()).sum();
     if size > limits.max_append_bytes {
         return Err(AppendError::TooLarge {
             size,
@@ -52,6 +112,7 @@ pub fn validate_events(events: &[NewEvent], limits: &Limits) -> Result<(), Appen
     }
     let mut ids = HashSet::with_capacity(events.len());
     for (index, e) in events.iter().enumerate() {
+        let e = e.borrow();
         let invalid = |reason| AppendError::InvalidEvent { index, reason };
         if e.event_type.is_empty() {
             return Err(invalid(InvalidEvent::EmptyType));
@@ -226,6 +287,121 @@ pub fn plan_append(
         next_expected_revision: last.revision,
         position: last.position,
     }))
+}
+
+/// What a backend must do with a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransactionPlan {
+    /// Write each part's events from the revision given for it (one per part, in the
+    /// transaction's order), once the tracking and the condition hold.
+    Write {
+        /// The revision of the first new event of each part.
+        first_revisions: Vec<u64>,
+    },
+    /// The transaction is a retry of one already stored: write nothing, answer this.
+    AlreadyStored(TransactionResult),
+}
+
+/// Decides a transaction's parts: [`plan_append`] for each part, in order, then:
+///
+/// 1. the first part that [`plan_append`] refuses refuses the transaction;
+/// 2. if every part is already stored, the transaction is a retry: it returns the
+///    first result (each part's last revision, the lowest and the highest position of
+///    its events) and writes nothing, whatever its tracking and condition;
+/// 3. if some parts are stored and others are not, it is
+///    [`AppendError::DuplicateEventId`], naming the first stored part's first id;
+/// 4. otherwise every part is written ([`TransactionPlan::Write`]), once the tracking
+///    ([`check_tracking`]) and the condition hold.
+///
+/// `states[i]` is the state of part `i`'s stream and `stored[i]` the stored events with
+/// the ids of its events, as for [`plan_append`].
+///
+/// ```
+/// use foldstore_core::rules::{StreamState, TransactionPlan, plan_transaction};
+/// use foldstore_core::transaction::AppendTransaction;
+/// use foldstore_core::{ExpectedRevision, NewEvent, StreamName};
+///
+/// let tx = AppendTransaction::new()
+///     .stream(StreamName::new("a-1").unwrap(), ExpectedRevision::NoStream, vec![NewEvent::json("A", &1).unwrap()])
+///     .stream(StreamName::new("b-1").unwrap(), ExpectedRevision::Exact(4), vec![NewEvent::json("B", &2).unwrap()]);
+/// let states = [StreamState::default(), StreamState { last_revision: Some(4), ..Default::default() }];
+/// let plan = plan_transaction(&tx.parts, &states, &[vec![None], vec![None]]).unwrap();
+/// assert_eq!(plan, TransactionPlan::Write { first_revisions: vec![0, 5] });
+/// ```
+pub fn plan_transaction(
+    parts: &[StreamAppend],
+    states: &[StreamState],
+    stored: &[Vec<Option<StoredId>>],
+) -> Result<TransactionPlan, AppendError> {
+    let mut first_revisions = Vec::with_capacity(parts.len());
+    let mut retried = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        let state = states.get(i).copied().unwrap_or_default();
+        let ids = stored.get(i).map_or(&[][..], Vec::as_slice);
+        match plan_append(&part.stream, part.expected, &state, &part.events, ids)? {
+            AppendPlan::Write { first_revision } => first_revisions.push(first_revision),
+            AppendPlan::AlreadyStored(result) => retried.push((i, result)),
+        }
+    }
+    if retried.is_empty() {
+        return Ok(TransactionPlan::Write { first_revisions });
+    }
+    if first_revisions.is_empty() {
+        let positions = || stored.iter().flatten().flatten().map(|s| s.position);
+        return Ok(TransactionPlan::AlreadyStored(TransactionResult {
+            streams: parts
+                .iter()
+                .zip(&retried)
+                .map(|(part, (_, result))| StreamRevision {
+                    stream: part.stream.clone(),
+                    next_expected_revision: result.next_expected_revision,
+                })
+                .collect(),
+            first_position: positions().min(),
+            last_position: positions().max(),
+        }));
+    }
+    let (i, _) = retried[0];
+    let first = stored
+        .get(i)
+        .and_then(|ids| ids.first())
+        .and_then(Option::as_ref);
+    Err(match (parts[i].events.first(), first) {
+        (Some(event), Some(first)) => AppendError::DuplicateEventId {
+            event_id: event.id,
+            existing_stream: first.stream.clone(),
+            existing_revision: first.revision,
+        },
+        // `plan_append` finds a part stored only when its first id is.
+        _ => AppendError::Backend(crate::BackendError::new(
+            crate::BackendErrorKind::Internal,
+            "a part planned as stored has no stored first id",
+        )),
+    })
+}
+
+/// Decides a transaction's tracking: refused with [`AppendError::AlreadyProcessed`]
+/// unless `tracking.position` is past the position `stored` for its source.
+///
+/// ```
+/// use foldstore_core::rules::check_tracking;
+/// use foldstore_core::transaction::Tracking;
+/// use foldstore_core::Position;
+///
+/// let t = Tracking::new("orders", Position::new(7));
+/// assert!(check_tracking(&t, None).is_ok());
+/// assert!(check_tracking(&t, Some(Position::new(6))).is_ok());
+/// assert!(check_tracking(&t, Some(Position::new(7))).is_err());
+/// ```
+pub fn check_tracking(tracking: &Tracking, stored: Option<Position>) -> Result<(), AppendError> {
+    match stored {
+        Some(stored) if tracking.position <= stored => Err(AppendError::AlreadyProcessed {
+            source_name: tracking.source.clone(),
+            stored,
+            position: tracking.position,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Decides a soft delete or a tombstone: a tombstoned stream refuses both, and the

@@ -4,11 +4,12 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 use crate::dcb::{AppendCondition, Query, ReadQueryOptions};
+use crate::transaction::{AppendTransaction, TransactionResult};
 use crate::{
-    AppendError, AppendResult, BackendError, DeleteError, EventFilter, ExpectedRevision,
-    MetadataError, NewEvent, Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent,
-    StreamMetadata, StreamName, SubscribeFrom, SubscribeStreamFrom, SubscriptionError,
-    validate_category,
+    AppendError, AppendResult, BackendError, BackendErrorKind, DeleteError, EventFilter,
+    ExpectedRevision, MetadataError, NewEvent, Position, ReadAllOptions, ReadError,
+    ReadStreamOptions, RecordedEvent, StreamMetadata, StreamName, SubscribeFrom,
+    SubscribeStreamFrom, SubscriptionError, validate_category,
 };
 
 /// A live stream of events: catch-up first, then new events as they commit.
@@ -39,7 +40,61 @@ pub type EventSubscription = BoxStream<'static, Result<RecordedEvent, Subscripti
 /// ```
 #[async_trait]
 pub trait EventStore: Send + Sync {
-    /// Appends `events` to `stream` atomically, if the stream is at `expected`.
+    /// Writes a transaction all or nothing: each part's events to its stream if the
+    /// stream is at the part's expected revision, if no event matching the condition was
+    /// stored after its `after`, and if the tracking position is past the one stored for
+    /// its source; the tracking is stored with the events (`docs/semantics.md` §13).
+    ///
+    /// The checks run in this order: the transaction itself
+    /// ([`crate::rules::validate_transaction`]); for each part, in order, its tombstone,
+    /// idempotency and expected revision ([`crate::rules::plan_transaction`]: a
+    /// transaction whose parts are all stored already is a retry and returns the first
+    /// result, checking nothing else); the tracking
+    /// ([`AppendError::AlreadyProcessed`]); then the condition
+    /// ([`AppendError::ConditionFailed`], naming the first matching event). The events of
+    /// the parts follow each other in the global order, part after part. The result is
+    /// acknowledged only once it is durable as the backend's durability setting defines.
+    ///
+    /// ```
+    /// use foldstore_core::dcb::{AppendCondition, Query, QueryItem};
+    /// use foldstore_core::transaction::AppendTransaction;
+    /// use foldstore_core::{AppendError, EventStore, ExpectedRevision, InMemoryStore, NewEvent, Position, StreamName};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = InMemoryStore::new();
+    /// let (a, b) = (StreamName::new("account-a")?, StreamName::new("account-b")?);
+    /// let transfer = |amount: i64| -> Result<AppendTransaction, serde_json::Error> {
+    ///     Ok(AppendTransaction::new()
+    ///         .stream(a.clone(), ExpectedRevision::Any, vec![NewEvent::json("Withdrawn", &amount)?])
+    ///         .stream(b.clone(), ExpectedRevision::Any, vec![NewEvent::json("Deposited", &amount)?]))
+    /// };
+    /// let first = store.append_transaction(transfer(10)?.tracking("bank", Position::new(1))).await?;
+    /// assert_eq!(first.streams[1].next_expected_revision, 0);
+    ///
+    /// // The same source position again: already processed, nothing written.
+    /// let again = store.append_transaction(transfer(10)?.tracking("bank", Position::new(1))).await;
+    /// assert!(matches!(again, Err(AppendError::AlreadyProcessed { .. })));
+    ///
+    /// // A condition refuses the whole transaction: neither stream is written.
+    /// let any = Query::from_items([QueryItem::new().types(["Withdrawn"])]);
+    /// let late = store.append_transaction(transfer(5)?.condition(AppendCondition::new(any, None))).await;
+    /// assert!(matches!(late, Err(AppendError::ConditionFailed { position }) if Some(position) == first.first_position));
+    /// # Ok(())
+    /// # }
+    /// ```
+    async fn append_transaction(
+        &self,
+        transaction: AppendTransaction,
+    ) -> Result<TransactionResult, AppendError>;
+
+    /// The position stored for tracking `source` by the last transaction that carried
+    /// it (see [`crate::transaction::Tracking`]), or `None` when none did. An invalid
+    /// source name is [`ReadError::InvalidTracking`].
+    async fn tracking(&self, source: &str) -> Result<Option<Position>, ReadError>;
+
+    /// Appends `events` to `stream` atomically, if the stream is at `expected`: a
+    /// transaction of one part ([`EventStore::append_transaction`]).
     ///
     /// Repeating an append with the same event ids returns the first result and writes
     /// nothing (see [`crate::rules::plan_append`]). The result is acknowledged only
@@ -49,11 +104,15 @@ pub trait EventStore: Send + Sync {
         stream: &StreamName,
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
-    ) -> Result<AppendResult, AppendError>;
+    ) -> Result<AppendResult, AppendError> {
+        let transaction = AppendTransaction::single(stream.clone(), expected, events, None);
+        one_append(self.append_transaction(transaction).await?)
+    }
 
     /// Appends like [`EventStore::append`], and also fails with
     /// [`AppendError::ConditionFailed`] if an event matching `condition`'s query is
-    /// stored after `condition.after` (Dynamic Consistency Boundary, see [`crate::dcb`]).
+    /// stored after `condition.after` (Dynamic Consistency Boundary, see [`crate::dcb`]):
+    /// a transaction of one part with a condition.
     ///
     /// The checks run in this order: the events are validated, a retry of an append
     /// that is already stored returns its first result (the condition is not checked
@@ -102,7 +161,11 @@ pub trait EventStore: Send + Sync {
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
         condition: AppendCondition,
-    ) -> Result<AppendResult, AppendError>;
+    ) -> Result<AppendResult, AppendError> {
+        let transaction =
+            AppendTransaction::single(stream.clone(), expected, events, Some(condition));
+        one_append(self.append_transaction(transaction).await?)
+    }
 
     /// Reads the events matching `query` in global order (Dynamic Consistency
     /// Boundary, see [`crate::dcb`]), strictly after `options.after`, at most
@@ -254,4 +317,14 @@ pub trait EventStore: Send + Sync {
         }
         Ok(names.into_iter().take(limit).collect())
     }
+}
+
+/// The answer of a one-part transaction as `append` gives it.
+fn one_append(result: TransactionResult) -> Result<AppendResult, AppendError> {
+    result.append_result().ok_or_else(|| {
+        AppendError::Backend(BackendError::new(
+            BackendErrorKind::Internal,
+            "a one-part transaction answered without a revision or a position",
+        ))
+    })
 }

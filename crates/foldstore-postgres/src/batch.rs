@@ -1,5 +1,7 @@
-//! The fast path of a group commit: every unconditional append of a batch in a few
-//! `append_batch` calls (schema version 3) instead of one `append` call each.
+//! The fast path of a group commit: every plain append of a batch (a transaction of one
+//! part, without a condition or tracking) in a few `append_batch` calls (schema version
+//! 3, with the first sequence number since version 4) instead of one
+//! `append_transaction` call each.
 //!
 //! ```text
 //! BEGIN; SELECT lock_keys(...); SELECT * FROM append_batch(<layer 1>); ...; COMMIT
@@ -11,12 +13,13 @@
 //! sees the earlier one's revision. `append_batch` writes an append or leaves it
 //! unwritten (a stored id, a tombstone, an expectation that does not hold); the
 //! unwritten ones, and every append of a batch whose transaction failed, go on to the
-//! slow path in [`crate::writer`], which runs `append` per append and learns from the
-//! facts it returns whether an append is a retry, a refusal or, as the stream changed
-//! in between, a success after all. Empty appends and conditional appends go to the
+//! slow path in [`crate::writer`], which runs `append_transaction` per request and
+//! learns from the facts it returns whether an append is a retry, a refusal or, as the
+//! stream changed in between, a success after all. Every other request goes to the
 //! slow path directly.
 
-use foldstore_core::{AppendResult, BackendError, BackendErrorKind, group_hash};
+use foldstore_core::transaction::{StreamAppend, StreamRevision, TransactionResult};
+use foldstore_core::{BackendError, BackendErrorKind, group_hash};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 use uuid::Uuid;
@@ -33,7 +36,7 @@ const STEPS_BEFORE_LAYERS: usize = 2;
 pub(crate) enum FastAttempt {
     /// Committed. Per request, in order: its result when written, `None` when
     /// `append_batch` left it unwritten.
-    Committed(Vec<Option<AppendResult>>),
+    Committed(Vec<Option<TransactionResult>>),
     /// The transaction rolled back on an SQL error (a concurrent append committed one
     /// of the ids, a deadlock, a timeout): nothing was written.
     RolledBack(tokio_postgres::Error),
@@ -48,9 +51,18 @@ pub(crate) enum FastAttempt {
     Broken(BackendError),
 }
 
-/// Whether `request` may take the fast path.
+/// Whether `request` may take the fast path: one part with events, no condition, no
+/// tracking.
 pub(crate) fn fits(request: &Request) -> bool {
-    request.condition.is_none() && !request.events.is_empty()
+    let tx = &request.transaction;
+    tx.condition.is_none()
+        && tx.tracking.is_none()
+        && request.single().is_some_and(|p| !p.events.is_empty())
+}
+
+/// The one part of a request that [`fits`].
+fn part(request: &Request) -> &StreamAppend {
+    &request.transaction.parts[0]
 }
 
 /// The arguments of one `append_batch` call.
@@ -77,6 +89,7 @@ struct Layer<'a> {
 
 impl<'a> Layer<'a> {
     fn push(&mut self, index: usize, request: &'a Request) {
+        let request = part(request);
         let (kind, revision) = expectation(request.expected);
         self.members.push(index);
         let append = i32::try_from(self.members.len()).unwrap_or(i32::MAX);
@@ -130,7 +143,7 @@ fn layers(pending: &[Request]) -> Vec<Layer<'_>> {
     let mut depth = 0;
     for (index, request) in pending.iter().enumerate() {
         depth = match index.checked_sub(1).map(|i| &pending[i]) {
-            Some(previous) if previous.stream == request.stream => depth + 1,
+            Some(previous) if part(previous).stream == part(request).stream => depth + 1,
             _ => 0,
         };
         if layers.len() <= depth {
@@ -170,7 +183,7 @@ pub(crate) async fn attempt(
         Sent::Failed { error, .. } => return FastAttempt::RolledBack(error),
     };
 
-    let mut outcomes: Vec<Option<AppendResult>> = pending.iter().map(|_| None).collect();
+    let mut outcomes: Vec<Option<TransactionResult>> = pending.iter().map(|_| None).collect();
     for (layer, rows) in layers
         .iter()
         .zip(outputs.into_iter().skip(STEPS_BEFORE_LAYERS))
@@ -213,36 +226,45 @@ fn decode(e: tokio_postgres::Error) -> BackendError {
 }
 
 /// `append_batch`'s row for `request`: its result when written.
-fn decide(request: &Request, row: &Row) -> Result<Option<AppendResult>, BackendError> {
+fn decide(request: &Request, row: &Row) -> Result<Option<TransactionResult>, BackendError> {
     let written: bool = row.try_get(0).map_err(decode)?;
     if !written {
         return Ok(None);
     }
     let first: i64 = row.try_get(1).map_err(decode)?;
     let tx: Xid8 = row.try_get(2).map_err(decode)?;
-    let last_seq: i64 = row.try_get(3).map_err(decode)?;
-    let n = request.events.len() as u64;
-    Ok(Some(AppendResult {
-        next_expected_revision: to_u64(first, "revision")? + n - 1,
-        position: position(tx, last_seq),
+    let first_seq: i64 = row.try_get(3).map_err(decode)?;
+    let last_seq: i64 = row.try_get(4).map_err(decode)?;
+    let part = part(request);
+    let n = part.events.len() as u64;
+    Ok(Some(TransactionResult {
+        streams: vec![StreamRevision {
+            stream: part.stream.clone(),
+            next_expected_revision: to_u64(first, "revision")? + n - 1,
+        }],
+        first_position: Some(position(tx, first_seq)),
+        last_position: Some(position(tx, last_seq)),
     }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use foldstore_core::transaction::AppendTransaction;
     use foldstore_core::{ExpectedRevision, NewEvent, StreamName};
     use tokio::sync::oneshot;
 
     fn request(stream: &str, events: usize) -> Request {
         let (reply, _) = oneshot::channel();
         Request {
-            stream: StreamName::new(stream).unwrap(),
-            expected: ExpectedRevision::Any,
-            events: (0..events)
-                .map(|_| NewEvent::raw("E", &b"{}"[..], foldstore_core::JSON))
-                .collect(),
-            condition: None,
+            transaction: AppendTransaction::single(
+                StreamName::new(stream).unwrap(),
+                ExpectedRevision::Any,
+                (0..events)
+                    .map(|_| NewEvent::raw("E", &b"{}"[..], foldstore_core::JSON))
+                    .collect(),
+                None,
+            ),
             reply,
             races: 0,
         }

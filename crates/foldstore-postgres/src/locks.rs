@@ -1,11 +1,13 @@
-//! The advisory-lock keys that make conditional appends safe under READ COMMITTED.
+//! The advisory-lock keys that make conditional appends and tracking safe under READ
+//! COMMITTED.
 //!
 //! The scheme is argued in `sql/0002_dcb_and_snapshots.sql` (above `lock_keys`) and in
 //! `docs/semantics.md` §10: every append takes shared locks on the keys its events
 //! could match (`tag:<t>`, `type:<T>`, `all`); a conditional append takes exclusive
-//! locks on keys covering its query. A transaction takes all its keys at once, sorted,
-//! each in its strongest mode, before it locks any stream row, so these locks cannot
-//! deadlock.
+//! locks on keys covering its query; a transaction with tracking takes its source's key
+//! (`tracking:<source>`) exclusively (§13). A transaction takes all its keys at once,
+//! sorted, each in its strongest mode, before it locks any stream row, so these locks
+//! cannot deadlock.
 
 use std::collections::BTreeMap;
 
@@ -58,6 +60,13 @@ impl LockSet {
                 }
             }
         }
+    }
+
+    /// The exclusive lock of a tracking source, for a transaction that carries its
+    /// tracking: transactions tracking one source take turns, so each reads the
+    /// position the one before it stored.
+    pub(crate) fn tracking(&mut self, schema: &str, source: &str) {
+        self.add(key(schema, "tracking", source), true);
     }
 
     /// How many keys the set holds.
@@ -120,5 +129,13 @@ mod tests {
         let all = keys.iter().position(|k| *k == key("s", "all", "")).unwrap();
         assert!(exclusive[all], "Query::all locks everything");
         assert_ne!(key("s", "tag", "a"), key("t", "tag", "a"), "per schema");
+        set.tracking("s", "a");
+        let (keys, exclusive) = set.arrays();
+        let tracked = keys
+            .iter()
+            .position(|k| *k == key("s", "tracking", "a"))
+            .unwrap();
+        assert!(exclusive[tracked], "a tracking source is taken exclusively");
+        assert_ne!(key("s", "tracking", "a"), key("s", "tag", "a"), "per kind");
     }
 }

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../sql/0001_initial.sql"),
     include_str!("../sql/0002_dcb_and_snapshots.sql"),
     include_str!("../sql/0003_append_batch.sql"),
+    include_str!("../sql/0004_transactions.sql"),
 ];
 
 /// The newest schema version this build knows.

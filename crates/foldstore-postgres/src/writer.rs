@@ -7,25 +7,32 @@
 //! same order, so batches of two processes cannot deadlock on them) and writes them in
 //! two steps:
 //!
-//! 1. The fast path ([`crate::batch`]): every append without a condition, in one
-//!    transaction of a few `append_batch` calls. What it leaves unwritten (a stored
-//!    id, an expectation that does not hold) goes on to step 2.
-//! 2. The slow path, below: one `append` call per append, which returns the facts a
-//!    refusal is decided on. Conditional appends always take it.
+//! 1. The fast path ([`crate::batch`]): every plain append (a transaction of one part,
+//!    without a condition or tracking), in one transaction of a few `append_batch`
+//!    calls. What it leaves unwritten (a stored id, an expectation that does not hold)
+//!    goes on to step 2.
+//! 2. The slow path, below: one `append_transaction` call per request, which returns
+//!    the facts a refusal is decided on. Conditional appends, transactions of several
+//!    streams and transactions with tracking always take it.
 //!
 //! The slow path sends, pipelined in one round trip:
 //!
 //! ```text
-//! BEGIN; SELECT lock_keys(...); SELECT append(...); SELECT append(...); ...; COMMIT
+//! BEGIN; SELECT lock_keys(...); [SELECT lock_streams(...);]
+//!        SELECT append_transaction(...); SELECT append_transaction(...); ...; COMMIT
 //! ```
 //!
-//! `lock_keys` takes the transaction's advisory locks for conditional appends (see
+//! `lock_keys` takes the transaction's advisory locks for conditions and tracking (see
 //! [`crate::locks`]), all at once and sorted, before any stream row is locked. A batch
-//! whose appends need more than [`MAX_LOCK_KEYS`] keys is split into several
-//! transactions.
+//! whose requests need more than [`MAX_LOCK_KEYS`] keys is split into several
+//! transactions. When a request names several streams, `lock_streams` then locks every
+//! stream row of the batch at once, in name order, so that the batch takes its row
+//! locks in one order as every other batch does (requests of one stream each are
+//! sorted by stream name, and lock their rows in that order without it).
 //!
-//! `append` never raises for a refused append: it writes nothing and returns the facts
-//! that [`foldstore_core::rules::plan_append`] decides on. So a statement fails only
+//! `append_transaction` never raises for a refused request: it writes nothing and
+//! returns the facts that [`foldstore_core::rules::plan_transaction`] and
+//! [`foldstore_core::rules::check_tracking`] decide on. So a statement fails only
 //! for a rare reason (a concurrent identical append, a timeout, a deadlock); then the
 //! transaction has rolled back (PostgreSQL turns the pipelined `COMMIT` of a failed
 //! transaction into a rollback), the failing append gets its own answer, and the others
@@ -40,11 +47,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use foldstore_core::commit_log::CommitLog;
-use foldstore_core::dcb::AppendCondition;
-use foldstore_core::rules::{AppendPlan, StoredId, StreamState, plan_append};
+use foldstore_core::rules::{
+    StoredId, StreamState, TransactionPlan, check_tracking, plan_transaction,
+};
+use foldstore_core::transaction::{
+    AppendTransaction, StreamAppend, StreamRevision, TransactionResult,
+};
 use foldstore_core::{
-    AppendError, AppendResult, BackendError, BackendErrorKind, ExpectedRevision, NewEvent,
-    StreamName, group_hash,
+    AppendError, BackendError, BackendErrorKind, ExpectedRevision, NewEvent, Position, group_hash,
 };
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::types::ToSql;
@@ -58,16 +68,34 @@ use crate::pg::{Xid8, position, split, to_i64, to_u64};
 use crate::pipeline::{self, NotCommitted, Sent, Step};
 use crate::store::Shared;
 
-/// An append waiting for a writer.
+/// A transaction waiting for a writer (a plain or conditional append is one of one
+/// part), validated.
 pub(crate) struct Request {
-    pub(crate) stream: StreamName,
-    pub(crate) expected: ExpectedRevision,
-    pub(crate) events: Vec<NewEvent>,
-    /// Checked in the batch's transaction after the expected revision (DCB).
-    pub(crate) condition: Option<AppendCondition>,
-    pub(crate) reply: oneshot::Sender<Result<AppendResult, AppendError>>,
-    /// Times this append ran into a race and was run again.
+    pub(crate) transaction: AppendTransaction,
+    pub(crate) reply: oneshot::Sender<Result<TransactionResult, AppendError>>,
+    /// Times this request ran into a race and was run again.
     pub(crate) races: u32,
+}
+
+impl Request {
+    /// The stream a batch sorts this request by: its first stream in name order (none
+    /// for tracking alone).
+    fn sort_key(&self) -> &str {
+        self.transaction
+            .parts
+            .iter()
+            .map(|p| p.stream.as_str())
+            .min()
+            .unwrap_or("")
+    }
+
+    /// The one part of a request that names a single stream.
+    pub(crate) fn single(&self) -> Option<&StreamAppend> {
+        match self.transaction.parts.as_slice() {
+            [one] => Some(one),
+            _ => None,
+        }
+    }
 }
 
 /// How often an append may lose a race (its facts changed between the check and the
@@ -76,8 +104,6 @@ pub(crate) struct Request {
 const MAX_RACES: u32 = 3;
 /// How often a batch is run again after a deadlock or serialization failure.
 const MAX_CONFLICTS: u32 = 5;
-/// Statements of a batch before its first `append`: `BEGIN` and `lock_keys`.
-const STEPS_BEFORE_APPENDS: usize = 2;
 
 /// Joins the tags or types of one event or query item for the SQL functions; tags and
 /// types hold no control characters, so `chr(31)` cannot occur in them.
@@ -154,20 +180,20 @@ pub(crate) async fn writer(shared: Arc<Shared>, queue: Queue) {
             batch
         };
         let (requests, started) = (batch.len(), Instant::now());
-        let events = batch.iter().map(|r| r.events.len()).sum();
+        let events = batch.iter().map(|r| r.transaction.event_count()).sum();
         commit_batch(&shared, batch).await;
         commit_log.committed(requests, events, started.elapsed());
     }
 }
 
 fn size(request: &Request) -> usize {
-    request.events.iter().map(NewEvent::size).sum()
+    request.transaction.events().map(NewEvent::size).sum()
 }
 
-/// What one append's statement said.
+/// What one request's statement said.
 enum Decision {
     /// Written (or found already stored): the answer once the transaction commits.
-    Done(AppendResult),
+    Done(TransactionResult),
     /// Refused by the rules; nothing written.
     Refused(AppendError),
     /// The facts changed under it: run it again.
@@ -201,14 +227,20 @@ const MAX_LOCK_KEYS: usize = 256;
 
 /// The advisory locks `request` takes (see [`crate::locks`]).
 fn locks_of(schema: &str, request: &Request, set: &mut LockSet) {
-    set.writer(schema, &request.events);
-    if let Some(c) = &request.condition {
+    let tx = &request.transaction;
+    for part in &tx.parts {
+        set.writer(schema, &part.events);
+    }
+    if let Some(c) = &tx.condition {
         set.condition(schema, &c.fail_if_events_match);
+    }
+    if let Some(t) = &tx.tracking {
+        set.tracking(schema, &t.source);
     }
 }
 
 async fn commit_batch(shared: &Shared, mut pending: Vec<Request>) {
-    pending.sort_by(|a, b| a.stream.cmp(&b.stream));
+    pending.sort_by(|a, b| a.sort_key().cmp(b.sort_key()));
     // Split by lock keys, keeping the stream order within and across transactions.
     let schema = &shared.options.schema;
     let mut chunks: Vec<Vec<Request>> = Vec::new();
@@ -241,7 +273,7 @@ async fn commit_chunk(shared: &Shared, pending: Vec<Request>) {
     } else if !slow.is_empty() {
         rest.extend(slow);
         // The slow path locks stream rows in name order too.
-        rest.sort_by(|a, b| a.stream.cmp(&b.stream));
+        rest.sort_by(|a, b| a.sort_key().cmp(b.sort_key()));
     }
     if !rest.is_empty() {
         commit_slow(shared, rest).await;
@@ -283,7 +315,8 @@ async fn commit_fast(shared: &Shared, pending: Vec<Request>) -> Vec<Request> {
             if let Some(tx) = outcomes
                 .iter()
                 .flatten()
-                .map(|r| crate::pg::tx_of(r.position))
+                .filter_map(|r| r.last_position)
+                .map(crate::pg::tx_of)
                 .max()
             {
                 shared.acknowledged(tx);
@@ -332,22 +365,25 @@ async fn commit_slow(shared: &Shared, mut pending: Vec<Request>) {
                 return fail_all(pending, &e);
             }
         };
-        let stmt = match conn.prepare_cached(&shared.sql.append).await {
-            Ok(stmt) => stmt,
+        let statements = async {
+            Ok::<_, tokio_postgres::Error>(Statements {
+                append: conn.prepare_cached(&shared.sql.append_transaction).await?,
+                lock_keys: conn.prepare_cached(&shared.sql.lock_keys).await?,
+                lock_streams: conn.prepare_cached(&shared.sql.lock_streams).await?,
+            })
+        };
+        let statements = match statements.await {
+            Ok(statements) => statements,
             Err(e) => return fail_all(pending, &backend(e, Effect::None)),
         };
-        let lock = match conn.prepare_cached(&shared.sql.lock_keys).await {
-            Ok(stmt) => stmt,
-            Err(e) => return fail_all(pending, &backend(e, Effect::None)),
-        };
-        match attempt(shared, &conn, &stmt, &lock, &pending).await {
+        match attempt(shared, &conn, &statements, &pending).await {
             Attempt::Committed(decisions) => {
                 // Record the acknowledged transactions before answering, so that a
                 // caller's next read of `$all` waits for them.
                 let acknowledged = decisions
                     .iter()
                     .filter_map(|d| match d {
-                        Decision::Done(result) => Some(crate::pg::tx_of(result.position)),
+                        Decision::Done(result) => result.last_position.map(crate::pg::tx_of),
                         _ => None,
                     })
                     .max();
@@ -373,7 +409,7 @@ async fn commit_slow(shared: &Shared, mut pending: Vec<Request>) {
                             if request.races > MAX_RACES {
                                 let e = BackendError::new(
                                     BackendErrorKind::Unavailable,
-                                    "the append kept racing with concurrent appends to the same stream or ids",
+                                    "the append kept racing with concurrent appends to the same streams or ids",
                                 );
                                 let _ = request.reply.send(Err(e.into()));
                             } else {
@@ -397,6 +433,7 @@ async fn commit_slow(shared: &Shared, mut pending: Vec<Request>) {
             }
             Attempt::Conflict(error) => {
                 conflicts += 1;
+                shared.stats.slow_conflicts.fetch_add(1, Relaxed);
                 if conflicts > MAX_CONFLICTS {
                     return fail_all(pending, &backend(error, Effect::None));
                 }
@@ -419,8 +456,29 @@ fn fail_all(pending: Vec<Request>, error: &BackendError) {
     }
 }
 
-/// The parameters of one `append` call.
+/// The slow path's prepared statements.
+struct Statements {
+    append: Statement,
+    lock_keys: Statement,
+    lock_streams: Statement,
+}
+
+/// The parameters of one `append_transaction` call.
 struct Params<'a> {
+    streams: Vec<&'a str>,
+    categories: Vec<&'a str>,
+    group_hashes: Vec<i64>,
+    category_hashes: Vec<i64>,
+    kinds: Vec<i16>,
+    revisions: Vec<i64>,
+    counts: Vec<i32>,
+    event_parts: Vec<i32>,
+    event_offsets: Vec<i32>,
+    ids: Vec<Uuid>,
+    types: Vec<&'a str>,
+    content_types: Vec<&'a str>,
+    datas: Vec<&'a [u8]>,
+    metadatas: Vec<&'a str>,
     tags: Vec<Option<String>>,
     cond: bool,
     cond_all: bool,
@@ -428,67 +486,86 @@ struct Params<'a> {
     cond_after_seq: i64,
     cond_types: Vec<Option<String>>,
     cond_tags: Vec<Option<String>>,
-    stream: &'a str,
-    category: &'a str,
-    group_hash: i64,
-    category_hash: i64,
-    kind: i16,
-    revision: i64,
-    ids: Vec<Uuid>,
-    types: Vec<&'a str>,
-    content_types: Vec<&'a str>,
-    datas: Vec<&'a [u8]>,
-    metadatas: Vec<&'a str>,
+    tracking_source: Option<&'a str>,
+    tracking_position: Option<String>,
 }
 
 impl<'a> Params<'a> {
     fn of(request: &'a Request) -> Self {
-        let (kind, revision) = expectation(request.expected);
-        let events = &request.events;
-        let (cond, cond_all, (cond_after_tx, cond_after_seq), cond_types, cond_tags) =
-            match &request.condition {
-                None => (false, false, (Xid8(0), 0), Vec::new(), Vec::new()),
-                Some(c) => {
-                    let q = &c.fail_if_events_match;
-                    (
-                        true,
-                        matches_everything(q),
-                        c.after.map_or((Xid8(0), 0), |p| split(p, false)),
-                        q.items.iter().map(|i| joined(&i.types)).collect(),
-                        q.items.iter().map(|i| joined(&i.tags)).collect(),
-                    )
-                }
-            };
-        Self {
-            tags: events.iter().map(|e| joined(&e.tags)).collect(),
-            cond,
-            cond_all,
-            cond_after_tx,
-            cond_after_seq,
-            cond_types,
-            cond_tags,
-            stream: request.stream.as_str(),
-            category: request.stream.category(),
-            group_hash: to_i64(group_hash(request.stream.id())),
-            category_hash: to_i64(group_hash(request.stream.category())),
-            kind,
-            revision,
-            ids: events.iter().map(|e| e.id).collect(),
-            types: events.iter().map(|e| e.event_type.as_str()).collect(),
-            content_types: events.iter().map(|e| e.content_type.as_str()).collect(),
-            datas: events.iter().map(|e| e.data.as_ref()).collect(),
-            metadatas: events.iter().map(|e| e.metadata.as_str()).collect(),
+        let tx = &request.transaction;
+        let n = tx.parts.len();
+        let events = tx.event_count();
+        let mut p = Params {
+            streams: Vec::with_capacity(n),
+            categories: Vec::with_capacity(n),
+            group_hashes: Vec::with_capacity(n),
+            category_hashes: Vec::with_capacity(n),
+            kinds: Vec::with_capacity(n),
+            revisions: Vec::with_capacity(n),
+            counts: Vec::with_capacity(n),
+            event_parts: Vec::with_capacity(events),
+            event_offsets: Vec::with_capacity(events),
+            ids: Vec::with_capacity(events),
+            types: Vec::with_capacity(events),
+            content_types: Vec::with_capacity(events),
+            datas: Vec::with_capacity(events),
+            metadatas: Vec::with_capacity(events),
+            tags: Vec::with_capacity(events),
+            cond: false,
+            cond_all: false,
+            cond_after_tx: Xid8(0),
+            cond_after_seq: 0,
+            cond_types: Vec::new(),
+            cond_tags: Vec::new(),
+            tracking_source: tx.tracking.as_ref().map(|t| t.source.as_str()),
+            tracking_position: tx.tracking.as_ref().map(|t| t.position.to_string()),
+        };
+        for (index, part) in tx.parts.iter().enumerate() {
+            let (kind, revision) = expectation(part.expected);
+            p.streams.push(part.stream.as_str());
+            p.categories.push(part.stream.category());
+            p.group_hashes.push(to_i64(group_hash(part.stream.id())));
+            p.category_hashes
+                .push(to_i64(group_hash(part.stream.category())));
+            p.kinds.push(kind);
+            p.revisions.push(revision);
+            p.counts
+                .push(i32::try_from(part.events.len()).unwrap_or(i32::MAX));
+            let number = i32::try_from(index + 1).unwrap_or(i32::MAX);
+            for (offset, e) in part.events.iter().enumerate() {
+                p.event_parts.push(number);
+                p.event_offsets
+                    .push(i32::try_from(offset).unwrap_or(i32::MAX));
+                p.ids.push(e.id);
+                p.types.push(e.event_type.as_str());
+                p.content_types.push(e.content_type.as_str());
+                p.datas.push(e.data.as_ref());
+                p.metadatas.push(e.metadata.as_str());
+                p.tags.push(joined(&e.tags));
+            }
         }
+        if let Some(c) = &tx.condition {
+            let q = &c.fail_if_events_match;
+            p.cond = true;
+            p.cond_all = matches_everything(q);
+            (p.cond_after_tx, p.cond_after_seq) = c.after.map_or((Xid8(0), 0), |a| split(a, false));
+            p.cond_types = q.items.iter().map(|i| joined(&i.types)).collect();
+            p.cond_tags = q.items.iter().map(|i| joined(&i.tags)).collect();
+        }
+        p
     }
 
-    fn refs(&self) -> [&(dyn ToSql + Sync); 18] {
+    fn refs(&self) -> [&(dyn ToSql + Sync); 23] {
         [
-            &self.stream,
-            &self.category,
-            &self.group_hash,
-            &self.category_hash,
-            &self.kind,
-            &self.revision,
+            &self.streams,
+            &self.categories,
+            &self.group_hashes,
+            &self.category_hashes,
+            &self.kinds,
+            &self.revisions,
+            &self.counts,
+            &self.event_parts,
+            &self.event_offsets,
             &self.ids,
             &self.types,
             &self.content_types,
@@ -501,55 +578,90 @@ impl<'a> Params<'a> {
             &self.cond_after_seq,
             &self.cond_types,
             &self.cond_tags,
+            &self.tracking_source,
+            &self.tracking_position,
         ]
     }
+}
+
+/// The stream rows a batch locks up front (`lock_streams`) when one of its requests
+/// names several streams: every stream of the batch, with what creating its row needs.
+/// `None` when every request names at most one stream.
+fn streams_to_lock(pending: &[Request]) -> Option<(Vec<&str>, Vec<&str>, Vec<i64>)> {
+    if pending.iter().all(|r| r.transaction.parts.len() <= 1) {
+        return None;
+    }
+    let mut streams: Vec<&StreamAppend> = pending
+        .iter()
+        .flat_map(|r| r.transaction.parts.iter())
+        .collect();
+    streams.sort_by(|a, b| a.stream.cmp(&b.stream));
+    streams.dedup_by(|a, b| a.stream == b.stream);
+    Some((
+        streams.iter().map(|p| p.stream.as_str()).collect(),
+        streams.iter().map(|p| p.stream.category()).collect(),
+        streams
+            .iter()
+            .map(|p| to_i64(group_hash(p.stream.id())))
+            .collect(),
+    ))
 }
 
 async fn attempt(
     shared: &Shared,
     conn: &deadpool_postgres::Object,
-    stmt: &Statement,
-    lock: &Statement,
+    statements: &Statements,
     pending: &[Request],
 ) -> Attempt {
     let params: Vec<Params<'_>> = pending.iter().map(Params::of).collect();
     let (keys, exclusive) = lock_keys(&shared.options.schema, pending);
+    let rows = streams_to_lock(pending);
     let delay = shared.options.test_commit_delay;
-    let mut steps: Vec<Step<'_, Option<Row>>> = Vec::with_capacity(params.len() + 1);
+    let mut steps: Vec<Step<'_, Option<Row>>> = Vec::with_capacity(params.len() + 2);
     // Every advisory lock of the transaction, sorted, before any stream row is locked.
     let (keys, exclusive) = (&keys, &exclusive);
     steps.push(Box::pin(async move {
-        conn.execute(lock, &[keys, exclusive]).await.map(|_| None)
+        conn.execute(&statements.lock_keys, &[keys, exclusive])
+            .await
+            .map(|_| None)
     }));
+    if let Some((names, categories, hashes)) = &rows {
+        steps.push(Box::pin(async move {
+            conn.execute(&statements.lock_streams, &[names, categories, hashes])
+                .await
+                .map(|_| None)
+        }));
+    }
+    // `BEGIN`, then the lock statements.
+    let before = 1 + steps.len();
     for p in &params {
         steps.push(Box::pin(async move {
-            conn.query_one(stmt, &p.refs()).await.map(Some)
+            conn.query_one(&statements.append, &p.refs())
+                .await
+                .map(Some)
         }));
     }
     let (outputs, commit) = match pipeline::send(conn, steps, delay).await {
         Sent::Ran { outputs, commit } => (outputs, commit),
         Sent::Lost { error, effect } => return Attempt::Lost { error, effect },
         Sent::Failed { index, error } => {
-            if index < STEPS_BEFORE_APPENDS || is_transient_conflict(&error) {
+            if index < before || is_transient_conflict(&error) {
                 return Attempt::Conflict(error);
             }
             return Attempt::Failed {
-                index: index - STEPS_BEFORE_APPENDS,
+                index: index - before,
                 error,
             };
         }
     };
 
     let mut decisions = Vec::with_capacity(pending.len());
-    for (request, row) in pending
-        .iter()
-        .zip(outputs.into_iter().skip(STEPS_BEFORE_APPENDS))
-    {
+    for (request, row) in pending.iter().zip(outputs.into_iter().skip(before)) {
         let decision = match row {
             Some(row) => decide(request, &row),
             None => Err(BackendError::new(
                 BackendErrorKind::Internal,
-                "append returned no row",
+                "append_transaction returned no row",
             )),
         };
         match decision {
@@ -571,64 +683,116 @@ async fn attempt(
 fn decode(e: tokio_postgres::Error) -> BackendError {
     BackendError::new(
         BackendErrorKind::Incompatible,
-        "the append function returned an unexpected row; is the schema from another foldstore version?",
+        "the append_transaction function returned an unexpected row; is the schema from another foldstore version?",
     )
     .with_source(e)
 }
 
-/// Turns `append`'s row into a decision, calling the core rules on refused appends.
+/// Reads an array column that is NULL when it has no elements.
+fn array<'r, T: tokio_postgres::types::FromSql<'r>>(
+    row: &'r Row,
+    column: &str,
+) -> Result<Vec<T>, BackendError> {
+    let values: Option<Vec<T>> = row.try_get(column).map_err(decode)?;
+    Ok(values.unwrap_or_default())
+}
+
+/// Turns `append_transaction`'s row into a decision, calling the core rules on
+/// refused requests.
 fn decide(request: &Request, row: &Row) -> Result<Decision, BackendError> {
+    let tx = &request.transaction;
     let written: bool = row.try_get("written").map_err(decode)?;
-    let n = request.events.len() as u64;
     if written {
-        let first: i64 = row.try_get("first_revision").map_err(decode)?;
-        let tx: Xid8 = row.try_get("tx").map_err(decode)?;
-        let last_seq: i64 = row.try_get("last_seq").map_err(decode)?;
-        return Ok(Decision::Done(AppendResult {
-            next_expected_revision: to_u64(first, "revision")? + n - 1,
-            position: position(tx, last_seq),
+        let xid: Xid8 = row.try_get("tx").map_err(decode)?;
+        let firsts: Vec<Option<i64>> = array(row, "first_revisions")?;
+        let first_seq: Option<i64> = row.try_get("first_seq").map_err(decode)?;
+        let last_seq: Option<i64> = row.try_get("last_seq").map_err(decode)?;
+        let mut streams = Vec::with_capacity(tx.parts.len());
+        for (part, first) in tx.parts.iter().zip(firsts) {
+            let first = first.ok_or_else(|| {
+                BackendError::new(BackendErrorKind::Internal, "a written part has no revision")
+            })?;
+            streams.push(StreamRevision {
+                stream: part.stream.clone(),
+                next_expected_revision: to_u64(first, "revision")? + part.events.len() as u64 - 1,
+            });
+        }
+        return Ok(Decision::Done(TransactionResult {
+            streams,
+            first_position: first_seq.map(|s| position(xid, s)),
+            last_position: last_seq.map(|s| position(xid, s)),
         }));
     }
-    let last_revision: Option<i64> = row.try_get("last_revision").map_err(decode)?;
-    let deleted_before: Option<i64> = row.try_get("deleted_before").map_err(decode)?;
-    let tombstoned: Option<bool> = row.try_get("tombstoned").map_err(decode)?;
-    let state = StreamState {
-        last_revision: last_revision.map(|r| to_u64(r, "revision")).transpose()?,
-        deleted_before: to_u64(deleted_before.unwrap_or(0), "revision")?,
-        tombstoned: tombstoned.unwrap_or(false),
-    };
-    let streams: Vec<Option<String>> = row.try_get("stored_streams").map_err(decode)?;
-    let revisions: Vec<Option<i64>> = row.try_get("stored_revisions").map_err(decode)?;
-    let txs: Vec<Option<Xid8>> = row.try_get("stored_txs").map_err(decode)?;
-    let seqs: Vec<Option<i64>> = row.try_get("stored_seqs").map_err(decode)?;
-    let mut stored = Vec::with_capacity(streams.len());
-    for (((stream, revision), tx), seq) in streams.into_iter().zip(revisions).zip(txs).zip(seqs) {
-        stored.push(match (stream, revision, tx, seq) {
-            (Some(stream), Some(revision), Some(tx), Some(seq)) => Some(StoredId {
+    let last_revisions: Vec<Option<i64>> = array(row, "last_revisions")?;
+    let deleted_befores: Vec<Option<i64>> = array(row, "deleted_befores")?;
+    let tombstones: Vec<Option<bool>> = array(row, "tombstones")?;
+    let mut states = Vec::with_capacity(tx.parts.len());
+    for i in 0..tx.parts.len() {
+        states.push(StreamState {
+            last_revision: last_revisions
+                .get(i)
+                .copied()
+                .flatten()
+                .map(|r| to_u64(r, "revision"))
+                .transpose()?,
+            deleted_before: to_u64(
+                deleted_befores.get(i).copied().flatten().unwrap_or(0),
+                "revision",
+            )?,
+            tombstoned: tombstones.get(i).copied().flatten().unwrap_or(false),
+        });
+    }
+    let streams: Vec<Option<String>> = array(row, "stored_streams")?;
+    let revisions: Vec<Option<i64>> = array(row, "stored_revisions")?;
+    let txs: Vec<Option<Xid8>> = array(row, "stored_txs")?;
+    let seqs: Vec<Option<i64>> = array(row, "stored_seqs")?;
+    let mut flat = Vec::with_capacity(streams.len());
+    for (((stream, revision), xid), seq) in streams.into_iter().zip(revisions).zip(txs).zip(seqs) {
+        flat.push(match (stream, revision, xid, seq) {
+            (Some(stream), Some(revision), Some(xid), Some(seq)) => Some(StoredId {
                 stream: crate::pg::stream_name(stream)?,
                 revision: to_u64(revision, "revision")?,
-                position: position(tx, seq),
+                position: position(xid, seq),
             }),
             _ => None,
         });
     }
+    let mut flat = flat.into_iter();
+    let stored: Vec<Vec<Option<StoredId>>> = tx
+        .parts
+        .iter()
+        .map(|p| (&mut flat).take(p.events.len()).collect())
+        .collect();
+    match plan_transaction(&tx.parts, &states, &stored) {
+        Err(e) => return Ok(Decision::Refused(e)),
+        Ok(TransactionPlan::AlreadyStored(result)) => return Ok(Decision::Done(result)),
+        Ok(TransactionPlan::Write { .. }) => {}
+    }
+    if let Some(t) = &tx.tracking {
+        let tracked: Option<String> = row.try_get("tracked_position").map_err(decode)?;
+        let tracked = tracked
+            .map(|p| {
+                p.parse::<Position>().map_err(|e| {
+                    BackendError::new(
+                        BackendErrorKind::Incompatible,
+                        "a stored tracking position is not a whole number; the data was changed outside foldstore",
+                    )
+                    .with_source(e)
+                })
+            })
+            .transpose()?;
+        if let Err(e) = check_tracking(t, tracked) {
+            return Ok(Decision::Refused(e));
+        }
+    }
+    // The expected revisions and the tracking held; the condition found a match, or
+    // the facts changed between the checks and this read.
     let condition_tx: Option<Xid8> = row.try_get("condition_tx").map_err(decode)?;
     let condition_seq: Option<i64> = row.try_get("condition_seq").map_err(decode)?;
-    match plan_append(
-        &request.stream,
-        request.expected,
-        &state,
-        &request.events,
-        &stored,
-    ) {
-        Err(e) => Ok(Decision::Refused(e)),
-        Ok(AppendPlan::AlreadyStored(result)) => Ok(Decision::Done(result)),
-        // The expected revision held, and the condition found a match.
-        Ok(AppendPlan::Write { .. }) => match (condition_tx, condition_seq) {
-            (Some(tx), Some(seq)) => Ok(Decision::Refused(AppendError::ConditionFailed {
-                position: position(tx, seq),
-            })),
-            _ => Ok(Decision::Race),
-        },
+    match (condition_tx, condition_seq) {
+        (Some(xid), Some(seq)) => Ok(Decision::Refused(AppendError::ConditionFailed {
+            position: position(xid, seq),
+        })),
+        _ => Ok(Decision::Race),
     }
 }

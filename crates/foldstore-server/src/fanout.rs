@@ -23,13 +23,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use foldstore_core::dcb::{AppendCondition, Query, ReadQueryOptions};
+use foldstore_core::dcb::{Query, ReadQueryOptions};
 use foldstore_core::subscription::{CommitNotifier, GlobalLog, subscribe_all};
 use foldstore_core::{
-    AppendError, AppendResult, BackendError, DeleteError, Direction, EventFilter, EventStore,
-    EventSubscription, ExpectedRevision, MetadataError, NewEvent, Position, ReadAllOptions,
-    ReadError, ReadStreamOptions, RecordedEvent, StreamMetadata, StreamName, SubscribeFrom,
-    SubscribeStreamFrom,
+    AppendError, AppendTransaction, BackendError, DeleteError, Direction, EventFilter, EventStore,
+    EventSubscription, ExpectedRevision, MetadataError, Position, ReadAllOptions, ReadError,
+    ReadStreamOptions, RecordedEvent, StreamMetadata, StreamName, SubscribeFrom,
+    SubscribeStreamFrom, TransactionResult,
 };
 use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
@@ -194,26 +194,15 @@ async fn tail(shared: Arc<Shared>, mut after: Option<Position>) {
 
 #[async_trait]
 impl EventStore for LiveTail {
-    async fn append(
+    async fn append_transaction(
         &self,
-        stream: &StreamName,
-        expected: ExpectedRevision,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendResult, AppendError> {
-        self.0.inner.append(stream, expected, events).await
+        transaction: AppendTransaction,
+    ) -> Result<TransactionResult, AppendError> {
+        self.0.inner.append_transaction(transaction).await
     }
 
-    async fn append_if(
-        &self,
-        stream: &StreamName,
-        expected: ExpectedRevision,
-        events: Vec<NewEvent>,
-        condition: AppendCondition,
-    ) -> Result<AppendResult, AppendError> {
-        self.0
-            .inner
-            .append_if(stream, expected, events, condition)
-            .await
+    async fn tracking(&self, source: &str) -> Result<Option<Position>, ReadError> {
+        self.0.inner.tracking(source).await
     }
 
     async fn read_query(
@@ -353,7 +342,7 @@ impl GlobalLog for RingView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use foldstore_core::InMemoryStore;
+    use foldstore_core::{InMemoryStore, NewEvent};
 
     fn event(n: u64) -> NewEvent {
         NewEvent::json("E", &serde_json::json!({"n": n})).unwrap_or_else(|_| unreachable!())

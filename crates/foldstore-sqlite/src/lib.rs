@@ -52,8 +52,8 @@
 //!   store in the same process.
 //! - The schema is versioned (`PRAGMA user_version`) and migrated on open; a file written
 //!   by a newer foldstore is refused with [`OpenError::NewerSchema`]. The schema is in
-//!   `src/sql/schema_v1.sql` and `src/sql/schema_v2.sql` (tags, the tag and type
-//!   indexes, snapshots).
+//!   `src/sql/schema_v1.sql`, `src/sql/schema_v2.sql` (tags, the tag and type
+//!   indexes, snapshots) and `src/sql/schema_v3.sql` (tracking).
 //! - **Dynamic Consistency Boundary**: an event's tags are stored on its row (returned
 //!   by every read) and in the `event_tags` index, so
 //!   [`read_query`](EventStore::read_query) walks only the index entries of each query
@@ -62,6 +62,12 @@
 //!   the batch's transaction, in arrival order, after the idempotency and
 //!   expected-revision checks: it sees the appends queued before it in the same group
 //!   commit, and a failing condition refuses only its own append.
+//! - **Transactions** ([`append_transaction`](EventStore::append_transaction)): a plain
+//!   or conditional append is a transaction of one part, so every write of events is
+//!   one request to the writer. A transaction's checks (each part's stream state and
+//!   event ids, the tracking row, the condition) all run in the batch's transaction
+//!   before its first insert, so a refused transaction writes nothing and fails alone,
+//!   and each sees the requests before it in the same group commit.
 //! - **Snapshots** ([`SnapshotStore`]) are rows of the same file, saved through the
 //!   writer with the same durability as events.
 //! - The WAL is checkpointed by a background thread, off the commit path; when it has
@@ -155,15 +161,16 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
-use foldstore_core::dcb::{AppendCondition, Query, ReadQueryOptions};
-use foldstore_core::rules::validate_events;
+use foldstore_core::dcb::{Query, ReadQueryOptions};
+use foldstore_core::rules::validate_transaction;
 use foldstore_core::snapshot::{Snapshot, SnapshotError, SnapshotStore, validate_state_type};
 use foldstore_core::subscription::{subscribe_all, subscribe_stream};
+use foldstore_core::transaction::{AppendTransaction, TransactionResult, validate_tracking_source};
 use foldstore_core::{
-    AppendError, AppendResult, BackendError, BackendErrorKind, DeleteError, EventFilter,
-    EventStore, EventSubscription, ExpectedRevision, Limits, MetadataError, NewEvent, Position,
-    ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamMetadata, StreamName,
-    SubscribeFrom, SubscribeStreamFrom,
+    AppendError, BackendError, BackendErrorKind, DeleteError, EventFilter, EventStore,
+    EventSubscription, ExpectedRevision, Limits, MetadataError, Position, ReadAllOptions,
+    ReadError, ReadStreamOptions, RecordedEvent, StreamMetadata, StreamName, SubscribeFrom,
+    SubscribeStreamFrom,
 };
 use tokio::sync::oneshot;
 use tracing::Instrument;
@@ -477,23 +484,28 @@ fn open_blocking(path: PathBuf, options: SqliteOptions) -> Result<SqliteStore, O
 
 #[async_trait]
 impl EventStore for SqliteStore {
-    async fn append(
+    async fn append_transaction(
         &self,
-        stream: &StreamName,
-        expected: ExpectedRevision,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendResult, AppendError> {
-        self.append_with(stream, expected, events, None).await
+        transaction: AppendTransaction,
+    ) -> Result<TransactionResult, AppendError> {
+        validate_transaction(&transaction, &self.inner.limits)?;
+        let (reply, answer) = oneshot::channel();
+        // From the hand-off to the answer: the wait for the group commit that carries
+        // this transaction, and the commit itself when this call leads it.
+        let commit = tracing::debug_span!("sqlite.commit", events = transaction.event_count());
+        commit.in_scope(|| self.write(Request::Append { transaction, reply }))?;
+        answer
+            .instrument(commit)
+            .await
+            .map_err(|_| self.writer_gone())?
     }
 
-    async fn append_if(
-        &self,
-        stream: &StreamName,
-        expected: ExpectedRevision,
-        events: Vec<NewEvent>,
-        condition: AppendCondition,
-    ) -> Result<AppendResult, AppendError> {
-        self.append_with(stream, expected, events, Some(condition))
+    async fn tracking(&self, source: &str) -> Result<Option<Position>, ReadError> {
+        validate_tracking_source(source)?;
+        let source = source.to_owned();
+        self.inner
+            .readers
+            .run(move |rc| reader::tracking(rc, &source))
             .await
     }
 
@@ -625,36 +637,6 @@ impl EventStore for SqliteStore {
 }
 
 impl SqliteStore {
-    async fn append_with(
-        &self,
-        stream: &StreamName,
-        expected: ExpectedRevision,
-        events: Vec<NewEvent>,
-        condition: Option<AppendCondition>,
-    ) -> Result<AppendResult, AppendError> {
-        validate_events(&events, &self.inner.limits)?;
-        if let Some(c) = &condition {
-            c.fail_if_events_match.validate()?;
-        }
-        let (reply, answer) = oneshot::channel();
-        // From the hand-off to the answer: the wait for the group commit that carries
-        // this append, and the commit itself when this call leads it.
-        let commit = tracing::debug_span!("sqlite.commit", events = events.len());
-        commit.in_scope(|| {
-            self.write(Request::Append {
-                stream: stream.clone(),
-                expected,
-                events,
-                condition,
-                reply,
-            })
-        })?;
-        answer
-            .instrument(commit)
-            .await
-            .map_err(|_| self.writer_gone())?
-    }
-
     async fn delete(
         &self,
         stream: &StreamName,

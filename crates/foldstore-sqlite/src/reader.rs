@@ -523,6 +523,12 @@ pub(crate) fn stream_metadata(
     }
 }
 
+/// The position stored for tracking `source` (see `writer::tracked`, which reads it
+/// inside the writer's transaction).
+pub(crate) fn tracking(rc: &mut ReadConn, source: &str) -> Result<Option<Position>, ReadError> {
+    Ok(crate::writer::tracked(&rc.conn, source)?)
+}
+
 /// Streams with at least one event whose names start with `prefix`, in byte order
 /// (SQLite's BINARY collation compares UTF-8 bytes, as Rust's `str` does), after
 /// `after`; from the `streams` table and its unique index on `name`.

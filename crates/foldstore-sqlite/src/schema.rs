@@ -12,6 +12,7 @@ use crate::{Durability, OpenError, SqliteOptions};
 const MIGRATIONS: &[&str] = &[
     include_str!("sql/schema_v1.sql"),
     include_str!("sql/schema_v2.sql"),
+    include_str!("sql/schema_v3.sql"),
 ];
 
 /// The newest schema version this build writes and reads.

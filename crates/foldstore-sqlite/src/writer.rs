@@ -60,11 +60,14 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use foldstore_core::commit_log::CommitLog;
 use foldstore_core::dcb::AppendCondition;
-use foldstore_core::rules::{AppendPlan, StoredId, StreamState, check_delete, plan_append};
+use foldstore_core::rules::{
+    StoredId, StreamState, TransactionPlan, check_delete, check_tracking, plan_transaction,
+};
 use foldstore_core::snapshot::{Snapshot, SnapshotError};
 use foldstore_core::subscription::CommitNotifier;
+use foldstore_core::transaction::{AppendTransaction, StreamRevision, TransactionResult};
 use foldstore_core::{
-    AppendError, AppendResult, BackendError, BackendErrorKind, DeleteError, ExpectedRevision, JSON,
+    AppendError, BackendError, BackendErrorKind, DeleteError, ExpectedRevision, JSON,
     MetadataError, NewEvent, Position, StreamMetadata, StreamName, group_hash,
 };
 use rusqlite::config::DbConfig;
@@ -78,13 +81,10 @@ use crate::failstop::{self, FailStop};
 
 /// A request to the writer.
 pub(crate) enum Request {
+    /// A transaction (a plain or conditional append is one of one part), validated.
     Append {
-        stream: StreamName,
-        expected: ExpectedRevision,
-        events: Vec<NewEvent>,
-        /// Checked after the expected revision, in the batch's transaction.
-        condition: Option<AppendCondition>,
-        reply: oneshot::Sender<Result<AppendResult, AppendError>>,
+        transaction: AppendTransaction,
+        reply: oneshot::Sender<Result<TransactionResult, AppendError>>,
     },
     SaveSnapshot {
         snapshot: Snapshot,
@@ -121,7 +121,7 @@ enum Stage {
 
 /// What a request did, before the commit decides whether it stands.
 enum Outcome {
-    Append(Result<AppendResult, AppendError>),
+    Append(Result<TransactionResult, AppendError>),
     Delete(Result<(), DeleteError>),
     Metadata(Result<(), MetadataError>),
     Snapshot,
@@ -131,7 +131,7 @@ impl Request {
     /// How much of the batch cap this request uses.
     fn weight(&self) -> usize {
         match self {
-            Request::Append { events, .. } => events.len().max(1),
+            Request::Append { transaction, .. } => transaction.event_count().max(1),
             _ => 1,
         }
     }
@@ -1035,22 +1035,8 @@ impl Writer {
             .map_err(sql("starting a write transaction"))?;
         for request in batch {
             let outcome = match request {
-                Request::Append {
-                    stream,
-                    expected,
-                    events,
-                    condition,
-                    ..
-                } => {
-                    let r = append(
-                        conn,
-                        cache,
-                        stream,
-                        *expected,
-                        events,
-                        condition.as_ref(),
-                        now_us,
-                    )?;
+                Request::Append { transaction, .. } => {
+                    let r = append(conn, cache, transaction, now_us)?;
                     *changed |= r.is_ok();
                     Outcome::Append(r)
                 }
@@ -1094,143 +1080,211 @@ fn stream_name(conn: &Connection, stream_id: i64) -> SqlResult<StreamName> {
         .map_err(|e| incompatible(format!("invalid stream name in the database: {e}")))
 }
 
-/// One append, inside the batch's transaction. The outer error fails the batch; the
-/// inner one refuses this append only.
+/// One transaction (a plain or conditional append is one of one part), inside the
+/// batch's transaction. The outer error fails the batch; the inner one refuses this
+/// transaction only.
 ///
-/// The checks run in the order `EventStore::append_if` documents: a retry of a stored
-/// append returns its first result without checking `condition`; then the expected
-/// revision; then `condition`, on this transaction, which holds every earlier append
-/// of the batch. All of them run before the first insert, so a refusal writes nothing.
+/// The checks run in the order `EventStore::append_transaction` documents: each part's
+/// tombstone, idempotency and expected revision (`rules::plan_transaction`; a retry of a
+/// stored transaction returns its first result and checks nothing else); the tracking;
+/// then `condition`, on this transaction, which holds every earlier request of the
+/// batch. All of them run before the first insert, so a refusal writes nothing.
 fn append(
     conn: &Connection,
     cache: &mut Cache,
-    stream: &StreamName,
-    expected: ExpectedRevision,
-    events: &[NewEvent],
-    condition: Option<&AppendCondition>,
+    tx: &AppendTransaction,
     now_us: i64,
-) -> SqlResult<Result<AppendResult, AppendError>> {
-    let cached = cache.stream(conn, stream)?;
-    let state = cached.map(|c| c.state).unwrap_or_default();
-    // The ids are looked up in the database itself (this transaction sees the batch's
-    // earlier appends), never in a cache of recent writes; only ids above the greatest
-    // stored one are known to be new without a lookup.
-    let max_id = cache.max_id(conn)?;
-    let mut stored = Vec::with_capacity(events.len());
-    {
-        let mut find = conn
-            .prepare_cached(
-                "SELECT position, stream_id, revision FROM events WHERE id_hi = ?1 AND id_lo = ?2",
-            )
-            .map_err(sql("preparing the event-id lookup"))?;
-        for e in events {
-            if max_id.is_none_or(|max| e.id.as_u128() > max) {
-                stored.push(None);
-                continue;
-            }
-            let (hi, lo) = split_id(e.id);
-            let row = find
-                .query_row(params![hi, lo], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, i64>(2)?,
-                    ))
-                })
-                .optional()
-                .map_err(sql("looking up an event id"))?;
-            stored.push(match row {
-                None => None,
-                Some((position, stream_id, revision)) => Some(StoredId {
-                    stream: if cached.is_some_and(|c| c.id == stream_id) {
-                        stream.clone()
-                    } else {
-                        stream_name(conn, stream_id)?
-                    },
-                    revision: to_u64(revision)?,
-                    position: Position::new(u128::from(to_u64(position)?)),
-                }),
-            });
-        }
+) -> SqlResult<Result<TransactionResult, AppendError>> {
+    let mut targets = Vec::with_capacity(tx.parts.len());
+    let mut states = Vec::with_capacity(tx.parts.len());
+    let mut stored = Vec::with_capacity(tx.parts.len());
+    for part in &tx.parts {
+        let cached = cache.stream(conn, &part.stream)?;
+        states.push(cached.map(|c| c.state).unwrap_or_default());
+        stored.push(stored_ids(conn, cache, &part.stream, cached, &part.events)?);
+        targets.push(cached);
     }
-    let first_revision = match plan_append(stream, expected, &state, events, &stored) {
+    let first_revisions = match plan_transaction(&tx.parts, &states, &stored) {
         Err(e) => return Ok(Err(e)),
-        Ok(AppendPlan::AlreadyStored(result)) => return Ok(Ok(result)),
-        Ok(AppendPlan::Write { first_revision }) => first_revision,
+        Ok(TransactionPlan::AlreadyStored(result)) => return Ok(Ok(result)),
+        Ok(TransactionPlan::Write { first_revisions }) => first_revisions,
     };
-    if let Some(c) = condition
+    if let Some(t) = &tx.tracking
+        && let Err(e) = check_tracking(t, tracked(conn, &t.source)?)
+    {
+        return Ok(Err(e));
+    }
+    if let Some(c) = &tx.condition
         && let Some(position) = first_match(conn, c)?
     {
         return Ok(Err(AppendError::ConditionFailed { position }));
     }
-    let target = match cached {
-        Some(c) => c,
-        None => cache.ensure_stream(conn, stream)?,
-    };
+    let first_position = cache.next_position(conn)?;
+    let mut streams = Vec::with_capacity(tx.parts.len());
+    for ((part, target), first_revision) in tx.parts.iter().zip(targets).zip(first_revisions) {
+        let target = match target {
+            Some(c) => c,
+            None => cache.ensure_stream(conn, &part.stream)?,
+        };
+        let last_revision =
+            insert_events(conn, cache, target, first_revision, &part.events, now_us)?;
+        if let Some(c) = cache.streams.get_mut(&part.stream) {
+            c.state.last_revision = Some(last_revision);
+        }
+        streams.push(StreamRevision {
+            stream: part.stream.clone(),
+            next_expected_revision: last_revision,
+        });
+    }
+    if let Some(t) = &tx.tracking {
+        conn.prepare_cached(
+            "INSERT INTO tracking (source, position) VALUES (?1, ?2) \
+             ON CONFLICT (source) DO UPDATE SET position = excluded.position",
+        )
+        .and_then(|mut s| s.execute(params![t.source, t.position.to_string()]))
+        .map_err(sql("storing the tracking position"))?;
+    }
+    let next_position = cache.next_position(conn)?;
+    let written = first_position..next_position;
+    let position = |p: i64| to_u64(p).map(|p| Position::new(u128::from(p)));
+    Ok(Ok(TransactionResult {
+        streams,
+        first_position: (!written.is_empty())
+            .then(|| position(written.start))
+            .transpose()?,
+        last_position: written.clone().last().map(position).transpose()?,
+    }))
+}
+
+/// The stored events with the ids of `events` (`None` for a new id), looked up in the
+/// database itself (this transaction sees the batch's earlier requests), never in a
+/// cache of recent writes; only ids above the greatest stored one are known to be new
+/// without a lookup.
+fn stored_ids(
+    conn: &Connection,
+    cache: &mut Cache,
+    stream: &StreamName,
+    cached: Option<CachedStream>,
+    events: &[NewEvent],
+) -> SqlResult<Vec<Option<StoredId>>> {
+    let max_id = cache.max_id(conn)?;
+    let mut stored = Vec::with_capacity(events.len());
+    let mut find = conn
+        .prepare_cached(
+            "SELECT position, stream_id, revision FROM events WHERE id_hi = ?1 AND id_lo = ?2",
+        )
+        .map_err(sql("preparing the event-id lookup"))?;
+    for e in events {
+        if max_id.is_none_or(|max| e.id.as_u128() > max) {
+            stored.push(None);
+            continue;
+        }
+        let (hi, lo) = split_id(e.id);
+        let row = find
+            .query_row(params![hi, lo], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .optional()
+            .map_err(sql("looking up an event id"))?;
+        stored.push(match row {
+            None => None,
+            Some((position, stream_id, revision)) => Some(StoredId {
+                stream: if cached.is_some_and(|c| c.id == stream_id) {
+                    stream.clone()
+                } else {
+                    stream_name(conn, stream_id)?
+                },
+                revision: to_u64(revision)?,
+                position: Position::new(u128::from(to_u64(position)?)),
+            }),
+        });
+    }
+    Ok(stored)
+}
+
+/// The position stored for tracking `source`, seen from the batch's transaction.
+pub(crate) fn tracked(conn: &Connection, source: &str) -> SqlResult<Option<Position>> {
+    let text: Option<String> = conn
+        .prepare_cached("SELECT position FROM tracking WHERE source = ?1")
+        .and_then(|mut s| s.query_row([source], |r| r.get(0)).optional())
+        .map_err(sql("reading a tracking position"))?;
+    text.map(|t| {
+        t.parse::<Position>()
+            .map_err(|e| incompatible(format!("a stored tracking position is not a number: {e}")))
+    })
+    .transpose()
+}
+
+/// Inserts one part's events into `target` from `first_revision` on, at the next
+/// positions, with their tags; returns the last revision.
+fn insert_events(
+    conn: &Connection,
+    cache: &mut Cache,
+    target: CachedStream,
+    first_revision: u64,
+    events: &[NewEvent],
+    now_us: i64,
+) -> SqlResult<u64> {
+    let max_id = cache.max_id(conn)?;
     let mut position = cache.next_position(conn)?;
     let mut revision = first_revision;
-    {
-        // Several rows per statement: one step inserts a chunk, which saves most of
-        // the per-statement overhead on large appends.
-        for chunk in events.chunks(INSERT_CHUNK) {
-            let mut insert = conn
-                .prepare_cached(insert_sql(chunk.len()))
-                .map_err(sql("preparing the event insert"))?;
-            let mut index = 0;
-            for e in chunk {
-                let (hi, lo) = split_id(e.id);
-                let content_type = (e.content_type != JSON).then_some(e.content_type.as_str());
-                let tags = tags_json(&e.tags)?;
-                let row: [&dyn rusqlite::ToSql; 12] = [
-                    &position,
-                    &target.id,
-                    &to_i64(revision)?,
-                    &target.category_id,
-                    &hi,
-                    &lo,
-                    &e.event_type,
-                    &content_type,
-                    &&e.data[..],
-                    &e.metadata.as_str(),
-                    &now_us,
-                    &tags,
-                ];
-                for value in row {
-                    index += 1;
-                    insert
-                        .raw_bind_parameter(index, value)
-                        .map_err(sql("binding an event"))?;
-                }
-                position += 1;
-                revision += 1;
+    // Several rows per statement: one step inserts a chunk, which saves most of the
+    // per-statement overhead on large appends.
+    for chunk in events.chunks(INSERT_CHUNK) {
+        let mut insert = conn
+            .prepare_cached(insert_sql(chunk.len()))
+            .map_err(sql("preparing the event insert"))?;
+        let mut index = 0;
+        for e in chunk {
+            let (hi, lo) = split_id(e.id);
+            let content_type = (e.content_type != JSON).then_some(e.content_type.as_str());
+            let tags = tags_json(&e.tags)?;
+            let row: [&dyn rusqlite::ToSql; 12] = [
+                &position,
+                &target.id,
+                &to_i64(revision)?,
+                &target.category_id,
+                &hi,
+                &lo,
+                &e.event_type,
+                &content_type,
+                &&e.data[..],
+                &e.metadata.as_str(),
+                &now_us,
+                &tags,
+            ];
+            for value in row {
+                index += 1;
+                insert
+                    .raw_bind_parameter(index, value)
+                    .map_err(sql("binding an event"))?;
             }
-            insert.raw_execute().map_err(sql("inserting events"))?;
+            position += 1;
+            revision += 1;
         }
-        // Most appends carry no tags: they skip the statement cache lookup.
-        if events.iter().any(|e| !e.tags.is_empty()) {
-            let mut tag = conn
-                .prepare_cached("INSERT OR IGNORE INTO event_tags (tag, position) VALUES (?1, ?2)")
-                .map_err(sql("preparing the tag insert"))?;
-            let first_position = position - events.len() as i64;
-            for (offset, e) in events.iter().enumerate() {
-                for t in &e.tags {
-                    tag.execute(params![t, first_position + offset as i64])
-                        .map_err(sql("inserting a tag"))?;
-                }
+        insert.raw_execute().map_err(sql("inserting events"))?;
+    }
+    // Most appends carry no tags: they skip the statement cache lookup.
+    if events.iter().any(|e| !e.tags.is_empty()) {
+        let mut tag = conn
+            .prepare_cached("INSERT OR IGNORE INTO event_tags (tag, position) VALUES (?1, ?2)")
+            .map_err(sql("preparing the tag insert"))?;
+        let first_position = position - events.len() as i64;
+        for (offset, e) in events.iter().enumerate() {
+            for t in &e.tags {
+                tag.execute(params![t, first_position + offset as i64])
+                    .map_err(sql("inserting a tag"))?;
             }
         }
     }
     cache.next_position = Some(position);
     let appended_max = events.iter().map(|e| e.id.as_u128()).max();
     cache.max_id = Some(max_id.max(appended_max));
-    let last_revision = revision - 1;
-    if let Some(c) = cache.streams.get_mut(stream) {
-        c.state.last_revision = Some(last_revision);
-    }
-    Ok(Ok(AppendResult {
-        next_expected_revision: last_revision,
-        position: Position::new(u128::from(to_u64(position - 1)?)),
-    }))
+    Ok(revision - 1)
 }
 
 /// Rows per multi-row insert statement.
@@ -1377,7 +1431,7 @@ mod tests {
     //! Group commit, deterministically: batches are built by hand and applied with
     //! `commit_batch`, so the requests are known to share one transaction.
 
-    use foldstore_core::{CurrentRevision, EventStore};
+    use foldstore_core::{AppendResult, CurrentRevision, EventStore};
 
     use super::*;
     use crate::SqliteOptions;
@@ -1414,38 +1468,52 @@ mod tests {
         }
     }
 
-    type AppendReply = oneshot::Receiver<Result<AppendResult, AppendError>>;
+    type AppendReply = oneshot::Receiver<Result<TransactionResult, AppendError>>;
+
+    fn transaction_request(transaction: AppendTransaction) -> (Request, AppendReply) {
+        let (reply, rx) = oneshot::channel();
+        (Request::Append { transaction, reply }, rx)
+    }
 
     fn append_request(
         stream: &str,
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
     ) -> (Request, AppendReply) {
-        let (reply, rx) = oneshot::channel();
-        let request = Request::Append {
-            stream: StreamName::new(stream).unwrap(),
+        transaction_request(AppendTransaction::single(
+            StreamName::new(stream).unwrap(),
             expected,
             events,
-            condition: None,
-            reply,
-        };
-        (request, rx)
+            None,
+        ))
     }
 
     fn event(event_type: &str) -> NewEvent {
         NewEvent::raw(event_type, "{}", JSON)
     }
 
-    /// Applies `requests` as one batch and returns the append answers in order.
-    fn run_batch(
+    /// Applies `requests` as one batch and returns the transaction answers in order.
+    fn run_transactions(
         writer: &mut Writer,
         requests: Vec<(Request, AppendReply)>,
-    ) -> Vec<Result<AppendResult, AppendError>> {
+    ) -> Vec<Result<TransactionResult, AppendError>> {
         let (batch, replies): (Vec<_>, Vec<_>) = requests.into_iter().unzip();
         writer.commit_batch(batch);
         replies
             .into_iter()
             .map(|mut rx| rx.try_recv().expect("every request is answered"))
+            .collect()
+    }
+
+    /// Applies `requests` (one-part transactions) as one batch and returns the append
+    /// answers in order.
+    fn run_batch(
+        writer: &mut Writer,
+        requests: Vec<(Request, AppendReply)>,
+    ) -> Vec<Result<AppendResult, AppendError>> {
+        run_transactions(writer, requests)
+            .into_iter()
+            .map(|r| r.map(|t| t.append_result().expect("one part with events")))
             .collect()
     }
 
@@ -1808,6 +1876,82 @@ mod tests {
         assert_eq!(count_events(&f.writer), 3);
     }
 
+    /// Transactions in one batch: each is checked against the batch's earlier requests
+    /// (a transfer sees the revision the one before it wrote; a tracking position sees
+    /// the one stored just before); a refused transaction, whether by its second part,
+    /// its tracking or its condition, writes nothing and fails alone.
+    #[test]
+    fn transactions_in_one_batch_see_earlier_ones_and_fail_alone() {
+        use foldstore_core::dcb::{Query, QueryItem};
+
+        let mut f = fixture_with_a_1();
+        let name = |s: &str| StreamName::new(s).unwrap();
+        let transfer = |a: u64, b: ExpectedRevision| {
+            AppendTransaction::new()
+                .stream(name("a-1"), ExpectedRevision::Exact(a), vec![event("Out")])
+                .stream(name("b-1"), b, vec![event("In").with_tags(["t:1"])])
+        };
+        let answers = run_transactions(
+            &mut f.writer,
+            vec![
+                transaction_request(
+                    transfer(0, ExpectedRevision::NoStream).tracking("s", Position::new(1)),
+                ),
+                // Stale: a-1 is at 1 now. Refused by its first part.
+                transaction_request(transfer(0, ExpectedRevision::Exact(0))),
+                // Refused by its second part: b-1 is at 0, not 5; a-1 is not written.
+                transaction_request(transfer(1, ExpectedRevision::Exact(5))),
+                // Refused by its tracking: position 1 of `s` was stored just before.
+                transaction_request(
+                    transfer(1, ExpectedRevision::Exact(0)).tracking("s", Position::new(1)),
+                ),
+                // Refused by its condition: the first transfer's tagged event.
+                transaction_request(transfer(1, ExpectedRevision::Exact(0)).condition(
+                    AppendCondition::new(Query::from_items([QueryItem::new().tags(["t:1"])]), None),
+                )),
+                transaction_request(
+                    transfer(1, ExpectedRevision::Exact(0)).tracking("s", Position::new(2)),
+                ),
+            ],
+        );
+        let first = answers[0].as_ref().unwrap();
+        assert_eq!(first.first_position, Some(Position::new(2)));
+        assert_eq!(first.last_position, Some(Position::new(3)));
+        assert!(
+            matches!(&answers[1], Err(AppendError::WrongExpectedRevision { stream, .. }) if stream.as_str() == "a-1")
+        );
+        assert!(
+            matches!(&answers[2], Err(AppendError::WrongExpectedRevision { stream, .. }) if stream.as_str() == "b-1")
+        );
+        assert!(
+            matches!(&answers[3], Err(AppendError::AlreadyProcessed { stored, .. }) if *stored == Position::new(1))
+        );
+        assert!(
+            matches!(&answers[4], Err(AppendError::ConditionFailed { position }) if *position == Position::new(3))
+        );
+        let last = answers[5].as_ref().unwrap();
+        assert_eq!(
+            last.streams
+                .iter()
+                .map(|s| s.next_expected_revision)
+                .collect::<Vec<_>>(),
+            [2, 1]
+        );
+        assert_eq!(last.first_position, Some(Position::new(4)));
+        assert_eq!(count_events(&f.writer), 5, "the refused ones wrote nothing");
+        assert_eq!(
+            tracked(&f.writer.conn, "s").unwrap(),
+            Some(Position::new(2))
+        );
+        // The cache agrees with the database after the batch: the next transfer sees
+        // the revisions of the last one.
+        let next = run_transactions(
+            &mut f.writer,
+            vec![transaction_request(transfer(2, ExpectedRevision::Exact(1)))],
+        );
+        assert!(next[0].is_ok(), "{next:?}");
+    }
+
     /// While a batch's transaction is open, readers and `head_position` must not see
     /// its events; after `COMMIT` they must.
     #[test]
@@ -1821,18 +1965,10 @@ mod tests {
         let w = &mut f.writer;
         w.conn.execute_batch("BEGIN IMMEDIATE").unwrap();
         let stream = StreamName::new("a-1").unwrap();
-        let written = append(
-            &w.conn,
-            &mut w.cache,
-            &stream,
-            ExpectedRevision::NoStream,
-            &[event("A")],
-            None,
-            0,
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(written.position, Position::new(1));
+        let tx =
+            AppendTransaction::single(stream, ExpectedRevision::NoStream, vec![event("A")], None);
+        let written = append(&w.conn, &mut w.cache, &tx, 0).unwrap().unwrap();
+        assert_eq!(written.last_position, Some(Position::new(1)));
         assert_eq!(count(&reader), 0, "a reader saw an uncommitted event");
         assert_eq!(w.shared.head.load(Ordering::Acquire), 0);
         w.conn.execute_batch("COMMIT").unwrap();
@@ -1849,15 +1985,12 @@ mod tests {
         let mut f = fixture();
         let claim = Query::from_items([QueryItem::new().tags(["seat:1"])]);
         let conditional = |stream: &str, tag: &str, query: &Query| {
-            let (reply, rx) = oneshot::channel();
-            let request = Request::Append {
-                stream: StreamName::new(stream).unwrap(),
-                expected: ExpectedRevision::Any,
-                events: vec![event("Claimed").with_tags([tag])],
-                condition: Some(AppendCondition::new(query.clone(), None)),
-                reply,
-            };
-            (request, rx)
+            transaction_request(AppendTransaction::single(
+                StreamName::new(stream).unwrap(),
+                ExpectedRevision::Any,
+                vec![event("Claimed").with_tags([tag])],
+                Some(AppendCondition::new(query.clone(), None)),
+            ))
         };
         let answers = run_batch(
             &mut f.writer,
@@ -2022,13 +2155,13 @@ mod tests {
             append_request("a-1", ExpectedRevision::NoStream, vec![event("C")]);
         f.writer.commit_batch(vec![first, delete, after]);
         assert_eq!(
-            first_rx.try_recv().unwrap().unwrap().next_expected_revision,
+            first_rx.try_recv().unwrap().unwrap().streams[0].next_expected_revision,
             1
         );
         deleted.try_recv().unwrap().unwrap();
         // Soft-deleted in the same batch: NoStream matches, and revisions continue.
         assert_eq!(
-            after_rx.try_recv().unwrap().unwrap().next_expected_revision,
+            after_rx.try_recv().unwrap().unwrap().streams[0].next_expected_revision,
             2
         );
     }

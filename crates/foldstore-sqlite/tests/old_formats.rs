@@ -3,20 +3,81 @@
 //! accept new appends. It guards against a schema change without a migration, and
 //! against a migration that loses or reinterprets stored data.
 //!
-//! `tests/fixtures/schema_v1.db` was written by `write_schema_v1_fixture` (ignored; run
-//! it only to recreate the file, never after the schema moved on).
+//! `tests/fixtures/schema_v1.db` was written by `write_schema_v1_fixture`, and
+//! `tests/fixtures/schema_v2.db` by `write_schema_v2_fixture` (the scenario of
+//! `foldstore_core::testkit::old_format`) with foldstore at schema version 2 (both
+//! ignored; run them only to recreate a file, never after the schema moved on).
 
 use std::path::{Path, PathBuf};
 
 use foldstore_core::{
     AppendError, EventStore, ExpectedRevision, JSON, Metadata, NewEvent, ReadAllOptions, ReadError,
-    ReadStreamOptions, StreamMetadata, StreamName,
+    ReadStreamOptions, SnapshotStore, StreamMetadata, StreamName,
 };
 use foldstore_sqlite::{SqliteOptions, SqliteStore};
 use uuid::Uuid;
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schema_v1.db")
+}
+
+fn version(path: &Path) -> u32 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap()
+}
+
+fn fixture_v2() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schema_v2.db")
+}
+
+/// Removes a database file and its companions.
+fn remove_database(path: &Path) {
+    for suffix in ["", "-wal", "-shm", ".lock"] {
+        let mut p = path.to_owned().into_os_string();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// What the version 2 fixture holds besides the shared scenario: two tagged events
+/// and a snapshot.
+async fn write_v2_extras(store: &SqliteStore) {
+    let tagged = NewEvent::json("Claimed", &serde_json::json!({"seat": 1}))
+        .unwrap()
+        .with_id(foldstore_core::testkit::old_format::id(8))
+        .with_tags(["course:c1", "student:ada"]);
+    store
+        .append(&name("claim-1"), ExpectedRevision::NoStream, vec![tagged])
+        .await
+        .unwrap();
+    store
+        .save_snapshot(foldstore_core::Snapshot::new(
+            name("account-1"),
+            "Balance",
+            1,
+            2,
+            b"6".to_vec(),
+        ))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+#[ignore = "writes the checked-in fixture; run only to recreate it"]
+async fn write_schema_v2_fixture() {
+    let path = fixture_v2();
+    remove_database(&path);
+    let store = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap();
+    foldstore_core::testkit::old_format::write_scenario(&store).await;
+    write_v2_extras(&store).await;
+    store.close().await.unwrap();
+    let mut lock = path.into_os_string();
+    lock.push(".lock");
+    let _ = std::fs::remove_file(lock);
 }
 
 fn name(s: &str) -> StreamName {
@@ -204,23 +265,18 @@ async fn schema_v1_file_opens_and_reads_back() {
     store.close().await.unwrap();
 }
 
-/// A version 1 file is migrated to version 2 on open: every event is kept (with no
-/// tags), and the new features work on it: tagged appends, query reads through the tag
-/// index, conditions and snapshots. The migration is stored, so a reopen does nothing.
+/// A version 1 file is migrated to the current version on open: every event is kept
+/// (with no tags), and the newer features work on it: tagged appends, query reads
+/// through the tag index, conditions and snapshots. The migration is stored, so a
+/// reopen does nothing.
 #[tokio::test]
-async fn schema_v1_file_migrates_to_v2_and_keeps_its_events() {
+async fn schema_v1_file_migrates_and_keeps_its_events() {
     use foldstore_core::dcb::{AppendCondition, Query, QueryItem, ReadQueryOptions};
     use foldstore_core::{AppendError, Snapshot, SnapshotStore};
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v1.db");
     std::fs::copy(fixture(), &path).expect("tests/fixtures/schema_v1.db is checked in");
-    let version = |path: &Path| -> u32 {
-        rusqlite::Connection::open(path)
-            .unwrap()
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .unwrap()
-    };
     assert_eq!(version(&path), 1, "the fixture is a version 1 file");
     let store = SqliteStore::open(&path, SqliteOptions::default())
         .await
@@ -294,7 +350,7 @@ async fn schema_v1_file_migrates_to_v2_and_keeps_its_events() {
         .unwrap();
     store.close().await.unwrap();
 
-    assert_eq!(version(&path), 2, "the migration is stored");
+    assert_eq!(version(&path), 3, "the migration is stored");
     let store = SqliteStore::open(&path, SqliteOptions::default())
         .await
         .unwrap();
@@ -316,6 +372,61 @@ async fn schema_v1_file_migrates_to_v2_and_keeps_its_events() {
             .unwrap()
             .len(),
         8
+    );
+    store.close().await.unwrap();
+}
+
+/// A version 2 file opens, migrating to version 3 (tracking), and keeps the shared
+/// scenario, its tags and its snapshot; transactions with tracking work on it.
+#[tokio::test]
+async fn schema_v2_file_opens_and_reads_back() {
+    use foldstore_core::dcb::{Query, QueryItem, ReadQueryOptions};
+    use foldstore_core::{AppendTransaction, Position};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.db");
+    std::fs::copy(fixture_v2(), &path).expect("tests/fixtures/schema_v2.db is checked in");
+    assert_eq!(version(&path), 2, "the fixture is a version 2 file");
+    let store = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap();
+    foldstore_core::testkit::old_format::check_scenario(&store).await;
+    let claims = store
+        .read_query(
+            &Query::from_items([QueryItem::new().tags(["student:ada"])]),
+            ReadQueryOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 1, "the tag index survived");
+    assert_eq!(claims[0].tags, ["course:c1", "student:ada"]);
+    let snapshot = store
+        .load_snapshot(&name("account-1"), "Balance")
+        .await
+        .unwrap()
+        .expect("the snapshot survived");
+    assert_eq!(snapshot.revision, 2);
+    assert_eq!(store.tracking("mirror").await.unwrap(), None);
+    store
+        .append_transaction(
+            AppendTransaction::new()
+                .stream(
+                    name("claim-1"),
+                    ExpectedRevision::Exact(0),
+                    vec![NewEvent::json("Released", &1).unwrap()],
+                )
+                .tracking("mirror", Position::new(3)),
+        )
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    assert_eq!(version(&path), 3, "the migration is stored");
+    let store = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.tracking("mirror").await.unwrap(),
+        Some(Position::new(3))
     );
     store.close().await.unwrap();
 }

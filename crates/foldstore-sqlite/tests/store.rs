@@ -98,7 +98,7 @@ async fn a_file_from_a_newer_foldstore_is_refused() {
         Err(e @ OpenError::NewerSchema { found: 99, .. }) => {
             let message = e.to_string();
             assert!(
-                message.contains("written by a newer foldstore (schema v99, this build reads up to v2): upgrade foldstore"),
+                message.contains("written by a newer foldstore (schema v99, this build reads up to v3): upgrade foldstore"),
                 "{message}"
             );
         }

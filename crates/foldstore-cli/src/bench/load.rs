@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use foldstore_core::{AppendError, CurrentRevision, ExpectedRevision, StreamName};
+use foldstore_core::dcb::{AppendCondition, Query, QueryItem};
+use foldstore_core::{AppendError, CurrentRevision, ExpectedRevision, Position, StreamName};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::MissedTickBehavior;
@@ -59,11 +60,33 @@ struct TaskResult {
     conflicts: u64,
 }
 
+/// How each append is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// `append` with the expected revision.
+    Plain,
+    /// `append_if`: each event is tagged `bench:<its stream>`, and the condition fails
+    /// if an event with that tag was stored after the last one this task appended to
+    /// the stream (it never fails: each task owns its streams). A decision's append
+    /// with the DCB condition it carries.
+    Conditional,
+}
+
 /// Runs the load on `streams` and waits for every task.
 pub(crate) async fn run(
     store: &Store,
     streams: &Arc<[StreamName]>,
     spec: &LoadSpec,
+) -> Result<LoadResult, CliError> {
+    run_with(store, streams, spec, Mode::Plain).await
+}
+
+/// [`run`], making each append as `mode` says.
+pub(crate) async fn run_with(
+    store: &Store,
+    streams: &Arc<[StreamName]>,
+    spec: &LoadSpec,
+    mode: Mode,
 ) -> Result<LoadResult, CliError> {
     let tasks = (spec.concurrency as usize).clamp(1, streams.len().max(1));
     let batch = spec.batch.max(1) as u64;
@@ -89,6 +112,7 @@ pub(crate) async fn run(
             start,
             pacing: period.map(|p| (p, start + p.mul_f64(t as f64 / tasks as f64))),
             gate: spec.gate.clone(),
+            mode,
         };
         handles.push(tokio::spawn(task.run()));
     }
@@ -120,6 +144,7 @@ struct Task {
     start: Instant,
     pacing: Option<(Duration, Instant)>,
     gate: Option<Gate>,
+    mode: Mode,
 }
 
 impl Task {
@@ -135,6 +160,8 @@ impl Task {
         let mut rng = StdRng::from_rng(&mut rand::rng());
         // The revision each owned stream is at, as far as this task knows.
         let mut revisions: Vec<Option<u64>> = vec![None; self.owned.len()];
+        // The position of the last event this task appended to each owned stream.
+        let mut positions: Vec<Option<Position>> = vec![None; self.owned.len()];
         let mut interval = self.pacing.map(|(period, first)| {
             let mut i = tokio::time::interval_at(first.into(), period);
             i.set_missed_tick_behavior(MissedTickBehavior::Burst);
@@ -153,10 +180,15 @@ impl Task {
             let stream = &self.streams[self.owned[k]];
             loop {
                 let sent_ns = u64::try_from(self.clock.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                let tag = format!("bench:{stream}");
                 let events = (0..self.batch)
                     .map(|_| {
                         seq += 1;
-                        payload::event(seq, sent_ns)
+                        let event = payload::event(seq, sent_ns);
+                        match self.mode {
+                            Mode::Plain => event,
+                            Mode::Conditional => event.with_tags([tag.as_str()]),
+                        }
                     })
                     .collect();
                 let expected =
@@ -166,8 +198,19 @@ impl Task {
                     None => None,
                 };
                 let t0 = Instant::now();
-                match self.store.append(stream, expected, events).await {
+                let result = match self.mode {
+                    Mode::Plain => self.store.append(stream, expected, events).await,
+                    Mode::Conditional => {
+                        let query = Query::from_items([QueryItem::new().tags([tag.as_str()])]);
+                        let condition = AppendCondition::new(query, positions[k]);
+                        self.store
+                            .append_if(stream, expected, events, condition)
+                            .await
+                    }
+                };
+                match result {
                     Ok(r) => {
+                        positions[k] = Some(r.position);
                         out.latencies.push(t0.elapsed());
                         out.completed_at.push(self.start.elapsed());
                         revisions[k] = Some(r.next_expected_revision);

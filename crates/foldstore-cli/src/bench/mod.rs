@@ -240,6 +240,7 @@ async fn measure(
     };
     let outcome = match args.workload {
         Workload::Append1 => workloads::append_1(&store, location, params).await,
+        Workload::AppendIf => workloads::append_if(&store, params).await,
         Workload::AppendBatch => workloads::append_batch(&store, location, params).await,
         Workload::ReadAll => {
             // It reopens the store (as a new subscriber process would) and hands back

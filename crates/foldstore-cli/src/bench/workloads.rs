@@ -113,6 +113,17 @@ pub(crate) async fn append(
     batch: usize,
     turns: Option<&interleave::Turns>,
 ) -> Result<Outcome, CliError> {
+    append_as(store, p, batch, turns, load::Mode::Plain).await
+}
+
+/// [`append`], each append made as `mode` says.
+async fn append_as(
+    store: &Store,
+    p: Params,
+    batch: usize,
+    turns: Option<&interleave::Turns>,
+    mode: load::Mode,
+) -> Result<Outcome, CliError> {
     // One task gets fewer events than many, to keep its run short (it takes turns
     // with its baselines), but enough that most appends go to streams that exist:
     // over 10,000 random streams, 20,000 appends create a stream in 43% of them
@@ -127,7 +138,13 @@ pub(crate) async fn append(
         "appending {events} events, {batch} per append, {} tasks, {STREAMS} streams",
         p.concurrency
     ));
-    let streams = payload::stream_names("bench", STREAMS);
+    // The conditional load gets streams of its own, so that it does not start on the
+    // streams the same run's plain load left behind.
+    let prefix = match mode {
+        load::Mode::Plain => "bench",
+        load::Mode::Conditional => "benchif",
+    };
+    let streams = payload::stream_names(prefix, STREAMS);
     let spec = LoadSpec {
         concurrency: p.concurrency,
         events,
@@ -138,7 +155,7 @@ pub(crate) async fn append(
         gate: turns.map(interleave::Turns::gate),
     };
     let before = group_commit(store);
-    let r = load::run(store, &streams, &spec).await?;
+    let r = load::run_with(store, &streams, &spec, mode).await?;
     let mut extra = Map::new();
     extra.insert("events_per_append".into(), json!(batch));
     if let (Some(before), Some(after)) = (before, group_commit(store)) {
@@ -287,6 +304,27 @@ pub(crate) async fn append_batch(
         } => baseline::raw_pg_schema_tx100_rate(url, schema, *tuning, concurrency).await?,
     };
     add_schema_baseline(&mut outcome, "tx100", raw);
+    Ok(outcome)
+}
+
+/// `append-if`: `append-1`'s load with a DCB condition on every append (see
+/// [`load::Mode::Conditional`]): one tagged event, the condition on its tag after the
+/// last position this task saw. The same run measures plain `append-1` first, so the
+/// report carries the ratio of the two (`ratio_vs_append_1`).
+pub(crate) async fn append_if(store: &Store, p: Params) -> Result<Outcome, CliError> {
+    progress("baseline: the same load without conditions (append-1)");
+    let plain = append(store, p, 1, None).await?;
+    let plain_rate = plain.events as f64 / plain.elapsed.as_secs_f64().max(1e-9);
+    let mut outcome = append_as(store, p, 1, None, load::Mode::Conditional).await?;
+    let rate = outcome.events as f64 / outcome.elapsed.as_secs_f64().max(1e-9);
+    outcome
+        .extra
+        .insert("append_1_per_sec".into(), json!(plain_rate.round()));
+    outcome.extra.insert(
+        "ratio_vs_append_1".into(),
+        json!(round(rate / plain_rate.max(1e-9), 2)),
+    );
+    outcome.latency_of = "conditional append of 1 event";
     Ok(outcome)
 }
 

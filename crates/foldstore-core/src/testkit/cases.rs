@@ -15,6 +15,7 @@ use super::TestStore;
 
 mod dcb;
 mod snapshots;
+mod transactions;
 
 use crate::{
     AppendError, AppendResult, ConsumerGroup, CurrentRevision, DeleteError, EventFilter,
@@ -25,6 +26,7 @@ use crate::{
 };
 pub use dcb::*;
 pub use snapshots::*;
+pub use transactions::*;
 
 /// How long a subscription may take to deliver an event that is already committed.
 const WAIT: Duration = Duration::from_secs(10);
@@ -3402,6 +3404,19 @@ macro_rules! __foldstore_for_each_case {
             snapshot_of_another_schema_version_replaces,
             snapshot_streams_and_state_types_are_separate,
             snapshot_invalid_state_type_is_refused,
+            transaction_writes_every_part_in_order,
+            transaction_with_a_refused_part_writes_nothing,
+            transaction_checks_each_parts_expected_revision,
+            transaction_condition_fails_whole_and_names_the_first_match,
+            transaction_retry_returns_the_first_result,
+            transaction_is_validated_whole,
+            tracking_is_stored_with_the_transaction,
+            tracking_not_past_the_stored_position_is_already_processed,
+            transaction_checks_run_in_the_documented_order,
+            streamless_events_get_a_stream_of_their_own,
+            concurrent_transfers_keep_the_total_and_every_revision,
+            concurrent_tracking_lets_one_writer_per_position_win,
+            concurrent_refused_transactions_do_not_affect_neighbours,
         );
     };
 }
@@ -3428,6 +3443,7 @@ mod tests {
             include_str!("cases.rs"),
             include_str!("cases/dcb.rs"),
             include_str!("cases/snapshots.rs"),
+            include_str!("cases/transactions.rs"),
         ]
         .concat();
         let defined: Vec<&str> = source

@@ -1,6 +1,7 @@
-//! A store that runs a test's hook just before every append, plain or conditional: the
-//! way to force "someone wrote between my read and my append" or "both writers decided
-//! before either wrote" with barriers and scripted writes instead of sleeps.
+//! A store that runs a test's hook just before every append (plain, conditional or a
+//! transaction: all of them go through `append_transaction`): the way to force "someone
+//! wrote between my read and my append" or "both writers decided before either wrote"
+//! with barriers and scripted writes instead of sleeps.
 //!
 //! ```
 //! use async_trait::async_trait;
@@ -30,18 +31,19 @@
 
 use async_trait::async_trait;
 
-use crate::dcb::{AppendCondition, Query, ReadQueryOptions};
+use crate::dcb::{Query, ReadQueryOptions};
+use crate::transaction::{AppendTransaction, TransactionResult};
 use crate::{
-    AppendError, AppendResult, BackendError, DeleteError, EventFilter, EventStore,
-    EventSubscription, ExpectedRevision, MetadataError, NewEvent, Position, ReadAllOptions,
-    ReadError, ReadStreamOptions, RecordedEvent, StreamMetadata, StreamName, SubscribeFrom,
-    SubscribeStreamFrom,
+    AppendError, BackendError, DeleteError, EventFilter, EventStore, EventSubscription,
+    ExpectedRevision, MetadataError, Position, ReadAllOptions, ReadError, ReadStreamOptions,
+    RecordedEvent, StreamMetadata, StreamName, SubscribeFrom, SubscribeStreamFrom,
 };
 
 /// What runs before each append of a [`HookedStore`]; it may write to the inner store.
 #[async_trait]
 pub trait AppendHook<S: Sync>: Send + Sync {
-    /// Called at the start of every `append` and `append_if`.
+    /// Called at the start of every `append_transaction` (so of every `append` and
+    /// `append_if` too).
     async fn before_append(&self, inner: &S);
 }
 
@@ -63,27 +65,16 @@ impl<S, H> HookedStore<S, H> {
 
 #[async_trait]
 impl<S: EventStore, H: AppendHook<S>> EventStore for HookedStore<S, H> {
-    async fn append(
+    async fn append_transaction(
         &self,
-        stream: &StreamName,
-        expected: ExpectedRevision,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendResult, AppendError> {
+        transaction: AppendTransaction,
+    ) -> Result<TransactionResult, AppendError> {
         self.hook.before_append(&self.inner).await;
-        self.inner.append(stream, expected, events).await
+        self.inner.append_transaction(transaction).await
     }
 
-    async fn append_if(
-        &self,
-        stream: &StreamName,
-        expected: ExpectedRevision,
-        events: Vec<NewEvent>,
-        condition: AppendCondition,
-    ) -> Result<AppendResult, AppendError> {
-        self.hook.before_append(&self.inner).await;
-        self.inner
-            .append_if(stream, expected, events, condition)
-            .await
+    async fn tracking(&self, source: &str) -> Result<Option<Position>, ReadError> {
+        self.inner.tracking(source).await
     }
 
     async fn read_query(

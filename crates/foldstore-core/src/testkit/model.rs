@@ -122,6 +122,15 @@ pub enum Refusal {
     ConditionFailed,
     /// `AppendError::InvalidTag` / `ReadError::InvalidTag`: a tag in a query.
     InvalidTag,
+    /// `AppendError::DuplicateStream`: two parts of a transaction name one stream.
+    DuplicateStream,
+    /// `AppendError::AlreadyProcessed`, with the stored tracking position.
+    AlreadyProcessed {
+        /// The position stored for the source.
+        stored: u128,
+    },
+    /// `AppendError::InvalidTracking` / `ReadError::InvalidTracking`.
+    InvalidTracking,
     /// Anything else (a backend failure): never expected.
     Other(String),
 }
@@ -182,6 +191,11 @@ impl From<&AppendError> for Refusal {
             AppendError::StreamTombstoned { .. } => Self::StreamTombstoned,
             AppendError::ConditionFailed { .. } => Self::ConditionFailed,
             AppendError::InvalidTag(_) => Self::InvalidTag,
+            AppendError::DuplicateStream { .. } => Self::DuplicateStream,
+            AppendError::AlreadyProcessed { stored, .. } => Self::AlreadyProcessed {
+                stored: stored.as_u128(),
+            },
+            AppendError::InvalidTracking(_) => Self::InvalidTracking,
             AppendError::Backend(b) => Self::Other(b.to_string()),
         }
     }
@@ -195,6 +209,7 @@ impl From<&ReadError> for Refusal {
             ReadError::InvalidName(_) => Self::InvalidName,
             ReadError::InvalidConsumerGroup { .. } => Self::InvalidConsumerGroup,
             ReadError::InvalidTag(_) => Self::InvalidTag,
+            ReadError::InvalidTracking(_) => Self::InvalidTracking,
             ReadError::Backend(b) => Self::Other(b.to_string()),
         }
     }
@@ -235,11 +250,45 @@ pub struct ModelAppend {
     pub wrote: bool,
 }
 
+/// One part of a transaction, as the model takes it.
+#[derive(Debug, Clone)]
+pub struct ModelPart {
+    /// The stream, or `None` for events without a stream (`dcb-<first id>`).
+    pub stream: Option<StreamName>,
+    /// The expectation (ignored for events without a stream, which expect no stream).
+    pub expected: ExpectedRevision,
+    /// The events.
+    pub events: Vec<NewEvent>,
+}
+
+/// What a successful transaction answered, in model terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelTransaction {
+    /// Each part's stream and the revision of its last event, in order.
+    pub streams: Vec<(StreamName, u64)>,
+    /// Log indexes of the first and the last event; `None` without events.
+    pub first_index: Option<usize>,
+    /// See `first_index`.
+    pub last_index: Option<usize>,
+    /// Whether anything was written (false for an idempotent retry).
+    pub wrote: bool,
+}
+
+/// How the model plans one part of a transaction.
+enum PartPlan {
+    /// Write from this revision.
+    Write(u64),
+    /// Already stored at these log indexes.
+    Stored(Vec<usize>),
+}
+
 /// The reference model.
 #[derive(Debug, Clone)]
 pub struct Model {
     log: Vec<ModelEvent>,
     streams: BTreeMap<StreamName, ModelStream>,
+    /// Tracking positions by source.
+    tracking: BTreeMap<String, u128>,
     max_append_bytes: usize,
 }
 
@@ -272,6 +321,12 @@ fn content_type_is_json(content_type: &str) -> bool {
 /// A tag the contract accepts: non-empty, at most 200 bytes, no control character.
 fn tag_ok(tag: &str) -> bool {
     !tag.is_empty() && tag.len() <= 200 && !tag.chars().any(char::is_control)
+}
+
+/// A tracking source the contract accepts: non-empty, at most 200 bytes, no control
+/// character.
+fn source_ok(source: &str) -> bool {
+    !source.is_empty() && source.len() <= 200 && !source.chars().any(char::is_control)
 }
 
 fn query_tags_ok(query: &Query) -> bool {
@@ -345,6 +400,7 @@ impl Model {
         Self {
             log: Vec::new(),
             streams: BTreeMap::new(),
+            tracking: BTreeMap::new(),
             max_append_bytes: 16 * 1024 * 1024,
         }
     }
@@ -414,15 +470,19 @@ impl Model {
         Ok(())
     }
 
-    /// Appends, following `docs/semantics.md` section 3.
+    /// Appends, following `docs/semantics.md` section 3: a transaction of one part.
     pub fn append(
         &mut self,
         stream: &StreamName,
         expected: ExpectedRevision,
         events: &[NewEvent],
     ) -> Result<ModelAppend, Refusal> {
-        self.check_events(events)?;
-        self.append_checked(stream, expected, events, None)
+        let part = ModelPart {
+            stream: Some(stream.clone()),
+            expected,
+            events: events.to_vec(),
+        };
+        self.transaction(&[part], None, None).map(Self::one)
     }
 
     /// Appends on condition that no event matching `query` is in the log after index
@@ -435,11 +495,157 @@ impl Model {
         query: &Query,
         after: Option<usize>,
     ) -> Result<ModelAppend, Refusal> {
-        self.check_events(events)?;
-        if !query_tags_ok(query) {
+        let part = ModelPart {
+            stream: Some(stream.clone()),
+            expected,
+            events: events.to_vec(),
+        };
+        self.transaction(&[part], Some((query, after)), None)
+            .map(Self::one)
+    }
+
+    fn one(t: ModelTransaction) -> ModelAppend {
+        ModelAppend {
+            next_expected_revision: t.streams[0].1,
+            last_index: t.last_index.unwrap_or_default(),
+            wrote: t.wrote,
+        }
+    }
+
+    /// The stored tracking position of `source`, following `docs/semantics.md` §13.
+    pub fn tracking(&self, source: &str) -> Result<Option<u128>, Refusal> {
+        if !source_ok(source) {
+            return Err(Refusal::InvalidTracking);
+        }
+        Ok(self.tracking.get(source).copied())
+    }
+
+    /// The stream a part goes to: its own, or `dcb-<id of its first event>`.
+    pub fn stream_of(part: &ModelPart) -> StreamName {
+        match &part.stream {
+            Some(s) => s.clone(),
+            None => {
+                let id = part.events.first().map_or(Uuid::nil(), |e| e.id);
+                StreamName::new(format!("dcb-{}", id.hyphenated()))
+                    .expect("a dcb stream name is valid")
+            }
+        }
+    }
+
+    /// A transaction, following `docs/semantics.md` section 13: the parts all or
+    /// nothing, with an optional condition (query, `after` index) and tracking
+    /// (source, position).
+    pub fn transaction(
+        &mut self,
+        parts: &[ModelPart],
+        condition: Option<(&Query, Option<usize>)>,
+        tracking: Option<(&str, u128)>,
+    ) -> Result<ModelTransaction, Refusal> {
+        // 1. The transaction itself.
+        if parts.is_empty() && tracking.is_none() {
+            return Err(Refusal::NoEvents);
+        }
+        if parts.iter().any(|p| p.events.is_empty()) {
+            return Err(Refusal::NoEvents);
+        }
+        let all: Vec<NewEvent> = parts.iter().flat_map(|p| p.events.clone()).collect();
+        if !all.is_empty() {
+            self.check_events(&all)?;
+        }
+        let streams: Vec<StreamName> = parts.iter().map(Self::stream_of).collect();
+        for (i, s) in streams.iter().enumerate() {
+            if streams[..i].contains(s) {
+                return Err(Refusal::DuplicateStream);
+            }
+        }
+        if let Some((query, _)) = condition
+            && !query_tags_ok(query)
+        {
             return Err(Refusal::InvalidTag);
         }
-        self.append_checked(stream, expected, events, Some((query, after)))
+        if let Some((source, _)) = tracking
+            && !source_ok(source)
+        {
+            return Err(Refusal::InvalidTracking);
+        }
+        // 2. Each part: tombstone, idempotency, expected revision.
+        let mut plans = Vec::with_capacity(parts.len());
+        for (part, stream) in parts.iter().zip(&streams) {
+            let expected = if part.stream.is_some() {
+                part.expected
+            } else {
+                ExpectedRevision::NoStream
+            };
+            plans.push(self.plan_part(stream, expected, &part.events)?);
+        }
+        let stored: Vec<&Vec<usize>> = plans
+            .iter()
+            .filter_map(|p| match p {
+                PartPlan::Stored(at) => Some(at),
+                PartPlan::Write(_) => None,
+            })
+            .collect();
+        if !stored.is_empty() {
+            if stored.len() < plans.len() {
+                return Err(Refusal::DuplicateEventId);
+            }
+            let indexes: Vec<usize> = stored.iter().flat_map(|at| at.iter().copied()).collect();
+            return Ok(ModelTransaction {
+                streams: streams
+                    .iter()
+                    .zip(&stored)
+                    .map(|(s, at)| (s.clone(), self.log[at[at.len() - 1]].revision))
+                    .collect(),
+                first_index: indexes.iter().min().copied(),
+                last_index: indexes.iter().max().copied(),
+                wrote: false,
+            });
+        }
+        // 3. Tracking, 4. the condition.
+        if let Some((source, position)) = tracking
+            && let Some(&stored) = self.tracking.get(source)
+            && position <= stored
+        {
+            return Err(Refusal::AlreadyProcessed { stored });
+        }
+        if let Some((query, after)) = condition
+            && self.first_match(query, after).is_some()
+        {
+            return Err(Refusal::ConditionFailed);
+        }
+        // 5. Write every part, in order.
+        let first = self.log.len();
+        let mut answer = Vec::with_capacity(parts.len());
+        for ((part, stream), plan) in parts.iter().zip(&streams).zip(&plans) {
+            let PartPlan::Write(mut revision) = *plan else {
+                continue;
+            };
+            for e in &part.events {
+                self.log.push(ModelEvent {
+                    id: e.id,
+                    stream: stream.clone(),
+                    event_type: e.event_type.clone(),
+                    revision,
+                    data: e.data.clone(),
+                    content_type: e.content_type.clone(),
+                    metadata: e.metadata.to_map(),
+                    tags: e.tags.clone(),
+                });
+                revision += 1;
+            }
+            self.streams.entry(stream.clone()).or_default().last = Some(revision - 1);
+            answer.push((stream.clone(), revision - 1));
+        }
+        if let Some((source, position)) = tracking {
+            self.tracking.insert(source.to_owned(), position);
+        }
+        let last = self.log.len();
+        Ok(ModelTransaction {
+            streams: answer,
+            first_index: (last > first).then_some(first),
+            last_index: last.checked_sub(1).filter(|&l| l >= first),
+            wrote: true,
+        })
     }
 
     /// The index of the first event after index `after` (all when `None`) matching
@@ -466,13 +672,14 @@ impl Model {
             .collect())
     }
 
-    fn append_checked(
-        &mut self,
+    /// One part of a transaction: where it would be written, or where its events are
+    /// stored already (a retry).
+    fn plan_part(
+        &self,
         stream: &StreamName,
         expected: ExpectedRevision,
         events: &[NewEvent],
-        condition: Option<(&Query, Option<usize>)>,
-    ) -> Result<ModelAppend, Refusal> {
+    ) -> Result<PartPlan, Refusal> {
         let s = self.streams.get(stream).cloned().unwrap_or_default();
         if s.tombstoned {
             return Err(Refusal::StreamTombstoned);
@@ -489,32 +696,7 @@ impl Model {
             if !expected_matches(expected, s.current()) {
                 return Err(wrong());
             }
-            if let Some((query, after)) = condition
-                && self.first_match(query, after).is_some()
-            {
-                return Err(Refusal::ConditionFailed);
-            }
-            let mut revision = s.last.map_or(0, |l| l + 1);
-            for e in events {
-                self.log.push(ModelEvent {
-                    id: e.id,
-                    stream: stream.clone(),
-                    event_type: e.event_type.clone(),
-                    revision,
-                    data: e.data.clone(),
-                    content_type: e.content_type.clone(),
-                    metadata: e.metadata.to_map(),
-                    tags: e.tags.clone(),
-                });
-                revision += 1;
-            }
-            let entry = self.streams.entry(stream.clone()).or_default();
-            entry.last = Some(revision - 1);
-            return Ok(ModelAppend {
-                next_expected_revision: revision - 1,
-                last_index: self.log.len() - 1,
-                wrote: true,
-            });
+            return Ok(PartPlan::Write(s.last.map_or(0, |l| l + 1)));
         }
         // Some ids are stored: a retry only when all are, in this stream, consecutive,
         // in the same order.
@@ -540,12 +722,7 @@ impl Model {
         if !agrees {
             return Err(wrong());
         }
-        let last = indexes[indexes.len() - 1];
-        Ok(ModelAppend {
-            next_expected_revision: self.log[last].revision,
-            last_index: last,
-            wrote: false,
-        })
+        Ok(PartPlan::Stored(indexes))
     }
 
     /// Reads a stream: the indexes (into [`Model::log`]) of the events returned.

@@ -10,7 +10,10 @@
 //! random tags, conditional appends (`append_if`, also retried) and query reads use
 //! random queries (types OR, tags AND, items OR, `Query::all`, now and then an invalid
 //! tag) with random `after` positions, and a `ConditionFailed` must name the model's
-//! first match. After every operation the store's whole `$all` is
+//! first match; and transactions (§13): one to three parts over the same streams and
+//! stream-less ones, with random expectations, conditions and tracking of two sources
+//! (now and then an invalid one), retried whole, in part, with a part added or in
+//! another order, and tracking reads. After every operation the store's whole `$all` is
 //! compared with the model's log, and subscriptions opened before the first operation
 //! (to `$all`, to a category, to each stream) are pulled up to the new end: they must
 //! deliver the log live, in order, once, and a stream's must end with
@@ -35,8 +38,9 @@ use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, Test
 use uuid::Uuid;
 
 use super::TestStore;
-use super::model::{Model, Refusal};
+use super::model::{Model, ModelPart, Refusal};
 use crate::dcb::{AppendCondition, Query, QueryItem, ReadQueryOptions};
+use crate::transaction::{AppendTransaction, StreamAppend, Tracking};
 use crate::{
     AppendError, ConsumerGroup, CurrentRevision, Direction, EventFilter, EventSubscription,
     ExpectedRevision, JSON, Metadata, NewEvent, Position, ReadAllOptions, ReadStreamOptions,
@@ -49,6 +53,8 @@ const TYPES: [&str; 3] = ["Opened", "Deposited", "Closed"];
 const PREFIXES: [&str; 5] = ["account-", "account-1", "order", "", "zzz"];
 const CATEGORIES: [&str; 3] = ["account", "order", "orders"];
 const TAGS: [&str; 3] = ["acct:1", "acct:2", "vip"];
+/// Tracking sources; the last one is invalid.
+const SOURCES: [&str; 3] = ["inbox", "outbox", ""];
 const MAX_OPS: usize = 30;
 const DEFAULT_CASES: u32 = 64;
 const SEQUENCE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -131,6 +137,29 @@ struct Filter {
     invalid_category: bool,
 }
 
+/// One part of a generated transaction: a stream of [`STREAMS`], or none (the events
+/// go to a stream of their own).
+#[derive(Debug, Clone)]
+struct TxPart {
+    stream: Option<usize>,
+    expected: Exp,
+    events: Vec<Ev>,
+}
+
+/// How a transaction retry reuses an earlier transaction attempt.
+#[derive(Debug, Clone, Copy)]
+enum TxRetry {
+    Same,
+    /// Without its first part (the rest stored: a retry of part of it).
+    DropFirst,
+    /// With a new part added (stored and new mixed).
+    AddPart,
+    /// Its parts in the reverse order.
+    Reversed,
+    /// With another tracking position.
+    Tracking(u8),
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Append {
@@ -191,6 +220,18 @@ enum Op {
         query: Q,
         after: After,
         limit: Option<usize>,
+    },
+    Transaction {
+        parts: Vec<TxPart>,
+        condition: Option<(Q, After)>,
+        tracking: Option<(usize, u8)>,
+    },
+    RetryTransaction {
+        of: usize,
+        how: TxRetry,
+    },
+    Tracking {
+        source: usize,
     },
 }
 
@@ -314,6 +355,33 @@ fn retry_how() -> impl Strategy<Value = RetryHow> {
     ]
 }
 
+fn tx_part() -> impl Strategy<Value = TxPart> {
+    (
+        prop::option::weighted(0.8, stream()),
+        exp(),
+        prop::collection::vec(ev(), 1..3),
+    )
+        .prop_map(|(stream, expected, events)| TxPart {
+            stream,
+            expected,
+            events,
+        })
+}
+
+fn source() -> impl Strategy<Value = usize> {
+    prop_oneof![10 => 0..SOURCES.len() - 1, 1 => Just(SOURCES.len() - 1)]
+}
+
+fn tx_retry() -> impl Strategy<Value = TxRetry> {
+    prop_oneof![
+        4 => Just(TxRetry::Same),
+        1 => Just(TxRetry::DropFirst),
+        1 => Just(TxRetry::AddPart),
+        1 => Just(TxRetry::Reversed),
+        1 => (0u8..8).prop_map(TxRetry::Tracking),
+    ]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         10 => (stream(), exp(), prop::collection::vec(ev(), 1..4), defect()).prop_map(
@@ -342,6 +410,13 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (q(), after(), max_count()).prop_map(
             |(query, after, limit)| Op::ReadQuery { query, after, limit }
         ),
+        6 => (
+            prop::collection::vec(tx_part(), 0..4),
+            prop::option::weighted(0.35, (q(), after())),
+            prop::option::weighted(0.5, (source(), 0u8..8)),
+        ).prop_map(|(parts, condition, tracking)| Op::Transaction { parts, condition, tracking }),
+        2 => (0usize..64, tx_retry()).prop_map(|(of, how)| Op::RetryTransaction { of, how }),
+        1 => source().prop_map(|source| Op::Tracking { source }),
     ]
 }
 
@@ -461,6 +536,7 @@ where
         model: Model::new(),
         positions: Vec::new(),
         attempts: Vec::new(),
+        tx_attempts: Vec::new(),
         next_id: 1,
         stats: BTreeMap::new(),
     };
@@ -566,6 +642,8 @@ struct Harness<S> {
     /// Every append attempted with events, for retries: stream, expectation, events,
     /// and the condition of a conditional append.
     attempts: Vec<(StreamName, ExpectedRevision, Vec<NewEvent>, Option<Cond>)>,
+    /// Every transaction attempted, for retries.
+    tx_attempts: Vec<TxAttempt>,
     next_id: u128,
     /// How often each operation ended how (printed with `FOLDSTORE_PROPTEST_STATS`).
     stats: BTreeMap<String, usize>,
@@ -580,6 +658,37 @@ struct Cond {
     query: Query,
     after: Option<Position>,
     model_after: Option<usize>,
+}
+
+/// A transaction as the store and the model get it.
+#[derive(Debug, Clone)]
+struct TxAttempt {
+    parts: Vec<ModelPart>,
+    condition: Option<Cond>,
+    tracking: Option<(String, u128)>,
+}
+
+impl TxAttempt {
+    fn store_transaction(&self) -> AppendTransaction {
+        AppendTransaction {
+            parts: self
+                .parts
+                .iter()
+                .map(|p| match &p.stream {
+                    Some(s) => StreamAppend::new(s.clone(), p.expected, p.events.clone()),
+                    None => StreamAppend::without_stream(p.events.clone()),
+                })
+                .collect(),
+            condition: self
+                .condition
+                .as_ref()
+                .map(|c| AppendCondition::new(c.query.clone(), c.after)),
+            tracking: self
+                .tracking
+                .as_ref()
+                .map(|(s, p)| Tracking::new(s.clone(), Position::new(*p))),
+        }
+    }
 }
 
 fn stream_name(i: usize) -> StreamName {
@@ -842,6 +951,93 @@ impl<S: TestStore> Harness<S> {
             (Err(m), Ok(s)) => Err(format!(
                 "append: the model refuses ({m:?}), the store answers {s:?}"
             )),
+        }
+    }
+
+    /// Runs a transaction on the model and the store and compares the answers.
+    async fn transaction(&mut self, attempt: TxAttempt) -> Check {
+        self.tx_attempts.push(attempt.clone());
+        for p in &attempt.parts {
+            if !p.events.is_empty() {
+                let expected = if p.stream.is_some() {
+                    p.expected
+                } else {
+                    ExpectedRevision::NoStream
+                };
+                self.attempts
+                    .push((Model::stream_of(p), expected, p.events.clone(), None));
+            }
+        }
+        let condition = attempt
+            .condition
+            .as_ref()
+            .map(|c| (&c.query, c.model_after));
+        let tracking = attempt.tracking.as_ref().map(|(s, p)| (s.as_str(), *p));
+        let first_match = condition.and_then(|(q, a)| self.model.first_match(q, a));
+        let want = self.model.transaction(&attempt.parts, condition, tracking);
+        match &want {
+            Ok(m) if !m.wrote => {
+                *self
+                    .stats
+                    .entry("transaction: retry".to_owned())
+                    .or_default() += 1;
+            }
+            _ => self.note("transaction", &want),
+        }
+        let tx = attempt.store_transaction();
+        let got = self.store.append_transaction(tx.clone()).await;
+        let what = format!("append_transaction({tx:?})");
+        match (want, got) {
+            (Ok(m), Ok(s)) => {
+                self.sync_log().await?;
+                let streams: Vec<(StreamName, u64)> = s
+                    .streams
+                    .iter()
+                    .map(|r| (r.stream.clone(), r.next_expected_revision))
+                    .collect();
+                let first = m.first_index.map(|i| self.position(i)).transpose()?;
+                let last = m.last_index.map(|i| self.position(i)).transpose()?;
+                if streams != m.streams || s.first_position != first || s.last_position != last {
+                    return Err(format!(
+                        "{what} answered {s:?}, the model {m:?} (positions {first:?}..{last:?})"
+                    ));
+                }
+                Ok(())
+            }
+            (Err(m), Err(s)) => {
+                compare_refusals(&what, &m, Refusal::from(&s))?;
+                match s {
+                    AppendError::ConditionFailed { position } => {
+                        let index = first_match.ok_or("the model found no match")?;
+                        if position != self.position(index)? {
+                            return Err(format!(
+                                "{what}: ConditionFailed names position {position}, the first match is at {}",
+                                self.position(index)?
+                            ));
+                        }
+                    }
+                    AppendError::DuplicateEventId {
+                        event_id,
+                        existing_stream,
+                        existing_revision,
+                    } => {
+                        let named = self.model.log().iter().find(|e| e.id == event_id);
+                        let ok = tx.events().any(|e| e.id == event_id)
+                            && named.is_some_and(|e| {
+                                e.stream == existing_stream && e.revision == existing_revision
+                            });
+                        if !ok {
+                            return Err(format!(
+                                "{what}: DuplicateEventId must name one of the transaction's stored ids and where it is stored; \
+                                 it named {event_id} in {existing_stream} at {existing_revision}"
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+                Ok(())
+            }
+            (m, s) => Err(format!("{what}: the model answers {m:?}, the store {s:?}")),
         }
     }
 
@@ -1126,6 +1322,87 @@ impl<S: TestStore> Harness<S> {
                 let what = format!("stream_metadata({name})");
                 match (want, got) {
                     (Ok(m), Ok(s)) if m == s => Ok(()),
+                    (Err(m), Err(s)) => compare_refusals(&what, &m, Refusal::from(&s)),
+                    (m, s) => Err(format!("{what}: the model answers {m:?}, the store {s:?}")),
+                }
+            }
+            Op::Transaction {
+                parts,
+                condition,
+                tracking,
+            } => {
+                let mut model_parts = Vec::with_capacity(parts.len());
+                for p in parts {
+                    let events: Vec<NewEvent> =
+                        p.events.iter().map(|e| self.new_event(*e)).collect();
+                    let stream = p.stream.map(stream_name);
+                    let expected = match &stream {
+                        Some(s) => self.resolve(s, p.expected),
+                        None => ExpectedRevision::NoStream,
+                    };
+                    model_parts.push(ModelPart {
+                        stream,
+                        expected,
+                        events,
+                    });
+                }
+                let condition = condition.as_ref().map(|(q, a)| {
+                    let (after, model_after) = self.after_of(*a);
+                    Cond {
+                        query: Self::query_of(q),
+                        after,
+                        model_after,
+                    }
+                });
+                let tracking = tracking.map(|(s, p)| (SOURCES[s].to_owned(), u128::from(p)));
+                self.transaction(TxAttempt {
+                    parts: model_parts,
+                    condition,
+                    tracking,
+                })
+                .await
+            }
+            Op::RetryTransaction { of, how } => {
+                if self.tx_attempts.is_empty() {
+                    return Ok(());
+                }
+                let mut attempt = self.tx_attempts[of % self.tx_attempts.len()].clone();
+                match how {
+                    TxRetry::Same => {}
+                    TxRetry::DropFirst => {
+                        if !attempt.parts.is_empty() {
+                            attempt.parts.remove(0);
+                        }
+                    }
+                    TxRetry::AddPart => {
+                        let event = self.new_event(Ev {
+                            ty: 1,
+                            n: 0,
+                            binary: false,
+                            meta: false,
+                            tags: 1,
+                        });
+                        attempt.parts.push(ModelPart {
+                            stream: None,
+                            expected: ExpectedRevision::NoStream,
+                            events: vec![event],
+                        });
+                    }
+                    TxRetry::Reversed => attempt.parts.reverse(),
+                    TxRetry::Tracking(p) => {
+                        attempt.tracking = Some((SOURCES[0].to_owned(), u128::from(*p)));
+                    }
+                }
+                self.transaction(attempt).await
+            }
+            Op::Tracking { source } => {
+                let source = SOURCES[*source];
+                let want = self.model.tracking(source);
+                self.note("tracking", &want);
+                let got = self.store.tracking(source).await;
+                let what = format!("tracking({source:?})");
+                match (want, got) {
+                    (Ok(m), Ok(s)) if m == s.map(Position::as_u128) => Ok(()),
                     (Err(m), Err(s)) => compare_refusals(&what, &m, Refusal::from(&s)),
                     (m, s) => Err(format!("{what}: the model answers {m:?}, the store {s:?}")),
                 }
