@@ -27,7 +27,9 @@
 //! The cases include the concurrency cases (`concurrent_*`): 32 writers doing
 //! read → decide → append on shared streams while subscribers and a tailing reader
 //! must see every event once, in order; racing `NoStream` appends; concurrent identical
-//! retries; refused appends beside accepted ones.
+//! retries; refused appends beside accepted ones; bank transfers in two-stream
+//! transactions that must keep the total and every revision; racing tracking
+//! positions of one source.
 //!
 //! To run one case by hand, call it with a store: `cases::append_is_atomic(store).await`.
 //! Every panic message names the rule (`§3.1 ...`) it checks.
