@@ -8,6 +8,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     // Event data and metadata stay `Bytes` from the socket to the store.
     config.bytes(["."]);
+    // Events read go out through a hand-written encoding (src/event_message.rs).
+    config.extern_path(
+        ".event_store.client.streams.ReadResp.ReadEvent.RecordedEvent",
+        "crate::event_message::EventMessage",
+    );
+    // A read event's `link` is always empty from us: boxed, it keeps the message small.
+    config.boxed(".event_store.client.streams.ReadResp.ReadEvent.link");
     let protos = [
         "proto/shared.proto",
         "proto/status.proto",

@@ -28,7 +28,9 @@
 mod auth;
 mod batch;
 mod error;
+mod event_message;
 mod features;
+mod feed;
 mod filter;
 mod gossip;
 mod metastream;
