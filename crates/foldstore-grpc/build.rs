@@ -26,6 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_build::configure()
         .build_client(false)
         .build_transport(false)
+        .codec_path("crate::codec::ProtoCodec")
         .compile_protos_with_config(config, &protos, &includes)?;
     Ok(())
 }
