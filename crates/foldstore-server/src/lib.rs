@@ -41,6 +41,7 @@ mod metrics;
 mod openapi;
 mod page_json;
 mod parse_errors;
+mod quickack;
 mod reach;
 mod request_log;
 mod routes;
