@@ -1,6 +1,6 @@
 //! The gRPC workloads, through the official KurrentDB Rust client against an
-//! in-process server that answers gRPC and the HTTP API on one port (h2c and
-//! HTTP/1.1), as `foldstore serve` does:
+//! in-process `foldstore serve` server (`foldstore_server::serve` with the gRPC routes
+//! mounted beside the HTTP API on one port, h2c and HTTP/1.1):
 //!
 //! - `grpc-read-all`: a catch-up subscription to `$all` from the start, until
 //!   `CaughtUp`, next to the same run's in-process paging of `$all`;
@@ -21,9 +21,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use foldstore_core::{EventStore, StreamName};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use kurrentdb::{
     AppendToStreamOptions, Client, ClientSettings, EventData, StreamPosition, StreamState,
     SubscribeToAllOptions, SubscriptionEvent,
@@ -33,8 +30,8 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Map, json};
 
 use super::http::{
-    ClientResult, HttpAppends, LOAD_THREADS, OwnRuntime, bench_err, dyn_store, http_appends,
-    progress, runtime,
+    ClientResult, HttpAppends, InProcessServer, LOAD_THREADS, OwnRuntime, bench_err, dyn_store,
+    http_appends, progress, runtime,
 };
 use super::load::{self, LoadSpec};
 use super::payload::{self, STREAMS};
@@ -47,41 +44,23 @@ use crate::error::CliError;
 /// How long the subscription may stay silent before the run fails.
 const SILENCE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// gRPC and the HTTP API on one free loopback port, on a runtime of its own
-/// (threads `fs-server`); stopped with its runtime.
+/// `foldstore serve`'s server (`foldstore_server::serve` with the gRPC routes on the
+/// API's port, h2c and HTTP/1.1) on one free loopback port, on a runtime of its own
+/// (threads `fs-server`).
 struct GrpcServer {
     addr: SocketAddr,
-    runtime: OwnRuntime,
+    server: InProcessServer,
 }
 
 impl GrpcServer {
     fn start(store: Arc<dyn EventStore>) -> Result<Self, CliError> {
-        let runtime = runtime("fs-server", 2)?;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|e| bench_err("could not bind 127.0.0.1:0", e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| bench_err("no local address", e))?;
-        let app = foldstore_grpc::grpc_or_http(
-            foldstore_grpc::routes(Arc::clone(&store)),
-            foldstore_server::app(store, foldstore_server::ServerConfig::default()),
-        );
-        runtime.spawn(async move {
-            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                return;
-            };
-            while let Ok((socket, _)) = listener.accept().await {
-                let _ = socket.set_nodelay(true);
-                let service = TowerToHyperService::new(app.clone());
-                tokio::spawn(async move {
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(socket), service)
-                        .await;
-                });
-            }
-        });
-        Ok(Self { addr, runtime })
+        let mut config = foldstore_server::ServerConfig::default();
+        config.grpc = Some(foldstore_grpc::routes(Arc::clone(&store)));
+        let server = InProcessServer::with_config(store, config)?;
+        Ok(Self {
+            addr: server.addr,
+            server,
+        })
     }
 
     /// A client of the official KurrentDB crate for this server, made on `rt`: the
@@ -112,11 +91,10 @@ impl GrpcServer {
         Ok(t0.elapsed())
     }
 
-    /// Stops the server: its runtime ends, and with it every connection and its hold
-    /// on the store.
-    async fn stop(self) {
-        let Self { runtime, .. } = self;
-        let _ = tokio::task::spawn_blocking(move || runtime.shutdown(Duration::from_secs(5))).await;
+    /// Stops the server (its subscriptions end) and waits until it has let go of the
+    /// store.
+    async fn stop(self) -> Result<(), CliError> {
+        self.server.stop().await
     }
 }
 
@@ -170,7 +148,7 @@ pub(crate) async fn grpc_read_all(store: &Store, p: Params) -> Result<Outcome, C
     let elapsed = start.elapsed();
     let cpu_after = procstat::threads();
     drop(load_rt);
-    server.stop().await;
+    server.stop().await?;
     let (read, bytes, first) = result.map_err(|e| bench_err("the reader task failed", e))??;
     if read != base_read {
         return Err(CliError::Bench(format!(
@@ -320,7 +298,7 @@ pub(crate) async fn grpc_append(store: &Store, p: Params) -> Result<Outcome, Cli
     let elapsed = start.elapsed();
     let cpu_after = procstat::threads();
     drop(load_rt);
-    server.stop().await;
+    server.stop().await?;
     let mut total = ClientResult::default();
     for r in results {
         let r = r.map_err(|e| bench_err("an append task failed", e))??;

@@ -62,17 +62,6 @@ impl OwnRuntime {
     }
 }
 
-impl OwnRuntime {
-    /// Shuts the runtime down, waiting up to `timeout` for its tasks to be dropped.
-    /// It blocks: call it off the async threads.
-    #[cfg(feature = "grpc-bench")]
-    pub(super) fn shutdown(mut self, timeout: Duration) {
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_timeout(timeout);
-        }
-    }
-}
-
 impl Drop for OwnRuntime {
     fn drop(&mut self) {
         if let Some(rt) = self.0.take() {
@@ -215,9 +204,10 @@ async fn append_client(
     Ok(out)
 }
 
-/// A server on its own runtime (threads `fs-server`).
-struct InProcessServer {
-    addr: SocketAddr,
+/// `foldstore_server::serve` on a free loopback port, on a runtime of its own
+/// (threads `fs-server`).
+pub(super) struct InProcessServer {
+    pub(super) addr: SocketAddr,
     stop: tokio::sync::oneshot::Sender<()>,
     served: tokio::task::JoinHandle<std::io::Result<()>>,
     /// Dropped last: a server dropped without [`InProcessServer::stop`] is abandoned.
@@ -225,7 +215,16 @@ struct InProcessServer {
 }
 
 impl InProcessServer {
+    /// The HTTP API with the default configuration.
     fn start(store: Arc<dyn EventStore>) -> Result<Self, CliError> {
+        Self::with_config(store, foldstore_server::ServerConfig::default())
+    }
+
+    /// The server `config` describes (with a gRPC router, for instance).
+    pub(super) fn with_config(
+        store: Arc<dyn EventStore>,
+        config: foldstore_server::ServerConfig,
+    ) -> Result<Self, CliError> {
         let runtime = runtime("fs-server", 2)?;
         let listener = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
@@ -236,14 +235,9 @@ impl InProcessServer {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let served = runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            foldstore_server::serve(
-                listener,
-                store,
-                foldstore_server::ServerConfig::default(),
-                async move {
-                    let _ = stopped.await;
-                },
-            )
+            foldstore_server::serve(listener, store, config, async move {
+                let _ = stopped.await;
+            })
             .await
         });
         Ok(Self {
@@ -255,7 +249,7 @@ impl InProcessServer {
     }
 
     /// Stops the server and waits until it has let go of the store.
-    async fn stop(self) -> Result<(), CliError> {
+    pub(super) async fn stop(self) -> Result<(), CliError> {
         let _ = self.stop.send(());
         let served = tokio::time::timeout(Duration::from_secs(10), self.served).await;
         drop(self.runtime);
