@@ -13,6 +13,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ".event_store.client.streams.ReadResp.ReadEvent.RecordedEvent",
         "crate::event_message::EventMessage",
     );
+    // Proposed events' metadata is two keys taken out by name: no hashing needed.
+    config.btree_map([
+        ".event_store.client.streams.AppendReq.ProposedMessage.metadata",
+        ".event_store.client.streams.BatchAppendReq.ProposedMessage.metadata",
+    ]);
     // A read event's `link` is always empty from us: boxed, it keeps the message small.
     config.boxed(".event_store.client.streams.ReadResp.ReadEvent.link");
     let protos = [

@@ -27,6 +27,7 @@
 
 mod auth;
 mod batch;
+mod calls;
 mod codec;
 mod error;
 mod event_message;
