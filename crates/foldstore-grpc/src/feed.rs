@@ -71,27 +71,38 @@ where
     });
     Fed {
         queue,
+        taken: VecDeque::new(),
         producer: Some(Box::pin(producer)),
     }
 }
 
 struct Fed<T, Fut> {
     queue: Arc<Mutex<VecDeque<T>>>,
+    /// Messages taken from `queue` in one go (one lock per batch, not per message),
+    /// not handed on yet.
+    taken: VecDeque<T>,
     /// `None` once the function has returned.
     producer: Option<Pin<Box<Fut>>>,
 }
+
+// Nothing in `Fed` is pinned in place: the function is boxed, and messages are moved
+// in and out freely.
+impl<T, Fut> Unpin for Fed<T, Fut> {}
 
 impl<T, Fut: Future<Output = ()>> Stream for Fed<T, Fut> {
     type Item = T;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
         loop {
-            let next = self
-                .queue
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pop_front();
-            if let Some(message) = next {
+            if let Some(message) = self.taken.pop_front() {
+                return Poll::Ready(Some(message));
+            }
+            let this = &mut *self;
+            std::mem::swap(
+                &mut *this.queue.lock().unwrap_or_else(PoisonError::into_inner),
+                &mut this.taken,
+            );
+            if let Some(message) = self.taken.pop_front() {
                 return Poll::Ready(Some(message));
             }
             let Some(producer) = self.producer.as_mut() else {
