@@ -291,7 +291,7 @@ pub(crate) async fn http_append(store: &Store, p: Params) -> Result<Outcome, Cli
         elapsed,
         load_cpu,
         server_cpu,
-    } = http_appends(store, events, clients).await?;
+    } = http_appends(store, events, clients, "http").await?;
     let http_rate = total.events as f64 / elapsed.as_secs_f64();
     let round = |x: f64, d: i32| {
         let f = 10f64.powi(d);
@@ -348,11 +348,12 @@ pub(super) fn dyn_store(store: &Store) -> Arc<dyn EventStore> {
 }
 
 /// `events` one-event appends from `clients` keep-alive HTTP clients to an in-process
-/// server on a free loopback port.
+/// server on a free loopback port, to streams named `<prefix>-<n>`.
 pub(super) async fn http_appends(
     store: &Store,
     events: u64,
     clients: usize,
+    prefix: &str,
 ) -> Result<HttpAppends, CliError> {
     let server = InProcessServer::start(dyn_store(store))?;
     let addr = server.addr;
@@ -360,7 +361,7 @@ pub(super) async fn http_appends(
         "HTTP: {events} one-event appends from {clients} keep-alive clients to http://{addr}"
     ));
     let load_rt = runtime(LOAD_THREADS, 2)?;
-    let streams = payload::stream_names("http", STREAMS);
+    let streams = payload::stream_names(prefix, STREAMS);
     let appends = events;
     let cpu_before = procstat::threads();
     let start = Instant::now();
