@@ -8,6 +8,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     // Event data and metadata stay `Bytes` from the socket to the store.
     config.bytes(["."]);
+    // Events read go out through a hand-written encoding (src/event_message.rs).
+    config.extern_path(
+        ".event_store.client.streams.ReadResp.ReadEvent.RecordedEvent",
+        "crate::event_message::EventMessage",
+    );
+    // Proposed events' metadata is two keys taken out by name: no hashing needed.
+    config.btree_map([
+        ".event_store.client.streams.AppendReq.ProposedMessage.metadata",
+        ".event_store.client.streams.BatchAppendReq.ProposedMessage.metadata",
+    ]);
+    // A read event's `link` is always empty from us: boxed, it keeps the message small.
+    config.boxed(".event_store.client.streams.ReadResp.ReadEvent.link");
     let protos = [
         "proto/shared.proto",
         "proto/status.proto",
@@ -20,6 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_build::configure()
         .build_client(false)
         .build_transport(false)
+        .codec_path("crate::codec::ProtoCodec")
         .compile_protos_with_config(config, &protos, &includes)?;
     Ok(())
 }

@@ -322,7 +322,8 @@ pub(crate) enum Workload {
     /// in-process read-all (needs the `grpc-bench` feature).
     GrpcReadAll,
     /// One-event appends through the official KurrentDB client, against in-process
-    /// append-1 and http-append (needs the `grpc-bench` feature).
+    /// append-1 and http-append, each run twice with half the events in the order
+    /// in-process, HTTP, gRPC, gRPC, HTTP, in-process (needs the `grpc-bench` feature).
     GrpcAppend,
 }
 

@@ -12,9 +12,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::header::AUTHORIZATION;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use foldstore_core::StreamName;
@@ -79,8 +78,8 @@ pub(crate) enum Caller {
 }
 
 impl Caller {
-    /// The caller of `request` (set by [`authenticate`]); refused when it is missing,
-    /// which cannot happen behind the routes' middleware.
+    /// The caller of `request` (set by [`crate::calls::CallLayer`]); refused when it is
+    /// missing, which cannot happen behind the routes' layer.
     pub(crate) fn of<T>(request: &tonic::Request<T>) -> Result<Self, Status> {
         request
             .extensions()
@@ -145,35 +144,29 @@ impl Reach {
     }
 }
 
-/// The middleware: finds the caller of each request, or answers `Unauthenticated`.
-pub(crate) async fn authenticate(
-    State(authenticator): State<Option<Arc<dyn Authenticator>>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let caller = match &authenticator {
-        None => Caller::Anyone,
-        Some(authenticator) => {
-            let grant = request
-                .headers()
-                .get(AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|header| with_credentials(header, |c| authenticator.authenticate(c)));
-            match grant {
-                Some(grant) => Caller::Granted(Arc::new(grant)),
-                None if is_open(request.uri().path()) => Caller::Granted(Arc::default()),
-                None => {
-                    return Status::unauthenticated(
-                        "give credentials: user name = the token's name in the tokens file, password = the token; or the token as a bearer token",
-                    )
-                    .into_http::<axum::body::Body>()
-                    .into_response();
-                }
-            }
-        }
+/// The caller of `request`, or the `Unauthenticated` answer: everyone when there is no
+/// authenticator.
+pub(crate) fn caller(
+    authenticator: Option<&dyn Authenticator>,
+    request: &Request,
+) -> Result<Caller, Response> {
+    let Some(authenticator) = authenticator else {
+        return Ok(Caller::Anyone);
     };
-    request.extensions_mut().insert(caller);
-    next.run(request).await
+    let grant = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|header| with_credentials(header, |c| authenticator.authenticate(c)));
+    match grant {
+        Some(grant) => Ok(Caller::Granted(Arc::new(grant))),
+        None if is_open(request.uri().path()) => Ok(Caller::Granted(Arc::default())),
+        None => Err(Status::unauthenticated(
+            "give credentials: user name = the token's name in the tokens file, password = the token; or the token as a bearer token",
+        )
+        .into_http::<axum::body::Body>()
+        .into_response()),
+    }
 }
 
 /// The services a client calls before it authenticates.

@@ -3,11 +3,11 @@
 
 use tonic::{Request, Response, Status};
 
+use crate::calls::Dialled;
 use crate::proto::event_store::client::Empty;
 use crate::proto::event_store::client::gossip::gossip_server::Gossip;
 use crate::proto::event_store::client::gossip::member_info::VNodeState;
 use crate::proto::event_store::client::gossip::{ClusterInfo, EndPoint, MemberInfo};
-use crate::routes::Dialled;
 use crate::wire;
 
 /// The port KurrentDB's clients use when the connection string names none.

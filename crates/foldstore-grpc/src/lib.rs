@@ -27,8 +27,12 @@
 
 mod auth;
 mod batch;
+mod calls;
+mod codec;
 mod error;
+mod event_message;
 mod features;
+mod feed;
 mod filter;
 mod gossip;
 mod metastream;

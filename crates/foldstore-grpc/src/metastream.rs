@@ -27,6 +27,7 @@ use serde_json::{Map, Value};
 use tonic::Status;
 
 use crate::error::{self, invalid_argument};
+use crate::event_message::{EventMessage, StreamId};
 use crate::proto::event_store::client::StreamIdentifier;
 use crate::proto::event_store::client::streams::AppendResp;
 use crate::proto::event_store::client::streams::read_resp::{ReadEvent, read_event};
@@ -100,22 +101,18 @@ pub(crate) async fn read(
         .unwrap_or_else(uuid::Uuid::nil);
     let data =
         serde_json::to_vec(&to_json(&metadata)).map_err(|e| Status::internal(e.to_string()))?;
-    let event_metadata = [
-        ("type", "$metadata".to_owned()),
-        ("content-type", "application/json".to_owned()),
-        ("created", wire::ticks(chrono::Utc::now()).to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
     Ok(Some(ReadEvent {
-        event: Some(read_event::RecordedEvent {
-            id: Some(wire::wire_uuid(id, structured)),
-            stream_identifier: Some(identifier(stream)),
+        event: Some(EventMessage {
+            id,
+            structured_id: structured,
+            stream: StreamId::Metastream(stream.clone()),
             stream_revision: revision,
             prepare_position: 0,
             commit_position: 0,
-            metadata: event_metadata,
+            event_type: "$metadata".to_owned(),
+            content_type: "application/json".to_owned(),
+            created: wire::ticks(chrono::Utc::now()),
+            other_metadata: Vec::new(),
             custom_metadata: Bytes::new(),
             data: Bytes::from(data),
         }),

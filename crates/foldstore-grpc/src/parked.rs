@@ -17,7 +17,7 @@ use foldstore_core::persistent::PARKED_CATEGORY;
 const SUFFIX: &str = "-parked";
 
 /// Whether `name` (as stored) is a parked stream's.
-fn is_parked(name: &str) -> bool {
+pub(crate) fn is_parked(name: &str) -> bool {
     name.strip_prefix(PARKED_CATEGORY)
         .is_some_and(|rest| rest.starts_with('-') && rest.ends_with(SUFFIX))
 }

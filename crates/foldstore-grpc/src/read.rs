@@ -1,12 +1,12 @@
 //! `Streams.Read`: reads of a stream or of `$all`, and catch-up subscriptions.
 //!
-//! Each response is fed by a task of its own through a bounded channel, so a client
-//! that reads slowly makes the task wait: a read pages through the store only as fast
-//! as the client takes its events, and a subscription pulls from the core's
-//! subscription (which reads pages of the store after the last event it delivered),
-//! so a subscriber that falls behind the live tail simply reads from the store again
-//! and catches up by itself. Nothing is buffered without bound, and nobody is dropped
-//! as too slow.
+//! Each response is produced inside its own stream ([`crate::feed`]), polled only when
+//! the connection can send, so a client that reads slowly makes the read wait: a read
+//! pages through the store only as fast as the client takes its events, and a
+//! subscription pulls from the core's subscription (which reads pages of the store
+//! after the last event it delivered), so a subscriber that falls behind the live tail
+//! simply reads from the store again and catches up by itself. Nothing is buffered
+//! without bound, and nobody is dropped as too slow.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,11 +16,11 @@ use foldstore_core::{
     RecordedEvent, StreamName, SubscribeFrom, SubscribeStreamFrom,
 };
 use futures::{Stream, StreamExt};
-use tokio::sync::mpsc;
 use tonic::Status;
 
 use crate::auth::{Caller, Need, Reach};
 use crate::error::{self, invalid_argument};
+use crate::feed::{Feed, feed};
 use crate::filter::Filter;
 use crate::metastream;
 use crate::proto::event_store::client::streams::ReadResp;
@@ -38,10 +38,7 @@ pub(crate) type ReadStream = Pin<Box<dyn Stream<Item = Result<ReadResp, Status>>
 /// Events read from the store per page.
 const PAGE: usize = 512;
 
-/// Messages waiting for a client that reads slowly.
-const CHANNEL: usize = 64;
-
-type Tx = mpsc::Sender<Result<ReadResp, Status>>;
+type Tx = Feed<Result<ReadResp, Status>>;
 
 /// Answers a read request: checks the options, then streams the response.
 pub(crate) async fn read(
@@ -163,7 +160,7 @@ struct Out {
 }
 
 impl Out {
-    fn event(self, event: &RecordedEvent) -> ReadResp {
+    fn event(self, event: RecordedEvent) -> ReadResp {
         content(Content::Event(wire::read_event(event, self.structured)))
     }
 }
@@ -178,22 +175,13 @@ fn empty() -> ReadStream {
     Box::pin(futures::stream::empty())
 }
 
-/// Runs `produce` on a task of its own, feeding the response through a bounded channel.
+/// The response `produce` sends.
 fn respond<F, Fut>(produce: F) -> ReadStream
 where
     F: FnOnce(Tx) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let (tx, rx) = mpsc::channel(CHANNEL);
-    tokio::spawn(produce(tx));
-    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|message| (message, rx))
-    }))
-}
-
-/// Sends one message; `false` when the client has gone.
-async fn send(tx: &Tx, message: Result<ReadResp, Status>) -> bool {
-    tx.send(message).await.is_ok()
+    Box::pin(feed(produce))
 }
 
 async fn read_stream(
@@ -225,12 +213,13 @@ async fn read_stream(
                     let not_found = read_resp::StreamNotFound {
                         stream_identifier: Some(wire::stream_identifier(&stream)),
                     };
-                    send(&tx, Ok(content(Content::StreamNotFound(not_found)))).await;
+                    tx.send(Ok(content(Content::StreamNotFound(not_found))))
+                        .await;
                 }
                 return;
             }
             Err(e) => {
-                send(&tx, Err(error::read(e))).await;
+                tx.send(Err(error::read(e))).await;
                 return;
             }
         };
@@ -239,12 +228,10 @@ async fn read_stream(
             return;
         };
         let full = events.len() == page;
-        for event in &events {
-            if !send(&tx, Ok(out.event(event))).await {
-                return;
-            }
-        }
         remaining -= events.len() as u64;
+        for event in events {
+            tx.send(Ok(out.event(event))).await;
+        }
         from = match (full, backwards) {
             (false, _) => return,
             (true, false) => Some(last + 1),
@@ -286,7 +273,7 @@ async fn read_all(
         let events = match store.read_all(options).await {
             Ok(events) => events,
             Err(e) => {
-                send(&tx, Err(error::read(e))).await;
+                tx.send(Err(error::read(e))).await;
                 return;
             }
         };
@@ -294,13 +281,11 @@ async fn read_all(
             return;
         };
         let full = events.len() == page;
-        for event in &events {
+        for event in events {
             if reach.allows(event.stream.as_str())
-                && filter.as_ref().is_none_or(|f| f.matches(event))
+                && filter.as_ref().is_none_or(|f| f.matches(&event))
             {
-                if !send(&tx, Ok(out.event(event))).await {
-                    return;
-                }
+                tx.send(Ok(out.event(event))).await;
                 remaining -= 1;
                 if remaining == 0 {
                     return;
@@ -343,9 +328,7 @@ async fn subscribe_stream(
     from: SubscribeStreamFrom,
     out: Out,
 ) {
-    if !send(&tx, Ok(confirmation())).await {
-        return;
-    }
+    tx.send(Ok(confirmation())).await;
     // The stream's last revision now: once it is delivered, the subscription is live.
     let target = match from {
         SubscribeStreamFrom::End => None,
@@ -356,7 +339,7 @@ async fn subscribe_stream(
             Ok(events) => events.first().map(|e| e.revision),
             Err(ReadError::StreamNotFound { .. }) => None,
             Err(e) => {
-                send(&tx, Err(error::read(e))).await;
+                tx.send(Err(error::read(e))).await;
                 return;
             }
         },
@@ -369,34 +352,28 @@ async fn subscribe_stream(
     let mut events = match store.subscribe_to_stream(&stream, from).await {
         Ok(events) => events,
         Err(e) => {
-            send(&tx, Err(error::read(e))).await;
+            tx.send(Err(error::read(e))).await;
             return;
         }
     };
-    if live && !send(&tx, Ok(caught_up(target, None))).await {
-        return;
+    if live {
+        tx.send(Ok(caught_up(target, None))).await;
     }
     loop {
-        let next = tokio::select! {
-            () = tx.closed() => return,
-            next = events.next() => next,
-        };
+        let next = events.next().await;
         let event = match next {
             Some(Ok(event)) => event,
             Some(Err(e)) => {
-                send(&tx, Err(error::subscription(e))).await;
+                tx.send(Err(error::subscription(e))).await;
                 return;
             }
             None => return,
         };
-        if !send(&tx, Ok(out.event(&event))).await {
-            return;
-        }
-        if !live && target.is_some_and(|t| event.revision >= t) {
+        let revision = event.revision;
+        tx.send(Ok(out.event(event))).await;
+        if !live && target.is_some_and(|t| revision >= t) {
             live = true;
-            if !send(&tx, Ok(caught_up(Some(event.revision), None))).await {
-                return;
-            }
+            tx.send(Ok(caught_up(Some(revision), None))).await;
         }
     }
 }
@@ -408,16 +385,14 @@ async fn subscribe_all(
     (filter, reach): (Option<Filter>, Reach),
     out: Out,
 ) {
-    if !send(&tx, Ok(confirmation())).await {
-        return;
-    }
+    tx.send(Ok(confirmation())).await;
     // The head now: once the subscription has scanned it, it is live.
     let head = match from {
         SubscribeFrom::End => None,
         _ => match store.head_position().await {
             Ok(head) => head,
             Err(e) => {
-                send(&tx, Err(error::read(e))).await;
+                tx.send(Err(error::read(e))).await;
                 return;
             }
         },
@@ -432,53 +407,45 @@ async fn subscribe_all(
     let mut events = match store.subscribe_to_all(from, EventFilter::all()).await {
         Ok(events) => events,
         Err(e) => {
-            send(&tx, Err(error::read(e))).await;
+            tx.send(Err(error::read(e))).await;
             return;
         }
     };
-    if live && !send(&tx, Ok(caught_up(None, head))).await {
-        return;
+    if live {
+        tx.send(Ok(caught_up(None, head))).await;
     }
     let mut scanned: u64 = 0;
     loop {
-        let next = tokio::select! {
-            () = tx.closed() => return,
-            next = events.next() => next,
-        };
+        let next = events.next().await;
         let event = match next {
             Some(Ok(event)) => event,
             Some(Err(e)) => {
-                send(&tx, Err(error::subscription(e))).await;
+                tx.send(Err(error::subscription(e))).await;
                 return;
             }
             None => return,
         };
-        if reach.allows(event.stream.as_str())
-            && filter.as_ref().is_none_or(|f| f.matches(&event))
-            && !send(&tx, Ok(out.event(&event))).await
+        let position = event.position;
+        if reach.allows(event.stream.as_str()) && filter.as_ref().is_none_or(|f| f.matches(&event))
         {
-            return;
+            tx.send(Ok(out.event(event))).await;
         }
         if let Some(filter) = &filter {
             scanned += 1;
             if scanned >= filter.checkpoint_interval {
                 scanned = 0;
-                let (commit_position, prepare_position) = wire::wire_position(event.position);
+                let (commit_position, prepare_position) = wire::wire_position(position);
                 let checkpoint = read_resp::Checkpoint {
                     commit_position,
                     prepare_position,
                     timestamp: Some(wire::timestamp(chrono::Utc::now())),
                 };
-                if !send(&tx, Ok(content(Content::Checkpoint(checkpoint)))).await {
-                    return;
-                }
+                tx.send(Ok(content(Content::Checkpoint(checkpoint)))).await;
             }
         }
-        if !live && head.is_some_and(|h| event.position >= h) {
+        if !live && head.is_some_and(|h| position >= h) {
             live = true;
-            if !send(&tx, Ok(caught_up(None, Some(event.position)))).await {
-                return;
-            }
+            tx.send(Ok(caught_up(None, Some(position)))).await;
         }
     }
 }

@@ -5,14 +5,15 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::Request;
-use axum::http::header::{CONTENT_TYPE, HOST};
+use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use foldstore_core::EventStore;
 use foldstore_core::persistent::PersistentSubscriptions;
 use tonic::Status;
 use tower::ServiceExt;
 
-use crate::auth::{self, Authenticator};
+use crate::auth::Authenticator;
+use crate::calls::CallLayer;
 use crate::error;
 use crate::features::FeaturesService;
 use crate::gossip::GossipService;
@@ -26,10 +27,6 @@ use crate::streams::StreamsService;
 /// The largest message a client may send: KurrentDB's default append limit for one
 /// record is 16 MiB, and an append streams one record per message.
 const MAX_MESSAGE_BYTES: usize = 17 * 1024 * 1024;
-
-/// The `host:port` the client dialled (HTTP/2 `:authority`, or the `Host` header).
-#[derive(Debug, Clone)]
-pub(crate) struct Dialled(pub(crate) String);
 
 /// KurrentDB's gRPC services over `store`, as an axum router: [`Services`] without
 /// persistent subscriptions or authentication.
@@ -153,11 +150,7 @@ impl Services {
         }
         router
             .fallback(unimplemented)
-            .layer(axum::middleware::from_fn_with_state(
-                self.authenticator,
-                auth::authenticate,
-            ))
-            .layer(axum::middleware::map_request(remember_dialled))
+            .layer(CallLayer::new(self.authenticator))
     }
 }
 
@@ -218,19 +211,4 @@ async fn unimplemented(request: Request) -> Response {
     error::unimplemented(&path)
         .into_http::<axum::body::Body>()
         .into_response()
-}
-
-async fn remember_dialled(mut request: Request) -> Request {
-    let dialled = request
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            let host = request.headers().get(HOST)?;
-            host.to_str().ok().map(str::to_owned)
-        });
-    if let Some(dialled) = dialled {
-        request.extensions_mut().insert(Dialled(dialled));
-    }
-    request
 }

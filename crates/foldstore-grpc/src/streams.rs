@@ -195,7 +195,7 @@ impl Streams for StreamsService {
 /// A proposed message of `Append` or `BatchAppend` (the same fields in two types).
 pub(crate) struct Proposed {
     pub(crate) id: Option<crate::proto::event_store::client::Uuid>,
-    pub(crate) metadata: std::collections::HashMap<String, String>,
+    pub(crate) metadata: std::collections::BTreeMap<String, String>,
     pub(crate) custom_metadata: bytes::Bytes,
     pub(crate) data: bytes::Bytes,
 }

@@ -1,8 +1,6 @@
 //! Conversions between KurrentDB's wire types and foldstore's model: event ids,
 //! positions, stream names, event metadata and custom metadata.
 
-use std::collections::HashMap;
-
 use ::uuid::Uuid;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -12,6 +10,7 @@ use foldstore_core::{EventStore, Metadata, Position, RecordedEvent, StreamName};
 use tonic::Status;
 
 use crate::error::invalid_argument;
+use crate::event_message::EventMessage;
 use crate::parked;
 use crate::proto::event_store::client::streams::read_resp::{ReadEvent, read_event};
 use crate::proto::event_store::client::uuid as wire_id;
@@ -184,24 +183,11 @@ pub(crate) fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
 }
 
 /// A stored event as a read or a subscription sends it.
-pub(crate) fn read_event(event: &RecordedEvent, structured_ids: bool) -> ReadEvent {
-    let (commit, prepare) = wire_position(event.position);
-    let metadata = HashMap::from([
-        ("type".to_owned(), event.event_type.clone()),
-        ("content-type".to_owned(), event.content_type.clone()),
-        ("created".to_owned(), ticks(event.recorded_at).to_string()),
-    ]);
+pub(crate) fn read_event(event: RecordedEvent, structured_ids: bool) -> ReadEvent {
+    let message = EventMessage::of(event, structured_ids);
+    let commit = message.commit_position;
     ReadEvent {
-        event: Some(read_event::RecordedEvent {
-            id: Some(wire_uuid(event.id, structured_ids)),
-            stream_identifier: Some(stream_identifier(&event.stream)),
-            stream_revision: event.revision,
-            prepare_position: prepare,
-            commit_position: commit,
-            metadata,
-            custom_metadata: custom_from_metadata(&event.metadata),
-            data: event.data.clone(),
-        }),
+        event: Some(message),
         link: None,
         position: Some(read_event::Position::CommitPosition(commit)),
     }

@@ -8,42 +8,78 @@
 //! which the clients retry elsewhere or report), so graceful shutdown is not held up
 //! by calls that would otherwise never end.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
+use futures::future::Either;
 use hyper::body::Frame;
 use tokio::sync::watch;
-use tower::ServiceExt;
+use tower::util::Oneshot;
+use tower::{Service, ServiceExt};
 
 /// One router for one port: gRPC requests to `grpc`, the others to `http`; gRPC
 /// responses end when `stop` is set.
 pub(crate) fn split(grpc: Router, http: Router, stop: watch::Receiver<bool>) -> Router {
-    Router::new().fallback(move |request: Request| {
-        let grpc_call = is_grpc(&request);
-        let target = if grpc_call {
-            grpc.clone()
+    Router::new().fallback_service(Split { grpc, http, stop })
+}
+
+/// The split itself: a plain service, so that a call costs the chosen router's own
+/// work and no handler machinery around it.
+#[derive(Clone)]
+struct Split {
+    grpc: Router,
+    http: Router,
+    stop: watch::Receiver<bool>,
+}
+
+impl Service<Request> for Split {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<GrpcCall, Oneshot<Router, Request>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if is_grpc(&request) {
+            Either::Left(GrpcCall {
+                call: self.grpc.clone().oneshot(request),
+                stop: Some(self.stop.clone()),
+            })
         } else {
-            http.clone()
-        };
-        let stop = stop.clone();
-        async move {
-            let response = target
-                .oneshot(request)
-                .await
-                .unwrap_or_else(|never| match never {});
-            if grpc_call {
-                response.map(|body| Body::new(UntilStop::new(body, stop)))
-            } else {
-                response
-            }
+            Either::Right(self.http.clone().oneshot(request))
         }
-    })
+    }
+}
+
+/// A gRPC call whose response body ends when the server stops.
+struct GrpcCall {
+    call: Oneshot<Router, Request>,
+    stop: Option<watch::Receiver<bool>>,
+}
+
+impl Future for GrpcCall {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let response = ready!(Pin::new(&mut self.call).poll(cx))?;
+        let stop = self
+            .stop
+            .take()
+            .expect("a call is not polled after it answered");
+        Poll::Ready(Ok(
+            response.map(|body| Body::new(UntilStop::new(body, stop)))
+        ))
+    }
 }
 
 /// Whether a request is gRPC, by its content type.
@@ -57,21 +93,38 @@ fn is_grpc(request: &Request) -> bool {
 type Stopped = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A response body that ends with `Unavailable` trailers once the server stops.
+///
+/// Checking the flag costs a read of the watch channel; only a body that has to wait
+/// for its next frame (a live subscription) registers to be woken by the stop, so a
+/// unary answer or a read that keeps producing allocates nothing for it.
 struct UntilStop {
     inner: Body,
+    stop: watch::Receiver<bool>,
+    /// Created the first time the inner body has to wait.
     stopped: Option<Stopped>,
+    done: bool,
 }
 
 impl UntilStop {
-    fn new(inner: Body, mut stop: watch::Receiver<bool>) -> Self {
-        let stopped: Stopped = Box::pin(async move {
-            // A dropped sender means the server is gone: stop as well.
-            let _ = stop.wait_for(|stop| *stop).await;
-        });
+    fn new(inner: Body, stop: watch::Receiver<bool>) -> Self {
         Self {
             inner,
-            stopped: Some(stopped),
+            stop,
+            stopped: None,
+            done: false,
         }
+    }
+
+    /// Ends the body with the `Unavailable` trailers.
+    fn end(&mut self) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        self.done = true;
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("14"));
+        trailers.insert(
+            "grpc-message",
+            HeaderValue::from_static("the server is shutting down"),
+        );
+        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
     }
 }
 
@@ -84,27 +137,33 @@ impl HttpBody for UntilStop {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = &mut *self;
-        let Some(stopped) = &mut this.stopped else {
+        if this.done {
             return Poll::Ready(None);
-        };
-        if stopped.as_mut().poll(cx).is_ready() {
-            this.stopped = None;
-            let mut trailers = HeaderMap::new();
-            trailers.insert("grpc-status", HeaderValue::from_static("14"));
-            trailers.insert(
-                "grpc-message",
-                HeaderValue::from_static("the server is shutting down"),
-            );
-            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
+        if *this.stop.borrow() {
+            return this.end();
         }
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            this.stopped = None;
+        match polled {
+            Poll::Ready(None) => this.done = true,
+            Poll::Pending => {
+                let stopped = this.stopped.get_or_insert_with(|| {
+                    let mut stop = this.stop.clone();
+                    Box::pin(async move {
+                        // A dropped sender means the server is gone: stop as well.
+                        let _ = stop.wait_for(|stop| *stop).await;
+                    })
+                });
+                if stopped.as_mut().poll(cx).is_ready() {
+                    return this.end();
+                }
+            }
+            Poll::Ready(Some(_)) => {}
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.stopped.is_none() || self.inner.is_end_stream()
+        self.done || self.inner.is_end_stream()
     }
 }

@@ -44,6 +44,7 @@ mod openapi;
 mod page_json;
 mod parse_errors;
 mod persistent;
+mod quickack;
 mod reach;
 mod request_log;
 mod routes;

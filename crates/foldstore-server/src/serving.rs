@@ -1,8 +1,9 @@
 //! The connection loop that HTTP ([`crate::serve`]) and HTTPS ([`crate::serve_tls`])
 //! share.
 //!
-//! Each accepted TCP connection gets its socket options (the send buffer,
-//! `ServerConfig::send_buffer`), a write timeout ([`crate::stall`]), a TLS handshake when
+//! Each accepted TCP connection gets its socket options (`TCP_NODELAY`, the send
+//! buffer, `ServerConfig::send_buffer`), immediate acknowledgements once it speaks HTTP/2
+//! ([`crate::quickack`]), a write timeout ([`crate::stall`]), a TLS handshake when
 //! serving HTTPS, problem+json answers for requests hyper refuses itself
 //! ([`crate::parse_errors`]), and is then served by hyper-util's auto builder: HTTP/1.1,
 //! and HTTP/2 both over TLS (ALPN `h2`) and in clear text with prior knowledge (h2c),
@@ -41,6 +42,7 @@ use tower::ServiceExt;
 
 use crate::ServerConfig;
 use crate::parse_errors::{Exchanges, MAX_HEADER_BYTES, ProblemResponses};
+use crate::quickack::QuickAck;
 use crate::stall::{StallTimeout, Stalled};
 
 /// How long a client has to finish the TLS handshake.
@@ -136,13 +138,19 @@ impl Connections {
         {
             tracing::debug!(%peer, error = %e, "could not set the send buffer size");
         }
+        // Responses are written whole or as their frames are ready: Nagle's algorithm
+        // would hold a write back until the client acknowledged the last one, which
+        // its kernel delays by up to 40 ms.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY");
+        }
         let stalled = Stalled::default();
-        let tcp = StallTimeout::new(tcp, self.write_timeout, stalled.clone());
+        let tcp = StallTimeout::new(QuickAck::new(tcp), self.write_timeout, stalled.clone());
         let Some(acceptor) = &self.tls else {
             return self.serve_io(tcp, peer, stalled, watcher).await;
         };
         let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
-        let stream = tokio::select! {
+        let mut stream = tokio::select! {
             shaken = handshake => match shaken {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -150,6 +158,10 @@ impl Connections {
             },
             _ = stopping.wait_for(|stop| *stop) => return,
         };
+        let (tcp, tls) = stream.get_mut();
+        if tls.alpn_protocol() == Some(b"h2") {
+            tcp.stream_mut().acknowledge_at_once();
+        }
         self.serve_io(stream, peer, stalled, watcher).await;
     }
 

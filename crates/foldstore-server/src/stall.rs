@@ -22,8 +22,9 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
+
+use crate::quickack::QuickAck;
 
 /// Set when a connection was closed because its writes stalled.
 #[derive(Debug, Clone, Default)]
@@ -42,7 +43,7 @@ impl Stalled {
 
 /// A TCP stream whose writes fail after `limit` without progress.
 pub(crate) struct StallTimeout {
-    stream: TcpStream,
+    stream: QuickAck,
     limit: Duration,
     /// Armed while a write waits; reset by every write that makes progress.
     timer: Pin<Box<Sleep>>,
@@ -51,8 +52,13 @@ pub(crate) struct StallTimeout {
 }
 
 impl StallTimeout {
+    /// The stream, to switch its acknowledgements once TLS has negotiated HTTP/2.
+    pub(crate) fn stream_mut(&mut self) -> &mut QuickAck {
+        &mut self.stream
+    }
+
     /// Wraps `stream`; `stalled` is set if the timeout fires.
-    pub(crate) fn new(stream: TcpStream, limit: Duration, stalled: Stalled) -> Self {
+    pub(crate) fn new(stream: QuickAck, limit: Duration, stalled: Stalled) -> Self {
         Self {
             stream,
             limit,

@@ -1,13 +1,19 @@
 //! The gRPC workloads, through the official KurrentDB Rust client against an
-//! in-process server that answers gRPC and the HTTP API on one port (h2c and
-//! HTTP/1.1), as `foldstore serve` does:
+//! in-process `foldstore serve` server (`foldstore_server::serve` with the gRPC routes
+//! mounted beside the HTTP API on one port, h2c and HTTP/1.1):
 //!
 //! - `grpc-read-all`: a catch-up subscription to `$all` from the start, until
 //!   `CaughtUp`, next to the same run's in-process paging of `$all`;
 //! - `grpc-append`: one-event appends with the exact expected revision from
 //!   `--concurrency` tasks sharing one client (one HTTP/2 connection, as an
 //!   application would), next to the same run's in-process `append-1` and
-//!   `http-append` with as many keep-alive HTTP clients.
+//!   `http-append` with as many keep-alive HTTP clients, each method run twice with
+//!   half the events in the order in-process, HTTP, gRPC, gRPC, HTTP, in-process (see
+//!   [`grpc_append`]).
+//!
+//! Each client connects before the clock starts (`connect_ms`, reported apart): the
+//! official client's first connection waits its discovery interval, half a second,
+//! which an application pays once per process.
 //!
 //! The client is built only with the `grpc-bench` feature, which brings in a gRPC
 //! client stack the `foldstore` binary has no other use for.
@@ -17,9 +23,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use foldstore_core::{EventStore, StreamName};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use kurrentdb::{
     AppendToStreamOptions, Client, ClientSettings, EventData, StreamPosition, StreamState,
     SubscribeToAllOptions, SubscriptionEvent,
@@ -29,8 +32,8 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Map, json};
 
 use super::http::{
-    ClientResult, HttpAppends, LOAD_THREADS, OwnRuntime, bench_err, dyn_store, http_appends,
-    progress, runtime,
+    ClientResult, HttpAppends, InProcessServer, LOAD_THREADS, OwnRuntime, bench_err, dyn_store,
+    http_appends, progress, runtime,
 };
 use super::load::{self, LoadSpec};
 use super::payload::{self, STREAMS};
@@ -43,41 +46,23 @@ use crate::error::CliError;
 /// How long the subscription may stay silent before the run fails.
 const SILENCE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// gRPC and the HTTP API on one free loopback port, on a runtime of its own
-/// (threads `fs-server`); stopped with its runtime.
+/// `foldstore serve`'s server (`foldstore_server::serve` with the gRPC routes on the
+/// API's port, h2c and HTTP/1.1) on one free loopback port, on a runtime of its own
+/// (threads `fs-server`).
 struct GrpcServer {
     addr: SocketAddr,
-    runtime: OwnRuntime,
+    server: InProcessServer,
 }
 
 impl GrpcServer {
     fn start(store: Arc<dyn EventStore>) -> Result<Self, CliError> {
-        let runtime = runtime("fs-server", 2)?;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|e| bench_err("could not bind 127.0.0.1:0", e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| bench_err("no local address", e))?;
-        let app = foldstore_grpc::grpc_or_http(
-            foldstore_grpc::routes(Arc::clone(&store)),
-            foldstore_server::app(store, foldstore_server::ServerConfig::default()),
-        );
-        runtime.spawn(async move {
-            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                return;
-            };
-            while let Ok((socket, _)) = listener.accept().await {
-                let _ = socket.set_nodelay(true);
-                let service = TowerToHyperService::new(app.clone());
-                tokio::spawn(async move {
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(socket), service)
-                        .await;
-                });
-            }
-        });
-        Ok(Self { addr, runtime })
+        let mut config = foldstore_server::ServerConfig::default();
+        config.grpc = Some(foldstore_grpc::routes(Arc::clone(&store)));
+        let server = InProcessServer::with_config(store, config)?;
+        Ok(Self {
+            addr: server.addr,
+            server,
+        })
     }
 
     /// A client of the official KurrentDB crate for this server, made on `rt`: the
@@ -93,11 +78,25 @@ impl GrpcServer {
             .map_err(|e| bench_err("could not make a KurrentDB client", e))
     }
 
-    /// Stops the server: its runtime ends, and with it every connection and its hold
-    /// on the store.
-    async fn stop(self) {
-        let Self { runtime, .. } = self;
-        let _ = tokio::task::spawn_blocking(move || runtime.shutdown(Duration::from_secs(5))).await;
+    /// Connects `client` (discovery and the `ServerFeatures` call) before a
+    /// measurement starts, and returns how long that took. The client connects on its
+    /// first call, and with a single-host connection string it first sleeps its
+    /// discovery interval (500 ms by default) before it tries the host: an
+    /// application pays that once per process, not per call or subscription.
+    async fn connect(client: &Client, rt: &OwnRuntime) -> Result<Duration, CliError> {
+        let client = client.clone();
+        let t0 = Instant::now();
+        rt.spawn(async move { client.server_info().await })
+            .await
+            .map_err(|e| bench_err("the client task failed", e))?
+            .map_err(|e| bench_err("the client could not connect", e))?;
+        Ok(t0.elapsed())
+    }
+
+    /// Stops the server (its subscriptions end) and waits until it has let go of the
+    /// store.
+    async fn stop(self) -> Result<(), CliError> {
+        self.server.stop().await
     }
 }
 
@@ -121,6 +120,7 @@ pub(crate) async fn grpc_read_all(store: &Store, p: Params) -> Result<Outcome, C
     ));
     let load_rt = runtime(LOAD_THREADS, 1)?;
     let client = server.client(&load_rt).await?;
+    let connect = GrpcServer::connect(&client, &load_rt).await?;
     let cpu_before = procstat::threads();
     let start = Instant::now();
     let reader = load_rt.spawn(async move {
@@ -150,7 +150,7 @@ pub(crate) async fn grpc_read_all(store: &Store, p: Params) -> Result<Outcome, C
     let elapsed = start.elapsed();
     let cpu_after = procstat::threads();
     drop(load_rt);
-    server.stop().await;
+    server.stop().await?;
     let (read, bytes, first) = result.map_err(|e| bench_err("the reader task failed", e))??;
     if read != base_read {
         return Err(CliError::Bench(format!(
@@ -161,6 +161,10 @@ pub(crate) async fn grpc_read_all(store: &Store, p: Params) -> Result<Outcome, C
     let rate = read as f64 / elapsed.as_secs_f64();
     let mut extra = Map::new();
     extra.insert("data_mb".into(), json!(round(bytes as f64 / 1e6, 1)));
+    extra.insert(
+        "connect_ms".into(),
+        json!(round(connect.as_secs_f64() * 1e3, 2)),
+    );
     extra.insert(
         "first_event_ms".into(),
         json!(first.map(|d| round(d.as_secs_f64() * 1e3, 2))),
@@ -234,18 +238,160 @@ async fn append_task(
     Ok(out)
 }
 
-/// `grpc-append`: in-process `append-1`, then `http-append`, then the same load
-/// through the official client's `Streams.Append`, each with `--events` events from
-/// `--concurrency` tasks, in one run.
+/// One method's appends: how many, in how long, and the CPU split.
+#[derive(Default)]
+struct Measured {
+    total: ClientResult,
+    elapsed: Duration,
+    load_cpu: f64,
+    server_cpu: f64,
+}
+
+impl Measured {
+    fn add(&mut self, other: Measured) {
+        self.total.events += other.total.events;
+        self.total.latencies.extend(other.total.latencies);
+        self.elapsed += other.elapsed;
+        self.load_cpu += other.load_cpu;
+        self.server_cpu += other.server_cpu;
+    }
+
+    fn rate(&self) -> f64 {
+        self.total.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// `grpc-append`: the same one-event appends in process (`append-1`), through the
+/// HTTP API (`http-append`) and through the official client's `Streams.Append`, from
+/// `--concurrency` tasks, `--events` events each, in one run.
+///
+/// The store grows by three times `--events` over the run, and a later append costs
+/// more than an earlier one (the HTTP phase repeated after the gRPC one took 25-35%
+/// more server CPU than the first). So each method runs twice with half the events,
+/// in the order in-process, HTTP, gRPC, gRPC, HTTP, in-process: every method meets
+/// the same average store size, and each reports the sum of its two halves.
 pub(crate) async fn grpc_append(store: &Store, p: Params) -> Result<Outcome, CliError> {
     let events = p.events.unwrap_or(50_000);
     let tasks = p.concurrency.max(1) as usize;
+    let halves = [events - events / 2, events / 2];
 
+    let mut inprocess = Measured::default();
+    let mut http = Measured::default();
+    let mut grpc = Measured::default();
+    let mut connect = Duration::ZERO;
+    for (round, half) in [(0, halves[0]), (1, halves[1])] {
+        if half == 0 {
+            continue;
+        }
+        let mut steps = [Method::InProcess, Method::Http, Method::Grpc];
+        if round == 1 {
+            steps.reverse();
+        }
+        for method in steps {
+            let prefix = format!("{}{round}", method.prefix());
+            match method {
+                Method::InProcess => {
+                    inprocess.add(inprocess_appends(store, half, p.concurrency, &prefix).await?);
+                }
+                Method::Http => {
+                    let HttpAppends {
+                        total,
+                        elapsed,
+                        load_cpu,
+                        server_cpu,
+                    } = http_appends(store, half, tasks, &prefix).await?;
+                    http.add(Measured {
+                        total,
+                        elapsed,
+                        load_cpu,
+                        server_cpu,
+                    });
+                }
+                Method::Grpc => {
+                    let (measured, connected) = grpc_appends(store, half, tasks, &prefix).await?;
+                    connect = connect.max(connected);
+                    grpc.add(measured);
+                }
+            }
+        }
+    }
+    let (inprocess_rate, http_rate, rate) = (inprocess.rate(), http.rate(), grpc.rate());
     progress(format!(
-        "baseline: in-process append-1, {events} events, {tasks} tasks"
+        "in process {inprocess_rate:.0}, HTTP {http_rate:.0}, gRPC {rate:.0} events/s"
+    ));
+    let mut extra = Map::new();
+    extra.insert("tasks".into(), json!(tasks));
+    extra.insert("clients".into(), json!(1));
+    extra.insert(
+        "phase_order".into(),
+        json!("in-process, http, grpc, grpc, http, in-process (half the events each)"),
+    );
+    extra.insert(
+        "connect_ms".into(),
+        json!(round(connect.as_secs_f64() * 1e3, 2)),
+    );
+    extra.insert(
+        "inprocess_append1_events_per_sec".into(),
+        json!(round(inprocess_rate, 1)),
+    );
+    extra.insert(
+        "http_append_events_per_sec".into(),
+        json!(round(http_rate, 1)),
+    );
+    extra.insert("ratio_vs_http_append".into(), json!(ratio(rate, http_rate)));
+    extra.insert(
+        "ratio_vs_inprocess_append1".into(),
+        json!(ratio(rate, inprocess_rate)),
+    );
+    extra.insert("target_ratio_vs_http_append".into(), json!(0.8));
+    extra.insert("target_ratio_vs_inprocess_append1".into(), json!(0.5));
+    extra.insert("load_cpu_s".into(), json!(round(grpc.load_cpu, 2)));
+    extra.insert("server_cpu_s".into(), json!(round(grpc.server_cpu, 2)));
+    extra.insert("http_load_cpu_s".into(), json!(round(http.load_cpu, 2)));
+    extra.insert("http_server_cpu_s".into(), json!(round(http.server_cpu, 2)));
+    Ok(Outcome {
+        events: grpc.total.events,
+        elapsed: grpc.elapsed,
+        latencies: grpc.total.latencies,
+        latency_of: "gRPC Streams.Append of 1 event (call to answer)",
+        conflicts: 0,
+        writes: true,
+        peak_rss: None,
+        extra,
+    })
+}
+
+/// The three ways `grpc-append` appends.
+#[derive(Debug, Clone, Copy)]
+enum Method {
+    InProcess,
+    Http,
+    Grpc,
+}
+
+impl Method {
+    /// The stream names' prefix: every phase appends to streams of its own.
+    fn prefix(self) -> &'static str {
+        match self {
+            Method::InProcess => "inproc",
+            Method::Http => "http",
+            Method::Grpc => "grpc",
+        }
+    }
+}
+
+/// `events` one-event appends in process from `concurrency` tasks (`append-1`).
+async fn inprocess_appends(
+    store: &Store,
+    events: u64,
+    concurrency: u32,
+    prefix: &str,
+) -> Result<Measured, CliError> {
+    progress(format!(
+        "in process: {events} one-event appends from {concurrency} tasks"
     ));
     let spec = LoadSpec {
-        concurrency: p.concurrency,
+        concurrency,
         events,
         batch: 1,
         deadline: None,
@@ -253,19 +399,26 @@ pub(crate) async fn grpc_append(store: &Store, p: Params) -> Result<Outcome, Cli
         clock: Instant::now(),
         gate: None,
     };
-    let base = load::run(store, &payload::stream_names("inproc", STREAMS), &spec).await?;
-    let inprocess_rate = base.events as f64 / base.elapsed.as_secs_f64();
-    progress(format!("baseline: {inprocess_rate:.0} events/s"));
+    let r = load::run(store, &payload::stream_names(prefix, STREAMS), &spec).await?;
+    Ok(Measured {
+        total: ClientResult {
+            events: r.events,
+            latencies: r.latencies,
+            conflicts: r.conflicts,
+        },
+        elapsed: r.elapsed,
+        ..Measured::default()
+    })
+}
 
-    let HttpAppends {
-        total: http_total,
-        elapsed: http_elapsed,
-        load_cpu: http_load_cpu,
-        server_cpu: http_server_cpu,
-    } = http_appends(store, events, tasks).await?;
-    let http_rate = http_total.events as f64 / http_elapsed.as_secs_f64();
-    progress(format!("baseline: http-append {http_rate:.0} events/s"));
-
+/// `events` one-event appends through the official client's `Streams.Append` from
+/// `tasks` tasks sharing one client, and how long its connection took.
+async fn grpc_appends(
+    store: &Store,
+    events: u64,
+    tasks: usize,
+    prefix: &str,
+) -> Result<(Measured, Duration), CliError> {
     let server = GrpcServer::start(dyn_store(store))?;
     progress(format!(
         "gRPC: {events} one-event appends from {tasks} tasks sharing one client to {}",
@@ -273,7 +426,8 @@ pub(crate) async fn grpc_append(store: &Store, p: Params) -> Result<Outcome, Cli
     ));
     let load_rt = runtime(LOAD_THREADS, 2)?;
     let client = server.client(&load_rt).await?;
-    let streams = payload::stream_names("grpc", STREAMS);
+    let connect = GrpcServer::connect(&client, &load_rt).await?;
+    let streams = payload::stream_names(prefix, STREAMS);
     let cpu_before = procstat::threads();
     let start = Instant::now();
     let mut handles = Vec::with_capacity(tasks);
@@ -295,7 +449,7 @@ pub(crate) async fn grpc_append(store: &Store, p: Params) -> Result<Outcome, Cli
     let elapsed = start.elapsed();
     let cpu_after = procstat::threads();
     drop(load_rt);
-    server.stop().await;
+    server.stop().await?;
     let mut total = ClientResult::default();
     for r in results {
         let r = r.map_err(|e| bench_err("an append task failed", e))??;
@@ -303,37 +457,13 @@ pub(crate) async fn grpc_append(store: &Store, p: Params) -> Result<Outcome, Cli
         total.latencies.extend(r.latencies);
     }
     let (load_cpu, server_cpu) = procstat::split_since(&cpu_before, &cpu_after, LOAD_THREADS);
-    let rate = total.events as f64 / elapsed.as_secs_f64();
-    let mut extra = Map::new();
-    extra.insert("tasks".into(), json!(tasks));
-    extra.insert("clients".into(), json!(1));
-    extra.insert(
-        "inprocess_append1_events_per_sec".into(),
-        json!(round(inprocess_rate, 1)),
-    );
-    extra.insert(
-        "http_append_events_per_sec".into(),
-        json!(round(http_rate, 1)),
-    );
-    extra.insert("ratio_vs_http_append".into(), json!(ratio(rate, http_rate)));
-    extra.insert(
-        "ratio_vs_inprocess_append1".into(),
-        json!(ratio(rate, inprocess_rate)),
-    );
-    extra.insert("target_ratio_vs_http_append".into(), json!(0.8));
-    extra.insert("target_ratio_vs_inprocess_append1".into(), json!(0.5));
-    extra.insert("load_cpu_s".into(), json!(round(load_cpu, 2)));
-    extra.insert("server_cpu_s".into(), json!(round(server_cpu, 2)));
-    extra.insert("http_load_cpu_s".into(), json!(round(http_load_cpu, 2)));
-    extra.insert("http_server_cpu_s".into(), json!(round(http_server_cpu, 2)));
-    Ok(Outcome {
-        events: total.events,
-        elapsed,
-        latencies: total.latencies,
-        latency_of: "gRPC Streams.Append of 1 event (call to answer)",
-        conflicts: 0,
-        writes: true,
-        peak_rss: None,
-        extra,
-    })
+    Ok((
+        Measured {
+            total,
+            elapsed,
+            load_cpu,
+            server_cpu,
+        },
+        connect,
+    ))
 }

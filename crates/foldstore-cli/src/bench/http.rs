@@ -62,17 +62,6 @@ impl OwnRuntime {
     }
 }
 
-impl OwnRuntime {
-    /// Shuts the runtime down, waiting up to `timeout` for its tasks to be dropped.
-    /// It blocks: call it off the async threads.
-    #[cfg(feature = "grpc-bench")]
-    pub(super) fn shutdown(mut self, timeout: Duration) {
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_timeout(timeout);
-        }
-    }
-}
-
 impl Drop for OwnRuntime {
     fn drop(&mut self) {
         if let Some(rt) = self.0.take() {
@@ -215,9 +204,10 @@ async fn append_client(
     Ok(out)
 }
 
-/// A server on its own runtime (threads `fs-server`).
-struct InProcessServer {
-    addr: SocketAddr,
+/// `foldstore_server::serve` on a free loopback port, on a runtime of its own
+/// (threads `fs-server`).
+pub(super) struct InProcessServer {
+    pub(super) addr: SocketAddr,
     stop: tokio::sync::oneshot::Sender<()>,
     served: tokio::task::JoinHandle<std::io::Result<()>>,
     /// Dropped last: a server dropped without [`InProcessServer::stop`] is abandoned.
@@ -225,7 +215,16 @@ struct InProcessServer {
 }
 
 impl InProcessServer {
+    /// The HTTP API with the default configuration.
     fn start(store: Arc<dyn EventStore>) -> Result<Self, CliError> {
+        Self::with_config(store, foldstore_server::ServerConfig::default())
+    }
+
+    /// The server `config` describes (with a gRPC router, for instance).
+    pub(super) fn with_config(
+        store: Arc<dyn EventStore>,
+        config: foldstore_server::ServerConfig,
+    ) -> Result<Self, CliError> {
         let runtime = runtime("fs-server", 2)?;
         let listener = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
@@ -236,14 +235,9 @@ impl InProcessServer {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let served = runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            foldstore_server::serve(
-                listener,
-                store,
-                foldstore_server::ServerConfig::default(),
-                async move {
-                    let _ = stopped.await;
-                },
-            )
+            foldstore_server::serve(listener, store, config, async move {
+                let _ = stopped.await;
+            })
             .await
         });
         Ok(Self {
@@ -255,7 +249,7 @@ impl InProcessServer {
     }
 
     /// Stops the server and waits until it has let go of the store.
-    async fn stop(self) -> Result<(), CliError> {
+    pub(super) async fn stop(self) -> Result<(), CliError> {
         let _ = self.stop.send(());
         let served = tokio::time::timeout(Duration::from_secs(10), self.served).await;
         drop(self.runtime);
@@ -297,7 +291,7 @@ pub(crate) async fn http_append(store: &Store, p: Params) -> Result<Outcome, Cli
         elapsed,
         load_cpu,
         server_cpu,
-    } = http_appends(store, events, clients).await?;
+    } = http_appends(store, events, clients, "http").await?;
     let http_rate = total.events as f64 / elapsed.as_secs_f64();
     let round = |x: f64, d: i32| {
         let f = 10f64.powi(d);
@@ -354,11 +348,12 @@ pub(super) fn dyn_store(store: &Store) -> Arc<dyn EventStore> {
 }
 
 /// `events` one-event appends from `clients` keep-alive HTTP clients to an in-process
-/// server on a free loopback port.
+/// server on a free loopback port, to streams named `<prefix>-<n>`.
 pub(super) async fn http_appends(
     store: &Store,
     events: u64,
     clients: usize,
+    prefix: &str,
 ) -> Result<HttpAppends, CliError> {
     let server = InProcessServer::start(dyn_store(store))?;
     let addr = server.addr;
@@ -366,7 +361,7 @@ pub(super) async fn http_appends(
         "HTTP: {events} one-event appends from {clients} keep-alive clients to http://{addr}"
     ));
     let load_rt = runtime(LOAD_THREADS, 2)?;
-    let streams = payload::stream_names("http", STREAMS);
+    let streams = payload::stream_names(prefix, STREAMS);
     let appends = events;
     let cpu_before = procstat::threads();
     let start = Instant::now();

@@ -186,7 +186,7 @@ impl Call {
                 self.delivered.remove(&oldest);
             }
         }
-        let read = wire::read_event(&delivered.event, self.structured);
+        let read = wire::read_event(delivered.event, self.structured);
         let commit = read.event.as_ref().map_or(0, |e| e.commit_position);
         ReadResp {
             content: Some(read_resp::Content::Event(read_resp::ReadEvent {
