@@ -45,16 +45,14 @@ impl Default for StreamId {
 
 impl StreamId {
     const METASTREAM_PREFIX: &'static [u8] = b"$$";
-    /// Before the name of a group's parked stream, as the clients know it
-    /// (`$persistentsubscription-…-parked`, see [`crate::parked`]).
-    const PARKED_PREFIX: &'static [u8] = b"$";
 
     fn parts(&self) -> (&'static [u8], &[u8]) {
         match self {
-            StreamId::Stream(s) if crate::parked::is_parked(s.as_str()) => {
-                (Self::PARKED_PREFIX, s.as_str().as_bytes())
-            }
-            StreamId::Stream(s) => (b"", s.as_str().as_bytes()),
+            // A parked stream under the `$` name clients know (see `crate::parked`).
+            StreamId::Stream(s) => (
+                crate::parked::wire_prefix(s.as_str()).as_bytes(),
+                s.as_str().as_bytes(),
+            ),
             StreamId::Metastream(s) => (Self::METASTREAM_PREFIX, s.as_str().as_bytes()),
             StreamId::Raw(b) => (b"", b),
         }

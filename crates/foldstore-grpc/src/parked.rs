@@ -17,7 +17,7 @@ use foldstore_core::persistent::PARKED_CATEGORY;
 const SUFFIX: &str = "-parked";
 
 /// Whether `name` (as stored) is a parked stream's.
-pub(crate) fn is_parked(name: &str) -> bool {
+fn is_parked(name: &str) -> bool {
     name.strip_prefix(PARKED_CATEGORY)
         .is_some_and(|rest| rest.starts_with('-') && rest.ends_with(SUFFIX))
 }
@@ -32,13 +32,18 @@ pub(crate) fn stored(wire: &str) -> Option<StreamName> {
     StreamName::new(name).ok()
 }
 
+/// What goes before the stored `name` in the name clients see: `$` for a parked
+/// stream, nothing for the others.
+pub(crate) fn wire_prefix(name: &str) -> &'static str {
+    if is_parked(name) { "$" } else { "" }
+}
+
 /// The name clients see for `stream`: with the `$` for a parked stream.
 pub(crate) fn wire_name(stream: &StreamName) -> Cow<'_, str> {
     let name = stream.as_str();
-    if is_parked(name) {
-        Cow::Owned(format!("${name}"))
-    } else {
-        Cow::Borrowed(name)
+    match wire_prefix(name) {
+        "" => Cow::Borrowed(name),
+        prefix => Cow::Owned(format!("{prefix}{name}")),
     }
 }
 
