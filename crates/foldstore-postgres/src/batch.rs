@@ -65,11 +65,11 @@ fn part(request: &Request) -> &StreamAppend {
     &request.transaction.parts[0]
 }
 
-/// The arguments of one `append_batch` call.
+/// The per-stream and per-event column arrays that the `append_batch` and
+/// `append_transaction` SQL functions both take: one row per stream part, one per
+/// event, each event naming its part by number (1-based).
 #[derive(Default)]
-struct Layer<'a> {
-    /// Index in the batch of each of the layer's appends.
-    members: Vec<usize>,
+pub(crate) struct EventColumns<'a> {
     streams: Vec<&'a str>,
     categories: Vec<&'a str>,
     group_hashes: Vec<i64>,
@@ -77,7 +77,7 @@ struct Layer<'a> {
     kinds: Vec<i16>,
     revisions: Vec<i64>,
     counts: Vec<i32>,
-    event_appends: Vec<i32>,
+    event_parts: Vec<i32>,
     event_offsets: Vec<i32>,
     ids: Vec<Uuid>,
     types: Vec<&'a str>,
@@ -87,24 +87,21 @@ struct Layer<'a> {
     tags: Vec<Option<String>>,
 }
 
-impl<'a> Layer<'a> {
-    fn push(&mut self, index: usize, request: &'a Request) {
-        let request = part(request);
-        let (kind, revision) = expectation(request.expected);
-        self.members.push(index);
-        let append = i32::try_from(self.members.len()).unwrap_or(i32::MAX);
-        self.streams.push(request.stream.as_str());
-        self.categories.push(request.stream.category());
-        self.group_hashes
-            .push(to_i64(group_hash(request.stream.id())));
+impl<'a> EventColumns<'a> {
+    /// Adds `part` as part number `number` (1-based).
+    pub(crate) fn push(&mut self, number: i32, part: &'a StreamAppend) {
+        let (kind, revision) = expectation(part.expected);
+        self.streams.push(part.stream.as_str());
+        self.categories.push(part.stream.category());
+        self.group_hashes.push(to_i64(group_hash(part.stream.id())));
         self.category_hashes
-            .push(to_i64(group_hash(request.stream.category())));
+            .push(to_i64(group_hash(part.stream.category())));
         self.kinds.push(kind);
         self.revisions.push(revision);
         self.counts
-            .push(i32::try_from(request.events.len()).unwrap_or(i32::MAX));
-        for (offset, event) in request.events.iter().enumerate() {
-            self.event_appends.push(append);
+            .push(i32::try_from(part.events.len()).unwrap_or(i32::MAX));
+        for (offset, event) in part.events.iter().enumerate() {
+            self.event_parts.push(number);
             self.event_offsets
                 .push(i32::try_from(offset).unwrap_or(i32::MAX));
             self.ids.push(event.id);
@@ -116,7 +113,8 @@ impl<'a> Layer<'a> {
         }
     }
 
-    fn refs(&self) -> [&(dyn ToSql + Sync); 15] {
+    /// The columns as SQL parameters, in the functions' order.
+    pub(crate) fn refs(&self) -> [&(dyn ToSql + Sync); 15] {
         [
             &self.streams,
             &self.categories,
@@ -125,7 +123,7 @@ impl<'a> Layer<'a> {
             &self.kinds,
             &self.revisions,
             &self.counts,
-            &self.event_appends,
+            &self.event_parts,
             &self.event_offsets,
             &self.ids,
             &self.types,
@@ -134,6 +132,22 @@ impl<'a> Layer<'a> {
             &self.metadatas,
             &self.tags,
         ]
+    }
+}
+
+/// The arguments of one `append_batch` call.
+#[derive(Default)]
+struct Layer<'a> {
+    /// Index in the batch of each of the layer's appends.
+    members: Vec<usize>,
+    columns: EventColumns<'a>,
+}
+
+impl<'a> Layer<'a> {
+    fn push(&mut self, index: usize, request: &'a Request) {
+        self.members.push(index);
+        let append = i32::try_from(self.members.len()).unwrap_or(i32::MAX);
+        self.columns.push(append, part(request));
     }
 }
 
@@ -173,9 +187,9 @@ pub(crate) async fn attempt(
             .map(|_| Vec::new())
     }));
     for layer in &layers {
-        steps.push(Box::pin(
-            async move { conn.query(stmt, &layer.refs()).await },
-        ));
+        steps.push(Box::pin(async move {
+            conn.query(stmt, &layer.columns.refs()).await
+        }));
     }
     let (outputs, commit) = match pipeline::send(conn, steps, delay).await {
         Sent::Ran { outputs, commit } => (outputs, commit),
@@ -284,9 +298,9 @@ mod tests {
         let members: Vec<Vec<usize>> = layers.iter().map(|l| l.members.clone()).collect();
         assert_eq!(members, vec![vec![0, 3, 4], vec![1, 5], vec![2]]);
         // Events carry their append's 1-based index within the layer and their offset.
-        assert_eq!(layers[0].event_appends, vec![1, 1, 2, 2, 2, 3]);
-        assert_eq!(layers[0].event_offsets, vec![0, 1, 0, 1, 2, 0]);
-        assert_eq!(layers[0].streams, vec!["a-1", "b-1", "c-1"]);
-        assert_eq!(layers[1].event_appends, vec![1, 2]);
+        assert_eq!(layers[0].columns.event_parts, vec![1, 1, 2, 2, 2, 3]);
+        assert_eq!(layers[0].columns.event_offsets, vec![0, 1, 0, 1, 2, 0]);
+        assert_eq!(layers[0].columns.streams, vec!["a-1", "b-1", "c-1"]);
+        assert_eq!(layers[1].columns.event_parts, vec![1, 2]);
     }
 }

@@ -59,7 +59,6 @@ use foldstore_core::{
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
-use uuid::Uuid;
 
 use crate::batch;
 use crate::error::{Effect, backend, is_duplicate_id, is_transient_conflict};
@@ -465,21 +464,7 @@ struct Statements {
 
 /// The parameters of one `append_transaction` call.
 struct Params<'a> {
-    streams: Vec<&'a str>,
-    categories: Vec<&'a str>,
-    group_hashes: Vec<i64>,
-    category_hashes: Vec<i64>,
-    kinds: Vec<i16>,
-    revisions: Vec<i64>,
-    counts: Vec<i32>,
-    event_parts: Vec<i32>,
-    event_offsets: Vec<i32>,
-    ids: Vec<Uuid>,
-    types: Vec<&'a str>,
-    content_types: Vec<&'a str>,
-    datas: Vec<&'a [u8]>,
-    metadatas: Vec<&'a str>,
-    tags: Vec<Option<String>>,
+    columns: batch::EventColumns<'a>,
     cond: bool,
     cond_all: bool,
     cond_after_tx: Xid8,
@@ -493,24 +478,8 @@ struct Params<'a> {
 impl<'a> Params<'a> {
     fn of(request: &'a Request) -> Self {
         let tx = &request.transaction;
-        let n = tx.parts.len();
-        let events = tx.event_count();
         let mut p = Params {
-            streams: Vec::with_capacity(n),
-            categories: Vec::with_capacity(n),
-            group_hashes: Vec::with_capacity(n),
-            category_hashes: Vec::with_capacity(n),
-            kinds: Vec::with_capacity(n),
-            revisions: Vec::with_capacity(n),
-            counts: Vec::with_capacity(n),
-            event_parts: Vec::with_capacity(events),
-            event_offsets: Vec::with_capacity(events),
-            ids: Vec::with_capacity(events),
-            types: Vec::with_capacity(events),
-            content_types: Vec::with_capacity(events),
-            datas: Vec::with_capacity(events),
-            metadatas: Vec::with_capacity(events),
-            tags: Vec::with_capacity(events),
+            columns: batch::EventColumns::default(),
             cond: false,
             cond_all: false,
             cond_after_tx: Xid8(0),
@@ -521,28 +490,8 @@ impl<'a> Params<'a> {
             tracking_position: tx.tracking.as_ref().map(|t| t.position.to_string()),
         };
         for (index, part) in tx.parts.iter().enumerate() {
-            let (kind, revision) = expectation(part.expected);
-            p.streams.push(part.stream.as_str());
-            p.categories.push(part.stream.category());
-            p.group_hashes.push(to_i64(group_hash(part.stream.id())));
-            p.category_hashes
-                .push(to_i64(group_hash(part.stream.category())));
-            p.kinds.push(kind);
-            p.revisions.push(revision);
-            p.counts
-                .push(i32::try_from(part.events.len()).unwrap_or(i32::MAX));
             let number = i32::try_from(index + 1).unwrap_or(i32::MAX);
-            for (offset, e) in part.events.iter().enumerate() {
-                p.event_parts.push(number);
-                p.event_offsets
-                    .push(i32::try_from(offset).unwrap_or(i32::MAX));
-                p.ids.push(e.id);
-                p.types.push(e.event_type.as_str());
-                p.content_types.push(e.content_type.as_str());
-                p.datas.push(e.data.as_ref());
-                p.metadatas.push(e.metadata.as_str());
-                p.tags.push(joined(&e.tags));
-            }
+            p.columns.push(number, part);
         }
         if let Some(c) = &tx.condition {
             let q = &c.fail_if_events_match;
@@ -555,24 +504,11 @@ impl<'a> Params<'a> {
         p
     }
 
-    fn refs(&self) -> [&(dyn ToSql + Sync); 23] {
-        [
-            &self.streams,
-            &self.categories,
-            &self.group_hashes,
-            &self.category_hashes,
-            &self.kinds,
-            &self.revisions,
-            &self.counts,
-            &self.event_parts,
-            &self.event_offsets,
-            &self.ids,
-            &self.types,
-            &self.content_types,
-            &self.datas,
-            &self.metadatas,
-            &self.tags,
-            &self.cond,
+    fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
+        let mut refs = Vec::with_capacity(23);
+        refs.extend(self.columns.refs());
+        refs.extend([
+            &self.cond as &(dyn ToSql + Sync),
             &self.cond_all,
             &self.cond_after_tx,
             &self.cond_after_seq,
@@ -580,7 +516,8 @@ impl<'a> Params<'a> {
             &self.cond_tags,
             &self.tracking_source,
             &self.tracking_position,
-        ]
+        ]);
+        refs
     }
 }
 
